@@ -1,0 +1,117 @@
+# ferrogate — the commands a newcomer, a developer and CI use. `make` alone lists them.
+#
+# Two commands get a fresh Debian machine from clone to a tested, serving gateway:
+#   make run    install what is missing, build release, serve both embedded models on 127.0.0.1:8080
+#   make test   install what is missing, run every test (Rust via nextest, openai-SDK via pytest)
+# Each target calls scripts/setup.sh first; it is idempotent and takes well under 2 s when
+# everything is present. Models are cached in $(FERROGATE_MODEL_DIR), outside git and target/.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+# rustup puts cargo in ~/.cargo/bin, which non-login shells (and CI) may not have on PATH.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+# One model cache for fetch-models.sh, the server's relative model paths and the tests.
+export FERROGATE_MODEL_DIR ?= $(HOME)/.cache/ferrogate/models
+
+CARGO ?= cargo
+CONFIG ?= config/ferrogate.toml
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+# Extra arguments, e.g. `make test NEXTEST_ARGS='-E test(sse)' PYTEST_ARGS='-k stream'`.
+NEXTEST_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup run build build-release test test-rust test-sdk lint fmt check-config \
+	fetch-models bench-overhead bench-engine
+
+help: ## list the targets (default)
+	@printf 'ferrogate — make targets:\n\n'
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@printf '\nVariables: CONFIG=%s  FERROGATE_MODEL_DIR=%s\n' '$(CONFIG)' '$(FERROGATE_MODEL_DIR)'
+
+# === set-up ===
+
+setup: ## install build deps, cargo-nextest and the models (idempotent)
+	@scripts/setup.sh
+
+fetch-models: ## download the GGUF models (SmolLM2, Gemma 3) into FERROGATE_MODEL_DIR
+	@scripts/fetch-models.sh
+
+# === build and run ===
+
+build: ## debug build of the ferrogate binary (the one the SDK tests use)
+	$(CARGO) build -p ferrogate
+
+build-release: ## release build of the ferrogate binary
+	$(CARGO) build --release -p ferrogate
+
+run: setup build-release ## serve smollm2 + gemma3 on 127.0.0.1:8080 (config/ferrogate.toml)
+	exec $(TARGET_DIR)/release/ferrogate serve --config $(CONFIG)
+
+check-config: setup build ## validate CONFIG (default config/ferrogate.toml), listing every error
+	$(TARGET_DIR)/debug/ferrogate config check $(CONFIG)
+
+# === tests ===
+
+# `make test` runs both suites even when the first fails, so both summaries always print, and
+# fails if either failed. The SDK tests use the debug binary, so they share one build with nextest.
+test: ## set up, then run every test: Rust (nextest) and the openai-SDK suite (pytest)
+	@scripts/setup.sh --test
+	@rc=0; \
+	$(call run_nextest) || rc=1; \
+	$(call run_sdk) || rc=1; \
+	if [ "$$rc" -ne 0 ]; then echo "make test: FAILED (see the summaries above)" >&2; fi; \
+	exit "$$rc"
+
+test-rust: ## only the Rust tests (cargo nextest, dev profile)
+	@scripts/setup.sh
+	@$(call run_nextest)
+
+test-sdk: ## only the openai-SDK tests in tests/sdk (builds the debug binary first)
+	@scripts/setup.sh --test
+	@$(call run_sdk)
+
+# llama.cpp itself is optimized even in the dev profile (workspace profile overrides).
+define run_nextest
+{ echo "==> cargo nextest run --workspace"; \
+  $(CARGO) nextest run --workspace --no-fail-fast $(NEXTEST_ARGS); }
+endef
+
+# pytest exits 5 when it collects nothing. Until tests/sdk holds test files that is expected, so
+# pytest is not started at all (a clear message instead of a run that tests nothing); once test
+# files exist, collecting nothing is a failure like any other.
+define run_sdk
+{ echo "==> openai-SDK tests (tests/sdk)"; \
+  if ! compgen -G 'tests/sdk/test_*.py' >/dev/null && ! compgen -G 'tests/sdk/*_test.py' >/dev/null; then \
+    echo "tests/sdk: no test files yet; SDK suite skipped"; \
+  else \
+    $(CARGO) build -p ferrogate && \
+    FERROGATE_BIN="$${FERROGATE_BIN:-$(abspath $(TARGET_DIR))/debug/ferrogate}" \
+      .venv/bin/pytest -q tests/sdk $(PYTEST_ARGS); \
+  fi; }
+endef
+
+# === quality ===
+
+lint: ## rustfmt --check, clippy -D warnings on all targets (and shellcheck, if installed)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@if command -v shellcheck >/dev/null; then \
+	  echo "shellcheck scripts/*.sh .ci/run"; shellcheck -x scripts/*.sh .ci/run; \
+	else echo "shellcheck not installed; shell scripts not linted"; fi
+
+fmt: ## format the Rust code
+	$(CARGO) fmt --all
+
+# === benchmarks (results go to bench-results/, gitignored) ===
+
+bench-overhead: ## gateway overhead vs direct: nginx static upstream, oha load, c=1/16/64
+	@scripts/setup.sh --bench --no-models
+	scripts/bench-overhead.sh
+
+bench-engine: ## embedded engine throughput vs llama.cpp's llama-server
+	@scripts/setup.sh --bench
+	@test -x scripts/bench-engine.sh || { echo "scripts/bench-engine.sh is not there yet" >&2; exit 1; }
+	scripts/bench-engine.sh
