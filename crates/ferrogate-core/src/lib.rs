@@ -1,1 +1,18 @@
-//! ferrogate-core
+//! The gateway's domain: what a backend is, how a model name becomes a deployment and a backend,
+//! how streams are bounded in time, and the errors of each stage with their blame.
+//!
+//! Invariant: no HTTP framework, database or engine types here — the server crate adapts axum to
+//! these functions, and backend crates implement [`Backend`].
+
+pub mod backend;
+pub mod error;
+pub mod routing;
+pub mod stream;
+pub mod tokens;
+
+pub use backend::{
+    Backend, BackendError, Capabilities, Completion, EventStream, GenParams, Health, InferenceRequest, Input,
+    StreamEvent, TimeoutKind,
+};
+pub use error::{Blame, GatewayError};
+pub use routing::{Deployment, Registry, Target, TargetGuard};

@@ -1,0 +1,188 @@
+//! The `Backend` trait: one small interface over every inference engine (OpenAI-compatible HTTP,
+//! Ollama, the embedded llama.cpp engine).
+//!
+//! Invariant: every method is cancellation-safe — dropping a returned future or stream aborts the
+//! upstream work (closes the connection, frees the engine slot).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferrogate_protocol::openai::{ChatMessage, FinishReason, Usage};
+use futures::Stream;
+use serde_json::{Map, Value};
+
+use crate::error::Blame;
+
+/// A normalized inference request, already routed: `model` is the upstream's model name.
+#[derive(Debug, Clone)]
+pub struct InferenceRequest {
+    /// Propagated upstream as `X-Request-Id`.
+    pub request_id: String,
+    pub model: String,
+    pub input: Input,
+    pub params: GenParams,
+    /// Client fields ferrogate does not interpret (response_format, logit_bias, …), forwarded to
+    /// HTTP upstreams verbatim.
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A conversation, rendered by the backend's chat template.
+    Chat { messages: Vec<ChatMessage>, tools: Option<Value>, tool_choice: Option<Value> },
+    /// A raw prompt (legacy completions): no template applied.
+    Text(String),
+}
+
+/// Sampling and length controls. `None` means the backend's default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenParams {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub seed: Option<i64>,
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub user: Option<String>,
+}
+
+/// A whole (non-streamed) answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub tool_calls: Option<Vec<Value>>,
+    pub finish_reason: FinishReason,
+    /// The upstream's own counts; `None` when it reported none (then counted locally).
+    pub usage: Option<Usage>,
+}
+
+/// One step of a streamed answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    Delta { text: String, tool_calls: Option<Vec<Value>> },
+    Finish(FinishReason),
+    Usage(Usage),
+}
+
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, BackendError>> + Send>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    /// Reachable but not able to serve yet (model loading, model not pulled).
+    NotReady(String),
+    Unhealthy(String),
+}
+
+impl Health {
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, Health::Healthy)
+    }
+}
+
+/// What a backend can do; the server refuses requests a backend cannot serve (400, not 502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub chat: bool,
+    pub text_completion: bool,
+    pub tools: bool,
+    pub images: bool,
+    /// Reports exact token usage (otherwise tokens are counted locally).
+    pub usage: bool,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The configured backend name (a closed set: it labels metrics and logs).
+    fn name(&self) -> &str;
+    fn kind(&self) -> &'static str;
+    fn capabilities(&self) -> Capabilities;
+    async fn chat(&self, req: InferenceRequest) -> Result<Completion, BackendError>;
+    /// Resolves once the upstream has accepted the request (status known); events follow.
+    async fn chat_stream(&self, req: InferenceRequest) -> Result<EventStream, BackendError>;
+    async fn health(&self) -> Health;
+    /// Model names the upstream serves.
+    async fn models(&self) -> Result<Vec<String>, BackendError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    Connect,
+    FirstToken,
+    InterToken,
+    Total,
+}
+
+impl TimeoutKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeoutKind::Connect => "connect",
+            TimeoutKind::FirstToken => "first_token",
+            TimeoutKind::InterToken => "inter_token",
+            TimeoutKind::Total => "total",
+        }
+    }
+}
+
+/// What went wrong talking to a backend. Messages are safe to show clients only where
+/// [`BackendError::public_message`] says so; the Display text is for logs.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot reach upstream: {0}")]
+    Connect(String),
+    #[error("upstream timed out ({})", .0.as_str())]
+    Timeout(TimeoutKind),
+    #[error("upstream answered HTTP {status}: {message}")]
+    Status { status: u16, message: String, retry_after: Option<Duration> },
+    #[error("upstream sent an invalid response: {0}")]
+    Protocol(String),
+    #[error("backend overloaded: {message}")]
+    Overloaded { message: String, retry_after: Duration },
+    #[error("{message}")]
+    ContextLength { message: String },
+    #[error("{message}")]
+    InvalidRequest { param: Option<String>, message: String },
+    #[error("backend not ready: {0}")]
+    NotReady(String),
+    #[error("backend failed: {0}")]
+    Internal(String),
+}
+
+impl BackendError {
+    /// Who caused it: only upstream faults count against a backend's health.
+    pub fn blame(&self) -> Blame {
+        match self {
+            BackendError::Connect(_)
+            | BackendError::Timeout(_)
+            | BackendError::Protocol(_)
+            | BackendError::Overloaded { .. }
+            | BackendError::NotReady(_)
+            | BackendError::Internal(_) => Blame::Upstream,
+            BackendError::Status { status, .. }
+                if (400..500).contains(status) && ![401, 403, 404, 408, 429].contains(status) =>
+            {
+                Blame::Caller
+            }
+            BackendError::Status { .. } => Blame::Upstream,
+            BackendError::ContextLength { .. } | BackendError::InvalidRequest { .. } => Blame::Caller,
+        }
+    }
+
+    /// Whether another attempt (same or other backend) may succeed. Only before the first byte.
+    pub fn retryable(&self) -> bool {
+        match self {
+            BackendError::Connect(_) | BackendError::Overloaded { .. } | BackendError::NotReady(_) => true,
+            BackendError::Timeout(k) => *k == TimeoutKind::Connect,
+            BackendError::Status { status, .. } => *status == 429 || *status >= 500,
+            BackendError::Protocol(_)
+            | BackendError::ContextLength { .. }
+            | BackendError::InvalidRequest { .. }
+            | BackendError::Internal(_) => false,
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Server-sent events: an incremental decoder that follows the WHATWG event-stream rules and is
+//! correct for any split of the byte stream (mid-line, mid-UTF-8, `\r\n` split across chunks),
+//! and the small encoder ferrogate writes with.
+
+use bytes::Bytes;
+
+/// One dispatched event. `data` has the `data:` lines joined by `\n`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+    pub id: Option<String>,
+}
+
+impl SseEvent {
+    /// The OpenAI stream terminator `data: [DONE]`.
+    pub fn is_done(&self) -> bool {
+        self.data == "[DONE]"
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    /// Bytes of the current, unfinished line.
+    line: Vec<u8>,
+    /// The previous chunk ended in `\r`: a leading `\n` of the next chunk belongs to it.
+    pending_cr: bool,
+    /// Fields of the event being built.
+    data: Vec<u8>,
+    has_data: bool,
+    event: Option<String>,
+    id: Option<String>,
+    /// The stream's first bytes may be a UTF-8 BOM, which is skipped.
+    started: bool,
+}
+
+impl SseDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds bytes; returns the events they complete, in order.
+    pub fn push(&mut self, mut chunk: &[u8]) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        if !self.started && !chunk.is_empty() {
+            self.line.extend_from_slice(chunk);
+            if self.line.len() < 3 && b"\xEF\xBB\xBF".starts_with(&self.line) {
+                return out; // maybe a BOM still arriving
+            }
+            self.started = true;
+            let buffered = std::mem::take(&mut self.line);
+            let body = buffered.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&buffered);
+            self.scan(body, &mut out);
+            return out;
+        }
+        if self.pending_cr && !chunk.is_empty() {
+            self.pending_cr = false;
+            if let Some(rest) = chunk.strip_prefix(b"\n") {
+                chunk = rest;
+            }
+        }
+        self.scan(chunk, &mut out);
+        out
+    }
+
+    fn scan(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
+        let mut i = 0;
+        while i < chunk.len() {
+            match chunk[i] {
+                b'\n' => self.end_line(out),
+                b'\r' => {
+                    self.end_line(out);
+                    match chunk.get(i + 1) {
+                        Some(b'\n') => i += 1,
+                        Some(_) => {}
+                        None => self.pending_cr = true,
+                    }
+                }
+                b => self.line.push(b),
+            }
+            i += 1;
+        }
+    }
+
+    /// End of input: an event without its closing blank line is discarded, as the spec says.
+    pub fn finish(&mut self) -> Option<SseEvent> {
+        None
+    }
+
+    fn end_line(&mut self, out: &mut Vec<SseEvent>) {
+        let line = std::mem::take(&mut self.line);
+        if line.is_empty() {
+            if let Some(ev) = self.dispatch() {
+                out.push(ev);
+            }
+            return;
+        }
+        if line[0] == b':' {
+            return; // comment (keep-alive)
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(p) => {
+                let v = &line[p + 1..];
+                (&line[..p], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (&line[..], &b""[..]),
+        };
+        match field {
+            b"data" => {
+                self.data.extend_from_slice(value);
+                self.data.push(b'\n');
+                self.has_data = true;
+            }
+            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+            b"id" if !value.contains(&0) => self.id = Some(String::from_utf8_lossy(value).into_owned()),
+            _ => {} // retry and unknown fields are ignored
+        }
+    }
+
+    fn dispatch(&mut self) -> Option<SseEvent> {
+        let event = self.event.take();
+        if !self.has_data {
+            return None;
+        }
+        self.has_data = false;
+        let mut data = std::mem::take(&mut self.data);
+        data.pop(); // the trailing '\n'
+        Some(SseEvent { event, data: String::from_utf8_lossy(&data).into_owned(), id: self.id.clone() })
+    }
+}
+
+/// `data: <json>\n\n`
+pub fn data_frame(payload: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(payload.len() + 8);
+    v.extend_from_slice(b"data: ");
+    v.extend_from_slice(payload);
+    v.extend_from_slice(b"\n\n");
+    Bytes::from(v)
+}
+
+pub const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
+pub const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(parts: &[&[u8]]) -> Vec<SseEvent> {
+        let mut d = SseDecoder::new();
+        let mut out = Vec::new();
+        for p in parts {
+            out.extend(d.push(p));
+        }
+        out
+    }
+
+    #[test]
+    fn basic_events_comments_and_multiline_data() {
+        let evs =
+            decode_all(&[b": ping\n\ndata: {\"a\":1}\n\nevent: x\ndata: l1\ndata: l2\nid: 7\n\ndata: [DONE]\n\n"]);
+        assert_eq!(evs.len(), 3);
+        assert_eq!(evs[0].data, "{\"a\":1}");
+        assert_eq!(evs[1].event.as_deref(), Some("x"));
+        assert_eq!(evs[1].data, "l1\nl2");
+        assert_eq!(evs[1].id.as_deref(), Some("7"));
+        assert!(evs[2].is_done());
+    }
+
+    #[test]
+    fn crlf_split_between_chunks_and_bom() {
+        let evs = decode_all(&[b"\xEF\xBB", b"\xBFdata: a\r", b"\n\r", b"\ndata: b\r\r"]);
+        assert_eq!(evs.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn empty_chunk_between_cr_and_lf() {
+        let evs = decode_all(&[b"data: a\r", b"", b"\ndata: b\r\n\r\n"]);
+        assert_eq!(evs.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), vec!["a\nb"]);
+    }
+
+    #[test]
+    fn no_space_after_colon_and_event_without_data() {
+        let evs = decode_all(&[b"event: e\n\ndata:x\n\n"]);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].data, "x");
+        assert_eq!(evs[0].event, None);
+    }
+
+    fn encode(events: &[String], eol: &str) -> Vec<u8> {
+        let mut s = String::new();
+        for e in events {
+            for line in e.split('\n') {
+                s.push_str("data: ");
+                s.push_str(line);
+                s.push_str(eol);
+            }
+            s.push_str(": comment");
+            s.push_str(eol);
+            s.push_str(eol);
+        }
+        s.into_bytes()
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_any_line_ending(
+            events in proptest::collection::vec("[a-zA-Z0-9 {}\":,\\[\\]é日本🦀\n]{0,40}", 1..6),
+            eol in prop_oneof![Just("\n"), Just("\r\n"), Just("\r")],
+            cuts in proptest::collection::vec(0usize..400, 0..12),
+        ) {
+            let bytes = encode(&events, eol);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut d = SseDecoder::new();
+            let mut got = Vec::new();
+            let mut prev = 0;
+            for c in cuts.into_iter().chain([bytes.len()]) {
+                got.extend(d.push(&bytes[prev..c]).into_iter().map(|e| e.data));
+                prev = c;
+            }
+            prop_assert_eq!(got, events);
+        }
+    }
+}
