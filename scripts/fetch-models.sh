@@ -41,6 +41,7 @@ GEMMA_SHA256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 TMP_DIR=""
 cleanup() { [ -z "$TMP_DIR" ] || rm -rf "$TMP_DIR"; }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # A scratch dir inside the model dir, so the final `mv` is an atomic rename on one filesystem.
 new_tmp() {
@@ -144,6 +145,8 @@ main() {
   # One fetch at a time per model dir (two `make` runs in parallel must not race on the files).
   exec 9>"$FG_MODEL_DIR/.fetch.lock"
   fg_have flock && flock 9
+  # Scratch dirs of a fetch that was killed hard (SIGKILL, power loss); none is running now.
+  rm -rf "$FG_MODEL_DIR"/.fetch.*/
 
   local name
   for name in "${want[@]}"; do
