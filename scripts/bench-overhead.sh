@@ -9,7 +9,8 @@
 # /v1/chat/completions straight to nginx ("direct") and through ferrogate ("gateway"), at
 # concurrency 1, 16 and 64, non-streaming and streaming, and the script reports RPS, p50/p99 and
 # the added latency. Also measured: added time-to-first-token (a small probe that times the first
-# content chunk of a stream, c=1) and ferrogate's RSS without a model (idle, and after the load).
+# content chunk of a stream, c=1, plus `ferrogate bench` when the binary has it) and ferrogate's
+# RSS without a model (idle, and after the load).
 # Targets (issue 2): added p50 <= 100 us and p99 <= 500 us at c=1; gateway RPS >= 50% of direct at
 # c=64; added TTFT <= 300 us; idle RSS <= 30 MB. Each prints PASS or FAIL.
 #
@@ -264,6 +265,23 @@ PY
     fg_die "TTFT probe failed against $target"
 }
 
+# The same measurement with `ferrogate bench` (Rust, reqwest; reports TTFT mean and p95), when the
+# binary has that subcommand: a second opinion on the added TTFT, free of Python's own jitter.
+ttft_bench() {
+  local target="$1" out="$2" base
+  if [ "$target" = direct ]; then
+    base="http://127.0.0.1:$NGINX_PORT/sse"
+  else
+    base="http://127.0.0.1:$GW_PORT"
+  fi
+  "${LOAD_PIN[@]}" "$GATEWAY_BIN" bench --url "$base" --model fast-sse --concurrency 1 \
+    --requests "$TTFT_N" --warmup 100 --max-tokens 16 --label "$target" --json "$out" \
+    >"$TMP/bench-$target.md" 2>&1 || {
+    cat "$TMP/bench-$target.md" >&2
+    fg_die "ferrogate bench failed against $target"
+  }
+}
+
 # === report ===
 
 report() {
@@ -307,6 +325,16 @@ if td:
 if tg:
     lines.append(f"| gateway | {f0(tg['p50_us'])} | {f0(tg['p99_us'])} |")
     lines.append(f"| added | {f0(tg['p50_us'] - td['p50_us'])} | {f0(tg['p99_us'] - td['p99_us'])} |")
+bd, bg = load("bench-ttft-direct.json"), load("bench-ttft-gateway.json")
+bd, bg = (bd or [None])[0], (bg or [None])[0]
+if bd and bg:
+    us = lambda r, k: r[k] * 1000
+    lines += ["", "| time to first token, `ferrogate bench`, c=1 | mean (µs) | p95 (µs) | errors |",
+              "|---|---:|---:|---:|"]
+    for name, r in (("direct", bd), ("gateway", bg)):
+        lines.append(f"| {name} | {f0(us(r, 'ttft_mean_ms'))} | {f0(us(r, 'ttft_p95_ms'))} | {r['errors']} |")
+    lines.append(f"| added | {f0(us(bg, 'ttft_mean_ms') - us(bd, 'ttft_mean_ms'))} | "
+                 f"{f0(us(bg, 'ttft_p95_ms') - us(bd, 'ttft_p95_ms'))} | |")
 if rss:
     lines += ["", f"ferrogate RSS without a model: {rss['idle_kib'] * 1024 / 1e6:.1f} MB idle after start, "
               f"{rss['after_load_kib'] * 1024 / 1e6:.1f} MB after the load."]
@@ -330,7 +358,10 @@ for label, (d, g) in (("non-streaming", j64), ("streaming", s64)):
         check(f"gateway RPS >= 50% of direct at c=64 ({label})", r >= 0.5, f"{r:.0%}")
 if td and tg:
     a = tg["p50_us"] - td["p50_us"]
-    check("added TTFT (p50) <= 300 µs", a <= 300, f"{a:.0f} µs")
+    check("added TTFT <= 300 µs (p50, probe)", a <= 300, f"{a:.0f} µs")
+if bd and bg:
+    a = (bg["ttft_mean_ms"] - bd["ttft_mean_ms"]) * 1000
+    check("added TTFT <= 300 µs (mean, ferrogate bench)", a <= 300 and not bg["errors"], f"{a:.0f} µs")
 if rss:
     mb = rss["idle_kib"] * 1024 / 1e6
     check("idle RSS <= 30 MB", mb <= 30, f"{mb:.1f} MB")
@@ -401,6 +432,11 @@ main() {
   ttft_probe direct "$RESULTS/ttft-direct.json"
   if [ "$DIRECT_ONLY" = 0 ]; then
     ttft_probe gateway "$RESULTS/ttft-gateway.json"
+    if "$GATEWAY_BIN" bench --help >/dev/null 2>&1; then
+      fg_log "TTFT with ferrogate bench: $TTFT_N streaming requests, c=1"
+      ttft_bench direct "$RESULTS/bench-ttft-direct.json"
+      ttft_bench gateway "$RESULTS/bench-ttft-gateway.json"
+    fi
     printf '{"idle_kib": %s, "after_load_kib": %s}\n' "$idle" "$(rss_kib "$GW_PID")" >"$RESULTS/rss.json"
   fi
 
