@@ -1,1 +1,129 @@
-//! ferrogate-backends
+//! `Backend` implementations: OpenAI-compatible HTTP (vLLM, TGI, llama.cpp server, SGLang,
+//! OpenAI), native Ollama, and the embedded llama.cpp engine; plus their configuration.
+//!
+//! Invariant: a backend is built only from a config whose [`BackendConfig::validate`] found no
+//! problem; every adapter maps its upstream's failures onto [`BackendError`] with blame and
+//! retryability (see `http`), and dropping a future or stream it returned closes the upstream
+//! connection (cancellation).
+//!
+//! Module map: `http` (pooled client, error mapping), `stream` (body → event stream, timeouts),
+//! `validate` (config checks shared by the adapters), `openai/`, `ollama/` — each adapter folder
+//! holds `config.rs`, `convert.rs` (pure conversions), `client.rs` (the `Backend` impl).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferrogate_core::Backend;
+use serde::Deserialize;
+
+mod defaults;
+mod http;
+pub mod ollama;
+pub mod openai;
+mod stream;
+mod validate;
+
+pub use ferrogate_core::BackendError;
+pub use ollama::{OllamaBackend, OllamaConfig};
+pub use openai::{OpenAiBackend, OpenAiConfig};
+
+/// One `[backends.<name>]` table of the config file; `kind` picks the adapter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BackendConfig {
+    Openai(openai::OpenAiConfig),
+    Ollama(ollama::OllamaConfig),
+    Embedded(ferrogate_engine::EngineConfig),
+}
+
+/// What building a backend may need beyond its own config.
+#[derive(Debug, Clone, Default)]
+pub struct BuildContext {
+    /// Where model files are looked up (used by the embedded engine).
+    pub model_dir: PathBuf,
+}
+
+impl BackendConfig {
+    /// Every problem of this config, as human-readable lines naming the backend; empty if fine.
+    pub fn validate(&self, name: &str) -> Vec<String> {
+        let problems = match self {
+            BackendConfig::Openai(c) => c.problems(),
+            BackendConfig::Ollama(c) => c.problems(),
+            BackendConfig::Embedded(c) => embedded_problems(c),
+        };
+        problems.into_iter().map(|p| format!("backend '{name}': {p}")).collect()
+    }
+
+    /// The adapter's name, as `Backend::kind` reports it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Openai(_) => openai::KIND,
+            BackendConfig::Ollama(_) => ollama::KIND,
+            BackendConfig::Embedded(_) => "embedded",
+        }
+    }
+}
+
+fn embedded_problems(c: &ferrogate_engine::EngineConfig) -> Vec<String> {
+    if c.model_path.as_os_str().is_empty() { vec!["model_path is required".to_owned()] } else { Vec::new() }
+}
+
+/// Builds the backend `name` from its config. Call [`BackendConfig::validate`] first: this
+/// reports only the first problem it meets.
+pub fn build(name: &str, cfg: BackendConfig, cx: &BuildContext) -> Result<Arc<dyn Backend>, String> {
+    let _ = cx; // only the embedded engine needs it
+    let backend: Arc<dyn Backend> = match cfg {
+        BackendConfig::Openai(c) => Arc::new(OpenAiBackend::new(name, c)?),
+        BackendConfig::Ollama(c) => Arc::new(OllamaBackend::new(name, c)?),
+        // EMBEDDED: replace this arm with `crate::embedded::EmbeddedBackend::start(name, c)`.
+        BackendConfig::Embedded(_) => return Err(format!("backend '{name}': embedded backend not built yet")),
+    };
+    Ok(backend)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    fn parse(v: serde_json::Value) -> Result<BackendConfig, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tagged_by_kind_with_defaults() {
+        let c = parse(serde_json::json!({"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"})).unwrap();
+        let BackendConfig::Openai(o) = c else { panic!("not openai") };
+        assert_eq!(o.connect_timeout_ms, 2000);
+        assert_eq!(o.first_token_timeout_ms, 120_000);
+        let c = parse(serde_json::json!({"kind": "ollama"})).unwrap();
+        assert_eq!(c.kind(), "ollama");
+        assert!(c.validate("o").is_empty());
+    }
+
+    #[test]
+    fn unknown_fields_and_kinds_are_refused() {
+        let e = parse(serde_json::json!({"kind": "openai", "base_url": "http://x/v1", "base_ulr": "y"})).unwrap_err();
+        assert!(e.contains("base_ulr"), "{e}");
+        assert!(parse(serde_json::json!({"kind": "nope"})).is_err());
+    }
+
+    #[test]
+    fn validate_lists_every_problem_with_the_backend_name() {
+        let c = parse(serde_json::json!({
+            "kind": "openai", "base_url": "ftp:/x", "connect_timeout_ms": 0, "total_timeout_ms": 0
+        }))
+        .unwrap();
+        let problems = c.validate("up");
+        assert!(problems.len() >= 3, "{problems:?}");
+        assert!(problems.iter().all(|p| p.starts_with("backend 'up': ")));
+    }
+
+    #[test]
+    fn embedded_needs_a_model_path() {
+        let c = parse(serde_json::json!({"kind": "embedded", "model_path": "m.gguf"})).unwrap();
+        assert_eq!((c.kind(), c.validate("e").len()), ("embedded", 0));
+        let c = parse(serde_json::json!({"kind": "embedded"})).unwrap();
+        assert_eq!(c.validate("e"), vec!["backend 'e': model_path is required"]);
+    }
+}

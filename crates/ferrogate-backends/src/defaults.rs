@@ -1,0 +1,21 @@
+//! Default values shared by the HTTP adapters' configs (serde `default = …` functions).
+
+pub(crate) fn connect_timeout_ms() -> u64 {
+    2_000
+}
+pub(crate) fn first_token_timeout_ms() -> u64 {
+    120_000
+}
+pub(crate) fn inter_token_timeout_ms() -> u64 {
+    60_000
+}
+pub(crate) fn total_timeout_ms() -> u64 {
+    600_000
+}
+pub(crate) fn health_timeout_ms() -> u64 {
+    5_000
+}
+/// Enough for the gateway's concurrency on one upstream without reconnecting.
+pub(crate) fn pool_idle_per_host() -> usize {
+    64
+}

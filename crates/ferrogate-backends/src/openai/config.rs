@@ -1,0 +1,170 @@
+//! `kind = "openai"` settings. Invariant: the API key never prints (Debug redacts it and every
+//! extra header value, which may carry credentials too).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use ferrogate_core::stream::StreamTimeouts;
+use serde::Deserialize;
+
+use crate::{defaults, validate};
+
+/// An OpenAI-compatible upstream.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// The API root including its version, e.g. `http://127.0.0.1:8000/v1`; requests go to
+    /// `{base_url}/chat/completions`, `/completions`, `/models`.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer …`.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Name of an environment variable holding the API key, read when the backend is built.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Extra headers on every request (e.g. `OpenAI-Organization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// From sending a streamed request to its first event.
+    #[serde(default = "defaults::first_token_timeout_ms")]
+    pub first_token_timeout_ms: u64,
+    /// Longest silence between two events of a stream.
+    #[serde(default = "defaults::inter_token_timeout_ms")]
+    pub inter_token_timeout_ms: u64,
+    /// A whole request, streamed or not.
+    #[serde(default = "defaults::total_timeout_ms")]
+    pub total_timeout_ms: u64,
+    /// Bound of one health check.
+    #[serde(default = "defaults::health_timeout_ms")]
+    pub health_timeout_ms: u64,
+    /// Idle keep-alive connections kept per upstream host.
+    #[serde(default = "defaults::pool_idle_per_host")]
+    pub pool_idle_per_host: usize,
+    /// Served models, reported instead of asking `/models` (for upstreams without it).
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// An HTTP(S) proxy for this upstream; environment proxy variables are ignored.
+    #[serde(default)]
+    pub proxy: Option<String>,
+}
+
+impl OpenAiConfig {
+    /// A config for `base_url` with every other setting at its default.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key: None,
+            api_key_env: None,
+            headers: BTreeMap::new(),
+            connect_timeout_ms: defaults::connect_timeout_ms(),
+            first_token_timeout_ms: defaults::first_token_timeout_ms(),
+            inter_token_timeout_ms: defaults::inter_token_timeout_ms(),
+            total_timeout_ms: defaults::total_timeout_ms(),
+            health_timeout_ms: defaults::health_timeout_ms(),
+            pool_idle_per_host: defaults::pool_idle_per_host(),
+            models: None,
+            proxy: None,
+        }
+    }
+
+    /// Every problem of this config (see `BackendConfig::validate`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        validate::base_url(&self.base_url, &mut p);
+        validate::timeouts(
+            &[
+                ("connect_timeout_ms", self.connect_timeout_ms),
+                ("first_token_timeout_ms", self.first_token_timeout_ms),
+                ("inter_token_timeout_ms", self.inter_token_timeout_ms),
+                ("total_timeout_ms", self.total_timeout_ms),
+                ("health_timeout_ms", self.health_timeout_ms),
+            ],
+            &mut p,
+        );
+        validate::headers(&self.headers, &mut p);
+        validate::proxy(self.proxy.as_deref(), &mut p);
+        validate::models(self.models.as_deref(), &mut p);
+        if let Err(e) = self.resolve_api_key() {
+            p.push(e);
+        }
+        p
+    }
+
+    /// The key to send: `api_key`, else the value of `api_key_env`.
+    pub(crate) fn resolve_api_key(&self) -> Result<Option<String>, String> {
+        match (&self.api_key, &self.api_key_env) {
+            (Some(_), Some(_)) => Err("set api_key or api_key_env, not both".to_owned()),
+            (Some(key), None) => Ok(Some(key.clone())),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(key) if !key.is_empty() => Ok(Some(key)),
+                _ => Err(format!("api_key_env names the environment variable {var}, which is not set")),
+            },
+            (None, None) => Ok(None),
+        }
+    }
+
+    pub(crate) fn stream_timeouts(&self) -> StreamTimeouts {
+        StreamTimeouts {
+            first_token: Duration::from_millis(self.first_token_timeout_ms),
+            inter_token: Duration::from_millis(self.inter_token_timeout_ms),
+            total: Duration::from_millis(self.total_timeout_ms),
+        }
+    }
+}
+
+impl fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key_env", &self.api_key_env)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("first_token_timeout_ms", &self.first_token_timeout_ms)
+            .field("inter_token_timeout_ms", &self.inter_token_timeout_ms)
+            .field("total_timeout_ms", &self.total_timeout_ms)
+            .field("health_timeout_ms", &self.health_timeout_ms)
+            .field("pool_idle_per_host", &self.pool_idle_per_host)
+            .field("models", &self.models)
+            .field("proxy", &self.proxy)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let mut c = OpenAiConfig::new("http://x/v1");
+        c.api_key = Some("sk-very-secret".into());
+        c.headers.insert("api-key".into(), "also-secret".into());
+        let s = format!("{c:?}");
+        assert!(!s.contains("very-secret") && !s.contains("also-secret"), "{s}");
+        assert!(s.contains("<redacted>") && s.contains("api-key"));
+    }
+
+    #[test]
+    fn api_key_sources() {
+        let mut c = OpenAiConfig::new("http://x/v1");
+        assert_eq!(c.resolve_api_key().unwrap(), None);
+        c.api_key_env = Some("FERROGATE_TEST_SURELY_UNSET_VAR".into());
+        assert!(c.resolve_api_key().unwrap_err().contains("FERROGATE_TEST_SURELY_UNSET_VAR"));
+        c.api_key = Some("k".into());
+        assert!(c.resolve_api_key().is_err(), "both set");
+        c.api_key_env = None;
+        assert_eq!(c.resolve_api_key().unwrap().as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let c: OpenAiConfig = serde_json::from_str(r#"{"base_url":"http://127.0.0.1:8000/v1"}"#).unwrap();
+        assert!(c.problems().is_empty());
+        assert_eq!((c.inter_token_timeout_ms, c.total_timeout_ms, c.pool_idle_per_host), (60_000, 600_000, 64));
+    }
+}

@@ -1,0 +1,96 @@
+//! Config checks shared by the HTTP adapters. Each check appends human-readable problems to a
+//! list, so a config reports every problem at once rather than the first.
+
+use std::collections::BTreeMap;
+
+use reqwest::header::{HeaderName, HeaderValue};
+
+/// `base_url` must be an absolute http(s) URL with a host and no query or fragment.
+pub(crate) fn base_url(url: &str, problems: &mut Vec<String>) {
+    match url::Url::parse(url) {
+        Err(e) => problems.push(format!("base_url '{url}' is not a valid URL: {e}")),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            problems.push(format!("base_url '{url}' must start with http:// or https://"));
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => problems.push(format!("base_url '{url}' has no host")),
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+            problems.push(format!("base_url '{url}' must not have a query or fragment"));
+        }
+        Ok(_) => {}
+    }
+}
+
+/// Every timeout must be positive (a zero would fail every request).
+pub(crate) fn timeouts(named: &[(&str, u64)], problems: &mut Vec<String>) {
+    for (field, ms) in named {
+        if *ms == 0 {
+            problems.push(format!("{field} must be greater than 0"));
+        }
+    }
+}
+
+/// Extra headers must be valid HTTP header names and values.
+pub(crate) fn headers(headers: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+    for (name, value) in headers {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.push(format!("headers: '{name}' is not a valid header name"));
+        }
+        if HeaderValue::from_str(value).is_err() {
+            problems.push(format!("headers: the value of '{name}' is not a valid header value"));
+        }
+    }
+}
+
+pub(crate) fn proxy(proxy: Option<&str>, problems: &mut Vec<String>) {
+    if let Some(p) = proxy.filter(|p| reqwest::Proxy::all(*p).is_err()) {
+        problems.push(format!("proxy '{p}' is not a valid proxy URL"));
+    }
+}
+
+/// A static model list, when given, must name at least one model and no empty name.
+pub(crate) fn models(models: Option<&[String]>, problems: &mut Vec<String>) {
+    match models {
+        Some([]) => problems.push("models must not be empty when given (omit it instead)".to_owned()),
+        Some(list) if list.iter().any(|m| m.trim().is_empty()) => {
+            problems.push("models must not contain an empty name".to_owned());
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(f: impl FnOnce(&mut Vec<String>)) -> Vec<String> {
+        let mut p = Vec::new();
+        f(&mut p);
+        p
+    }
+
+    #[test]
+    fn urls() {
+        assert!(check(|p| base_url("http://127.0.0.1:8000/v1", p)).is_empty());
+        assert!(check(|p| base_url("https://api.openai.com/v1", p)).is_empty());
+        assert_eq!(check(|p| base_url("127.0.0.1:8000", p)).len(), 1);
+        assert_eq!(check(|p| base_url("ftp://x/v1", p)).len(), 1);
+        assert_eq!(check(|p| base_url("http://x/v1?a=b", p)).len(), 1);
+        assert_eq!(check(|p| base_url("", p)).len(), 1);
+    }
+
+    #[test]
+    fn timeout_rules() {
+        assert!(check(|p| timeouts(&[("a", 1), ("b", 10)], p)).is_empty());
+        assert_eq!(check(|p| timeouts(&[("a", 0), ("b", 11), ("c", 0)], p)).len(), 2);
+    }
+
+    #[test]
+    fn header_and_model_rules() {
+        let bad: BTreeMap<String, String> = [("bad name".to_owned(), "v\n".to_owned())].into();
+        assert_eq!(check(|p| headers(&bad, p)).len(), 2);
+        assert_eq!(check(|p| models(Some(&[]), p)).len(), 1);
+        assert_eq!(check(|p| models(Some(&[" ".to_owned()]), p)).len(), 1);
+        assert!(check(|p| models(None, p)).is_empty());
+        assert_eq!(check(|p| proxy(Some("::"), p)).len(), 1);
+    }
+}
