@@ -1,1 +1,4 @@
 //! ferrogate-testkit
+
+pub mod ollama;
+pub mod upstream;
