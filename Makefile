@@ -19,6 +19,11 @@ export FERROGATE_MODEL_DIR ?= $(HOME)/.cache/ferrogate/models
 CARGO ?= cargo
 CONFIG ?= config/ferrogate.toml
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+# The debug binary (SDK tests, check-config) is built with the same target selection as nextest's
+# test build, so both resolve the same dependency features and share one build. A plain
+# `cargo build -p ferrogate` resolves features differently (no dev-dependencies) and would build
+# llama.cpp a second time: ~18 min on 2 cores.
+DEBUG_BUILD := $(CARGO) build --workspace --all-targets
 # Extra arguments, e.g. `make test NEXTEST_ARGS='-E test(sse)' PYTEST_ARGS='-k stream'`.
 NEXTEST_ARGS ?=
 PYTEST_ARGS ?=
@@ -41,8 +46,8 @@ fetch-models: ## download the GGUF models (SmolLM2, Gemma 3) into FERROGATE_MODE
 
 # === build and run ===
 
-build: ## debug build of the ferrogate binary (the one the SDK tests use)
-	$(CARGO) build -p ferrogate
+build: ## debug build of the ferrogate binary (the one the SDK tests use) and of the tests
+	$(DEBUG_BUILD)
 
 build-release: ## release build of the ferrogate binary
 	$(CARGO) build --release -p ferrogate
@@ -87,7 +92,7 @@ define run_sdk
   if ! compgen -G 'tests/sdk/test_*.py' >/dev/null && ! compgen -G 'tests/sdk/*_test.py' >/dev/null; then \
     echo "tests/sdk: no test files yet; SDK suite skipped"; \
   else \
-    $(CARGO) build -p ferrogate && \
+    $(DEBUG_BUILD) && \
     FERROGATE_BIN="$${FERROGATE_BIN:-$(abspath $(TARGET_DIR))/debug/ferrogate}" \
       .venv/bin/pytest -q tests/sdk $(PYTEST_ARGS); \
   fi; }

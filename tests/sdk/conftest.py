@@ -1,6 +1,7 @@
 """Fixtures for the openai-SDK conformance tests: one real ferrogate process per test session.
 
-The gateway is the debug binary that `make test` builds (`cargo build -p ferrogate`), started with
+The gateway is the debug binary that `make test` builds (`make build`: the same cargo build as the
+Rust tests, so both share one compile of llama.cpp), started with
 `serve --config <tmp toml>` on a free port, serving the embedded SmolLM2 model as deployment
 `smollm2`. Tests talk to it only over HTTP, as any client would: through the official `openai`
 SDK (`client`) or raw `httpx` (`http`) where they need status codes and bodies the SDK hides.
@@ -57,7 +58,7 @@ def _binary() -> Path:
     path = Path(os.environ.get("FERROGATE_BIN") or REPO / "target" / "debug" / "ferrogate")
     if not path.is_file() or not os.access(path, os.X_OK):
         pytest.exit(
-            f"ferrogate binary not found at {path}: run `cargo build -p ferrogate` "
+            f"ferrogate binary not found at {path}: run `make build` "
             "(make test does) or set FERROGATE_BIN",
             returncode=2,
         )
