@@ -17,6 +17,7 @@ use ferrogate_core::Backend;
 use serde::Deserialize;
 
 mod defaults;
+pub mod embedded;
 mod http;
 pub mod ollama;
 pub mod openai;
@@ -75,8 +76,7 @@ pub fn build(name: &str, cfg: BackendConfig, cx: &BuildContext) -> Result<Arc<dy
     let backend: Arc<dyn Backend> = match cfg {
         BackendConfig::Openai(c) => Arc::new(OpenAiBackend::new(name, c)?),
         BackendConfig::Ollama(c) => Arc::new(OllamaBackend::new(name, c)?),
-        // EMBEDDED: replace this arm with `crate::embedded::EmbeddedBackend::start(name, c)`.
-        BackendConfig::Embedded(_) => return Err(format!("backend '{name}': embedded backend not built yet")),
+        BackendConfig::Embedded(c) => Arc::new(embedded::EmbeddedBackend::start(name, c)?),
     };
     Ok(backend)
 }

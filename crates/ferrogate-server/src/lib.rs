@@ -1,1 +1,24 @@
-//! ferrogate-server
+//! The HTTP edge of ferrogate: configuration, the axum router and its stages, handlers, SSE
+//! framing, OpenAI-shaped errors, health and readiness, start-up and graceful shutdown.
+//!
+//! Invariant: handlers are thin — they decode, call `pipeline` (plan, then execute, then settle)
+//! and encode. Engine internals are never visible here; backends come from `ferrogate-backends`.
+
+// `ApiError` carries the public message, the logged cause and headers; it exists only on the
+// error path, so its size costs nothing on successful requests.
+#![allow(clippy::result_large_err)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod lifecycle;
+pub mod pipeline;
+pub mod router;
+pub mod sse;
+pub mod state;
+pub mod telemetry;
+
+pub use config::{Config, ConfigErrors};
+pub use lifecycle::{Running, StartError, shutdown_signal, start};
+pub use state::AppState;

@@ -1,4 +1,11 @@
-//! ferrogate-testkit
+//! Test support: a real gateway on `127.0.0.1:0` (`TestGateway`), the real model files, and
+//! fault-injecting upstreams (`upstream`, `ollama`) for the failures a real engine won't produce
+//! on demand. Dev-dependency only.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support fails loudly
+
+pub mod gateway;
 pub mod ollama;
 pub mod upstream;
+
+pub use gateway::{TestGateway, model_path};

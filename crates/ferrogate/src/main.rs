@@ -1,1 +1,133 @@
-fn main() {}
+//! The `ferrogate` command: `serve`, `config check`, `bench`.
+
+#![allow(clippy::print_stdout)] // the CLI talks to its user on stdout
+
+mod bench;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferrogate_server::config::{self, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "ferrogate", version, about = "An LLM inference gateway with an embedded llama.cpp engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the OpenAI-compatible API.
+    Serve {
+        /// TOML configuration file (optional: without one the embedded default model is served).
+        #[arg(long, short, env = "FERROGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen address, overriding `server.listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Load generator: streaming requests at several concurrency levels (TTFT, tokens/s).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file; prints every problem at once (exit 2 if any).
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, listen } => serve(config, listen),
+        Command::Config { command: ConfigCommand::Check { file } } => check(&file),
+        Command::Bench(args) => {
+            runtime().and_then(|rt| rt.block_on(bench::run(args)).map_err(|e| e.to_string())).map_or_else(
+                |e| {
+                    eprintln!("bench failed: {e}");
+                    ExitCode::FAILURE
+                },
+                |()| ExitCode::SUCCESS,
+            )
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    match config::load(Some(file), None) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} backend{}, {} deployment{})",
+                file.display(),
+                c.backends.len(),
+                plural(c.backends.len()),
+                c.deployments.len(),
+                plural(c.deployments.len())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{}: {e}", file.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn serve(config: Option<PathBuf>, listen: Option<String>) -> ExitCode {
+    let cfg = match config::load(config.as_deref(), listen.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs(&cfg.log);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        match ferrogate_server::start(&cfg, ferrogate_server::shutdown_signal()).await {
+            Ok(running) => {
+                running.wait().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("cannot start: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_logs(log: &config::LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

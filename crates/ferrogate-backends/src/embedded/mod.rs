@@ -1,0 +1,101 @@
+//! The embedded backend: ferrogate's own llama.cpp engine behind the `Backend` trait.
+//!
+//! Invariant: dropping a request's future or stream drops the engine `Generation`, which frees
+//! the sequence slot and its KV cache at the scheduler's next step.
+
+mod convert;
+
+use async_trait::async_trait;
+use ferrogate_core::{
+    Backend, BackendError, Capabilities, Completion, EventStream, Health, InferenceRequest, StreamEvent,
+};
+use ferrogate_engine::{Engine, EngineConfig, EngineStatus, GenEvent};
+use ferrogate_protocol::openai::Usage;
+use futures::StreamExt;
+
+pub use convert::{to_generate_request, usage_of};
+
+pub struct EmbeddedBackend {
+    name: String,
+    engine: Engine,
+}
+
+impl EmbeddedBackend {
+    /// Starts the engine; the model loads in the background (health says NotReady until done).
+    pub fn start(name: &str, cfg: EngineConfig) -> Result<Self, String> {
+        let engine = Engine::start(cfg).map_err(|e| e.to_string())?;
+        Ok(Self { name: name.to_owned(), engine })
+    }
+
+    /// The engine, for its stats (slots, KV, tokens) and model info.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn submit(&self, req: InferenceRequest) -> Result<ferrogate_engine::Generation, BackendError> {
+        let gen_req = to_generate_request(req)?;
+        self.engine.submit(gen_req).map_err(convert::submit_error)
+    }
+}
+
+#[async_trait]
+impl Backend for EmbeddedBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // Tool calls are not parsed out of generated text, so tools are refused rather than ignored.
+        Capabilities { chat: true, text_completion: true, tools: false, images: false, usage: true }
+    }
+
+    async fn chat(&self, req: InferenceRequest) -> Result<Completion, BackendError> {
+        let mut generation = self.submit(req)?;
+        let mut text = String::new();
+        while let Some(ev) = generation.next().await {
+            match ev {
+                GenEvent::Started { .. } => {}
+                GenEvent::Text(t) => text.push_str(&t),
+                GenEvent::Done(f) => {
+                    let (finish_reason, usage) = usage_of(&f);
+                    return Ok(Completion { text, tool_calls: None, finish_reason, usage: Some(usage) });
+                }
+                GenEvent::Error(e) => return Err(convert::engine_error(e)),
+            }
+        }
+        Err(BackendError::Internal("the engine ended the request without a result".into()))
+    }
+
+    async fn chat_stream(&self, req: InferenceRequest) -> Result<EventStream, BackendError> {
+        let generation = self.submit(req)?;
+        let events = generation.flat_map(|ev| {
+            let items: Vec<Result<StreamEvent, BackendError>> = match ev {
+                GenEvent::Started { .. } => vec![],
+                GenEvent::Text(text) => vec![Ok(StreamEvent::Delta { text, tool_calls: None })],
+                GenEvent::Done(f) => {
+                    let (reason, usage): (_, Usage) = usage_of(&f);
+                    vec![Ok(StreamEvent::Finish(reason)), Ok(StreamEvent::Usage(usage))]
+                }
+                GenEvent::Error(e) => vec![Err(convert::engine_error(e))],
+            };
+            futures::stream::iter(items)
+        });
+        Ok(Box::pin(events))
+    }
+
+    async fn health(&self) -> Health {
+        match self.engine.status() {
+            EngineStatus::Loading => Health::NotReady("loading".into()),
+            EngineStatus::Ready => Health::Healthy,
+            EngineStatus::Failed(e) => Health::Unhealthy(e),
+        }
+    }
+
+    async fn models(&self) -> Result<Vec<String>, BackendError> {
+        Ok(self.engine.model_info().map(|i| vec![i.name]).unwrap_or_default())
+    }
+}

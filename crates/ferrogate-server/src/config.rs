@@ -1,0 +1,331 @@
+//! Configuration: TOML file, then `FERROGATE_…` environment overrides (`__` separates levels:
+//! `FERROGATE_SERVER__LISTEN=0.0.0.0:8080`), then CLI flags. Raw serde structs are checked into
+//! a [`Config`]; every problem is reported at once so an operator fixes them in one go.
+//!
+//! Invariant: an invalid configuration never starts a server.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ferrogate_backends::BackendConfig;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+
+use serde::{Deserialize, Serialize};
+
+/// The default model file, served when the configuration names no backend at all.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const DEFAULT_DEPLOYMENT: &str = "smollm2";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Largest accepted request body; larger → 413.
+    pub body_limit_bytes: usize,
+    /// Bound of a whole non-streaming request (streams are bounded by the backend's timeouts).
+    pub request_timeout_secs: u64,
+    /// On SIGTERM/SIGINT: how long in-flight requests and streams may take to finish.
+    pub shutdown_grace_secs: u64,
+    /// Interval of `: keep-alive` comments on idle SSE streams.
+    pub sse_keepalive_secs: u64,
+    /// Interval of active backend health checks (feeds `/ready`).
+    pub health_check_interval_secs: u64,
+    /// Send a one-token request to every deployment at start.
+    pub warmup: bool,
+    /// Static Bearer keys for the single-tenant case; empty → no auth.
+    pub api_keys: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            body_limit_bytes: 4 * 1024 * 1024,
+            request_timeout_secs: 600,
+            shutdown_grace_secs: 30,
+            sse_keepalive_secs: 15,
+            health_check_interval_secs: 10,
+            warmup: false,
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,ferrogate_engine=debug`. `RUST_LOG` wins if set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Json, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Backend names; requests are spread over them (least outstanding requests).
+    pub backends: Vec<String>,
+    /// Other names clients may use for this deployment.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The model name sent upstream; defaults to the deployment's name.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    server: ServerConfig,
+    log: LogConfig,
+    /// Where relative model paths resolve; default `~/.cache/ferrogate/models`.
+    model_dir: Option<PathBuf>,
+    backends: BTreeMap<String, BackendConfig>,
+    deployments: BTreeMap<String, DeploymentConfig>,
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub listen: SocketAddr,
+    pub log: LogConfig,
+    pub model_dir: PathBuf,
+    pub backends: BTreeMap<String, BackendConfig>,
+    pub deployments: BTreeMap<String, DeploymentConfig>,
+}
+
+/// Every problem found, one per line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where models live when `model_dir` is not set: `$FERROGATE_MODEL_DIR` is read through the
+/// env provider; this is the fallback.
+pub fn default_model_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache/ferrogate/models")
+}
+
+/// Loads `path` (optional) and the environment, applies `listen` from the CLI, and checks it all.
+pub fn load(path: Option<&Path>, listen: Option<&str>) -> Result<Config, ConfigErrors> {
+    let mut fig = Figment::new();
+    if let Some(p) = path {
+        if !p.exists() {
+            return Err(ConfigErrors(vec![format!("config file {} does not exist", p.display())]));
+        }
+        fig = fig.merge(Toml::file(p));
+    }
+    fig = fig.merge(env_provider());
+    if let Some(l) = listen {
+        fig = fig.merge(Serialized::default("server.listen", l));
+    }
+    let raw: RawConfig = fig.extract().map_err(|e| ConfigErrors(e.into_iter().map(|e| e.to_string()).collect()))?;
+    check(raw)
+}
+
+/// Loads a configuration given as TOML text (tests, embedding), without environment overrides.
+pub fn load_str(toml: &str) -> Result<Config, ConfigErrors> {
+    let raw: RawConfig = Figment::new()
+        .merge(Toml::string(toml))
+        .extract()
+        .map_err(|e| ConfigErrors(e.into_iter().map(|e| e.to_string()).collect()))?;
+    check(raw)
+}
+
+/// `FERROGATE_MODEL_DIR` and nested keys (`FERROGATE_SERVER__LISTEN`); other `FERROGATE_*`
+/// variables (the master key, test settings) are not configuration keys and are ignored here.
+fn env_provider() -> Env {
+    Env::prefixed("FERROGATE_").split("__").filter(|k| k.as_str() == "model_dir" || k.as_str().contains('.'))
+}
+
+fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
+    let mut errs = Vec::new();
+    if raw.backends.is_empty() && raw.deployments.is_empty() {
+        add_default_model(&mut raw);
+    }
+    let model_dir = raw.model_dir.clone().unwrap_or_else(default_model_dir);
+    let listen = raw.server.listen.parse::<SocketAddr>().map_err(|e| {
+        errs.push(format!("server.listen: '{}' is not an address like 127.0.0.1:8080 ({e})", raw.server.listen));
+    });
+    check_server(&raw.server, &mut errs);
+    for (name, backend) in &mut raw.backends {
+        if let BackendConfig::Embedded(engine) = backend
+            && engine.model_path.is_relative()
+        {
+            engine.model_path = model_dir.join(&engine.model_path);
+        }
+        if let BackendConfig::Embedded(engine) = backend
+            && !engine.model_path.is_file()
+        {
+            errs.push(format!(
+                "backends.{name}: model file {} not found (run `make fetch-models`, or set model_path/model_dir)",
+                engine.model_path.display()
+            ));
+        }
+        errs.extend(backend.validate(name));
+    }
+    check_deployments(&raw, &mut errs);
+    match listen {
+        Ok(listen) if errs.is_empty() => Ok(Config {
+            server: raw.server,
+            listen,
+            log: raw.log,
+            model_dir,
+            backends: raw.backends,
+            deployments: raw.deployments,
+        }),
+        _ => Err(ConfigErrors(errs)),
+    }
+}
+
+fn add_default_model(raw: &mut RawConfig) {
+    let embedded = serde_json::json!({ "kind": "embedded", "model_path": DEFAULT_MODEL_FILE });
+    match serde_json::from_value::<BackendConfig>(embedded) {
+        Ok(backend) => raw.backends.insert(DEFAULT_DEPLOYMENT.into(), backend),
+        Err(e) => {
+            tracing::error!(error = %e, "built-in default backend does not deserialize");
+            return;
+        }
+    };
+    raw.deployments.insert(
+        DEFAULT_DEPLOYMENT.into(),
+        DeploymentConfig {
+            backends: vec![DEFAULT_DEPLOYMENT.into()],
+            aliases: vec!["default".into()],
+            upstream_model: None,
+        },
+    );
+}
+
+fn check_server(s: &ServerConfig, errs: &mut Vec<String>) {
+    let positive = [
+        ("body_limit_bytes", s.body_limit_bytes as u64),
+        ("request_timeout_secs", s.request_timeout_secs),
+        ("sse_keepalive_secs", s.sse_keepalive_secs),
+        ("health_check_interval_secs", s.health_check_interval_secs),
+    ];
+    for (field, v) in positive {
+        if v == 0 {
+            errs.push(format!("server.{field} must be greater than 0"));
+        }
+    }
+    if s.api_keys.iter().any(|k| k.len() < 8) {
+        errs.push("server.api_keys: every key must be at least 8 characters".into());
+    }
+}
+
+fn check_deployments(raw: &RawConfig, errs: &mut Vec<String>) {
+    if raw.deployments.is_empty() {
+        errs.push("no deployments: add a [deployments.NAME] table naming a backend".into());
+    }
+    let mut names: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, d) in &raw.deployments {
+        if d.backends.is_empty() {
+            errs.push(format!("deployments.{name}.backends must name at least one backend"));
+        }
+        for b in &d.backends {
+            if !raw.backends.contains_key(b) {
+                errs.push(format!("deployments.{name}.backends: no backend named '{b}' (known: {})", known(raw)));
+            }
+        }
+        for n in std::iter::once(name.as_str()).chain(d.aliases.iter().map(String::as_str)) {
+            if n.is_empty() {
+                errs.push(format!("deployments.{name}: empty model name"));
+            } else if let Some(other) = names.insert(n, name) {
+                errs.push(format!("model name '{n}' is used by deployments '{other}' and '{name}'"));
+            }
+        }
+    }
+}
+
+fn known(raw: &RawConfig) -> String {
+    let names: Vec<&str> = raw.backends.keys().map(String::as_str).collect();
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn from_toml(s: &str) -> Result<Config, ConfigErrors> {
+        load_str(s)
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let errs = from_toml(
+            r#"
+            [server]
+            listen = "nope"
+            sse_keepalive_secs = 0
+            [backends.up]
+            kind = "openai"
+            base_url = "http://127.0.0.1:9/v1"
+            [deployments.a]
+            backends = ["missing"]
+            [deployments.b]
+            backends = ["up"]
+            aliases = ["a"]
+            "#,
+        )
+        .unwrap_err();
+        let all = errs.0.join("\n");
+        assert!(all.contains("server.listen"), "{all}");
+        assert!(all.contains("sse_keepalive_secs"), "{all}");
+        assert!(all.contains("no backend named 'missing'"), "{all}");
+        assert!(all.contains("model name 'a'"), "{all}");
+        assert_eq!(errs.0.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let errs = from_toml("[server]\nlisten_addr = \"x\"\n").unwrap_err();
+        assert!(errs.0[0].contains("listen_addr"), "{:?}", errs.0);
+    }
+
+    #[test]
+    fn openai_deployment_is_valid() {
+        let c = from_toml(
+            "[backends.up]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n[deployments.m]\nbackends = [\"up\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.deployments["m"].backends, vec!["up".to_string()]);
+    }
+
+    #[test]
+    fn empty_config_serves_the_default_model() {
+        let raw = RawConfig { model_dir: Some("/nonexistent".into()), ..RawConfig::default() };
+        let errs = check(raw).unwrap_err();
+        assert!(errs.0.iter().any(|e| e.contains(DEFAULT_MODEL_FILE)), "{:?}", errs.0);
+    }
+}

@@ -1,0 +1,314 @@
+//! `ApiError`: the one error type at the HTTP edge. Every error leaves as an OpenAI-shaped body
+//! with the right status; clients see a public message, the full cause goes to the log.
+//!
+//! Invariant: converting to a response has no side effects — the cause is put into the response
+//! extensions and the telemetry middleware logs it once.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ferrogate_core::{BackendError, Blame, GatewayError, TimeoutKind};
+use ferrogate_protocol::ErrorBody;
+use ferrogate_protocol::openai::InvalidParam;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// OpenAI's `type`: invalid_request_error, authentication_error, not_found_error, server_error…
+    pub kind: &'static str,
+    /// A closed set (also a metric label): model_not_found, queue_full, upstream_timeout…
+    pub code: Option<&'static str>,
+    pub param: Option<String>,
+    /// Safe to show the client.
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    /// The full cause for the log; never sent.
+    pub cause: Option<String>,
+    pub blame: Blame,
+}
+
+/// Put into response extensions so telemetry can log what went wrong.
+#[derive(Debug, Clone)]
+pub struct ErrorLog {
+    pub code: &'static str,
+    pub cause: String,
+    pub blame: Blame,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, code: Option<&'static str>, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            param: None,
+            message: message.into(),
+            retry_after: None,
+            cause: None,
+            blame: Blame::Caller,
+        }
+    }
+
+    pub fn invalid(param: Option<String>, message: impl Into<String>) -> Self {
+        Self { param, ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, message) }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "authentication_error", Some("invalid_api_key"), message)
+    }
+
+    pub fn route_not_found(path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("unknown_url"),
+            format!("Unknown request URL: {path}"),
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            Some("method_not_allowed"),
+            "Method not allowed for this URL",
+        )
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            Some("request_too_large"),
+            format!("Request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn shutting_down() -> Self {
+        Self {
+            retry_after: Some(Duration::from_secs(5)),
+            blame: Blame::Gateway,
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("shutting_down"),
+                "The server is shutting down; retry on another instance",
+            )
+        }
+    }
+
+    pub fn internal(cause: impl Into<String>) -> Self {
+        Self {
+            cause: Some(cause.into()),
+            blame: Blame::Gateway,
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                Some("internal_error"),
+                "The server had an error processing the request",
+            )
+        }
+    }
+
+    fn upstream(status: StatusCode, code: &'static str, message: impl Into<String>, e: &BackendError) -> Self {
+        Self { cause: Some(e.to_string()), blame: e.blame(), ..Self::new(status, "server_error", Some(code), message) }
+    }
+
+    /// The OpenAI error object, also used for `data: {"error":…}` events mid-stream.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody::new(self.message.clone(), self.kind, self.param.as_deref(), self.code)
+    }
+}
+
+impl From<InvalidParam> for ApiError {
+    fn from(e: InvalidParam) -> Self {
+        Self::invalid(Some(e.param), e.message)
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::Invalid(p) => p.into(),
+            GatewayError::ModelNotFound(m) => Self {
+                param: Some("model".into()),
+                ..Self::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    Some("model_not_found"),
+                    format!("The model '{m}' does not exist"),
+                )
+            },
+            GatewayError::NoBackend(d) => Self {
+                retry_after: Some(Duration::from_secs(1)),
+                blame: Blame::Upstream,
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    Some("no_backend_available"),
+                    format!("No backend of model '{d}' is available"),
+                )
+            },
+            GatewayError::ShuttingDown => Self::shutting_down(),
+            GatewayError::Overloaded { message, retry_after } => Self {
+                retry_after: Some(retry_after),
+                blame: Blame::Gateway,
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("queue_full"), message)
+            },
+            GatewayError::Backend(b) => from_backend(b),
+        }
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> Self {
+        from_backend(e)
+    }
+}
+
+fn from_backend(e: BackendError) -> ApiError {
+    match &e {
+        BackendError::Connect(_) => ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "backend_unreachable",
+            "The model backend could not be reached",
+            &e,
+        ),
+        BackendError::Timeout(TimeoutKind::Connect) => ApiError::upstream(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "Connecting to the model backend timed out",
+            &e,
+        ),
+        BackendError::Timeout(k) => ApiError::upstream(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("The model backend did not answer in time ({} timeout)", k.as_str()),
+            &e,
+        ),
+        BackendError::Status { status, message, retry_after } => {
+            from_upstream_status(*status, message, *retry_after, &e)
+        }
+        BackendError::Protocol(_) => ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "backend_error",
+            "The model backend sent an invalid response",
+            &e,
+        ),
+        BackendError::Overloaded { message, retry_after } => ApiError {
+            retry_after: Some(*retry_after),
+            ..ApiError::upstream(StatusCode::SERVICE_UNAVAILABLE, "queue_full", message.clone(), &e)
+        },
+        BackendError::ContextLength { message } => ApiError {
+            param: Some("messages".into()),
+            code: Some("context_length_exceeded"),
+            ..ApiError::invalid(None, message.clone())
+        },
+        BackendError::InvalidRequest { param, message } => ApiError::invalid(param.clone(), message.clone()),
+        BackendError::NotReady(_) => ApiError {
+            retry_after: Some(Duration::from_secs(5)),
+            ..ApiError::upstream(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "model_not_ready",
+                "The model is still loading; retry shortly",
+                &e,
+            )
+        },
+        BackendError::Internal(_) => ApiError {
+            blame: Blame::Gateway,
+            ..ApiError::upstream(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "The inference engine failed on this request",
+                &e,
+            )
+        },
+    }
+}
+
+fn from_upstream_status(status: u16, message: &str, retry_after: Option<Duration>, e: &BackendError) -> ApiError {
+    match status {
+        429 => ApiError {
+            retry_after: Some(retry_after.unwrap_or(Duration::from_secs(1))),
+            ..ApiError::upstream(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backend_overloaded",
+                "The model backend is overloaded; retry shortly",
+                e,
+            )
+        },
+        408 => ApiError::upstream(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "The model backend timed out", e),
+        401 | 403 => ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "backend_auth_failed",
+            "The gateway is not authorized by the model backend",
+            e,
+        ),
+        404 => ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "backend_error",
+            "The model backend does not serve the configured model",
+            e,
+        ),
+        400..=499 => ApiError {
+            cause: Some(e.to_string()),
+            ..ApiError::invalid(None, format!("The model backend rejected the request: {message}"))
+        },
+        _ => ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "backend_error",
+            "The model backend failed to process the request",
+            e,
+        ),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, Json(self.body())).into_response();
+        if let Some(ra) = self.retry_after {
+            let secs = ra.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        let code = self.code.unwrap_or(self.kind);
+        res.extensions_mut().insert(ErrorLog { code, cause: self.cause.unwrap_or(self.message), blame: self.blame });
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_of_backend_errors() {
+        let cases: Vec<(BackendError, u16)> = vec![
+            (BackendError::Connect("x".into()), 502),
+            (BackendError::Timeout(TimeoutKind::FirstToken), 504),
+            (BackendError::Status { status: 500, message: "x".into(), retry_after: None }, 502),
+            (BackendError::Status { status: 429, message: "x".into(), retry_after: None }, 503),
+            (BackendError::Status { status: 400, message: "x".into(), retry_after: None }, 400),
+            (BackendError::Protocol("x".into()), 502),
+            (BackendError::Overloaded { message: "x".into(), retry_after: Duration::from_secs(2) }, 503),
+            (BackendError::ContextLength { message: "x".into() }, 400),
+            (BackendError::NotReady("x".into()), 503),
+            (BackendError::Internal("x".into()), 500),
+        ];
+        for (e, status) in cases {
+            let api = ApiError::from(e.clone());
+            assert_eq!(api.status.as_u16(), status, "{e:?}");
+            assert!(!api.message.contains("x\""), "internal text must not leak");
+        }
+    }
+
+    #[test]
+    fn internal_cause_not_in_public_message() {
+        let api = ApiError::from(BackendError::Connect("10.0.0.7:8000 refused".into()));
+        assert!(!api.message.contains("10.0.0.7"));
+        assert!(api.cause.unwrap_or_default().contains("10.0.0.7"));
+    }
+}

@@ -1,0 +1,45 @@
+//! `POST /v1/completions` (legacy text completion).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use ferrogate_protocol::openai::{Completion, CompletionChoice, CompletionRequest, unix_now};
+
+use crate::error::ApiError;
+use crate::handlers::decode;
+use crate::pipeline;
+use crate::state::AppState;
+use crate::telemetry::{RequestCx, RouteLog};
+
+pub async fn handle(
+    State(st): State<AppState>,
+    Extension(cx): Extension<RequestCx>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: CompletionRequest = decode(body, st.body_limit)?;
+    let plan = pipeline::plan_completion(&st, &cx, req)?;
+    if plan.stream {
+        return crate::handlers::chat::respond(st, plan).await;
+    }
+    let log = RouteLog { model: plan.model.clone(), backend: plan.target.target().backend.name().to_owned() };
+    let (model, id) = (plan.model.clone(), plan.req.request_id.clone());
+    let (c, usage, _settle) = pipeline::execute_unary(&st, plan).await?;
+    let body = Completion {
+        id: format!("cmpl-{id}"),
+        object: "text_completion".into(),
+        created: unix_now(),
+        model,
+        choices: vec![CompletionChoice {
+            index: 0,
+            text: c.text,
+            logprobs: None,
+            finish_reason: Some(c.finish_reason),
+        }],
+        usage: Some(usage),
+    };
+    let mut res = Json(body).into_response();
+    res.extensions_mut().insert(log);
+    Ok(res)
+}

@@ -1,0 +1,41 @@
+//! Thin HTTP handlers: decode, call the pipeline, encode. No business logic here.
+
+pub mod chat;
+pub mod completions;
+pub mod health;
+pub mod models;
+pub mod simple;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Reads a JSON body into `T`; a failure names the offending field (`messages[0].role`).
+pub fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<T, ApiError> {
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(ref inner) if inner.body_text().contains("length limit") => {
+            ApiError::body_too_large(limit)
+        }
+        other => ApiError::invalid(None, format!("Could not read the request body: {}", other.body_text())),
+    })?;
+    if body.is_empty() {
+        return Err(ApiError::invalid(None, "The request body is empty; expected a JSON object"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let param = (path != "." && !path.is_empty()).then_some(path);
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("We could not parse the JSON body of your request: {inner}")
+        } else {
+            match &param {
+                Some(p) => format!("Invalid value for '{p}': {inner}"),
+                None => format!("Invalid request: {inner}"),
+            }
+        };
+        ApiError::invalid(param, message)
+    })
+}

@@ -1,0 +1,97 @@
+//! The seeds' simple endpoints, thin aliases of the chat pipeline:
+//! `POST /generate` (`{"prompt": …}` in, text out) and `POST /stream` (SSE of text, ends `[DONE]`).
+//! `model` is optional and defaults to the deployment named or aliased `default` (else the first).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use ferrogate_core::Completion;
+use ferrogate_protocol::openai::{ChatCompletionRequest, ChatMessage, Role, Stop, Usage};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::handlers::decode;
+use crate::pipeline::{self, Endpoint};
+use crate::state::AppState;
+use crate::telemetry::RequestCx;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimpleRequest {
+    pub prompt: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+    #[serde(default)]
+    pub stop: Option<Stop>,
+}
+
+pub async fn generate(
+    State(st): State<AppState>,
+    Extension(cx): Extension<RequestCx>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    run(st, cx, body, Endpoint::Generate).await
+}
+
+pub async fn stream(
+    State(st): State<AppState>,
+    Extension(cx): Extension<RequestCx>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    run(st, cx, body, Endpoint::Stream).await
+}
+
+async fn run(
+    st: AppState,
+    cx: RequestCx,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> Result<Response, ApiError> {
+    let r: SimpleRequest = decode(body, st.body_limit)?;
+    let model = r.model.or_else(|| default_model(&st)).unwrap_or_default();
+    let mut messages = Vec::new();
+    if let Some(s) = r.system {
+        messages.push(ChatMessage::new(Role::System, s));
+    }
+    messages.push(ChatMessage::new(Role::User, r.prompt));
+    let req = ChatCompletionRequest {
+        model,
+        messages,
+        max_tokens: r.max_tokens,
+        temperature: r.temperature,
+        top_p: r.top_p,
+        seed: r.seed,
+        stop: r.stop,
+        stream: Some(endpoint == Endpoint::Stream),
+        ..ChatCompletionRequest::default()
+    };
+    let plan = pipeline::plan_chat(&st, &cx, req, endpoint)?;
+    crate::handlers::chat::respond(st, plan).await
+}
+
+fn default_model(st: &AppState) -> Option<String> {
+    st.registry.resolve("default").or_else(|| st.registry.deployments().first()).map(|d| d.name.clone())
+}
+
+pub fn generate_body(request_id: &str, model: &str, c: Completion, usage: Usage) -> Response {
+    Json(serde_json::json!({
+        "id": request_id,
+        "model": model,
+        "text": c.text,
+        "finish_reason": c.finish_reason.as_str(),
+        "usage": usage,
+    }))
+    .into_response()
+}

@@ -1,0 +1,155 @@
+//! Start-up and shutdown: bind, background health checks, serve, and on a signal drain —
+//! `/ready` turns 503, new requests get 503 `shutting_down`, in-flight requests and streams get
+//! up to the grace period to finish — then stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrogate_core::Health;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::state::AppState;
+
+/// Bound of one health probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Probe interval while some backend is not healthy yet (model loading): `/ready` turns quickly.
+const FAST_PROBE: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{}", .0.join("\n"))]
+    Build(Vec<String>),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running gateway.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Begins the graceful shutdown and waits until it is done.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.task.await;
+    }
+
+    /// Waits for the server to end (after `signal` fired and draining finished).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Builds everything from `cfg`, binds and serves until `signal` resolves, then drains.
+pub async fn start(cfg: &Config, signal: impl Future<Output = ()> + Send + 'static) -> Result<Running, StartError> {
+    let st = AppState::build(cfg).map_err(StartError::Build)?;
+    let listener =
+        TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
+    tracing::info!(%addr, deployments = st.registry.deployments().len(), "ferrogate listening");
+    spawn_health_checks(&st);
+    let (stop, stop_rx) = oneshot::channel();
+    let signal = async move {
+        tokio::select! {
+            _ = signal => {}
+            _ = stop_rx => {}
+        }
+    };
+    let task = tokio::spawn(serve(listener, st.clone(), signal));
+    Ok(Running { addr, state: st, stop: Some(stop), task })
+}
+
+async fn serve(listener: TcpListener, st: AppState, signal: impl Future<Output = ()> + Send + 'static) {
+    let app = crate::router::router(st.clone());
+    let (close_tx, close_rx) = oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = close_rx.await;
+    });
+    let server = tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "server error");
+        }
+    });
+    signal.await;
+    let deadline = Instant::now() + st.shutdown_grace;
+    st.start_draining();
+    tracing::info!(inflight = st.inflight(), grace_secs = st.shutdown_grace.as_secs(), "shutting down: draining");
+    while st.inflight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = close_tx.send(());
+    st.tasks.close();
+    let rest = deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(200);
+    if tokio::time::timeout(rest, async {
+        let _ = server.await;
+        st.tasks.wait().await;
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!(inflight = st.inflight(), "grace period over: closing remaining connections");
+    }
+    tracing::info!("shutdown complete");
+}
+
+fn spawn_health_checks(st: &AppState) {
+    let st2 = st.clone();
+    let backends: Vec<_> = st.backends.iter().map(Arc::clone).collect();
+    st.tasks.spawn(async move {
+        loop {
+            let mut all_healthy = true;
+            for b in &backends {
+                let h = tokio::time::timeout(PROBE_TIMEOUT, b.health())
+                    .await
+                    .unwrap_or_else(|_| Health::Unhealthy("health check timed out".into()));
+                if h != st2.health_of(b.name()) {
+                    tracing::info!(backend = b.name(), health = ?h, "backend health changed");
+                }
+                all_healthy &= h.is_healthy();
+                st2.set_health(b.name(), h);
+            }
+            let wait = if all_healthy { st2.health_interval } else { FAST_PROBE };
+            tokio::select! {
+                _ = st2.stopping.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    });
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,268 @@
+//! The inference request path after the HTTP edge: plan (pure: validate, route, pick a backend,
+//! check capabilities), then execute (call the backend, bounded in time), then settle.
+//!
+//! Invariant: every request that reached a backend is settled exactly once — on success, error
+//! or client disconnect — because settling happens in `Settle`'s `Drop`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferrogate_core::{
+    Completion, Deployment, EventStream, GatewayError, GenParams, InferenceRequest, Input, TargetGuard, tokens,
+};
+use ferrogate_protocol::openai::{
+    ChatCompletionRequest, CompletionRequest, FinishReason, LEGACY_DEFAULT_MAX_TOKENS, Usage,
+};
+
+use crate::error::ApiError;
+use crate::state::{AppState, InflightGuard};
+use crate::telemetry::RequestCx;
+
+/// Which API shape the client asked for; decides response framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completion,
+    Generate,
+    Stream,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Completion => "completion",
+            Endpoint::Generate => "generate",
+            Endpoint::Stream => "stream",
+        }
+    }
+}
+
+/// Everything decided before any effect.
+pub struct Plan {
+    pub endpoint: Endpoint,
+    /// The name the client used, echoed in responses.
+    pub model: String,
+    pub deployment: Arc<Deployment>,
+    pub target: TargetGuard,
+    pub req: InferenceRequest,
+    pub stream: bool,
+    pub include_usage: bool,
+    /// Local estimate, used only if the backend reports no usage.
+    pub prompt_estimate: u32,
+}
+
+pub fn plan_chat(
+    st: &AppState,
+    cx: &RequestCx,
+    r: ChatCompletionRequest,
+    endpoint: Endpoint,
+) -> Result<Plan, ApiError> {
+    r.validate()?;
+    let (stream, include_usage) = (r.is_stream(), r.include_usage());
+    let params = GenParams {
+        temperature: r.temperature,
+        top_p: r.top_p,
+        top_k: r.top_k,
+        min_p: r.min_p,
+        max_tokens: r.effective_max_tokens(),
+        stop: r.stop.map(|s| s.into_vec()).unwrap_or_default(),
+        seed: r.seed,
+        frequency_penalty: r.frequency_penalty,
+        presence_penalty: r.presence_penalty,
+        repetition_penalty: r.repetition_penalty,
+        user: r.user,
+    };
+    let prompt_estimate = tokens::estimate_messages(&r.messages);
+    let has_images = r.messages.iter().any(|m| m.has_non_text_parts());
+    let input = Input::Chat { messages: r.messages, tools: r.tools, tool_choice: r.tool_choice };
+    let mut plan = route(st, cx, endpoint, r.model, input, params, r.extra)?;
+    let caps = plan.target.target().backend.capabilities();
+    if has_images && !caps.images {
+        return Err(ApiError::invalid(
+            Some("messages".into()),
+            format!("Model '{}' accepts only text content", plan.model),
+        ));
+    }
+    if plan.req.input_has_tools() && !caps.tools {
+        return Err(ApiError::invalid(Some("tools".into()), format!("Model '{}' does not support tools", plan.model)));
+    }
+    (plan.stream, plan.include_usage, plan.prompt_estimate) = (stream, include_usage, prompt_estimate);
+    Ok(plan)
+}
+
+pub fn plan_completion(st: &AppState, cx: &RequestCx, r: CompletionRequest) -> Result<Plan, ApiError> {
+    r.validate()?;
+    let prompt = r.prompt_text().to_owned();
+    let params = GenParams {
+        temperature: r.temperature,
+        top_p: r.top_p,
+        top_k: r.top_k,
+        min_p: r.min_p,
+        max_tokens: Some(r.max_tokens.unwrap_or(LEGACY_DEFAULT_MAX_TOKENS)),
+        stop: r.stop.map(|s| s.into_vec()).unwrap_or_default(),
+        seed: r.seed,
+        frequency_penalty: r.frequency_penalty,
+        presence_penalty: r.presence_penalty,
+        repetition_penalty: r.repetition_penalty,
+        user: r.user,
+    };
+    let (stream, include_usage) = (r.stream == Some(true), r.stream_options.is_some_and(|o| o.include_usage));
+    let prompt_estimate = tokens::estimate(&prompt);
+    let mut plan = route(st, cx, Endpoint::Completion, r.model, Input::Text(prompt), params, r.extra)?;
+    if !plan.target.target().backend.capabilities().text_completion {
+        return Err(ApiError::invalid(
+            Some("model".into()),
+            format!("Model '{}' does not support text completions", plan.model),
+        ));
+    }
+    (plan.stream, plan.include_usage, plan.prompt_estimate) = (stream, include_usage, prompt_estimate);
+    Ok(plan)
+}
+
+fn route(
+    st: &AppState,
+    cx: &RequestCx,
+    endpoint: Endpoint,
+    model: String,
+    input: Input,
+    params: GenParams,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<Plan, ApiError> {
+    let deployment = st.registry.resolve(&model).cloned().ok_or_else(|| GatewayError::ModelNotFound(model.clone()))?;
+    let target = deployment.pick().ok_or_else(|| GatewayError::NoBackend(deployment.name.clone()))?;
+    let req = InferenceRequest {
+        request_id: cx.id.clone(),
+        model: target.target().upstream_model.clone(),
+        input,
+        params,
+        extra,
+    };
+    Ok(Plan { endpoint, model, deployment, target, req, stream: false, include_usage: false, prompt_estimate: 0 })
+}
+
+trait InputExt {
+    fn input_has_tools(&self) -> bool;
+}
+
+impl InputExt for InferenceRequest {
+    fn input_has_tools(&self) -> bool {
+        matches!(&self.input, Input::Chat { tools: Some(t), .. } if !t.is_null())
+    }
+}
+
+/// Runs a non-streaming request within the server's request timeout.
+pub async fn execute_unary(st: &AppState, plan: Plan) -> Result<(Completion, Usage, Settle), ApiError> {
+    let mut settle = Settle::new(st, &plan);
+    let backend = Arc::clone(&plan.target.target().backend);
+    let result = tokio::time::timeout(st.request_timeout, backend.chat(plan.req)).await;
+    let completion = match result {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            settle.fail(e.to_string());
+            return Err(e.into());
+        }
+        Err(_) => {
+            let e = ferrogate_core::BackendError::Timeout(ferrogate_core::TimeoutKind::Total);
+            settle.fail(e.to_string());
+            return Err(e.into());
+        }
+    };
+    let usage =
+        completion.usage.unwrap_or_else(|| Usage::new(plan.prompt_estimate, tokens::estimate(&completion.text), None));
+    settle.finish(completion.finish_reason, usage);
+    Ok((completion, usage, settle))
+}
+
+/// Starts a streaming request; resolves once the backend accepted it.
+pub async fn execute_stream(plan: &Plan) -> Result<EventStream, ApiError> {
+    let backend = Arc::clone(&plan.target.target().backend);
+    backend.chat_stream(plan.req.clone()).await.map_err(ApiError::from)
+}
+
+/// How a request ended, for the log (and later the usage ledger).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Still running when dropped: the client went away.
+    Cancelled,
+    Finished(FinishReason),
+    Failed(String),
+}
+
+/// Settles a request exactly once, when dropped.
+pub struct Settle {
+    pub request_id: String,
+    pub endpoint: Endpoint,
+    pub model: String,
+    pub backend: String,
+    pub started: Instant,
+    pub stream: bool,
+    pub first_token: Option<Instant>,
+    pub prompt_estimate: u32,
+    /// Content deltas delivered (the local completion-token count for streams).
+    pub deltas: u32,
+    pub usage: Option<Usage>,
+    pub outcome: Outcome,
+    _inflight: InflightGuard,
+}
+
+impl Settle {
+    pub fn new(st: &AppState, plan: &Plan) -> Self {
+        Self {
+            request_id: plan.req.request_id.clone(),
+            endpoint: plan.endpoint,
+            model: plan.deployment.name.clone(),
+            backend: plan.target.target().backend.name().to_owned(),
+            started: Instant::now(),
+            stream: plan.stream,
+            first_token: None,
+            prompt_estimate: plan.prompt_estimate,
+            deltas: 0,
+            usage: None,
+            outcome: Outcome::Cancelled,
+            _inflight: st.track(),
+        }
+    }
+
+    pub fn fail(&mut self, cause: String) {
+        self.outcome = Outcome::Failed(cause);
+    }
+
+    pub fn finish(&mut self, reason: FinishReason, usage: Usage) {
+        self.outcome = Outcome::Finished(reason);
+        self.usage = Some(usage);
+    }
+
+    /// The usage to report: the backend's, else a local count of what was delivered.
+    pub fn effective_usage(&self) -> Usage {
+        self.usage.unwrap_or_else(|| Usage::new(self.prompt_estimate, self.deltas, None))
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        let usage = self.effective_usage();
+        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let ttft_ms = self.first_token.map(|t| (t - self.started).as_secs_f64() * 1000.0);
+        let (outcome, error) = match &self.outcome {
+            Outcome::Cancelled => ("cancelled", None),
+            Outcome::Finished(r) => (r.as_str(), None),
+            Outcome::Failed(e) => ("error", Some(e.as_str())),
+        };
+        tracing::info!(
+            request_id = %self.request_id,
+            endpoint = self.endpoint.as_str(),
+            model = %self.model,
+            backend = %self.backend,
+            stream = self.stream,
+            outcome,
+            error,
+            prompt_tokens = usage.prompt_tokens,
+            cached_tokens = usage.cached_tokens(),
+            completion_tokens = usage.completion_tokens,
+            latency_ms,
+            ttft_ms,
+            "request settled"
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! The route table and the generic HTTP stages, in request order. LLM concerns (route, admit,
+//! execute, settle) are not layers: they run in the handlers through `pipeline`.
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::error::ApiError;
+use crate::handlers::{chat, completions, health, models, simple};
+use crate::state::AppState;
+use crate::{auth, telemetry};
+
+pub fn router(st: AppState) -> Router {
+    let stages = ServiceBuilder::new()
+        .layer(from_fn(telemetry::layer)) // 1 request id, timing, access log
+        .layer(CatchPanicLayer::custom(on_panic)) // 2 a bug answers 500, never drops the connection
+        .layer(from_fn_with_state(st.clone(), drain)) // 3 shutting down → 503
+        .layer(from_fn_with_state(st.clone(), auth::layer)) // 4 who is calling
+        .layer(DefaultBodyLimit::max(st.body_limit)); // 5 bounded input
+    Router::new()
+        .route("/v1/chat/completions", post(chat::handle))
+        .route("/v1/completions", post(completions::handle))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{id}", get(models::get))
+        .route("/generate", post(simple::generate))
+        .route("/stream", post(simple::stream))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(stages)
+        .with_state(st)
+}
+
+async fn drain(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let probe = matches!(req.uri().path(), "/health" | "/ready");
+    if st.is_draining() && !probe {
+        return ApiError::shutting_down().into_response();
+    }
+    next.run(req).await
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::route_not_found(req.uri().path())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal("handler panicked").into_response()
+}

@@ -1,0 +1,145 @@
+//! `AppState`: everything a request needs, built once at start-up and shared by `Arc`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ferrogate_backends::BuildContext;
+use ferrogate_core::{Backend, Deployment, Health, Registry, Target};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::StaticKeys;
+use crate::config::Config;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub registry: Registry,
+    /// Every configured backend, by name (deployments may share one).
+    pub backends: Vec<Arc<dyn Backend>>,
+    pub keys: StaticKeys,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub keepalive: Duration,
+    pub shutdown_grace: Duration,
+    pub health_interval: Duration,
+    /// Set on SIGTERM/SIGINT: `/ready` turns 503 and new requests get 503 `shutting_down`.
+    draining: AtomicBool,
+    /// Requests (and streams) not yet finished; shutdown waits for zero.
+    inflight: AtomicUsize,
+    /// Latest active health check result per backend name.
+    health: RwLock<HashMap<String, Health>>,
+    /// Background work (health checks, warm-up) that shutdown waits for.
+    pub tasks: TaskTracker,
+    /// Cancelled when draining starts: background loops stop at once.
+    pub stopping: CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds backends and deployments. Errors list every backend that failed to build.
+    pub fn build(cfg: &Config) -> Result<AppState, Vec<String>> {
+        let cx = BuildContext { model_dir: cfg.model_dir.clone() };
+        let mut errs = Vec::new();
+        let mut backends: HashMap<String, Arc<dyn Backend>> = HashMap::new();
+        for (name, bc) in &cfg.backends {
+            match ferrogate_backends::build(name, bc.clone(), &cx) {
+                Ok(b) => {
+                    backends.insert(name.clone(), b);
+                }
+                Err(e) => errs.push(format!("backends.{name}: {e}")),
+            }
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let created = ferrogate_protocol::openai::unix_now();
+        let deployments = cfg
+            .deployments
+            .iter()
+            .map(|(name, d)| {
+                let upstream = d.upstream_model.clone().unwrap_or_else(|| name.clone());
+                let targets = d
+                    .backends
+                    .iter()
+                    .filter_map(|b| backends.get(b))
+                    .map(|b| Arc::new(Target::new(Arc::clone(b), upstream.clone())))
+                    .collect();
+                Deployment::new(name.clone(), d.aliases.clone(), targets, created)
+            })
+            .collect();
+        let registry = Registry::new(deployments)?;
+        let health = backends.keys().map(|k| (k.clone(), Health::NotReady("not checked yet".into()))).collect();
+        Ok(AppState(Arc::new(Inner {
+            registry,
+            backends: backends.into_values().collect(),
+            keys: StaticKeys::new(&cfg.server.api_keys),
+            body_limit: cfg.server.body_limit_bytes,
+            request_timeout: Duration::from_secs(cfg.server.request_timeout_secs),
+            keepalive: Duration::from_secs(cfg.server.sse_keepalive_secs),
+            shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_secs),
+            health_interval: Duration::from_secs(cfg.server.health_check_interval_secs),
+            draining: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
+            health: RwLock::new(health),
+            tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+        })))
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.stopping.cancel();
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as in flight until the guard drops (the end of a stream's body).
+    pub fn track(&self) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(self.clone())
+    }
+
+    pub fn set_health(&self, backend: &str, h: Health) {
+        let healthy = h.is_healthy();
+        if let Ok(mut map) = self.health.write() {
+            map.insert(backend.to_owned(), h);
+        }
+        for d in self.registry.deployments() {
+            for t in d.targets.iter().filter(|t| t.backend.name() == backend) {
+                t.set_healthy(healthy);
+            }
+        }
+    }
+
+    pub fn health_of(&self, backend: &str) -> Health {
+        self.health
+            .read()
+            .ok()
+            .and_then(|m| m.get(backend).cloned())
+            .unwrap_or_else(|| Health::NotReady("not checked yet".into()))
+    }
+}
+
+pub struct InflightGuard(AppState);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
