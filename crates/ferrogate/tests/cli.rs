@@ -1,0 +1,56 @@
+//! The `ferrogate` binary's CLI: version, `config check` on the shipped configs (they must stay
+//! valid), and a broken config listing every problem with exit code 2.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn ferrogate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+}
+
+fn repo(file: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(file).display().to_string()
+}
+
+#[test]
+fn prints_its_version() {
+    let out = ferrogate().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("ferrogate {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    for file in ["ferrogate.example.toml", "config/ferrogate.toml"] {
+        let out = ferrogate().args(["config", "check", &repo(file)]).output().unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn broken_config_lists_every_problem_and_exits_2() {
+    let dir = std::env::temp_dir().join(format!("fg-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"nowhere\"\n[backends.u]\nkind = \"openai\"\nbase_url = \"not a url\"\n\
+         [deployments.a]\nbackends = [\"missing\", \"u\"]\n",
+    )
+    .unwrap();
+    let out = ferrogate().args(["config", "check"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in ["server.listen", "base_url", "no backend named 'missing'", "3 problems"] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn serve_refuses_an_invalid_config() {
+    let out = ferrogate().args(["serve", "--config", "/nonexistent/ferrogate.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
