@@ -216,16 +216,38 @@ async fn stall_before_first_byte_is_504_streaming_and_not() {
     gw.shutdown().await;
 }
 
-/// Response headers arrive but no event does: still before the client's first byte → 504.
+/// Response headers arrive but no token does — no frame at all, or only the role chunk (which
+/// carries no content): still before the client's first byte → 504, bounded by the first-token
+/// timeout (not the inter-token one).
 #[tokio::test]
-async fn headers_without_any_event_is_504() {
+async fn headers_or_role_without_a_token_is_504() {
     let f = FakeUpstream::openai().await.unwrap();
-    f.on(CHAT, StreamReply::new("text/event-stream", vec![]).stall_after(0));
-    let gw = gateway(&f, "first_token_timeout_ms = 300", "").await;
-    let res = within(Duration::from_secs(5), "silent stream", gw.post_json(CHAT, &stream_chat())).await;
+    f.push(CHAT, StreamReply::new("text/event-stream", vec![]).stall_after(0));
+    f.push(CHAT, chat_sse(&["never"], None).stall_after(1));
+    let gw = gateway(&f, "first_token_timeout_ms = 300\ninter_token_timeout_ms = 30000", "").await;
+    for _ in 0..2 {
+        let res = within(Duration::from_secs(5), "silent stream", gw.post_json(CHAT, &stream_chat())).await;
+        let (status, _, v) = error_of(res).await;
+        assert_eq!(status, 504, "{v}");
+        assert_eq!(v["error"]["code"], "upstream_timeout");
+        assert!(v["error"]["message"].as_str().unwrap().contains("first_token"), "{v}");
+    }
+    gw.shutdown().await;
+}
+
+/// A whole request is also bounded by the server's own `request_timeout_secs`.
+#[tokio::test]
+async fn server_request_timeout_bounds_whole_requests() {
+    let f = FakeUpstream::openai().await.unwrap();
+    f.on(CHAT, Reply::Stall);
+    let gw = gateway(&f, "", "request_timeout_secs = 1").await;
+    let t0 = Instant::now();
+    let res = within(Duration::from_secs(5), "stalled request", gw.post_json(CHAT, &chat(json!({})))).await;
     let (status, _, v) = error_of(res).await;
     assert_eq!(status, 504, "{v}");
     assert_eq!(v["error"]["code"], "upstream_timeout");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert!(f.wait_for_disconnects(1, SECOND).await, "the upstream request was not closed");
     gw.shutdown().await;
 }
 
@@ -280,6 +302,20 @@ async fn upstream_429_is_503_with_retry_after() {
         assert_eq!(v["error"]["code"], "backend_overloaded");
         assert_openai_error(&v, &f);
     }
+    gw.shutdown().await;
+}
+
+/// An upstream 503 (Ollama's "server busy", a loading vLLM) is "overloaded or loading": the
+/// client gets 503 and the upstream's Retry-After, as the README's error table promises.
+#[tokio::test]
+async fn upstream_503_is_503_with_retry_after() {
+    let f = FakeUpstream::openai().await.unwrap();
+    f.on(CHAT, fake::openai_error(503, "server busy, please try again").with_header("retry-after", "3"));
+    let gw = gateway(&f, "", "").await;
+    let (status, retry, v) = error_of(gw.post_json(CHAT, &chat(json!({}))).await).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(retry.as_deref(), Some("3"), "{v}");
+    assert_openai_error(&v, &f);
     gw.shutdown().await;
 }
 
@@ -365,6 +401,50 @@ async fn connection_closed_without_a_response_is_502() {
     gw.shutdown().await;
 }
 
+// === forwarding ===
+
+/// Each token reaches the client while the upstream is still generating (no buffering).
+#[tokio::test]
+async fn tokens_are_forwarded_as_they_arrive() {
+    let f = FakeUpstream::openai().await.unwrap();
+    f.on(CHAT, chat_sse(&["a", "b", "c"], None).stall_after(3));
+    let gw = gateway(&f, "inter_token_timeout_ms = 30000", "").await;
+    let res = gw.post_json(CHAT, &stream_chat()).await;
+    assert_eq!(res.status(), 200);
+    let mut body = res.bytes_stream();
+    let mut raw = String::new();
+    while contents(&sse_data(&raw)) != ["a", "b"] {
+        let chunk = within(Duration::from_secs(2), "tokens sent before the upstream finished", body.next()).await;
+        raw.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
+    }
+    drop(body);
+    assert!(f.wait_for_disconnects(1, SECOND).await);
+    gw.shutdown().await;
+}
+
+/// An upstream stream cut at every byte (mid-line, mid-UTF-8, CRLF) reaches the client intact.
+#[tokio::test]
+async fn byte_split_upstream_stream_reaches_the_client_intact() {
+    let f = FakeUpstream::openai().await.unwrap();
+    let pieces = ["Grüße", ", ", "🦀", " ", "日本語", "!"];
+    let mut reply = chat_sse(&pieces, Some(DEFAULT_USAGE)).split(1);
+    reply.frames = reply
+        .frames
+        .iter()
+        .map(|fr| Bytes::from(String::from_utf8(fr.to_vec()).unwrap().replace('\n', "\r\n")))
+        .collect();
+    f.on(CHAT, reply);
+    let gw = gateway(&f, "", "").await;
+    let res = gw.post_json(CHAT, &chat(json!({"stream": true, "stream_options": {"include_usage": true}}))).await;
+    assert_eq!(res.status(), 200);
+    let events = sse_data(&body_text(res).await);
+    assert_eq!(contents(&events), pieces);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(last["usage"]["completion_tokens"], DEFAULT_USAGE.1);
+    gw.shutdown().await;
+}
+
 // === 5. client disconnect ===
 
 #[tokio::test]
@@ -391,6 +471,19 @@ async fn client_timeout_on_a_whole_request_cancels_the_upstream_request() {
     let gw = gateway(&f, "", "").await;
     let client = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
     let res = client.post(gw.url(CHAT)).json(&chat(json!({}))).send().await;
+    assert!(res.is_err(), "the client gave up");
+    assert!(f.wait_for_disconnects(1, SECOND).await, "the upstream did not see the disconnect within 1 s");
+    wait_idle(&gw, SECOND).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_timeout_before_the_first_event_cancels_the_upstream_request() {
+    let f = FakeUpstream::openai().await.unwrap();
+    f.on(CHAT, Reply::Stall);
+    let gw = gateway(&f, "", "").await;
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let res = client.post(gw.url(CHAT)).json(&stream_chat()).send().await;
     assert!(res.is_err(), "the client gave up");
     assert!(f.wait_for_disconnects(1, SECOND).await, "the upstream did not see the disconnect within 1 s");
     wait_idle(&gw, SECOND).await;
@@ -439,6 +532,11 @@ async fn stream_usage_is_the_upstreams() {
     let events = sse_data(&body_text(res).await);
     assert_eq!(contents(&events), DEFAULT_PIECES);
     assert_eq!(events.last().unwrap(), "[DONE]");
+    for e in &events[..events.len() - 1] {
+        let c: Value = serde_json::from_str(e).unwrap();
+        assert_eq!(c["model"], "m", "the client's model name, not the upstream's: {c}");
+        assert_eq!(c["object"], "chat.completion.chunk");
+    }
     let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(last["choices"].as_array().unwrap().len(), 0, "{last}");
     let (p, c) = DEFAULT_USAGE;
@@ -473,6 +571,31 @@ async fn usage_is_counted_locally_when_the_upstream_reports_none() {
     gw.shutdown().await;
 }
 
+#[tokio::test]
+async fn every_inference_response_names_its_backend() {
+    let f = FakeUpstream::openai().await.unwrap();
+    let gw = gateway(&f, "", "").await;
+    let legacy = json!({"model": "m", "prompt": "once"});
+    let legacy_stream = json!({"model": "m", "prompt": "once", "stream": true});
+    let cases = [
+        (CHAT, chat(json!({}))),
+        (CHAT, stream_chat()),
+        ("/v1/completions", legacy),
+        ("/v1/completions", legacy_stream),
+        ("/generate", json!({"prompt": "hi"})),
+        ("/stream", json!({"prompt": "hi"})),
+    ];
+    for (path, body) in cases {
+        let res = gw.post_json(path, &body).await;
+        assert_eq!(res.status(), 200, "{path} {body}");
+        let backend = res.headers().get("x-ferrogate-backend").map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(backend.as_deref(), Some("up"), "{path} {body}: x-ferrogate-backend");
+        assert!(res.headers().contains_key("x-request-id") && res.headers().contains_key("x-response-time-ms"));
+        body_text(res).await;
+    }
+    gw.shutdown().await;
+}
+
 // === 7. two backends ===
 
 #[tokio::test]
@@ -504,6 +627,38 @@ async fn concurrent_streams_spread_over_two_backends() {
     drop(open);
     assert!(fa.wait_for_disconnects(1, SECOND).await && fb.wait_for_disconnects(1, SECOND).await);
     wait_idle(&gw, SECOND).await;
+    gw.shutdown().await;
+}
+
+/// A backend whose health check fails gets no traffic while another one is healthy.
+#[tokio::test]
+async fn unhealthy_backends_are_skipped() {
+    let (fa, fb) = (FakeUpstream::openai().await.unwrap(), FakeUpstream::openai().await.unwrap());
+    fa.on("/v1/models", fake::openai_error(500, "down"));
+    let gw = TestGateway::start(&format!(
+        "[backends.a]\nkind = \"openai\"\nbase_url = \"{}\"\n\
+         [backends.b]\nkind = \"openai\"\nbase_url = \"{}\"\n\
+         [deployments.m]\nbackends = [\"a\", \"b\"]\n",
+        fa.url("/v1"),
+        fb.url("/v1")
+    ))
+    .await;
+    let t0 = Instant::now();
+    loop {
+        let ready: Value = gw.http.get(gw.url("/ready")).send().await.unwrap().json().await.unwrap();
+        let backends = &ready["deployments"]["m"]["backends"];
+        if backends["a"]["status"] == "unhealthy" && backends["b"]["status"] == "healthy" {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "health checks did not run: {ready}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..4 {
+        let res = gw.post_json(CHAT, &chat(json!({}))).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-ferrogate-backend"], "b");
+    }
+    assert!(fa.last_request(CHAT).is_none());
     gw.shutdown().await;
 }
 
