@@ -230,7 +230,7 @@ fn from_backend(e: BackendError) -> ApiError {
 
 fn from_upstream_status(status: u16, message: &str, retry_after: Option<Duration>, e: &BackendError) -> ApiError {
     match status {
-        429 => ApiError {
+        429 | 503 => ApiError {
             retry_after: Some(retry_after.unwrap_or(Duration::from_secs(1))),
             ..ApiError::upstream(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -291,6 +291,7 @@ mod tests {
             (BackendError::Timeout(TimeoutKind::FirstToken), 504),
             (BackendError::Status { status: 500, message: "x".into(), retry_after: None }, 502),
             (BackendError::Status { status: 429, message: "x".into(), retry_after: None }, 503),
+            (BackendError::Status { status: 503, message: "x".into(), retry_after: None }, 503),
             (BackendError::Status { status: 400, message: "x".into(), retry_after: None }, 400),
             (BackendError::Protocol("x".into()), 502),
             (BackendError::Overloaded { message: "x".into(), retry_after: Duration::from_secs(2) }, 503),

@@ -92,14 +92,16 @@ async fn serve(listener: TcpListener, st: AppState, signal: impl Future<Output =
     let _ = close_tx.send(());
     st.tasks.close();
     let rest = deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(200);
+    let mut server = server;
     if tokio::time::timeout(rest, async {
-        let _ = server.await;
+        let _ = (&mut server).await;
         st.tasks.wait().await;
     })
     .await
     .is_err()
     {
         tracing::warn!(inflight = st.inflight(), "grace period over: closing remaining connections");
+        server.abort();
     }
     tracing::info!("shutdown complete");
 }

@@ -18,7 +18,8 @@ pub struct RequestCx {
     pub started: Instant,
 }
 
-/// Filled by handlers so the access log can name the model and backend.
+/// Filled by handlers so the access log can name the model and backend; the backend is also
+/// returned to the client in `x-ferrogate-backend`.
 #[derive(Debug, Clone, Default)]
 pub struct RouteLog {
     pub model: String,
@@ -48,6 +49,11 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         headers.insert("x-response-time-ms", v);
     }
     let route = res.extensions().get::<RouteLog>().cloned().unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(&route.backend)
+        && !route.backend.is_empty()
+    {
+        res.headers_mut().insert("x-ferrogate-backend", v);
+    }
     let status = res.status().as_u16();
     match res.extensions().get::<ErrorLog>() {
         Some(e) if status >= 500 => tracing::warn!(

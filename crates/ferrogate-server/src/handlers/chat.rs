@@ -39,9 +39,6 @@ pub async fn respond(st: AppState, plan: Plan) -> Result<Response, ApiError> {
             _ => axum::Json(chat_completion(&id, &model, completion, usage)).into_response(),
         })
     }?;
-    if let Ok(v) = log.backend.parse() {
-        res.headers_mut().insert("x-ferrogate-backend", v);
-    }
     res.extensions_mut().insert(log);
     Ok(res)
 }
