@@ -32,6 +32,9 @@ pub struct EngineConfig {
     pub chat_template: Option<String>,
     /// Run one tiny decode after loading so the first request does not pay for lazy setup.
     pub warmup: bool,
+    /// One KV cache shared by all sequences (llama-server's `--kv-unified`). Off: each sequence
+    /// gets its own `ctx_per_seq` cells, laid out the same whatever else runs.
+    pub kv_unified: bool,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +49,7 @@ impl Default for EngineConfig {
             prompt_cache: true,
             chat_template: None,
             warmup: true,
+            kv_unified: false,
         }
     }
 }
@@ -53,10 +57,7 @@ impl Default for EngineConfig {
 impl EngineConfig {
     /// A config for `model_path` with every other setting at its default.
     pub fn new(model_path: impl Into<PathBuf>) -> Self {
-        Self {
-            model_path: model_path.into(),
-            ..Self::default()
-        }
+        Self { model_path: model_path.into(), ..Self::default() }
     }
 }
 
@@ -72,6 +73,7 @@ pub(crate) struct Resolved {
     pub prompt_cache: bool,
     pub chat_template: Option<String>,
     pub warmup: bool,
+    pub kv_unified: bool,
 }
 
 /// Checks the config and fills in machine defaults; every problem is listed in one error.
@@ -105,6 +107,7 @@ pub(crate) fn resolve(cfg: EngineConfig) -> Result<Resolved, EngineError> {
         prompt_cache: cfg.prompt_cache,
         chat_template: cfg.chat_template,
         warmup: cfg.warmup,
+        kv_unified: cfg.kv_unified,
     })
 }
 
@@ -127,11 +130,7 @@ fn find_model(path: &Path) -> PathBuf {
         return path.to_path_buf();
     }
     let in_dir = model_dir().join(path);
-    if in_dir.exists() {
-        in_dir
-    } else {
-        path.to_path_buf()
-    }
+    if in_dir.exists() { in_dir } else { path.to_path_buf() }
 }
 
 /// How many sequences fit: KV budget (¼ of available memory, at most 4 GiB) over one
@@ -139,9 +138,7 @@ fn find_model(path: &Path) -> PathBuf {
 pub(crate) fn default_parallel(threads: usize, ctx_per_seq: u32, kv_bytes_per_token: u64) -> usize {
     const GIB: u64 = 1 << 30;
     let budget = (available_memory().unwrap_or(4 * GIB) / 4).min(4 * GIB);
-    let per_seq = u64::from(ctx_per_seq)
-        .saturating_mul(kv_bytes_per_token)
-        .max(1);
+    let per_seq = u64::from(ctx_per_seq).saturating_mul(kv_bytes_per_token).max(1);
     let fits = usize::try_from(budget / per_seq).unwrap_or(usize::MAX);
     fits.clamp(1, 4 * threads.max(1))
 }
@@ -166,19 +163,14 @@ mod tests {
 
     #[test]
     fn every_problem_is_listed() {
-        let cfg = EngineConfig {
-            threads: Some(0),
-            parallel: Some(0),
-            ..EngineConfig::default()
-        };
+        let cfg = EngineConfig { threads: Some(0), parallel: Some(0), ..EngineConfig::default() };
         let msg = resolve(cfg).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("model_path") && msg.contains("threads") && msg.contains("parallel"));
     }
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let parsed: Result<EngineConfig, _> =
-            serde_json::from_str(r#"{"model_path":"a.gguf","therads":2}"#);
+        let parsed: Result<EngineConfig, _> = serde_json::from_str(r#"{"model_path":"a.gguf","therads":2}"#);
         assert!(parsed.is_err());
     }
 

@@ -64,22 +64,15 @@ impl Engine {
     pub fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
         let cfg = resolve(cfg)?;
         let (status, _) = watch::channel(EngineStatus::Loading);
-        let shared = Arc::new(Shared {
-            cfg,
-            status,
-            model: OnceLock::new(),
-            info: OnceLock::new(),
-            stats: Stats::default(),
-        });
+        let shared =
+            Arc::new(Shared { cfg, status, model: OnceLock::new(), info: OnceLock::new(), stats: Stats::default() });
         let (jobs, rx) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("ferrogate-engine".into())
             .spawn(move || scheduler::run(thread_shared, rx))
             .map_err(|e| EngineError::LoadFailed(format!("cannot start the scheduler thread: {e}")))?;
-        Ok(Engine {
-            inner: Arc::new(Inner { shared, jobs }),
-        })
+        Ok(Engine { inner: Arc::new(Inner { shared, jobs }) })
     }
 
     pub fn status(&self) -> EngineStatus {
@@ -89,10 +82,7 @@ impl Engine {
     /// Waits until the model is loaded and warmed up, or fails with why it could not be.
     pub async fn wait_ready(&self) -> Result<(), EngineError> {
         let mut rx = self.shared().status.subscribe();
-        let status = rx
-            .wait_for(|s| *s != EngineStatus::Loading)
-            .await
-            .map_err(|_| EngineError::Stopped)?;
+        let status = rx.wait_for(|s| *s != EngineStatus::Loading).await.map_err(|_| EngineError::Stopped)?;
         match &*status {
             EngineStatus::Ready => Ok(()),
             EngineStatus::Failed(msg) => Err(EngineError::LoadFailed(msg.clone())),
@@ -118,19 +108,10 @@ impl Engine {
         let shared = self.shared();
         let parallel = shared.info.get().map_or(1, |i| i.parallel);
         if !shared.stats.try_reserve(parallel + shared.cfg.queue_size) {
-            return Err(SubmitError::QueueFull {
-                retry_after: shared.stats.retry_after(parallel),
-            });
+            return Err(SubmitError::QueueFull { retry_after: shared.stats.retry_after(parallel) });
         }
         let (tx, rx) = tokio_mpsc::unbounded_channel();
-        let job = Job {
-            tokens,
-            max_tokens,
-            sampling: req.sampling,
-            stop: req.stop,
-            tx,
-            submitted: Instant::now(),
-        };
+        let job = Job { tokens, max_tokens, sampling: req.sampling, stop: req.stop, tx, submitted: Instant::now() };
         if self.inner.jobs.send(job).is_err() {
             shared.stats.release(None);
             return Err(SubmitError::Engine(EngineError::Stopped));
@@ -190,11 +171,7 @@ impl Engine {
         let room = context.saturating_sub(prompt_tokens);
         let wanted = max_tokens.unwrap_or(room.max(1));
         if u64::from(prompt_tokens) + u64::from(wanted) > u64::from(context) {
-            return Err(SubmitError::ContextLengthExceeded {
-                prompt_tokens,
-                max_tokens: wanted,
-                context,
-            });
+            return Err(SubmitError::ContextLengthExceeded { prompt_tokens, max_tokens: wanted, context });
         }
         Ok(wanted)
     }

@@ -59,11 +59,7 @@ pub enum SubmitError {
         "this model's context per sequence is {context} tokens; the prompt has {prompt_tokens} \
          and max_tokens asks for {max_tokens} more"
     )]
-    ContextLengthExceeded {
-        prompt_tokens: u32,
-        max_tokens: u32,
-        context: u32,
-    },
+    ContextLengthExceeded { prompt_tokens: u32, max_tokens: u32, context: u32 },
     /// Parameters out of range, empty prompt, template failure.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -74,10 +70,7 @@ pub enum SubmitError {
 
 impl SubmitError {
     pub fn is_caller_fault(&self) -> bool {
-        matches!(
-            self,
-            Self::ContextLengthExceeded { .. } | Self::InvalidRequest(_)
-        )
+        matches!(self, Self::ContextLengthExceeded { .. } | Self::InvalidRequest(_))
     }
 
     pub fn retryable(&self) -> bool {

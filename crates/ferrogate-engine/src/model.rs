@@ -45,30 +45,21 @@ impl LoadedModel {
             )));
         }
         let params = LlamaModelParams::default();
-        let llama = guarded("model load", || {
-            LlamaModel::load_from_file(backend, path, &params)
-        })?
-        .map_err(|e| EngineError::LoadFailed(format!("{}: {e}", path.display())))?;
+        let llama = guarded("model load", || LlamaModel::load_from_file(backend, path, &params))?
+            .map_err(|e| EngineError::LoadFailed(format!("{}: {e}", path.display())))?;
         Self::from_llama(llama, path, cfg.chat_template.as_deref())
     }
 
     fn from_llama(llama: LlamaModel, path: &Path, template: Option<&str>) -> Result<Self, EngineError> {
         let architecture = llama.meta_val_str("general.architecture").unwrap_or_default();
-        let meta_u64 = |key: &str| {
-            llama
-                .meta_val_str(&format!("{architecture}.{key}"))
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-        };
+        let meta_u64 =
+            |key: &str| llama.meta_val_str(&format!("{architecture}.{key}")).ok().and_then(|v| v.parse::<u64>().ok());
         let n_head = u64::from(llama.n_head().max(1));
         let n_embd = u64::try_from(llama.n_embd()).unwrap_or(0);
         let k_len = meta_u64("attention.key_length").unwrap_or(n_embd / n_head);
         let v_len = meta_u64("attention.value_length").unwrap_or(n_embd / n_head);
-        let kv_bytes_per_token =
-            u64::from(llama.n_layer()) * u64::from(llama.n_head_kv()) * (k_len + v_len) * 2;
-        let n_swa = meta_u64("attention.sliding_window")
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(0);
+        let kv_bytes_per_token = u64::from(llama.n_layer()) * u64::from(llama.n_head_kv()) * (k_len + v_len) * 2;
+        let n_swa = meta_u64("attention.sliding_window").and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
 
         let vocab = llama.vocab();
         let n_vocab = vocab.n_tokens();
@@ -83,28 +74,11 @@ impl LoadedModel {
         let eos_text = special_text(vocab.eos());
         let add_bos = vocab.should_add_bos();
         let gguf_template = llama.meta_val_str("tokenizer.chat_template").ok();
-        let template = ChatTemplate::select(
-            template,
-            gguf_template.as_deref(),
-            &architecture,
-            bos_text.clone(),
-            eos_text,
-        )
-        .map_err(EngineError::LoadFailed)?;
-        let name = path
-            .file_stem()
-            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-        Ok(Self {
-            llama,
-            template,
-            architecture,
-            name,
-            add_bos,
-            bos_text,
-            n_vocab,
-            n_swa,
-            kv_bytes_per_token,
-        })
+        let template =
+            ChatTemplate::select(template, gguf_template.as_deref(), &architecture, bos_text.clone(), eos_text)
+                .map_err(EngineError::LoadFailed)?;
+        let name = path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        Ok(Self { llama, template, architecture, name, add_bos, bos_text, n_vocab, n_swa, kv_bytes_per_token })
     }
 
     pub(crate) fn info(&self, parallel: usize, ctx_per_seq: u32, threads: usize) -> ModelInfo {
@@ -126,10 +100,7 @@ impl LoadedModel {
         match prompt {
             Prompt::Text(text) => Ok(text.clone()),
             Prompt::Chat { messages, tools } => {
-                let text = self
-                    .template
-                    .render(messages, tools.as_ref())
-                    .map_err(EngineError::InvalidRequest)?;
+                let text = self.template.render(messages, tools.as_ref()).map_err(EngineError::InvalidRequest)?;
                 // The tokenizer adds BOS; a template that also writes it would double it.
                 match text.strip_prefix(self.bos_text.as_str()) {
                     Some(rest) if self.add_bos && !self.bos_text.is_empty() => Ok(rest.to_owned()),
@@ -146,10 +117,8 @@ impl LoadedModel {
     }
 
     pub(crate) fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<LlamaToken>, EngineError> {
-        guarded("tokenize", || {
-            self.llama.vocab().tokenize(text.as_bytes(), add_special, true)
-        })
-        .map_err(|_| EngineError::InvalidRequest("the prompt cannot be tokenized".into()))
+        guarded("tokenize", || self.llama.vocab().tokenize(text.as_bytes(), add_special, true))
+            .map_err(|_| EngineError::InvalidRequest("the prompt cannot be tokenized".into()))
     }
 
     /// The bytes a generated token stands for (special tokens render as nothing).
@@ -172,15 +141,11 @@ impl LoadedModel {
     /// A token to warm up with.
     pub(crate) fn warmup_token(&self) -> LlamaToken {
         let bos = self.llama.vocab().bos();
-        if (0..self.n_vocab).contains(&bos.0) {
-            bos
-        } else {
-            LlamaToken::new(0)
-        }
+        if (0..self.n_vocab).contains(&bos.0) { bos } else { LlamaToken::new(0) }
     }
 
-    /// The one context: `parallel` sequences over a unified KV cache of `ctx_per_seq` each
-    /// (as llama-server's `--kv-unified`; a split cache would give each sequence n_ctx/n_seq).
+    /// The one context: `parallel` sequences of `ctx_per_seq` each, over a unified KV cache
+    /// (as llama-server's `--kv-unified`) or one stream per sequence (n_ctx / n_seq_max each).
     pub(crate) fn new_context<'m>(
         &'m self,
         backend: &LlamaBackend,
@@ -201,7 +166,7 @@ impl LoadedModel {
             .with_n_seq_max(parallel_u32)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
-            .with_kv_unified(true);
+            .with_kv_unified(cfg.kv_unified);
         guarded("context creation", || self.llama.new_context(backend, params))?
             .map_err(|e| EngineError::LoadFailed(format!("llama context: {e}")))
     }

@@ -18,10 +18,7 @@ pub struct GenerateRequest {
 impl GenerateRequest {
     /// A chat request with default sampling, no limit and no stop strings.
     pub fn chat(messages: Vec<serde_json::Value>) -> Self {
-        Self::new(Prompt::Chat {
-            messages,
-            tools: None,
-        })
+        Self::new(Prompt::Chat { messages, tools: None })
     }
 
     /// A raw-text request (no chat template) with default sampling.
@@ -30,12 +27,7 @@ impl GenerateRequest {
     }
 
     fn new(prompt: Prompt) -> Self {
-        Self {
-            prompt,
-            sampling: SamplingParams::default(),
-            max_tokens: None,
-            stop: Vec::new(),
-        }
+        Self { prompt, sampling: SamplingParams::default(), max_tokens: None, stop: Vec::new() }
     }
 }
 
@@ -45,10 +37,7 @@ pub enum Prompt {
     Text(String),
     /// OpenAI-shaped messages (`role`, `content`, optional `name`/`tool_calls`/`tool_call_id`),
     /// rendered with the model's chat template.
-    Chat {
-        messages: Vec<serde_json::Value>,
-        tools: Option<serde_json::Value>,
-    },
+    Chat { messages: Vec<serde_json::Value>, tools: Option<serde_json::Value> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,10 +78,7 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Greedy decoding: deterministic, the same text for the same prompt.
     pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            ..Self::default()
-        }
+        Self { temperature: 0.0, ..Self::default() }
     }
 
     /// Checks ranges; the message names the offending parameter.
@@ -125,10 +111,7 @@ impl SamplingParams {
         if self.repeat_penalty <= 0.0 {
             return Err(format!("repeat_penalty must be > 0, got {}", self.repeat_penalty));
         }
-        for (name, v) in [
-            ("frequency_penalty", self.frequency_penalty),
-            ("presence_penalty", self.presence_penalty),
-        ] {
+        for (name, v) in [("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty)] {
             if !(-2.0..=2.0).contains(&v) {
                 return Err(format!("{name} must be in -2..=2, got {v}"));
             }
@@ -191,15 +174,9 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_the_parameter() {
-        let bad = SamplingParams {
-            top_p: 0.0,
-            ..SamplingParams::default()
-        };
+        let bad = SamplingParams { top_p: 0.0, ..SamplingParams::default() };
         assert!(bad.validate().is_err_and(|e| e.contains("top_p")));
-        let bad = SamplingParams {
-            temperature: f32::NAN,
-            ..SamplingParams::default()
-        };
+        let bad = SamplingParams { temperature: f32::NAN, ..SamplingParams::default() };
         assert!(bad.validate().is_err());
     }
 }

@@ -54,11 +54,7 @@ fn seed32(seed: Option<u64>) -> u32 {
         None => RANDOM_SEED,
         Some(s) => {
             let folded = (s as u32) ^ ((s >> 32) as u32);
-            if folded == RANDOM_SEED {
-                RANDOM_SEED - 1
-            } else {
-                folded
-            }
+            if folded == RANDOM_SEED { RANDOM_SEED - 1 } else { folded }
         }
     }
 }
@@ -79,10 +75,7 @@ mod tests {
     #[test]
     fn neutral_penalties_are_skipped() {
         assert!(!has_penalties(&SamplingParams::default()));
-        let p = SamplingParams {
-            presence_penalty: 0.5,
-            ..SamplingParams::default()
-        };
+        let p = SamplingParams { presence_penalty: 0.5, ..SamplingParams::default() };
         assert!(has_penalties(&p));
     }
 }

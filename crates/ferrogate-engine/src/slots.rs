@@ -57,12 +57,7 @@ impl Sequence {
 
 impl Slot {
     pub(crate) fn new(id: i32) -> Self {
-        Self {
-            id,
-            cached: Vec::new(),
-            last_used: 0,
-            seq: None,
-        }
+        Self { id, cached: Vec::new(), last_used: 0, seq: None }
     }
 
     pub(crate) fn is_free(&self) -> bool {
@@ -99,11 +94,7 @@ mod tests {
     }
 
     fn slot(id: i32, cached: &[i32], last_used: u64) -> Slot {
-        Slot {
-            cached: toks(cached),
-            last_used,
-            ..Slot::new(id)
-        }
+        Slot { cached: toks(cached), last_used, ..Slot::new(id) }
     }
 
     #[test]

@@ -84,21 +84,17 @@ impl Stats {
 
     /// Reserves a place for a new request; false when `capacity` requests are already in.
     pub(crate) fn try_reserve(&self, capacity: usize) -> bool {
-        self.outstanding
-            .fetch_update(Relaxed, Relaxed, |n| (n < capacity).then_some(n + 1))
-            .is_ok()
+        self.outstanding.fetch_update(Relaxed, Relaxed, |n| (n < capacity).then_some(n + 1)).is_ok()
     }
 
     /// A request left the engine (finished, failed or cancelled).
     pub(crate) fn release(&self, ran_for: Option<Duration>) {
-        let _ = self
-            .outstanding
-            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        let _ = self.outstanding.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
         if let Some(d) = ran_for {
             let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-            let _ = self.avg_request_ms.fetch_update(Relaxed, Relaxed, |avg| {
-                Some(if avg == 0 { ms } else { (avg * 7 + ms) / 8 })
-            });
+            let _ = self
+                .avg_request_ms
+                .fetch_update(Relaxed, Relaxed, |avg| Some(if avg == 0 { ms } else { (avg * 7 + ms) / 8 }));
         }
     }
 

@@ -24,10 +24,7 @@ pub(crate) struct StopMatcher {
 impl StopMatcher {
     pub(crate) fn new(stops: &[String]) -> Self {
         let stops = stops.iter().filter(|s| !s.is_empty()).cloned().collect();
-        Self {
-            stops,
-            held: String::new(),
-        }
+        Self { stops, held: String::new() }
     }
 
     pub(crate) fn push(&mut self, text: &str) -> StopOutcome {
@@ -59,10 +56,7 @@ impl StopMatcher {
         self.stops
             .iter()
             .flat_map(|stop| {
-                (1..stop.len())
-                    .rev()
-                    .filter(|&k| stop.is_char_boundary(k))
-                    .find(|&k| self.held.ends_with(&stop[..k]))
+                (1..stop.len()).rev().filter(|&k| stop.is_char_boundary(k)).find(|&k| self.held.ends_with(&stop[..k]))
             })
             .max()
             .unwrap_or(0)

@@ -31,11 +31,7 @@ pub enum FallbackTemplate {
 impl FallbackTemplate {
     /// The fallback for a model architecture (`general.architecture`).
     pub fn for_architecture(arch: &str) -> Self {
-        if arch.starts_with("gemma") {
-            Self::Gemma
-        } else {
-            Self::ChatMl
-        }
+        if arch.starts_with("gemma") { Self::Gemma } else { Self::ChatMl }
     }
 
     fn source(self) -> &'static str {
@@ -114,14 +110,8 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
-        env.add_template_owned("chat", text)
-            .map_err(|e| format!("chat template ({source}) does not compile: {e}"))?;
-        Ok(Self {
-            env,
-            source,
-            bos_token,
-            eos_token,
-        })
+        env.add_template_owned("chat", text).map_err(|e| format!("chat template ({source}) does not compile: {e}"))?;
+        Ok(Self { env, source, bos_token, eos_token })
     }
 
     pub(crate) fn source(&self) -> TemplateSource {
@@ -132,10 +122,7 @@ impl ChatTemplate {
     /// `add_generation_prompt = true`.
     pub(crate) fn render(&self, messages: &[Json], tools: Option<&Json>) -> Result<String, String> {
         let messages: Vec<Json> = messages.iter().map(normalize_message).collect::<Result<_, _>>()?;
-        let template = self
-            .env
-            .get_template("chat")
-            .map_err(|e| format!("chat template: {e}"))?;
+        let template = self.env.get_template("chat").map_err(|e| format!("chat template: {e}"))?;
         template
             .render(context! {
                 messages => Value::from_serialize(&messages),
@@ -221,7 +208,9 @@ mod tests {
         let out = template(None, Some(SMOLLM2), "llama").render(&[user("Hi")], None);
         assert_eq!(
             out.as_deref(),
-            Ok("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+            Ok(
+                "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+            )
         );
     }
 
@@ -236,17 +225,16 @@ mod tests {
         let out = template(None, None, "gemma3").render(&msgs, None);
         assert_eq!(
             out.as_deref(),
-            Ok("<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
+            Ok(
+                "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+            )
         );
     }
 
     #[test]
     fn chatml_fallback_renders_roles() {
         let out = template(None, None, "llama").render(&[user("Hi")], None);
-        assert_eq!(
-            out.as_deref(),
-            Ok("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
-        );
+        assert_eq!(out.as_deref(), Ok("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"));
     }
 
     #[test]
@@ -263,7 +251,9 @@ mod tests {
     fn python_methods_and_raise_exception_work() {
         let t = template(
             None,
-            Some("{% if messages[0].role != 'user' %}{{ raise_exception('user first') }}{% endif %}{{ messages[0].content.strip() }}"),
+            Some(
+                "{% if messages[0].role != 'user' %}{{ raise_exception('user first') }}{% endif %}{{ messages[0].content.strip() }}",
+            ),
             "llama",
         );
         assert_eq!(t.render(&[user("  x  ")], None).as_deref(), Ok("x"));

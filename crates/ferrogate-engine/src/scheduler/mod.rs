@@ -51,19 +51,17 @@ fn serve(shared: &Shared, jobs: &Receiver<Job>) -> Result<(), EngineError> {
             cfg.ctx_per_seq
         )));
     }
-    let parallel = cfg
-        .parallel
-        .unwrap_or_else(|| default_parallel(cfg.threads, cfg.ctx_per_seq, model.kv_bytes_per_token));
+    let parallel =
+        cfg.parallel.unwrap_or_else(|| default_parallel(cfg.threads, cfg.ctx_per_seq, model.kv_bytes_per_token));
     let ctx = model.new_context(backend, cfg, parallel)?;
     let info = model.info(parallel, cfg.ctx_per_seq, cfg.threads);
     let stats = &shared.stats;
     let n_ctx = u64::from(ctx.n_ctx());
     stats.slots_total.store(parallel, std::sync::atomic::Ordering::Relaxed);
     stats.kv_cells_total.store(n_ctx, std::sync::atomic::Ordering::Relaxed);
-    stats.memory_bytes.store(
-        model.llama.size() + n_ctx * model.kv_bytes_per_token,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    stats
+        .memory_bytes
+        .store(model.llama.size() + n_ctx * model.kv_bytes_per_token, std::sync::atomic::Ordering::Relaxed);
     let _ = shared.model.set(Arc::clone(&model));
     let _ = shared.info.set(info);
 
@@ -114,9 +112,7 @@ impl<'a> Scheduler<'a> {
             model,
             ctx,
             batch: LlamaBatch::new(capacity, 1),
-            slots: (0..parallel)
-                .map(|i| Slot::new(i32::try_from(i).unwrap_or(i32::MAX)))
-                .collect(),
+            slots: (0..parallel).map(|i| Slot::new(i32::try_from(i).unwrap_or(i32::MAX))).collect(),
             waiting: VecDeque::new(),
             jobs,
             shared,
@@ -132,9 +128,7 @@ impl<'a> Scheduler<'a> {
         self.batch
             .add(self.model.warmup_token(), 0, &[0], true)
             .map_err(|e| EngineError::LoadFailed(format!("warm-up: {e}")))?;
-        self.ctx
-            .decode(&mut self.batch)
-            .map_err(|e| EngineError::LoadFailed(format!("warm-up decode: {e}")))?;
+        self.ctx.decode(&mut self.batch).map_err(|e| EngineError::LoadFailed(format!("warm-up decode: {e}")))?;
         self.ctx.clear_kv_cache();
         Ok(())
     }
@@ -210,13 +204,12 @@ impl<'a> Scheduler<'a> {
         let slot = &mut self.slots[i];
         slot.last_used = self.tick;
         if let Some(seq) = slot.seq.take() {
-            self.shared
-                .stats
-                .release(completed.then(|| seq.started.elapsed()));
+            self.shared.stats.release(completed.then(|| seq.started.elapsed()));
         }
         if !(keep_cache && self.shared.cfg.prompt_cache) {
             self.forget(i);
         }
+        self.publish();
     }
 
     /// Drops every KV cell of slot `i`'s sequence.

@@ -55,10 +55,7 @@ impl Scheduler<'_> {
             reuse = 0;
         }
         let id = u32::try_from(self.slots[i].id).ok();
-        let trimmed = self
-            .ctx
-            .clear_kv_cache_seq(id, u32::try_from(reuse).ok(), None)
-            .unwrap_or(false);
+        let trimmed = self.ctx.clear_kv_cache_seq(id, u32::try_from(reuse).ok(), None).unwrap_or(false);
         if !trimmed {
             self.forget(i);
             reuse = 0;
@@ -85,11 +82,14 @@ impl Scheduler<'_> {
             started: Instant::now(),
             tx: job.tx,
         };
-        let started = GenEvent::Started {
-            prompt_tokens: seq.prompt_tokens(),
-            cached_tokens: seq.cached_tokens,
-        };
-        tracing::debug!(slot = i, prompt = n, cached = reuse, queued_ms = job.submitted.elapsed().as_millis(), "sequence started");
+        let started = GenEvent::Started { prompt_tokens: seq.prompt_tokens(), cached_tokens: seq.cached_tokens };
+        tracing::debug!(
+            slot = i,
+            prompt = n,
+            cached = reuse,
+            queued_ms = job.submitted.elapsed().as_millis(),
+            "sequence started"
+        );
         let gone = seq.tx.send(started).is_err();
         self.slots[i].seq = Some(seq);
         if gone {
@@ -122,12 +122,11 @@ impl Scheduler<'_> {
             }
             plan.push(Planned { slot: i, tokens: vec![token], prompt: false });
         }
-        let mut prefill: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].seq.as_ref().is_some_and(Sequence::in_prefill))
-            .collect();
+        let mut prefill: Vec<usize> =
+            (0..self.slots.len()).filter(|&i| self.slots[i].seq.as_ref().is_some_and(Sequence::in_prefill)).collect();
         prefill.sort_by_key(|&i| self.slots[i].seq.as_ref().map_or(0, |s| s.admitted));
-        let mut room = (self.shared.cfg.batch_size as usize)
-            .saturating_sub(usize::try_from(self.batch.n_tokens()).unwrap_or(0));
+        let mut room =
+            (self.shared.cfg.batch_size as usize).saturating_sub(usize::try_from(self.batch.n_tokens()).unwrap_or(0));
         for i in prefill {
             if room == 0 {
                 break;
@@ -230,8 +229,10 @@ impl Scheduler<'_> {
             cached_tokens: seq.cached_tokens,
             completion_tokens: seq.generated,
         };
-        let _ = seq.tx.send(GenEvent::Done(done));
+        // Release (and publish the freed slot) before the caller can observe the end.
+        let tx = seq.tx.clone();
         self.release(i, true, true);
+        let _ = tx.send(GenEvent::Done(done));
     }
 
     /// llama_decode failed: the sequences in this batch get an error and lose their KV.
