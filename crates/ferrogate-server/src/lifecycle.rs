@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use ferrogate_core::Health;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -74,6 +75,13 @@ pub async fn start(cfg: &Config, signal: impl Future<Output = ()> + Send + 'stat
 async fn serve(listener: TcpListener, st: AppState, signal: impl Future<Output = ()> + Send + 'static) {
     let app = crate::router::router(st.clone());
     let (close_tx, close_rx) = oneshot::channel::<()>();
+    // SSE writes many small frames: without TCP_NODELAY, Nagle + the client's delayed ACK hold
+    // each second frame ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = close_rx.await;
     });
