@@ -24,9 +24,11 @@ pub fn model_path(file: &str) -> PathBuf {
     path
 }
 
-/// A small SmolLM2 config: 512 tokens per sequence, 4 sequences.
+/// A small SmolLM2 config: 512 tokens per sequence, 4 sequences, one compute thread. One
+/// thread because test runners start several test processes at once: two engines with two
+/// OpenMP threads each on 2 cores spin at every barrier and run many times slower.
 pub fn smollm2() -> EngineConfig {
-    EngineConfig { ctx_per_seq: 512, parallel: Some(4), ..EngineConfig::new(model_path(SMOLLM2)) }
+    EngineConfig { threads: Some(1), ctx_per_seq: 512, parallel: Some(4), ..EngineConfig::new(model_path(SMOLLM2)) }
 }
 
 pub async fn start(cfg: EngineConfig) -> Engine {

@@ -70,8 +70,13 @@ async fn submit_before_ready_is_refused_as_not_ready() {
 
 #[tokio::test]
 async fn gemma_renders_the_fallback_template_and_generates() {
-    let engine =
-        start(EngineConfig { ctx_per_seq: 512, parallel: Some(2), ..EngineConfig::new(model_path(GEMMA)) }).await;
+    let engine = start(EngineConfig {
+        threads: Some(1),
+        ctx_per_seq: 512,
+        parallel: Some(2),
+        ..EngineConfig::new(model_path(GEMMA))
+    })
+    .await;
     let info = engine.model_info().unwrap();
     assert_eq!(info.chat_template, TemplateSource::Fallback(FallbackTemplate::Gemma));
     assert_eq!(info.architecture, "gemma3");
