@@ -37,9 +37,11 @@ impl TestGateway {
     }
 
     /// A gateway serving the real SmolLM2 model as deployment `smollm2` with `parallel` slots.
+    /// One compute thread: test processes run side by side on 2 cores, and llama.cpp's threads
+    /// spin at every barrier, so two 2-thread engines slow each other many times over.
     pub async fn embedded(parallel: usize, extra_toml: &str) -> TestGateway {
         let toml = format!(
-            "[backends.smollm2]\nkind = \"embedded\"\nmodel_path = \"{}\"\nparallel = {parallel}\nctx_per_seq = 1024\n\
+            "[backends.smollm2]\nkind = \"embedded\"\nmodel_path = \"{}\"\nparallel = {parallel}\nctx_per_seq = 1024\nthreads = 1\n\
              [deployments.smollm2]\nbackends = [\"smollm2\"]\naliases = [\"default\"]\n{extra_toml}",
             model_path(SMOLLM2).display()
         );
