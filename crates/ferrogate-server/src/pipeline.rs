@@ -75,6 +75,7 @@ pub fn plan_chat(
     };
     let prompt_estimate = tokens::estimate_messages(&r.messages);
     let has_images = r.messages.iter().any(|m| m.has_non_text_parts());
+    let has_tools = r.tools.as_ref().is_some_and(|t| !t.is_null());
     let input = Input::Chat { messages: r.messages, tools: r.tools, tool_choice: r.tool_choice };
     let mut plan = route(st, cx, endpoint, r.model, input, params, r.extra)?;
     let caps = plan.target.target().backend.capabilities();
@@ -84,7 +85,7 @@ pub fn plan_chat(
             format!("Model '{}' accepts only text content", plan.model),
         ));
     }
-    if plan.req.input_has_tools() && !caps.tools {
+    if has_tools && !caps.tools {
         return Err(ApiError::invalid(Some("tools".into()), format!("Model '{}' does not support tools", plan.model)));
     }
     (plan.stream, plan.include_usage, plan.prompt_estimate) = (stream, include_usage, prompt_estimate);
@@ -139,16 +140,6 @@ fn route(
         extra,
     };
     Ok(Plan { endpoint, model, deployment, target, req, stream: false, include_usage: false, prompt_estimate: 0 })
-}
-
-trait InputExt {
-    fn input_has_tools(&self) -> bool;
-}
-
-impl InputExt for InferenceRequest {
-    fn input_has_tools(&self) -> bool {
-        matches!(&self.input, Input::Chat { tools: Some(t), .. } if !t.is_null())
-    }
 }
 
 /// Runs a non-streaming request within the server's request timeout.

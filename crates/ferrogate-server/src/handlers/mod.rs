@@ -14,11 +14,12 @@ use crate::error::ApiError;
 
 /// Reads a JSON body into `T`; a failure names the offending field (`messages[0].role`).
 pub fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<T, ApiError> {
-    let body = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(ref inner) if inner.body_text().contains("length limit") => {
+    let body = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::body_too_large(limit)
+        } else {
+            ApiError::invalid(None, format!("Could not read the request body: {}", e.body_text()))
         }
-        other => ApiError::invalid(None, format!("Could not read the request body: {}", other.body_text())),
     })?;
     if body.is_empty() {
         return Err(ApiError::invalid(None, "The request body is empty; expected a JSON object"));
