@@ -25,6 +25,7 @@ mod stream;
 mod validate;
 
 pub use ferrogate_core::BackendError;
+pub use ferrogate_engine::EngineConfig;
 pub use ollama::{OllamaBackend, OllamaConfig};
 pub use openai::{OpenAiBackend, OpenAiConfig};
 
@@ -66,7 +67,13 @@ impl BackendConfig {
 }
 
 fn embedded_problems(c: &ferrogate_engine::EngineConfig) -> Vec<String> {
-    if c.model_path.as_os_str().is_empty() { vec!["model_path is required".to_owned()] } else { Vec::new() }
+    if c.model_path.as_os_str().is_empty() {
+        return vec!["model_path is required".to_owned()];
+    }
+    match embedded::source::hub_file(&c.model_path) {
+        Some(Err(e)) => vec![e],
+        _ => Vec::new(),
+    }
 }
 
 /// Builds the backend `name` from its config. Call [`BackendConfig::validate`] first: this
@@ -125,5 +132,9 @@ mod tests {
         assert_eq!((c.kind(), c.validate("e").len()), ("embedded", 0));
         let c = parse(serde_json::json!({"kind": "embedded"})).unwrap();
         assert_eq!(c.validate("e"), vec!["backend 'e': model_path is required"]);
+        let c = parse(serde_json::json!({"kind": "embedded", "model_path": "hf://org/repo/m.gguf"})).unwrap();
+        assert!(c.validate("e").is_empty());
+        let c = parse(serde_json::json!({"kind": "embedded", "model_path": "hf://org/m.gguf"})).unwrap();
+        assert!(c.validate("e")[0].contains("hf://owner/repo/file.gguf"));
     }
 }

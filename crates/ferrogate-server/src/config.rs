@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ferrogate_backends::BackendConfig;
+use ferrogate_backends::embedded::source::hub_file;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
@@ -177,12 +178,16 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     });
     check_server(&raw.server, &mut errs);
     for (name, backend) in &mut raw.backends {
+        // `hf://…` sources are fetched at start (`lifecycle::fetch_models`), not looked up here.
+        let local = |e: &ferrogate_backends::EngineConfig| hub_file(&e.model_path).is_none();
         if let BackendConfig::Embedded(engine) = backend
+            && local(engine)
             && engine.model_path.is_relative()
         {
             engine.model_path = model_dir.join(&engine.model_path);
         }
         if let BackendConfig::Embedded(engine) = backend
+            && local(engine)
             && !engine.model_path.is_file()
         {
             errs.push(format!(

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use ferrogate_backends::BackendConfig;
+use ferrogate_backends::embedded::source;
 use ferrogate_core::Health;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -55,6 +57,9 @@ impl Running {
 
 /// Builds everything from `cfg`, binds and serves until `signal` resolves, then drains.
 pub async fn start(cfg: &Config, signal: impl Future<Output = ()> + Send + 'static) -> Result<Running, StartError> {
+    let mut cfg = cfg.clone();
+    fetch_models(&mut cfg).await.map_err(StartError::Build)?;
+    let cfg = &cfg;
     let st = AppState::build(cfg).map_err(StartError::Build)?;
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
@@ -112,6 +117,31 @@ async fn serve(listener: TcpListener, st: AppState, signal: impl Future<Output =
         server.abort();
     }
     tracing::info!("shutdown complete");
+}
+
+/// Fetches every `hf://` model into `<model_dir>/hf` (a cached file needs no network) and points
+/// its backend at the local file. Runs before the port is bound, as llama-server's `-hf` does: a
+/// gateway that cannot get its model refuses to start, naming the source and the cause.
+pub async fn fetch_models(cfg: &mut Config) -> Result<(), Vec<String>> {
+    let cache = source::hub_cache_dir(&cfg.model_dir);
+    let endpoint = source::hub_endpoint();
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut errs = Vec::new();
+    for (name, backend) in &mut cfg.backends {
+        let BackendConfig::Embedded(engine) = backend else { continue };
+        match source::hub_file(&engine.model_path) {
+            None => {}
+            Some(Err(e)) => errs.push(format!("backends.{name}: {e}")),
+            Some(Ok(hub)) => match source::fetch(&hub, &cache, &endpoint, progress).await {
+                Ok(path) => {
+                    tracing::info!(backend = %name, source = %hub, path = %path.display(), "model file ready");
+                    engine.model_path = path;
+                }
+                Err(e) => errs.push(format!("backends.{name}: {e}")),
+            },
+        }
+    }
+    if errs.is_empty() { Ok(()) } else { Err(errs) }
 }
 
 fn spawn_health_checks(st: &AppState) {

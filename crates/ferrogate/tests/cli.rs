@@ -54,3 +54,43 @@ fn serve_refuses_an_invalid_config() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
+
+/// `hf://` sources are fetched at start; with the hub unreachable (no internet here, and in this
+/// test a closed local port as HF_ENDPOINT) serve refuses to start and says what and why.
+#[test]
+fn serve_with_an_unreachable_hf_model_fails_clearly() {
+    let dir = std::env::temp_dir().join(format!("fg-cli-hf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hf.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "model_dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[backends.hub]\nkind = \"embedded\"\n\
+             model_path = \"hf://bartowski/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct-Q4_0.gguf\"\n\
+             [deployments.hub]\nbackends = [\"hub\"]\n",
+            dir.join("models").display()
+        ),
+    )
+    .unwrap();
+    // config check accepts the source without fetching it.
+    let out = ferrogate().args(["config", "check"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = ferrogate()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("HF_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "cannot start",
+        "backends.hub: cannot fetch hf://bartowski/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct-Q4_0.gguf",
+        &format!("127.0.0.1:{port}"),
+        "set model_path",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}

@@ -4,6 +4,7 @@
 //! the sequence slot and its KV cache at the scheduler's next step.
 
 mod convert;
+pub mod source;
 
 use async_trait::async_trait;
 use ferrogate_core::{
