@@ -135,21 +135,39 @@ pub struct GeneratedKey {
     pub digest: KeyDigest,
 }
 
-/// The operating system's random source failed; no key was made.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("no randomness from the operating system: {0}")]
-pub struct RandomnessUnavailable(String);
+/// Why no key was made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyGenError {
+    /// The operating system's random source failed.
+    #[error("no randomness from the operating system: {0}")]
+    Randomness(String),
+    /// A rotation was asked to keep a prefix that is not shaped `fg-<8 base32 chars>`.
+    #[error("'{0}' is not a key prefix (fg-<8 lowercase base32 characters>)")]
+    BadPrefix(String),
+}
 
 /// Makes a new key from 40 + 256 bits of OS randomness.
-pub fn generate_key() -> Result<GeneratedKey, RandomnessUnavailable> {
+pub fn generate_key() -> Result<GeneratedKey, KeyGenError> {
     let mut id = [0u8; 5];
+    getrandom::fill(&mut id).map_err(|e| KeyGenError::Randomness(e.to_string()))?;
+    generate_key_with_prefix(&format!("{KEY_PREFIX}{}", base32_40(id)))
+}
+
+/// Makes a new secret under an existing visible prefix: what rotation does, so a key keeps the
+/// prefix its owners know it by.
+pub fn generate_key_with_prefix(prefix: &str) -> Result<GeneratedKey, KeyGenError> {
+    let b = prefix.as_bytes();
+    let valid = b.len() == VISIBLE_PREFIX_LEN
+        && prefix.starts_with(KEY_PREFIX)
+        && b[KEY_PREFIX.len()..].iter().all(|c| BASE32.contains(c));
+    if !valid {
+        return Err(KeyGenError::BadPrefix(prefix.chars().take(VISIBLE_PREFIX_LEN + 4).collect()));
+    }
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut id).map_err(|e| RandomnessUnavailable(e.to_string()))?;
-    getrandom::fill(&mut secret).map_err(|e| RandomnessUnavailable(e.to_string()))?;
-    let prefix = format!("{KEY_PREFIX}{}", base32_40(id));
+    getrandom::fill(&mut secret).map_err(|e| KeyGenError::Randomness(e.to_string()))?;
     let plaintext = PlaintextKey(format!("{prefix}-{}", URL_SAFE_NO_PAD.encode(secret)));
     let digest = plaintext.digest();
-    Ok(GeneratedKey { plaintext, prefix, digest })
+    Ok(GeneratedKey { plaintext, prefix: prefix.to_owned(), digest })
 }
 
 /// Encodes 40 bits as 8 lowercase base32 characters.
@@ -262,6 +280,18 @@ mod tests {
         // A secret may contain '-' and '_' (base64url): only the position after the id is fixed.
         let dashy = format!("{}-{}", &good[..11], "-_".repeat(21) + "A");
         assert!(parse_key(&dashy).is_ok());
+    }
+
+    #[test]
+    fn a_rotated_secret_keeps_the_prefix() {
+        let a = generate_key().unwrap();
+        let b = generate_key_with_prefix(&a.prefix).unwrap();
+        assert_eq!(b.prefix, a.prefix);
+        assert_eq!(parse_key(b.plaintext.expose_secret()).unwrap().prefix(), a.prefix);
+        assert_ne!(a.digest, b.digest);
+        for bad in ["fg-", "fg-ABCDEFGH", "sk-abcdefgh", "fg-abcdefgh-"] {
+            assert!(matches!(generate_key_with_prefix(bad), Err(KeyGenError::BadPrefix(_))), "{bad}");
+        }
     }
 
     #[test]

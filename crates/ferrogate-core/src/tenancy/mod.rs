@@ -19,7 +19,8 @@ pub mod usage;
 
 pub use ids::{KeyId, TenantId};
 pub use key::{
-    GeneratedKey, KeyDigest, MalformedKey, ParsedKey, PlaintextKey, RandomnessUnavailable, generate_key, parse_key,
+    GeneratedKey, KeyDigest, KeyGenError, MalformedKey, ParsedKey, PlaintextKey, generate_key,
+    generate_key_with_prefix, parse_key,
 };
 pub use model::{
     ApiKey, EndpointGroup, InvalidInput, KeyLookup, KeyStatus, KeyUpdate, Limits, NewKey, NewKeySpec, NewTenant,

@@ -110,7 +110,8 @@ pub trait UsageStore: Send + Sync {
     /// Inserts rows in one transaction; rows whose `request_id` is already stored (or repeated
     /// earlier in `rows`) are skipped, so retrying a batch is harmless. Returns the rows inserted.
     async fn insert_usage(&self, rows: &[UsageRecord]) -> Result<u64, StoreError>;
-    /// A grouped report, groups in ascending order.
+    /// A grouped report, groups in ascending byte order of their labels (chronological for
+    /// hours and days).
     async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
     /// Sums of a tenant's or key's rows created at or after `since_ms`.
     async fn usage_since(&self, subject: &UsageSubject, since_ms: i64) -> Result<UsageTotals, StoreError>;
