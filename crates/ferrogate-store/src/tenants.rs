@@ -105,24 +105,25 @@ impl TenantStore for Store {
     }
 
     async fn delete_tenant(&self, id: &TenantId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let active: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at_ms IS NULL")
-                .bind(id.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err)?;
         let has_keys = || StoreError::Conflict(format!("tenant '{id}' still has active keys: revoke them first"));
-        if active > 0 {
-            return Err(has_keys());
-        }
-        // Only revoked keys: one created since the count above stays, and the foreign key then
-        // refuses the tenant's deletion.
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Write first: SQLite then takes the write lock up front (waiting out other writers)
+        // instead of failing to upgrade a read snapshot. Only revoked keys go; the transaction
+        // is rolled back below if any active key remains.
         sqlx::query("DELETE FROM api_keys WHERE tenant_id = $1 AND revoked_at_ms IS NOT NULL")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE tenant_id = $1")
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if active > 0 {
+            return Err(has_keys()); // dropping `tx` rolls back
+        }
+        // A key created since the count makes the foreign key refuse this.
         let deleted = sqlx::query("DELETE FROM tenants WHERE id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)

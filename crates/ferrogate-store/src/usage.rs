@@ -1,5 +1,6 @@
 //! [`UsageStore`] for [`Store`]: batched idempotent inserts and grouped sums.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
@@ -31,6 +32,29 @@ const TOTALS: &str = "COUNT(*) AS requests, \
      CAST(COALESCE(SUM(CASE WHEN http_status >= 400 OR error_type IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) \
      AS errors, \
      CAST(COALESCE(SUM(cancelled), 0) AS BIGINT) AS cancelled";
+
+/// PostgreSQL refuses NUL in text, and a client can put one in a model name: the row must still
+/// be written (one row per request), so NULs become U+FFFD, on both engines alike.
+fn without_nul(r: &UsageRecord) -> Cow<'_, UsageRecord> {
+    let texts = [Some(r.request_id.as_str()), Some(&r.endpoint), Some(&r.model_requested)]
+        .into_iter()
+        .chain([r.model_served.as_deref(), r.backend.as_deref(), r.error_type.as_deref()])
+        .chain([r.tenant_id.as_ref().map(|t| t.as_str()), r.key_id.as_ref().map(|k| k.as_str())]);
+    if !texts.flatten().any(|t| t.contains('\0')) {
+        return Cow::Borrowed(r);
+    }
+    let clean = |s: &str| s.replace('\0', "\u{fffd}");
+    let mut r = r.clone();
+    for s in [&mut r.request_id, &mut r.endpoint, &mut r.model_requested] {
+        *s = clean(s);
+    }
+    for s in [&mut r.model_served, &mut r.backend, &mut r.error_type].into_iter().flatten() {
+        *s = clean(s);
+    }
+    r.tenant_id = r.tenant_id.map(|t| clean(t.as_str()).into());
+    r.key_id = r.key_id.map(|k| clean(k.as_str()).into());
+    Cow::Owned(r)
+}
 
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -83,7 +107,8 @@ impl UsageStore for Store {
         // Repeats inside one batch are dropped here (first wins), so one statement never names a
         // request id twice; repeats across batches are dropped by ON CONFLICT.
         let mut seen = HashSet::with_capacity(rows.len());
-        let unique: Vec<&UsageRecord> = rows.iter().filter(|r| seen.insert(r.request_id.as_str())).collect();
+        let unique: Vec<Cow<'_, UsageRecord>> =
+            rows.iter().filter(|r| seen.insert(r.request_id.as_str())).map(without_nul).collect();
         if unique.is_empty() {
             return Ok(0);
         }

@@ -47,6 +47,7 @@ against_every_store!(
     usage::usage_queries_group_and_sum_within_bounds,
     usage::usage_filtered_by_tenant_never_sees_another_tenant,
     usage::budget_usage_sums_the_utc_day_and_month,
+    usage::usage_rows_with_nul_bytes_are_still_written,
     ledger::ledger_writes_every_request_exactly_once,
     ledger::ledger_flushes_on_its_interval,
     ledger::ledger_retries_failed_writes_without_duplicates,

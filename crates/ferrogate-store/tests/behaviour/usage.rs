@@ -265,3 +265,18 @@ pub async fn budget_usage_sums_the_utc_day_and_month(db: &TestDb) {
     let nobody = s.budget_usage(&UsageSubject::Key(KeyId::generate()), now).await.unwrap();
     assert_eq!(nobody, Default::default());
 }
+
+pub async fn usage_rows_with_nul_bytes_are_still_written(db: &TestDb) {
+    // A client can send "model": "a\u0000b"; PostgreSQL refuses NUL in text, yet the request
+    // must still get its one ledger row.
+    let (t, k) = (TenantId::generate(), KeyId::generate());
+    let r = record(
+        "nul\0id",
+        Row { error: Some("model_not_found\0"), status: 404, ..ok(&t, &k, "a\0b", "b", T0, (1, 0, 0)) },
+    );
+    assert_eq!(db.store.insert_usage(&[r.clone(), r]).await.unwrap(), 1);
+    let rows = db.store.query_usage(&day_query(GroupBy::Model, Some(&t), None)).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].group, "a\u{fffd}b");
+    assert_eq!((rows[0].totals.requests, rows[0].totals.errors), (1, 1));
+}
