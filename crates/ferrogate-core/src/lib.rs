@@ -1,13 +1,16 @@
 //! The gateway's domain: what a backend is, how a model name becomes a deployment and a backend,
-//! how streams are bounded in time, and the errors of each stage with their blame.
+//! how streams are bounded in time, who may call (tenants, keys, usage), and the errors of each
+//! stage with their blame.
 //!
 //! Invariant: no HTTP framework, database or engine types here — the server crate adapts axum to
-//! these functions, and backend crates implement [`Backend`].
+//! these functions, backend crates implement [`Backend`], and `ferrogate-store` implements the
+//! [`tenancy`] store traits.
 
 pub mod backend;
 pub mod error;
 pub mod routing;
 pub mod stream;
+pub mod tenancy;
 pub mod tokens;
 
 pub use backend::{

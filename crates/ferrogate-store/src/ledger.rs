@@ -1,0 +1,303 @@
+//! The usage ledger's writer: request paths hand rows to a bounded channel without waiting; one
+//! task writes them in batches (every `flush_interval`, or as soon as `max_batch` rows wait), one
+//! transaction and one multi-row statement per batch.
+//!
+//! Invariants:
+//! - [`LedgerSender::record`] never blocks or awaits: a full channel drops the row, counts it and
+//!   logs (once at the first drop, then a summary per interval) — the request path never stalls
+//!   on the database.
+//! - A failed batch is retried with exponential backoff, never dropped silently; each attempt
+//!   is bounded by `write_timeout`. Retries are harmless: the store skips request ids it has, so a
+//!   batch that committed before its timeout fired is not written twice.
+//! - A batch the database rejects (not a transient error) is retried row by row after a few
+//!   attempts, so one bad row cannot block or lose the others; rows that still fail are logged
+//!   and counted as lost.
+//! - [`LedgerWriter::shutdown`] stops intake, writes everything queued, and returns; against a
+//!   failing store it keeps retrying for at most `shutdown_timeout`, then reports what was lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferrogate_core::tenancy::{StoreError, UsageRecord, UsageStore};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+/// How the writer batches and retries.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Rows the channel holds; large, so only a long store outage fills it.
+    pub capacity: usize,
+    /// Rows per batch: a full batch is written at once.
+    pub max_batch: usize,
+    /// Longest a row waits before its batch is written.
+    pub flush_interval: Duration,
+    /// First retry delay after a failed write; doubles per failure.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Bound on one write attempt (a hung database counts as a failure, then a retry).
+    pub write_timeout: Duration,
+    /// How long [`LedgerWriter::shutdown`] keeps retrying a failing store.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 65_536,
+            max_batch: 500,
+            flush_interval: Duration::from_secs(1),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Writes that fail with a non-transient error this many times are retried row by row.
+const BATCH_ATTEMPTS_BEFORE_SPLIT: u32 = 3;
+
+/// Counts since start, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerStats {
+    /// Rows taken into the channel.
+    pub accepted: u64,
+    /// Rows written to the store.
+    pub written: u64,
+    /// Rows the store already had (a repeated request id): not written again.
+    pub duplicates: u64,
+    /// Rows refused because the channel was full (or the writer had shut down).
+    pub dropped: u64,
+    /// Rows given up on: rejected by the database row by row, or still failing at shutdown.
+    pub lost: u64,
+    /// Failed write attempts that were retried.
+    pub retries: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    written: AtomicU64,
+    duplicates: AtomicU64,
+    dropped: AtomicU64,
+    lost: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> LedgerStats {
+        LedgerStats {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            written: self.written.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+/// The request path's handle: cheap to clone, never blocks.
+#[derive(Debug, Clone)]
+pub struct LedgerSender {
+    tx: mpsc::Sender<UsageRecord>,
+    counters: Arc<Counters>,
+}
+
+impl LedgerSender {
+    /// Queues a row; `false` if it was dropped (channel full, or the writer shut down).
+    pub fn record(&self, row: UsageRecord) -> bool {
+        match self.tx.try_send(row) {
+            Ok(()) => {
+                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Full(row) | TrySendError::Closed(row)) => {
+                if self.counters.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(request_id = %row.request_id, "usage ledger full or closed: dropping usage rows");
+                }
+                false
+            }
+        }
+    }
+
+    /// Counts since start.
+    pub fn stats(&self) -> LedgerStats {
+        self.counters.snapshot()
+    }
+}
+
+/// Owns the writer task. Dropping it without [`LedgerWriter::shutdown`] leaves the task running
+/// until every [`LedgerSender`] is gone.
+#[derive(Debug)]
+pub struct LedgerWriter {
+    sender: LedgerSender,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl LedgerWriter {
+    /// Starts the writer task on the current tokio runtime.
+    pub fn spawn(store: Arc<dyn UsageStore>, config: LedgerConfig) -> Self {
+        let (tx, rx) = mpsc::channel(config.capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let stop = CancellationToken::new();
+        let worker = Worker { store, config, counters: Arc::clone(&counters), stop: stop.clone(), deadline: None };
+        let task = tokio::spawn(worker.run(rx));
+        Self { sender: LedgerSender { tx, counters }, stop, task }
+    }
+
+    /// A handle for request paths.
+    pub fn sender(&self) -> LedgerSender {
+        self.sender.clone()
+    }
+
+    /// Queues a row; see [`LedgerSender::record`].
+    pub fn record(&self, row: UsageRecord) -> bool {
+        self.sender.record(row)
+    }
+
+    /// Counts since start.
+    pub fn stats(&self) -> LedgerStats {
+        self.sender.stats()
+    }
+
+    /// Stops intake (later `record` calls drop), writes everything queued and returns the final
+    /// counts.
+    pub async fn shutdown(self) -> LedgerStats {
+        self.stop.cancel();
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "usage ledger writer task failed");
+        }
+        let stats = self.sender.stats();
+        tracing::info!(?stats, "usage ledger flushed");
+        stats
+    }
+}
+
+struct Worker {
+    store: Arc<dyn UsageStore>,
+    config: LedgerConfig,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+    /// Set once shutdown starts: retries end here.
+    deadline: Option<Instant>,
+}
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::Receiver<UsageRecord>) {
+        let max_batch = self.config.max_batch.max(1);
+        let mut batch = Vec::with_capacity(max_batch);
+        let mut tick = tokio::time::interval(self.config.flush_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut reported_drops = 0;
+        loop {
+            let room = max_batch - batch.len(); // > 0: a full batch is flushed at once
+            tokio::select! {
+                biased;
+                () = self.stop.cancelled() => break,
+                n = rx.recv_many(&mut batch, room) => {
+                    if n == 0 {
+                        break; // every sender is gone
+                    }
+                    if batch.len() >= max_batch {
+                        self.flush(&mut batch).await;
+                    }
+                }
+                _ = tick.tick() => {
+                    reported_drops = self.report_drops(reported_drops);
+                    if !batch.is_empty() {
+                        self.flush(&mut batch).await;
+                    }
+                }
+            }
+        }
+        // Shutdown: refuse new rows, then write what is queued.
+        self.start_deadline();
+        rx.close();
+        loop {
+            let room = max_batch - batch.len();
+            if room > 0 && rx.recv_many(&mut batch, room).await == 0 && batch.is_empty() {
+                break;
+            }
+            self.flush(&mut batch).await;
+        }
+        self.report_drops(reported_drops);
+    }
+
+    fn start_deadline(&mut self) {
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + self.config.shutdown_timeout);
+        }
+    }
+
+    fn report_drops(&self, reported: u64) -> u64 {
+        let dropped = self.counters.dropped.load(Ordering::Relaxed);
+        if dropped > reported {
+            tracing::warn!(dropped = dropped - reported, total = dropped, "usage rows dropped: ledger channel full");
+        }
+        dropped
+    }
+
+    /// Writes the batch and empties it: retried until it succeeds, is split row by row after
+    /// repeated non-transient failures, or the shutdown deadline passes.
+    async fn flush(&mut self, batch: &mut Vec<UsageRecord>) {
+        let mut delay = self.config.retry_initial;
+        let mut permanent_failures = 0;
+        loop {
+            let error = match self.write(batch).await {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            if !error.retryable() {
+                permanent_failures += 1;
+                if permanent_failures >= BATCH_ATTEMPTS_BEFORE_SPLIT {
+                    self.write_row_by_row(batch).await;
+                    break;
+                }
+            }
+            if self.deadline.is_some_and(|d| Instant::now() + delay > d) {
+                Counters::add(&self.counters.lost, batch.len());
+                tracing::error!(error = %error, lost = batch.len(), "usage ledger: store still failing at shutdown, rows lost");
+                break;
+            }
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %error, rows = batch.len(), retry_in = ?delay, "usage ledger write failed, retrying");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.stop.cancelled(), if self.deadline.is_none() => self.start_deadline(),
+            }
+            delay = (delay * 2).min(self.config.retry_max);
+        }
+        batch.clear();
+    }
+
+    /// One attempt, bounded in time; counts what was written.
+    async fn write(&self, batch: &[UsageRecord]) -> Result<(), StoreError> {
+        let inserted = tokio::time::timeout(self.config.write_timeout, self.store.insert_usage(batch))
+            .await
+            .map_err(|elapsed| StoreError::Unavailable(Box::new(elapsed)))??;
+        let inserted = usize::try_from(inserted).unwrap_or(usize::MAX).min(batch.len());
+        Counters::add(&self.counters.written, inserted);
+        Counters::add(&self.counters.duplicates, batch.len() - inserted);
+        Ok(())
+    }
+
+    async fn write_row_by_row(&self, batch: &[UsageRecord]) {
+        for row in batch {
+            if let Err(e) = self.write(std::slice::from_ref(row)).await {
+                self.counters.lost.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, request_id = %row.request_id, "usage row rejected by the store, lost");
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! SQLite and PostgreSQL implementations of core's tenancy store traits ([`TenantStore`],
+//! [`KeyStore`], [`UsageStore`]), and the [`LedgerWriter`] that takes usage rows off the request
+//! path in batches.
+//!
+//! One [`Store`] over sqlx's `Any` driver serves both engines, chosen by the database URL
+//! (`sqlite://PATH`, `postgres://…`): one set of SQL text, `$N` placeholders (SQLite reads
+//! `$N` as the N-th argument too), one set of migrations applied by [`Store::connect`].
+//!
+//! Invariants: key plaintexts never reach the database (only digests); every usage row is keyed by
+//! its request id and inserted `ON CONFLICT DO NOTHING`; SQL errors leave this crate as
+//! [`StoreError`] (no sqlx type in the public API beyond the connect error's source).
+//!
+//! [`TenantStore`]: ferrogate_core::tenancy::TenantStore
+//! [`KeyStore`]: ferrogate_core::tenancy::KeyStore
+//! [`UsageStore`]: ferrogate_core::tenancy::UsageStore
+//! [`StoreError`]: ferrogate_core::tenancy::StoreError
+
+#![warn(missing_docs)]
+
+mod db;
+mod error;
+mod keys;
+mod ledger;
+mod migrations;
+mod tenants;
+mod usage;
+
+pub use db::{ConnectError, DbKind, Store, StoreOptions};
+pub use ledger::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter};

@@ -1,0 +1,212 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ferrogate_core::tenancy::{
+    GroupBy, KeyId, StoreError, TenantId, UsageQuery, UsageRecord, UsageRow, UsageStore, UsageSubject, UsageTotals,
+};
+use ferrogate_store::{LedgerConfig, LedgerStats, LedgerWriter, Store};
+use tokio::sync::Semaphore;
+
+use crate::harness::TestDb;
+use crate::usage::{Row, record};
+
+fn row(i: usize, tenant: &TenantId, key: &KeyId, prompt: u64) -> UsageRecord {
+    let r = Row {
+        tenant: Some(tenant),
+        key: Some(key),
+        model: "m",
+        backend: Some("b"),
+        at: 1_710_028_800_000 + i64::try_from(i).unwrap(),
+        tokens: (prompt, 0, 1),
+        status: 200,
+        error: None,
+        cancelled: false,
+    };
+    record(&format!("req-{i:05}"), r)
+}
+
+fn rows(n: usize) -> Vec<UsageRecord> {
+    let (t, k) = (TenantId::generate(), KeyId::generate());
+    (0..n).map(|i| row(i, &t, &k, 1)).collect()
+}
+
+/// Everything in the ledger, summed.
+async fn stored(store: &dyn UsageStore) -> UsageTotals {
+    let q = UsageQuery { from_ms: 0, to_ms: i64::MAX, group_by: GroupBy::Day, tenant: None, key: None };
+    let rows: Vec<UsageRow> = store.query_usage(&q).await.unwrap();
+    rows.iter().fold(UsageTotals::default(), |mut t, r| {
+        t.requests += r.totals.requests;
+        t.prompt_tokens += r.totals.prompt_tokens;
+        t
+    })
+}
+
+fn quick(config: LedgerConfig) -> LedgerConfig {
+    LedgerConfig { retry_initial: Duration::from_millis(10), retry_max: Duration::from_millis(50), ..config }
+}
+
+pub async fn ledger_writes_every_request_exactly_once(db: &TestDb) {
+    let (t, k) = (TenantId::generate(), KeyId::generate());
+    let mut sent = Vec::new();
+    for i in 0..1000 {
+        sent.push(row(i, &t, &k, 1));
+        if i % 5 == 4 {
+            // A repeat of a recent request id with other numbers: must not be written.
+            sent.push(row(i - 2, &t, &k, 1000));
+        }
+    }
+    // Batches of 64; no timed flush for an hour: the tail is written by shutdown alone.
+    let config = LedgerConfig { max_batch: 64, flush_interval: Duration::from_secs(3600), ..LedgerConfig::default() };
+    let writer = LedgerWriter::spawn(Arc::new(db.store.clone()), config);
+    for r in &sent {
+        assert!(writer.record(r.clone()));
+    }
+    let stats = writer.shutdown().await;
+    let expected = LedgerStats { accepted: 1200, written: 1000, duplicates: 200, dropped: 0, lost: 0, retries: 0 };
+    assert_eq!(stats, expected);
+
+    let totals = stored(&db.store).await;
+    assert_eq!((totals.requests, totals.prompt_tokens), (1000, 1000), "one row per request id, the first one");
+    assert_eq!(db.store.insert_usage(&sent).await.unwrap(), 0, "replaying every row writes nothing");
+    let key = db.store.usage_since(&UsageSubject::Key(k), 0).await.unwrap();
+    assert_eq!(key.requests, 1000);
+}
+
+pub async fn ledger_flushes_on_its_interval(db: &TestDb) {
+    let config = LedgerConfig { flush_interval: Duration::from_millis(50), ..LedgerConfig::default() };
+    let writer = LedgerWriter::spawn(Arc::new(db.store.clone()), config);
+    for r in rows(3) {
+        writer.record(r);
+    }
+    let start = Instant::now();
+    while stored(&db.store).await.requests < 3 {
+        assert!(start.elapsed() < Duration::from_secs(5), "rows not flushed by the interval");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(writer.stats().written, 3, "written before any shutdown");
+    writer.shutdown().await;
+}
+
+/// The real store behind a fault.
+struct Faulty {
+    inner: Store,
+    fault: Fault,
+    calls: AtomicU32,
+}
+
+enum Fault {
+    /// Call 1 commits and then fails (an answer lost to a timeout); call 2 fails; then all pass.
+    LostAnswerThenDown,
+    /// Any batch holding this request id is rejected as a database error.
+    Poison(&'static str),
+    /// Every write waits for a permit.
+    Gate(Arc<Semaphore>),
+    /// Every write fails, as if the database were down.
+    Down,
+}
+
+fn down() -> StoreError {
+    StoreError::Unavailable("connection refused (injected)".into())
+}
+
+#[async_trait]
+impl UsageStore for Faulty {
+    async fn insert_usage(&self, rows: &[UsageRecord]) -> Result<u64, StoreError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        match &self.fault {
+            Fault::LostAnswerThenDown if call == 1 => {
+                self.inner.insert_usage(rows).await?;
+                Err(down())
+            }
+            Fault::LostAnswerThenDown if call == 2 => Err(down()),
+            Fault::Poison(id) if rows.iter().any(|r| r.request_id == *id) => {
+                Err(StoreError::Database("value rejected (injected)".into()))
+            }
+            Fault::Gate(gate) => {
+                let _permit = gate.acquire().await.unwrap();
+                self.inner.insert_usage(rows).await
+            }
+            Fault::Down => Err(down()),
+            _ => self.inner.insert_usage(rows).await,
+        }
+    }
+
+    async fn query_usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        self.inner.query_usage(query).await
+    }
+
+    async fn usage_since(&self, subject: &UsageSubject, since_ms: i64) -> Result<UsageTotals, StoreError> {
+        self.inner.usage_since(subject, since_ms).await
+    }
+}
+
+fn faulty(db: &TestDb, fault: Fault) -> Arc<Faulty> {
+    Arc::new(Faulty { inner: db.store.clone(), fault, calls: AtomicU32::new(0) })
+}
+
+pub async fn ledger_retries_failed_writes_without_duplicates(db: &TestDb) {
+    let store = faulty(db, Fault::LostAnswerThenDown);
+    let writer = LedgerWriter::spawn(store.clone(), quick(LedgerConfig::default()));
+    for r in rows(50) {
+        writer.record(r);
+    }
+    let stats = writer.shutdown().await;
+    assert_eq!((stats.retries, stats.lost, stats.dropped), (2, 0, 0), "{stats:?}");
+    assert_eq!(stats.written + stats.duplicates, 50, "{stats:?}");
+    assert_eq!(stored(&db.store).await.requests, 50, "the committed first attempt was not written again");
+    assert_eq!(store.calls.load(Ordering::SeqCst), 3);
+}
+
+pub async fn ledger_splits_a_rejected_batch(db: &TestDb) {
+    let store = faulty(db, Fault::Poison("req-00004"));
+    let writer = LedgerWriter::spawn(store, quick(LedgerConfig::default()));
+    for r in rows(10) {
+        writer.record(r);
+    }
+    let stats = writer.shutdown().await;
+    assert_eq!((stats.written, stats.lost), (9, 1), "{stats:?}");
+    assert_eq!(stored(&db.store).await.requests, 9, "one bad row does not take the others with it");
+}
+
+pub async fn ledger_full_channel_drops_without_blocking(db: &TestDb) {
+    let gate = Arc::new(Semaphore::new(0));
+    let config = LedgerConfig {
+        capacity: 8,
+        max_batch: 4,
+        flush_interval: Duration::from_secs(3600),
+        ..LedgerConfig::default()
+    };
+    let writer = LedgerWriter::spawn(faulty(db, Fault::Gate(Arc::clone(&gate))), config);
+    for r in rows(4) {
+        writer.record(r);
+    }
+    // The writer takes the first batch and is stuck writing it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (t, k) = (TenantId::generate(), KeyId::generate());
+    let accepted = (100..200).filter(|&i| writer.sender().record(row(i, &t, &k, 1))).count();
+    assert_eq!(accepted, 8, "the channel holds 8; the rest are dropped at once, not waited for");
+    assert_eq!(writer.stats().dropped, 92);
+
+    gate.add_permits(100);
+    let stats = writer.shutdown().await;
+    assert_eq!((stats.accepted, stats.written, stats.dropped, stats.lost), (12, 12, 92, 0), "{stats:?}");
+    assert_eq!(stored(&db.store).await.requests, 12);
+}
+
+pub async fn ledger_shutdown_gives_up_after_its_timeout(db: &TestDb) {
+    let config = LedgerConfig { shutdown_timeout: Duration::from_millis(300), ..quick(LedgerConfig::default()) };
+    let writer = LedgerWriter::spawn(faulty(db, Fault::Down), config);
+    let sender = writer.sender();
+    for r in rows(5) {
+        sender.record(r);
+    }
+    let start = Instant::now();
+    let stats = writer.shutdown().await;
+    assert!(start.elapsed() < Duration::from_secs(3), "shutdown must not hang on a dead store");
+    assert_eq!((stats.written, stats.lost), (0, 5), "{stats:?}");
+    assert!(stats.retries > 0);
+    assert!(!sender.record(rows(1).remove(0)), "after shutdown, rows are refused");
+    assert_eq!(stored(&db.store).await.requests, 0);
+}
