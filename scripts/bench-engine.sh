@@ -75,9 +75,12 @@ fi
 
 # bench LABEL PORT: the load, one markdown row per level, JSON in $OUT/LABEL.json.
 bench() {
+  local before
+  before="$(fg_load1)"
   "$GATEWAY_BIN" bench --url "http://127.0.0.1:$2" --model smollm2 --label "$1" \
     --concurrency "$LEVELS" --requests "$REQUESTS" --max-tokens "$MAX_TOKENS" \
     --json "$OUT/$1.json" | tee "$OUT/$1.md"
+  printf '%s %s\n' "$before" "$(fg_load1)" >"$OUT/$1.load"
 }
 
 # wait_ready URL NAME LOG
@@ -172,6 +175,12 @@ for name, rows in (("ferrogate", fg), ("llama-server", llama)):
             check(s >= 1.6, f"ferrogate 8 clients / 1 client: {s:.2f}x (target >= 1.6x)")
         else:
             print(f"- info: llama-server 8 clients / 1 client: {s:.2f}x")
+print("\nMachine load (1-min load average before → after each server's run; ~0 is a quiet machine):\n")
+for name in ("llama-server", "ferrogate"):
+    p = os.path.join(out, name + ".load")
+    if os.path.exists(p):
+        b, a = open(p).read().split()
+        print(f"- {name}: {b} → {a}")
 open(os.path.join(out, "failed"), "w").write("1" if failed else "0")
 PY
 fg_log "results in $OUT"

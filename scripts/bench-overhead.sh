@@ -440,6 +440,7 @@ main() {
     printf '{"idle_kib": %s, "after_load_kib": %s}\n' "$idle" "$(rss_kib "$GW_PID")" >"$RESULTS/rss.json"
   fi
 
+  printf -- '- load average after the load runs: %s\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS/report.md"
   local rc=0
   report || rc=$?
   fg_log "raw results: ${RESULTS#"$FG_ROOT"/}/"

@@ -163,3 +163,7 @@ fg_stop_pid() {
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
+
+# The 1-minute load average: benchmarks record it before and after each measured server, so a
+# reader can tell a quiet run from one that shared the machine with a build.
+fg_load1() { cut -d' ' -f1 /proc/loadavg; }

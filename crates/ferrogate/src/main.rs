@@ -100,7 +100,8 @@ fn serve(config: Option<PathBuf>, listen: Option<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logs(&cfg.log);
+    // Flushes the log lines still queued when serve returns.
+    let _log_guard = init_logs(&cfg.log);
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -123,11 +124,19 @@ fn serve(config: Option<PathBuf>, listen: Option<String>) -> ExitCode {
     })
 }
 
-fn init_logs(log: &config::LogConfig) {
+/// Logs go to stderr through a background writer thread: request tasks format their line and
+/// queue it, and never wait on the write syscall (a slow pipe would stall a tokio worker). Not
+/// lossy: when the queue is full the caller waits rather than lines being dropped.
+fn init_logs(log: &config::LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("ferrogate-log")
+        .finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match log.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }

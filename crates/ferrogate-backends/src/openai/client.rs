@@ -11,7 +11,6 @@ use ferrogate_core::{
     Backend, BackendError, Capabilities, Completion, EventStream, Health, InferenceRequest, TimeoutKind,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::KIND;
@@ -28,6 +27,10 @@ pub struct OpenAiBackend {
     http: reqwest::Client,
     /// `base_url` without a trailing slash.
     base: String,
+    /// The two inference URLs, parsed once: a per-request `Url::parse` (with IDNA) is measurable
+    /// at gateway-overhead scale.
+    chat_url: reqwest::Url,
+    completions_url: reqwest::Url,
     timeouts: StreamTimeouts,
     health_timeout: Duration,
     /// Configured model list; when set, `/models` is not asked.
@@ -55,10 +58,17 @@ impl OpenAiBackend {
             proxy: cfg.proxy.as_deref(),
         })
         .map_err(|e| format!("backend '{name}': {e}"))?;
+        let base = cfg.base_url.trim_end_matches('/').to_owned();
+        let parse = |endpoint: Endpoint| {
+            reqwest::Url::parse(&format!("{base}{}", endpoint.path()))
+                .map_err(|e| format!("backend '{name}': invalid base_url '{base}': {e}"))
+        };
         Ok(Self {
             name: name.to_owned(),
             http,
-            base: cfg.base_url.trim_end_matches('/').to_owned(),
+            chat_url: parse(Endpoint::Chat)?,
+            completions_url: parse(Endpoint::Completions)?,
+            base,
             timeouts: cfg.stream_timeouts(),
             health_timeout: Duration::from_millis(cfg.health_timeout_ms),
             models: cfg.models,
@@ -69,20 +79,25 @@ impl OpenAiBackend {
         format!("{}{path}", self.base)
     }
 
-    fn post(&self, endpoint: Endpoint, req: &InferenceRequest, body: &Value) -> reqwest::RequestBuilder {
-        http::with_request_id(self.http.post(self.url(endpoint.path())).json(body), &req.request_id)
+    fn post(&self, endpoint: Endpoint, req: &InferenceRequest, body: Vec<u8>) -> reqwest::RequestBuilder {
+        let url = match endpoint {
+            Endpoint::Chat => self.chat_url.clone(),
+            Endpoint::Completions => self.completions_url.clone(),
+        };
+        let rb = self.http.post(url).header(CONTENT_TYPE, "application/json").body(body);
+        http::with_request_id(rb, &req.request_id)
     }
 
     async fn complete(&self, req: &InferenceRequest) -> Result<Completion, BackendError> {
-        let (endpoint, body) = convert::request_body(req, false)?;
-        let resp = http::send(self.post(endpoint, req, &body)).await?;
+        let (endpoint, body) = convert::request_bytes(req, false)?;
+        let resp = http::send(self.post(endpoint, req, body)).await?;
         convert::parse_completion(&http::read_body(resp, RESPONSE_BODY_CAP).await?)
     }
 
     /// Sends a streamed request; resolves once the status is known.
     async fn open_stream(&self, req: &InferenceRequest) -> Result<EventStream, BackendError> {
-        let (endpoint, body) = convert::request_body(req, true)?;
-        let resp = http::send(self.post(endpoint, req, &body).header(ACCEPT, "text/event-stream")).await?;
+        let (endpoint, body) = convert::request_bytes(req, true)?;
+        let resp = http::send(self.post(endpoint, req, body).header(ACCEPT, "text/event-stream")).await?;
         if is_json(&resp) {
             // The upstream ignored `stream: true` and answered whole.
             let completion = convert::parse_completion(&http::read_body(resp, RESPONSE_BODY_CAP).await?)?;

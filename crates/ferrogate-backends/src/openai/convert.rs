@@ -54,6 +54,26 @@ pub(crate) fn request_body(req: &InferenceRequest, stream: bool) -> Result<(Endp
     Ok((endpoint, Value::Object(merge_extra(typed, &req.extra))))
 }
 
+/// The upstream request body, encoded. Without `extra` fields (the common case) the typed request
+/// is encoded directly, skipping the `Value` map that merging needs.
+pub(crate) fn request_bytes(req: &InferenceRequest, stream: bool) -> Result<(Endpoint, Vec<u8>), BackendError> {
+    let encode_err = |e: serde_json::Error| BackendError::Internal(format!("cannot encode the request: {e}"));
+    if !req.extra.is_empty() {
+        let (endpoint, body) = request_body(req, stream)?;
+        return Ok((endpoint, serde_json::to_vec(&body).map_err(encode_err)?));
+    }
+    match &req.input {
+        Input::Chat { messages, tools, tool_choice } => {
+            let body = chat_request(&req.model, messages, tools.clone(), tool_choice.clone(), &req.params, stream);
+            Ok((Endpoint::Chat, serde_json::to_vec(&body).map_err(encode_err)?))
+        }
+        Input::Text(prompt) => {
+            let body = completion_request(&req.model, prompt, &req.params, stream);
+            Ok((Endpoint::Completions, serde_json::to_vec(&body).map_err(encode_err)?))
+        }
+    }
+}
+
 /// `extra` fields are added verbatim unless a typed field of the same name is set.
 fn merge_extra(mut typed: Map<String, Value>, extra: &Map<String, Value>) -> Map<String, Value> {
     for (k, v) in extra {
@@ -165,11 +185,18 @@ fn invalid_json(what: &str, e: &serde_json::Error) -> BackendError {
 
 /// A whole `/chat/completions` or `/completions` answer.
 pub(crate) fn parse_completion(body: &[u8]) -> Result<Completion, BackendError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| invalid_json("the response", &e))?;
-    if let Some(err) = error_in(&v) {
-        return Err(err);
-    }
-    let wire: WireResponse = serde_json::from_value(v).map_err(|e| invalid_json("the response", &e))?;
+    // Fast path: a normal answer decodes straight into the wire shape. Anything else (an error
+    // object, no choices, unexpected shapes) takes the `Value` path, which explains it.
+    let wire = match serde_json::from_slice::<WireResponse>(body) {
+        Ok(wire) if !wire.choices.is_empty() => wire,
+        _ => {
+            let v: Value = serde_json::from_slice(body).map_err(|e| invalid_json("the response", &e))?;
+            if let Some(err) = error_in(&v) {
+                return Err(err);
+            }
+            serde_json::from_value(v).map_err(|e| invalid_json("the response", &e))?
+        }
+    };
     let choice = wire
         .choices
         .into_iter()
@@ -253,6 +280,13 @@ impl SseChunks {
     fn event(&mut self, ev: &SseEvent, out: &mut VecDeque<Item>) {
         if ev.is_done() {
             self.done = true;
+            return;
+        }
+        // Fast path as in `parse_completion`: content, finish and usage chunks decode directly.
+        if let Ok(wire) = serde_json::from_str::<WireResponse>(&ev.data)
+            && (!wire.choices.is_empty() || wire.usage.is_some())
+        {
+            self.finished |= chunk_events(wire, out);
             return;
         }
         match serde_json::from_str::<Value>(&ev.data) {
@@ -360,6 +394,9 @@ mod tests {
     #[test]
     fn chat_request_maps_model_params_and_extra() {
         let (endpoint, body) = request_body(&request(chat_input()), false).unwrap();
+        let (bytes_endpoint, bytes) = request_bytes(&request(chat_input()), false).unwrap();
+        assert_eq!(bytes_endpoint, endpoint);
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), body, "direct encoding = merged encoding");
         assert_eq!(endpoint, Endpoint::Chat);
         assert_eq!(body["model"], "upstream-model");
         assert_eq!(body["messages"][1], json!({"role": "user", "content": "hi"}));

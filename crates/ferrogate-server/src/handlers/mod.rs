@@ -24,8 +24,19 @@ pub fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: u
     if body.is_empty() {
         return Err(ApiError::invalid(None, "The request body is empty; expected a JSON object"));
     }
+    // Fast path: plain serde. Only a body that fails is decoded again with path tracking, so
+    // valid requests do not pay for it.
+    let first_err = match serde_json::from_slice::<T>(&body) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
     let de = &mut serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let tracked: Result<T, _> = serde_path_to_error::deserialize(de);
+    let Err(e) = tracked else {
+        // Only whole-document checks (trailing characters) fail plain serde but not this.
+        return Err(ApiError::invalid(None, format!("We could not parse the JSON body of your request: {first_err}")));
+    };
+    Err({
         let path = e.path().to_string();
         let inner = e.into_inner();
         let param = (path != "." && !path.is_empty()).then_some(path);
