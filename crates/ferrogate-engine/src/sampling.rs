@@ -44,6 +44,23 @@ pub(crate) fn sampler_for(params: &SamplingParams, n_vocab: i32) -> LlamaSampler
     LlamaSampler::chain(chain, true)
 }
 
+/// Greedy without penalties: the token is the argmax of the logits, read in place — no
+/// candidate array of the whole vocabulary is built per token, as `llama_sampler_sample` does.
+pub(crate) fn is_plain_greedy(params: &SamplingParams) -> bool {
+    params.temperature <= 0.0 && !has_penalties(params)
+}
+
+/// The index of the first largest logit (llama.cpp's greedy sampler picks the same one).
+pub(crate) fn argmax(logits: &[f32]) -> i32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    i32::try_from(best).unwrap_or(0)
+}
+
 fn has_penalties(p: &SamplingParams) -> bool {
     p.repeat_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0
 }
@@ -70,6 +87,16 @@ mod tests {
         assert_ne!(seed32(Some(1)), seed32(Some(2)));
         assert_eq!(seed32(None), RANDOM_SEED);
         assert_ne!(seed32(Some(u64::from(u32::MAX))), RANDOM_SEED);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_largest() {
+        assert_eq!(argmax(&[0.1, 3.0, -1.0, 3.0]), 1);
+        assert_eq!(argmax(&[5.0]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, -2.0]), 1);
+        assert!(is_plain_greedy(&SamplingParams { temperature: 0.0, ..SamplingParams::default() }));
+        let penalized = SamplingParams { temperature: 0.0, repeat_penalty: 1.1, ..SamplingParams::default() };
+        assert!(!is_plain_greedy(&penalized));
     }
 
     #[test]

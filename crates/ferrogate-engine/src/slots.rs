@@ -32,6 +32,8 @@ pub(crate) struct Sequence {
     pub prompt_done: usize,
     pub cached_tokens: u32,
     pub sampler: LlamaSampler,
+    /// Plain greedy: sampled by an in-place argmax instead of `sampler`.
+    pub greedy: bool,
     /// Sampled but not yet decoded: goes into the next batch.
     pub pending: Option<LlamaToken>,
     pub generated: u32,

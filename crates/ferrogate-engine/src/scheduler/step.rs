@@ -14,7 +14,7 @@ use super::Scheduler;
 use crate::engine::Job;
 use crate::error::EngineError;
 use crate::request::{Finish, FinishReason, GenEvent};
-use crate::sampling::sampler_for;
+use crate::sampling::{argmax, is_plain_greedy, sampler_for};
 use crate::slots::{Sequence, Slot};
 use crate::stop::{StopMatcher, StopOutcome};
 use crate::utf8::Utf8Decoder;
@@ -69,6 +69,7 @@ impl Scheduler<'_> {
         self.tick += 1;
         let seq = Sequence {
             sampler: sampler_for(&job.sampling, self.model.n_vocab()),
+            greedy: is_plain_greedy(&job.sampling),
             stop: StopMatcher::new(&job.stop),
             prompt: job.tokens,
             prompt_done: reuse,
@@ -177,7 +178,8 @@ impl Scheduler<'_> {
         for i in 0..self.slots.len() {
             let Some(seq) = self.slots[i].seq.as_mut() else { continue };
             let Some(at) = seq.logits_at.take() else { continue };
-            let token = seq.sampler.sample(&self.ctx, at);
+            let token =
+                if seq.greedy { LlamaToken(argmax(self.ctx.get_logits_ith(at))) } else { seq.sampler.sample(&self.ctx, at) };
             self.shared.stats.completion_tokens.fetch_add(1, Relaxed);
             self.on_token(i, token);
         }
