@@ -4,11 +4,6 @@
 
 mod bench;
 
-/// mimalloc for Rust allocations (llama.cpp keeps the C allocator): per-request allocations are
-/// the gateway path's largest single cost after the kernel's socket work.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
