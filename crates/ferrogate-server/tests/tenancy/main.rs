@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod budgets;
+mod embedded;
 mod env;
 mod keys;
 mod ledger;
@@ -26,4 +27,5 @@ ferrogate_testkit::against_every_store!(
     usage::usage_reports_and_cross_tenant_probes,
     ledger::one_row_per_request_whatever_happens,
     ledger::shutdown_writes_every_queued_row,
+    embedded::ledger_tokens_equal_what_clients_received,
 );
