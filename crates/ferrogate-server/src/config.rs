@@ -326,6 +326,51 @@ mod tests {
     }
 
     #[test]
+    fn tenancy_problems_are_listed_with_the_others() {
+        let errs = from_toml(
+            r#"
+            [server]
+            listen = "nope"
+            [tenancy]
+            master_key = "short"
+            database_url = "mysql://u:secret@h/db"
+            ledger_flush_interval_ms = 0
+            [backends.up]
+            kind = "openai"
+            base_url = "http://127.0.0.1:9/v1"
+            [deployments.m]
+            backends = ["up"]
+            [prices.nope]
+            input = 1.0
+            output = -2.0
+            "#,
+        )
+        .unwrap_err();
+        let all = errs.0.join("\n");
+        for needle in
+            ["server.listen", "tenancy.master_key", "tenancy.database_url", "ledger_flush_interval_ms", "prices.nope"]
+        {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+        assert_eq!(errs.0.len(), 6, "{all}");
+        assert!(!all.contains("secret"), "{all}");
+    }
+
+    #[test]
+    fn tenancy_is_on_with_a_master_key_and_off_without() {
+        let base = "[backends.up]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n[deployments.m]\nbackends = [\"up\"]\n";
+        assert!(from_toml(base).unwrap().tenancy.is_none());
+        let on = from_toml(&format!(
+            "{base}[tenancy]\nmaster_key = \"0123456789abcdefgh\"\n[prices.m]\ninput = 0.5\noutput = 1.5\n"
+        ))
+        .unwrap();
+        let t = on.tenancy.unwrap();
+        assert!(t.database_url.expose().starts_with("sqlite://") && t.database_url.expose().ends_with("/ferrogate.db"));
+        assert_eq!(t.prices["m"].output, 1.5);
+        assert!(!format!("{t:?}").contains("0123456789abcdefgh"), "the master key never prints");
+    }
+
+    #[test]
     fn unknown_fields_are_errors() {
         let errs = from_toml("[server]\nlisten_addr = \"x\"\n").unwrap_err();
         assert!(errs.0[0].contains("listen_addr"), "{:?}", errs.0);

@@ -109,8 +109,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 fn check(file: &std::path::Path) -> ExitCode {
     match config::load(Some(file), None) {
         Ok(c) => {
+            // The database URL may carry a password: only its scheme is shown.
+            let tenancy = c.tenancy.as_ref().map_or_else(
+                || "tenancy off".to_owned(),
+                |t| {
+                    let db = t.database_url.expose().split(':').next().unwrap_or("?");
+                    let admin = if t.master_key.is_some() { "admin API on" } else { "no master key" };
+                    format!("tenancy on: {db}, {admin}")
+                },
+            );
             println!(
-                "{}: ok ({} backend{}, {} deployment{})",
+                "{}: ok ({} backend{}, {} deployment{}, {tenancy})",
                 file.display(),
                 c.backends.len(),
                 plural(c.backends.len()),
