@@ -17,8 +17,9 @@ pub async fn list(State(st): State<AppState>, Extension(cx): Extension<RequestCx
         .registry
         .deployments()
         .iter()
-        .filter(|d| cx.caller.as_ref().is_none_or(|c| c.check_model(d, &d.name).is_ok()))
-        .flat_map(|d| std::iter::once(&d.name).chain(&d.aliases).map(|n| Model::new(n.clone(), d.created, OWNER)))
+        .flat_map(|d| std::iter::once(&d.name).chain(&d.aliases).map(move |n| (d, n)))
+        .filter(|(d, n)| cx.caller.as_ref().is_none_or(|c| c.check_model(d, n).is_ok()))
+        .map(|(d, n)| Model::new(n.clone(), d.created, OWNER))
         .collect();
     Json(ModelList::new(data))
 }
