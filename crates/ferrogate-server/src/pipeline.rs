@@ -297,6 +297,7 @@ impl Drop for Settle {
             endpoint = self.endpoint.as_str(),
             model = %self.model,
             backend = %self.backend,
+            key = self.metering.key_prefix(),
             stream = self.stream,
             outcome,
             error,

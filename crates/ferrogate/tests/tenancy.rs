@@ -197,7 +197,9 @@ async fn cli_round_trip_and_no_plaintext_key_in_database_or_logs() {
 
     gw.stop();
     let log = std::fs::read_to_string(&gw.log).unwrap();
-    assert!(log.contains("request settled") && log.contains("API key created"), "debug logs were written");
+    assert!(log.contains("API key created"), "debug logs were written");
+    let settled = log.lines().filter(|l| l.contains("request settled") && l.contains(&first[..11])).count();
+    assert_eq!(settled, 1, "settle lines name the key by its prefix");
     let stored = db.everything_stored().await;
     assert!(stored.contains(&first[..11]), "the database holds the visible prefix");
     for key in [&first, &second, &third] {

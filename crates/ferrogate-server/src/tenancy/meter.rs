@@ -44,6 +44,12 @@ impl Metering {
         Self { admission, ledger }
     }
 
+    /// The caller's key prefix (`fg-…`, safe to log), if a stored key made this request.
+    pub fn key_prefix(&self) -> Option<&str> {
+        let caller = self.ledger.as_ref().map(|(_, c)| c)?;
+        caller.principal.key().map(|k| k.key.prefix.as_str())
+    }
+
     pub fn settle(&mut self, s: &Settle) {
         let (prompt, cached, completion) = charged(s);
         if let Some(a) = self.admission.take() {
