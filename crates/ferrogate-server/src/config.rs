@@ -16,6 +16,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::tenancy::config::{PriceConfig, Secret, TenancyConfig, TenancySettings};
+
 /// The default model file, served when the configuration names no backend at all.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const DEFAULT_DEPLOYMENT: &str = "smollm2";
@@ -99,6 +101,9 @@ struct RawConfig {
     model_dir: Option<PathBuf>,
     backends: BTreeMap<String, BackendConfig>,
     deployments: BTreeMap<String, DeploymentConfig>,
+    tenancy: TenancyConfig,
+    /// USD per million tokens, by deployment (cost budgets).
+    prices: BTreeMap<String, PriceConfig>,
 }
 
 /// A checked configuration.
@@ -110,6 +115,8 @@ pub struct Config {
     pub model_dir: PathBuf,
     pub backends: BTreeMap<String, BackendConfig>,
     pub deployments: BTreeMap<String, DeploymentConfig>,
+    /// `None`: tenancy off (no master key and no database configured).
+    pub tenancy: Option<TenancySettings>,
 }
 
 /// Every problem found, one per line.
@@ -148,7 +155,10 @@ pub fn load(path: Option<&Path>, listen: Option<&str>) -> Result<Config, ConfigE
     if let Some(l) = listen {
         fig = fig.merge(Serialized::default("server.listen", l));
     }
-    let raw: RawConfig = fig.extract().map_err(|e| ConfigErrors(e.into_iter().map(|e| e.to_string()).collect()))?;
+    let mut raw: RawConfig = fig.extract().map_err(|e| ConfigErrors(e.into_iter().map(|e| e.to_string()).collect()))?;
+    if let Some(k) = std::env::var(crate::tenancy::config::MASTER_KEY_ENV).ok().filter(|k| !k.is_empty()) {
+        raw.tenancy.master_key = Some(Secret::new(k));
+    }
     check(raw)
 }
 
@@ -162,7 +172,8 @@ pub fn load_str(toml: &str) -> Result<Config, ConfigErrors> {
 }
 
 /// `FERROGATE_MODEL_DIR` and nested keys (`FERROGATE_SERVER__LISTEN`); other `FERROGATE_*`
-/// variables (the master key, test settings) are not configuration keys and are ignored here.
+/// variables (test settings, the CLI's `FERROGATE_URL`) are not configuration keys and are
+/// ignored here. `FERROGATE_MASTER_KEY` is read by [`load`] itself.
 fn env_provider() -> Env {
     Env::prefixed("FERROGATE_").split("__").filter(|k| k.as_str() == "model_dir" || k.as_str().contains('.'))
 }
@@ -198,6 +209,8 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
         errs.extend(backend.validate(name));
     }
     check_deployments(&raw, &mut errs);
+    let names: Vec<&str> = raw.deployments.keys().map(String::as_str).collect();
+    let tenancy = crate::tenancy::config::check(&raw.tenancy, &raw.prices, &names, &mut errs);
     match listen {
         Ok(listen) if errs.is_empty() => Ok(Config {
             server: raw.server,
@@ -206,6 +219,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
             model_dir,
             backends: raw.backends,
             deployments: raw.deployments,
+            tenancy,
         }),
         _ => Err(ConfigErrors(errs)),
     }
@@ -309,6 +323,51 @@ mod tests {
         assert!(all.contains("no backend named 'missing'"), "{all}");
         assert!(all.contains("model name 'a'"), "{all}");
         assert_eq!(errs.0.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn tenancy_problems_are_listed_with_the_others() {
+        let errs = from_toml(
+            r#"
+            [server]
+            listen = "nope"
+            [tenancy]
+            master_key = "short"
+            database_url = "mysql://u:secret@h/db"
+            ledger_flush_interval_ms = 0
+            [backends.up]
+            kind = "openai"
+            base_url = "http://127.0.0.1:9/v1"
+            [deployments.m]
+            backends = ["up"]
+            [prices.nope]
+            input = 1.0
+            output = -2.0
+            "#,
+        )
+        .unwrap_err();
+        let all = errs.0.join("\n");
+        for needle in
+            ["server.listen", "tenancy.master_key", "tenancy.database_url", "ledger_flush_interval_ms", "prices.nope"]
+        {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+        assert_eq!(errs.0.len(), 6, "{all}");
+        assert!(!all.contains("secret"), "{all}");
+    }
+
+    #[test]
+    fn tenancy_is_on_with_a_master_key_and_off_without() {
+        let base = "[backends.up]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n[deployments.m]\nbackends = [\"up\"]\n";
+        assert!(from_toml(base).unwrap().tenancy.is_none());
+        let on = from_toml(&format!(
+            "{base}[tenancy]\nmaster_key = \"0123456789abcdefgh\"\n[prices.m]\ninput = 0.5\noutput = 1.5\n"
+        ))
+        .unwrap();
+        let t = on.tenancy.unwrap();
+        assert!(t.database_url.expose().starts_with("sqlite://") && t.database_url.expose().ends_with("/ferrogate.db"));
+        assert_eq!(t.prices["m"].output, 1.5);
+        assert!(!format!("{t:?}").contains("0123456789abcdefgh"), "the master key never prints");
     }
 
     #[test]

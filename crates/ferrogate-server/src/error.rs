@@ -9,6 +9,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ferrogate_core::tenancy::StoreError;
+use ferrogate_core::tenancy::quota::Refusal;
 use ferrogate_core::{BackendError, Blame, GatewayError, TimeoutKind};
 use ferrogate_protocol::ErrorBody;
 use ferrogate_protocol::openai::InvalidParam;
@@ -277,6 +279,73 @@ impl IntoResponse for ApiError {
         let code = self.code.unwrap_or(self.kind);
         res.extensions_mut().insert(ErrorLog { code, cause: self.cause.unwrap_or(self.message), blame: self.blame });
         res
+    }
+}
+
+// === tenancy: keys, scopes, quotas, the admin API ===
+
+impl ApiError {
+    /// 403: the key lacks a scope (a model, an endpoint group).
+    pub fn permission_denied(code: &'static str, param: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            param: param.map(str::to_owned),
+            ..Self::new(StatusCode::FORBIDDEN, "permission_error", Some(code), message)
+        }
+    }
+
+    /// 429 before any key lookup: too many failed attempts from this client IP.
+    pub fn too_many_auth_failures(retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "authentication_error",
+                Some("too_many_auth_failures"),
+                "Too many failed authentication attempts from this address; retry later",
+            )
+        }
+    }
+
+    /// 404 of an admin or usage resource (also what another tenant's id gets: never data).
+    pub fn not_found(what: &str, id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found_error", Some("not_found"), format!("No {what} '{id}'"))
+    }
+
+    /// 429 from the key's or tenant's limits.
+    pub fn refused(r: &Refusal, now_ms: i64) -> Self {
+        let (kind, code) = match r {
+            Refusal::Budget { .. } => ("insufficient_quota", "insufficient_quota"),
+            Refusal::RequestRate { .. } => ("requests", "rate_limit_exceeded"),
+            Refusal::TokenRate { .. } => ("tokens", "rate_limit_exceeded"),
+            Refusal::Concurrency { .. } => ("requests", "concurrency_limit_exceeded"),
+        };
+        let wait = u64::try_from(r.retry_after_ms(now_ms)).unwrap_or(1);
+        Self {
+            retry_after: Some(Duration::from_millis(wait)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, kind, Some(code), r.to_string())
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { what, id } => Self::not_found(what, &id),
+            StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "invalid_request_error", Some("conflict"), m),
+            StoreError::Invalid(m) => Self::invalid(None, m.0),
+            StoreError::Unavailable(_) => Self {
+                retry_after: Some(Duration::from_secs(1)),
+                cause: Some(e.to_string()),
+                blame: Blame::Gateway,
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    Some("store_unavailable"),
+                    "The key and usage store is unavailable; retry shortly",
+                )
+            },
+            StoreError::Database(_) | StoreError::Corrupt(_) => Self::internal(e.to_string()),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 // error path, so its size costs nothing on successful requests.
 #![allow(clippy::result_large_err)]
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -18,7 +19,8 @@ pub mod router;
 pub mod sse;
 pub mod state;
 pub mod telemetry;
+pub mod tenancy;
 
 pub use config::{Config, ConfigErrors};
-pub use lifecycle::{Running, StartError, shutdown_signal, start};
+pub use lifecycle::{Running, StartError, shutdown_signal, start, start_with_clock};
 pub use state::AppState;

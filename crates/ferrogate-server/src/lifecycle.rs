@@ -1,6 +1,7 @@
-//! Start-up and shutdown: bind, background health checks, serve, and on a signal drain —
-//! `/ready` turns 503, new requests get 503 `shutting_down`, in-flight requests and streams get
-//! up to the grace period to finish — then stop.
+//! Start-up and shutdown: open the key store (if tenancy is on), bind, background health checks
+//! and key-change polling, serve, and on a signal drain — `/ready` turns 503, new requests get
+//! 503 `shutting_down`, in-flight requests and streams get up to the grace period to finish —
+//! then flush the usage ledger and stop.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use axum::serve::ListenerExt;
 use ferrogate_backends::BackendConfig;
 use ferrogate_backends::embedded::source;
 use ferrogate_core::Health;
+use ferrogate_core::tenancy::time::{Clock, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::state::AppState;
+use crate::tenancy::Tenancy;
 
 /// Bound of one health probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,15 +60,33 @@ impl Running {
 
 /// Builds everything from `cfg`, binds and serves until `signal` resolves, then drains.
 pub async fn start(cfg: &Config, signal: impl Future<Output = ()> + Send + 'static) -> Result<Running, StartError> {
+    start_with_clock(cfg, signal, Arc::new(SystemClock)).await
+}
+
+/// As [`start`], reading time for key expiry, budgets and usage rows from `clock` (tests).
+pub async fn start_with_clock(
+    cfg: &Config,
+    signal: impl Future<Output = ()> + Send + 'static,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, StartError> {
     let mut cfg = cfg.clone();
     fetch_models(&mut cfg).await.map_err(StartError::Build)?;
     let cfg = &cfg;
-    let st = AppState::build(cfg).map_err(StartError::Build)?;
+    let tenancy = match &cfg.tenancy {
+        Some(t) => {
+            Some(Arc::new(Tenancy::connect(t, &cfg.deployments, clock).await.map_err(|e| StartError::Build(vec![e]))?))
+        }
+        None => None,
+    };
+    let st = AppState::build_with(cfg, tenancy).map_err(StartError::Build)?;
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
     tracing::info!(%addr, deployments = st.registry.deployments().len(), "ferrogate listening");
     spawn_health_checks(&st);
+    if let Some(t) = &st.tenancy {
+        t.spawn_background(&st.tasks, st.stopping.clone());
+    }
     let (stop, stop_rx) = oneshot::channel();
     let signal = async move {
         tokio::select! {
@@ -87,6 +108,7 @@ async fn serve(listener: TcpListener, st: AppState, signal: impl Future<Output =
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = close_rx.await;
     });
@@ -115,6 +137,10 @@ async fn serve(listener: TcpListener, st: AppState, signal: impl Future<Output =
     {
         tracing::warn!(inflight = st.inflight(), "grace period over: closing remaining connections");
         server.abort();
+    }
+    // Every request has settled (or the grace period is over): write the usage rows still queued.
+    if let Some(t) = &st.tenancy {
+        t.shutdown().await;
     }
     tracing::info!("shutdown complete");
 }

@@ -1,8 +1,10 @@
-//! The inference request path after the HTTP edge: plan (pure: validate, route, pick a backend,
-//! check capabilities), then execute (call the backend, bounded in time), then settle.
+//! The inference request path after the HTTP edge: plan (pure: validate, route, check the key's
+//! scopes and caps, pick a backend, check capabilities), admit (reserve against the key's and
+//! tenant's limits), then execute (call the backend, bounded in time), then settle.
 //!
 //! Invariant: every request that reached a backend is settled exactly once — on success, error
-//! or client disconnect — because settling happens in `Settle`'s `Drop`.
+//! or client disconnect — because settling happens in `Settle`'s `Drop`; settling writes its
+//! usage row and reconciles its reservation.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +19,7 @@ use ferrogate_protocol::openai::{
 use crate::error::ApiError;
 use crate::state::{AppState, InflightGuard};
 use crate::telemetry::RequestCx;
+use crate::tenancy::{Admission, Caller, Metering};
 
 /// Which API shape the client asked for; decides response framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +53,10 @@ pub struct Plan {
     pub include_usage: bool,
     /// Local estimate, used only if the backend reports no usage.
     pub prompt_estimate: u32,
+    /// The authenticated caller, if auth is on.
+    pub caller: Option<Arc<Caller>>,
+    /// The reservation made by [`admit`]; moves into `Settle`.
+    pub admission: Option<Admission>,
 }
 
 pub fn plan_chat(
@@ -58,6 +65,7 @@ pub fn plan_chat(
     r: ChatCompletionRequest,
     endpoint: Endpoint,
 ) -> Result<Plan, ApiError> {
+    note_model(cx, &r.model);
     r.validate()?;
     let (stream, include_usage) = (r.is_stream(), r.include_usage());
     let params = GenParams {
@@ -93,6 +101,7 @@ pub fn plan_chat(
 }
 
 pub fn plan_completion(st: &AppState, cx: &RequestCx, r: CompletionRequest) -> Result<Plan, ApiError> {
+    note_model(cx, &r.model);
     r.validate()?;
     let prompt = r.prompt_text().to_owned();
     let params = GenParams {
@@ -121,16 +130,27 @@ pub fn plan_completion(st: &AppState, cx: &RequestCx, r: CompletionRequest) -> R
     Ok(plan)
 }
 
+/// The model the client asked for, for the usage row of a request rejected before routing.
+fn note_model(cx: &RequestCx, model: &str) {
+    if let Some(c) = &cx.caller {
+        c.meter_model(model);
+    }
+}
+
 fn route(
     st: &AppState,
     cx: &RequestCx,
     endpoint: Endpoint,
     model: String,
     input: Input,
-    params: GenParams,
+    mut params: GenParams,
     extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<Plan, ApiError> {
     let deployment = st.registry.resolve(&model).cloned().ok_or_else(|| GatewayError::ModelNotFound(model.clone()))?;
+    if let Some(c) = &cx.caller {
+        c.check_model(&deployment, &model)?;
+        params.max_tokens = c.cap_max_tokens(params.max_tokens, st.default_max_tokens())?;
+    }
     let target = deployment.pick().ok_or_else(|| GatewayError::NoBackend(deployment.name.clone()))?;
     let req = InferenceRequest {
         request_id: cx.id.clone(),
@@ -139,24 +159,40 @@ fn route(
         params,
         extra,
     };
-    Ok(Plan { endpoint, model, deployment, target, req, stream: false, include_usage: false, prompt_estimate: 0 })
+    Ok(Plan {
+        endpoint,
+        model,
+        deployment,
+        target,
+        req,
+        stream: false,
+        include_usage: false,
+        prompt_estimate: 0,
+        caller: cx.caller.clone(),
+        admission: None,
+    })
+}
+
+/// Reserves the request's prompt estimate + `max_tokens` against its key's and tenant's budgets,
+/// rates and concurrency (429 when refused). An effect, so after planning, before execution.
+pub async fn admit(st: &AppState, mut plan: Plan) -> Result<Plan, ApiError> {
+    if let (Some(t), Some(who)) = (&st.tenancy, plan.caller.as_ref().and_then(|c| c.principal.key())) {
+        plan.admission = t.admit(who, &plan.model, plan.prompt_estimate, plan.req.params.max_tokens).await?;
+    }
+    Ok(plan)
 }
 
 /// Runs a non-streaming request within the server's request timeout.
-pub async fn execute_unary(st: &AppState, plan: Plan) -> Result<(Completion, Usage, Settle), ApiError> {
-    let mut settle = Settle::new(st, &plan);
+pub async fn execute_unary(st: &AppState, mut plan: Plan) -> Result<(Completion, Usage, Settle), ApiError> {
+    let mut settle = Settle::new(st, &mut plan);
     let backend = Arc::clone(&plan.target.target().backend);
     let result = tokio::time::timeout(st.request_timeout, backend.chat(plan.req)).await;
     let completion = match result {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            settle.fail(e.to_string());
-            return Err(e.into());
-        }
+        Ok(Err(e)) => return Err(settle.fail(e.into())),
         Err(_) => {
             let e = ferrogate_core::BackendError::Timeout(ferrogate_core::TimeoutKind::Total);
-            settle.fail(e.to_string());
-            return Err(e.into());
+            return Err(settle.fail(e.into()));
         }
     };
     let usage =
@@ -177,7 +213,13 @@ pub enum Outcome {
     /// Still running when dropped: the client went away.
     Cancelled,
     Finished(FinishReason),
-    Failed(String),
+    /// `status`: what the client got (200 once a stream had started); `code`: the error's code
+    /// (or type), a closed set.
+    Failed {
+        cause: String,
+        status: u16,
+        code: &'static str,
+    },
 }
 
 /// Settles a request exactly once, when dropped.
@@ -185,6 +227,8 @@ pub struct Settle {
     pub request_id: String,
     pub endpoint: Endpoint,
     pub model: String,
+    /// The upstream's model name (the ledger's `model_served`).
+    pub model_served: String,
     pub backend: String,
     pub started: Instant,
     pub stream: bool,
@@ -194,15 +238,19 @@ pub struct Settle {
     pub deltas: u32,
     pub usage: Option<Usage>,
     pub outcome: Outcome,
+    /// The usage row and the budget reconciliation, done on drop.
+    metering: Metering,
     _inflight: InflightGuard,
 }
 
 impl Settle {
-    pub fn new(st: &AppState, plan: &Plan) -> Self {
+    pub fn new(st: &AppState, plan: &mut Plan) -> Self {
         Self {
+            metering: Metering::start(st, plan),
             request_id: plan.req.request_id.clone(),
             endpoint: plan.endpoint,
             model: plan.deployment.name.clone(),
+            model_served: plan.req.model.clone(),
             backend: plan.target.target().backend.name().to_owned(),
             started: Instant::now(),
             stream: plan.stream,
@@ -215,8 +263,12 @@ impl Settle {
         }
     }
 
-    pub fn fail(&mut self, cause: String) {
-        self.outcome = Outcome::Failed(cause);
+    /// Records the failure and hands the error back for the response.
+    pub fn fail(&mut self, e: ApiError) -> ApiError {
+        let status = if self.first_token.is_some() { 200 } else { e.status.as_u16() };
+        let cause = e.cause.clone().unwrap_or_else(|| e.message.clone());
+        self.outcome = Outcome::Failed { cause, status, code: e.code.unwrap_or(e.kind) };
+        e
     }
 
     pub fn finish(&mut self, reason: FinishReason, usage: Usage) {
@@ -238,13 +290,14 @@ impl Drop for Settle {
         let (outcome, error) = match &self.outcome {
             Outcome::Cancelled => ("cancelled", None),
             Outcome::Finished(r) => (r.as_str(), None),
-            Outcome::Failed(e) => ("error", Some(e.as_str())),
+            Outcome::Failed { cause, .. } => ("error", Some(cause.as_str())),
         };
         tracing::info!(
             request_id = %self.request_id,
             endpoint = self.endpoint.as_str(),
             model = %self.model,
             backend = %self.backend,
+            key = self.metering.key_prefix(),
             stream = self.stream,
             outcome,
             error,
@@ -255,5 +308,7 @@ impl Drop for Settle {
             ttft_ms,
             "request settled"
         );
+        let mut metering = std::mem::take(&mut self.metering);
+        metering.settle(self);
     }
 }

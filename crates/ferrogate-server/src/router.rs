@@ -12,7 +12,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::error::ApiError;
 use crate::handlers::{chat, completions, health, models, simple};
 use crate::state::AppState;
-use crate::{auth, telemetry};
+use crate::{admin, auth, telemetry};
 
 pub fn router(st: AppState) -> Router {
     let stages = ServiceBuilder::new()
@@ -21,7 +21,7 @@ pub fn router(st: AppState) -> Router {
         .layer(from_fn_with_state(st.clone(), drain)) // 3 shutting down → 503
         .layer(from_fn_with_state(st.clone(), auth::layer)) // 4 who is calling
         .layer(DefaultBodyLimit::max(st.body_limit)); // 5 bounded input
-    Router::new()
+    let routes = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
         .route("/v1/models", get(models::list))
@@ -29,11 +29,13 @@ pub fn router(st: AppState) -> Router {
         .route("/generate", post(simple::generate))
         .route("/stream", post(simple::stream))
         .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(stages)
-        .with_state(st)
+        .route("/ready", get(health::ready));
+    // Tenancy on: the admin API (master key) and the client's own usage report.
+    let routes = match st.tenancy {
+        Some(_) => routes.merge(admin::routes()).route("/v1/usage", get(admin::usage::client)),
+        None => routes,
+    };
+    routes.fallback(not_found).method_not_allowed_fallback(method_not_allowed).layer(stages).with_state(st)
 }
 
 async fn drain(State(st): State<AppState>, req: Request, next: Next) -> Response {

@@ -125,25 +125,18 @@ fn json_frame<T: serde::Serialize>(v: &T) -> Bytes {
 }
 
 /// Starts the stream; returns an error response if the backend fails before its first event.
-pub async fn respond(st: AppState, plan: Plan) -> Result<Response, ApiError> {
-    let mut settle = Settle::new(&st, &plan);
+pub async fn respond(st: AppState, mut plan: Plan) -> Result<Response, ApiError> {
+    let mut settle = Settle::new(&st, &mut plan);
     let mut events = match crate::pipeline::execute_stream(&plan).await {
         Ok(s) => s,
-        Err(e) => {
-            settle.fail(e.cause.clone().unwrap_or_else(|| e.message.clone()));
-            return Err(e);
-        }
+        Err(e) => return Err(settle.fail(e)),
     };
     let first = match events.next().await {
         Some(Ok(ev)) => ev,
-        Some(Err(e)) => {
-            settle.fail(e.to_string());
-            return Err(e.into());
-        }
+        Some(Err(e)) => return Err(settle.fail(e.into())),
         None => {
             let e = BackendError::Protocol("upstream ended the stream before any event".into());
-            settle.fail(e.to_string());
-            return Err(e.into());
+            return Err(settle.fail(e.into()));
         }
     };
     settle.first_token = Some(Instant::now());
@@ -250,8 +243,7 @@ impl Pump {
 
     async fn fail(mut self, e: BackendError) {
         tracing::warn!(request_id = %self.settle.request_id, error = %e, "stream failed after the first byte");
-        self.settle.fail(e.to_string());
-        let body = ApiError::from(e).body();
+        let body = self.settle.fail(e.into()).body();
         let frame = json_frame(&body);
         if self.send(frame).await.is_ok() {
             let _ = self.send(Bytes::from_static(DONE_FRAME)).await;

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::StaticKeys;
 use crate::config::Config;
+use crate::tenancy::Tenancy;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -21,6 +22,8 @@ pub struct Inner {
     /// Every configured backend, by name (deployments may share one).
     pub backends: Vec<Arc<dyn Backend>>,
     pub keys: StaticKeys,
+    /// Stored keys, admin API, usage ledger and quotas; `None` when tenancy is off.
+    pub tenancy: Option<Arc<Tenancy>>,
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub keepalive: Duration,
@@ -46,8 +49,13 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Builds backends and deployments. Errors list every backend that failed to build.
+    /// Builds backends and deployments, without tenancy. Errors list every backend that failed.
     pub fn build(cfg: &Config) -> Result<AppState, Vec<String>> {
+        Self::build_with(cfg, None)
+    }
+
+    /// As [`AppState::build`], with the tenancy service (connected by `lifecycle::start`).
+    pub fn build_with(cfg: &Config, tenancy: Option<Arc<Tenancy>>) -> Result<AppState, Vec<String>> {
         let cx = BuildContext { model_dir: cfg.model_dir.clone() };
         let mut errs = Vec::new();
         let mut backends: HashMap<String, Arc<dyn Backend>> = HashMap::new();
@@ -83,6 +91,7 @@ impl AppState {
             registry,
             backends: backends.into_values().collect(),
             keys: StaticKeys::new(&cfg.server.api_keys),
+            tenancy,
             body_limit: cfg.server.body_limit_bytes,
             request_timeout: Duration::from_secs(cfg.server.request_timeout_secs),
             keepalive: Duration::from_secs(cfg.server.sse_keepalive_secs),
@@ -94,6 +103,16 @@ impl AppState {
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
         })))
+    }
+
+    /// Whether requests must present a key: static keys, a master key or a key database exist.
+    pub fn auth_required(&self) -> bool {
+        self.keys.enabled() || self.tenancy.is_some()
+    }
+
+    /// `max_tokens` given to requests of token-limited keys that set none.
+    pub fn default_max_tokens(&self) -> u32 {
+        self.tenancy.as_ref().map_or(4096, |t| t.default_max_tokens)
     }
 
     pub fn is_draining(&self) -> bool {

@@ -16,6 +16,8 @@ use crate::error::ErrorLog;
 pub struct RequestCx {
     pub id: String,
     pub started: Instant,
+    /// Set by the auth layer: who is calling, and the request's usage-ledger slot.
+    pub caller: Option<std::sync::Arc<crate::tenancy::Caller>>,
 }
 
 /// Filled by handlers so the access log can name the model and backend; the backend is also
@@ -36,7 +38,7 @@ fn request_id(req: &Request) -> String {
 }
 
 pub async fn layer(mut req: Request, next: Next) -> Response {
-    let cx = RequestCx { id: request_id(&req), started: Instant::now() };
+    let cx = RequestCx { id: request_id(&req), started: Instant::now(), caller: None };
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     req.extensions_mut().insert(cx.clone());
     let mut res = next.run(req).await;

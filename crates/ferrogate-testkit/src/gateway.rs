@@ -2,7 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use ferrogate_core::tenancy::time::{Clock, SystemClock};
 
 use ferrogate_server::{Running, config};
 
@@ -29,9 +32,15 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway from TOML; `server.listen` is forced to `127.0.0.1:0`.
     pub async fn start(toml: &str) -> TestGateway {
+        Self::start_with_clock(toml, Arc::new(SystemClock)).await
+    }
+
+    /// As [`TestGateway::start`], with a clock the test controls (key expiry, budget windows).
+    pub async fn start_with_clock(toml: &str, clock: Arc<dyn Clock>) -> TestGateway {
         let mut cfg = config::load_str(toml).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
         cfg.listen = "127.0.0.1:0".parse().unwrap();
-        let running = ferrogate_server::start(&cfg, std::future::pending()).await.expect("gateway starts");
+        let running =
+            ferrogate_server::start_with_clock(&cfg, std::future::pending(), clock).await.expect("gateway starts");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
         TestGateway { addr: running.addr, running: Some(running), http }
     }

@@ -1,11 +1,13 @@
-//! Test support: a real gateway on `127.0.0.1:0` (`TestGateway`), the real model files, and
+//! Test support: a real gateway on `127.0.0.1:0` (`TestGateway`), the real model files,
 //! fault-injecting upstreams (`upstream`, `ollama`) for the failures a real engine won't produce
-//! on demand. Dev-dependency only.
+//! on demand, and a fresh database per test (`db`: SQLite or PostgreSQL). Dev-dependency only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support fails loudly
 
+pub mod db;
 pub mod gateway;
 pub mod ollama;
 pub mod upstream;
 
+pub use db::TestDatabase;
 pub use gateway::{TestGateway, model_path};

@@ -1,8 +1,11 @@
-//! The `ferrogate` command: `serve`, `config check`, `bench`.
+//! The `ferrogate` command: `serve`, `config check`, `bench`, and the admin API's client:
+//! `tenants`, `keys`, `usage`.
 
 #![allow(clippy::print_stdout)] // the CLI talks to its user on stdout
 
+mod admin;
 mod bench;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +39,27 @@ enum Command {
     },
     /// Load generator: streaming requests at several concurrency levels (TTFT, tokens/s).
     Bench(bench::BenchArgs),
+    /// Tenants (teams) — admin API client (FERROGATE_MASTER_KEY, --url).
+    Tenants {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(subcommand)]
+        command: admin::TenantCommand,
+    },
+    /// API keys — admin API client (FERROGATE_MASTER_KEY, --url).
+    Keys {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(subcommand)]
+        command: admin::KeyCommand,
+    },
+    /// Usage report from the ledger — admin API client (FERROGATE_MASTER_KEY, --url).
+    Usage {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(flatten)]
+        args: admin::UsageArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -49,6 +73,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, listen } => serve(config, listen),
         Command::Config { command: ConfigCommand::Check { file } } => check(&file),
+        Command::Tenants { target, command } => client(admin::tenants(target, command)),
+        Command::Keys { target, command } => client(admin::keys(target, command)),
+        Command::Usage { target, args } => client(admin::usage(target, args)),
         Command::Bench(args) => {
             runtime().and_then(|rt| rt.block_on(bench::run(args)).map_err(|e| e.to_string())).map_or_else(
                 |e| {
@@ -57,6 +84,17 @@ fn main() -> ExitCode {
                 },
                 |()| ExitCode::SUCCESS,
             )
+        }
+    }
+}
+
+/// Runs an admin-API command; errors go to stderr with exit code 1.
+fn client(cmd: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    match runtime().map_err(anyhow::Error::msg).and_then(|rt| rt.block_on(cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -71,8 +109,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 fn check(file: &std::path::Path) -> ExitCode {
     match config::load(Some(file), None) {
         Ok(c) => {
+            // The database URL may carry a password: only its scheme is shown.
+            let tenancy = c.tenancy.as_ref().map_or_else(
+                || "tenancy off".to_owned(),
+                |t| {
+                    let db = t.database_url.expose().split(':').next().unwrap_or("?");
+                    let admin = if t.master_key.is_some() { "admin API on" } else { "no master key" };
+                    format!("tenancy on: {db}, {admin}")
+                },
+            );
             println!(
-                "{}: ok ({} backend{}, {} deployment{})",
+                "{}: ok ({} backend{}, {} deployment{}, {tenancy})",
                 file.display(),
                 c.backends.len(),
                 plural(c.backends.len()),

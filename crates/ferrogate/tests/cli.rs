@@ -94,3 +94,32 @@ fn serve_with_an_unreachable_hf_model_fails_clearly() {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
 }
+
+/// A key database that cannot be opened stops the start, naming the setting and the cause but
+/// never the URL (it may hold a password).
+#[test]
+fn serve_with_an_unreachable_database_fails_clearly() {
+    let dir = std::env::temp_dir().join(format!("fg-cli-db-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("db.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[tenancy]\nmaster_key = \"0123456789abcdef0123\"\n\
+             database_url = \"postgres://admin:hunter2secret@127.0.0.1:{port}/fg\"\n\
+             [backends.up]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n[deployments.m]\nbackends = [\"up\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = ferrogate().args(["config", "check"]).arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("tenancy on: postgres, admin API on"), "{text}");
+    assert!(!text.contains("hunter2secret"), "{text}");
+
+    let out = ferrogate().args(["serve", "--config"]).arg(&file).env_remove("FERROGATE_MASTER_KEY").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot start") && err.contains("tenancy.database_url"), "{err}");
+    assert!(!err.contains("hunter2secret"), "the database password leaked: {err}");
+}

@@ -6,6 +6,7 @@
 //!   it never prints (`Debug` shows the visible prefix only) and is never stored — stores keep the
 //!   [`KeyDigest`] (SHA-256 of the whole key), compared in constant time.
 //! - Every time is unix milliseconds, UTC ([`time`]); usage windows are half-open `[from, to)`.
+//! - Admission ([`quota`]) is pure: callers pass the time and hold the counters' locks.
 //! - No database types here: stores report [`StoreError`], whose source is boxed.
 
 #![warn(missing_docs)]
@@ -13,6 +14,7 @@
 pub mod ids;
 pub mod key;
 pub mod model;
+pub mod quota;
 pub mod store;
 pub mod time;
 pub mod usage;

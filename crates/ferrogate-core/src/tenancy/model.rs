@@ -211,6 +211,25 @@ impl Limits {
         }
     }
 
+    /// Whether no limit of any kind is set.
+    pub fn is_unlimited(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// Whether a day or month budget (tokens or cost) is set: those need the store's usage so far.
+    pub fn has_budget(&self) -> bool {
+        self.tokens_per_day.is_some()
+            || self.tokens_per_month.is_some()
+            || self.usd_per_day.is_some()
+            || self.usd_per_month.is_some()
+    }
+
+    /// Whether a request should carry a bounded `max_tokens` (token budgets and token rates
+    /// reserve it).
+    pub fn counts_tokens(&self) -> bool {
+        self.has_budget() || self.tokens_per_minute.is_some()
+    }
+
     /// Refuses cost budgets that are negative, NaN or infinite.
     pub fn validate(&self) -> Result<(), InvalidInput> {
         for (name, v) in [("usd_per_day", self.usd_per_day), ("usd_per_month", self.usd_per_month)] {

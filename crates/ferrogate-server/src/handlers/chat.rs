@@ -23,6 +23,7 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = decode(body, st.body_limit)?;
     let plan = pipeline::plan_chat(&st, &cx, req, Endpoint::Chat)?;
+    let plan = pipeline::admit(&st, plan).await?;
     respond(st, plan).await
 }
 

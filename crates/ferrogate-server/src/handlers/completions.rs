@@ -20,6 +20,7 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = decode(body, st.body_limit)?;
     let plan = pipeline::plan_completion(&st, &cx, req)?;
+    let plan = pipeline::admit(&st, plan).await?;
     if plan.stream {
         return crate::handlers::chat::respond(st, plan).await;
     }

@@ -1,26 +1,37 @@
-//! `GET /v1/models` and `GET /v1/models/{id}`: deployments and their aliases.
+//! `GET /v1/models` and `GET /v1/models/{id}`: deployments and their aliases — for a key limited
+//! to some models, only those.
 
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use ferrogate_core::GatewayError;
 use ferrogate_protocol::openai::{Model, ModelList};
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::telemetry::RequestCx;
 
 const OWNER: &str = "ferrogate";
 
-pub async fn list(State(st): State<AppState>) -> Json<ModelList> {
+pub async fn list(State(st): State<AppState>, Extension(cx): Extension<RequestCx>) -> Json<ModelList> {
     let data = st
         .registry
         .deployments()
         .iter()
-        .flat_map(|d| std::iter::once(&d.name).chain(&d.aliases).map(|n| Model::new(n.clone(), d.created, OWNER)))
+        .flat_map(|d| std::iter::once(&d.name).chain(&d.aliases).map(move |n| (d, n)))
+        .filter(|(d, n)| cx.caller.as_ref().is_none_or(|c| c.check_model(d, n).is_ok()))
+        .map(|(d, n)| Model::new(n.clone(), d.created, OWNER))
         .collect();
     Json(ModelList::new(data))
 }
 
-pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Model>, ApiError> {
+pub async fn get(
+    State(st): State<AppState>,
+    Extension(cx): Extension<RequestCx>,
+    Path(id): Path<String>,
+) -> Result<Json<Model>, ApiError> {
     let d = st.registry.resolve(&id).ok_or(GatewayError::ModelNotFound(id.clone()))?;
+    if let Some(c) = &cx.caller {
+        c.check_model(d, &id)?;
+    }
     Ok(Json(Model::new(id, d.created, OWNER)))
 }

@@ -78,6 +78,7 @@ async fn run(
         ..ChatCompletionRequest::default()
     };
     let plan = pipeline::plan_chat(&st, &cx, req, endpoint)?;
+    let plan = pipeline::admit(&st, plan).await?;
     crate::handlers::chat::respond(st, plan).await
 }
 

@@ -1,0 +1,134 @@
+//! Tenants, stored API keys, the usage ledger and quotas on the server: the [`Tenancy`] service
+//! (built once at start when a master key or database is configured), the key cache and its
+//! change poller, the failed-auth limiter, per-owner quota counters, and the metering that
+//! `pipeline::Settle` runs on drop. See docs/TENANCY.md.
+//!
+//! Invariants: the plaintext of a key is never held (digests only); every authenticated request
+//! to an inference endpoint leaves exactly one usage row; reservations are always settled.
+
+pub mod cache;
+pub mod caller;
+pub mod config;
+pub mod failures;
+pub mod meter;
+pub mod quotas;
+pub mod sharded;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrogate_core::tenancy::time::Clock;
+use ferrogate_core::tenancy::{KeyDigest, KeyLookup, TenancyStore};
+use ferrogate_store::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use caller::{Caller, Principal, RequestMeter, metered_endpoint};
+pub use meter::Metering;
+pub use quotas::Admission;
+
+use self::cache::KeyCache;
+use self::config::TenancySettings;
+use self::failures::FailureLimiter;
+use self::quotas::{AdmitError, Quotas};
+use crate::config::DeploymentConfig;
+use crate::error::ApiError;
+
+pub struct Tenancy {
+    pub store: Arc<dyn TenancyStore>,
+    pub keys: Arc<KeyCache>,
+    pub failures: FailureLimiter,
+    pub quotas: Quotas,
+    pub ledger: LedgerSender,
+    /// Taken by [`Tenancy::shutdown`], which flushes it.
+    writer: Mutex<Option<LedgerWriter>>,
+    /// Digest of the master key; `None`: this instance serves no admin API.
+    master: Option<KeyDigest>,
+    pub default_max_tokens: u32,
+    poll_interval: Duration,
+    /// Time for key expiry, budget windows and ledger rows (tests move it).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Tenancy {
+    /// Opens the database (creating and migrating it) and starts the ledger writer.
+    pub async fn connect(
+        s: &TenancySettings,
+        deployments: &BTreeMap<String, DeploymentConfig>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Tenancy, String> {
+        let store = Store::connect(s.database_url.expose()).await.map_err(|e| format!("tenancy.database_url: {e}"))?;
+        Ok(Self::with_store(Arc::new(store), s, deployments, clock))
+    }
+
+    /// Over an open store (on the current tokio runtime: spawns the ledger writer).
+    pub fn with_store(
+        store: Arc<dyn TenancyStore>,
+        s: &TenancySettings,
+        deployments: &BTreeMap<String, DeploymentConfig>,
+        clock: Arc<dyn Clock>,
+    ) -> Tenancy {
+        // Prices are configured per deployment; clients may use its aliases too.
+        let mut prices = HashMap::new();
+        for (name, price) in &s.prices {
+            prices.insert(name.clone(), *price);
+            for alias in deployments.get(name).map(|d| d.aliases.as_slice()).unwrap_or_default() {
+                prices.insert(alias.clone(), *price);
+            }
+        }
+        let ledger_cfg = LedgerConfig { flush_interval: s.ledger_flush_interval, ..LedgerConfig::default() };
+        let usage: Arc<dyn ferrogate_core::tenancy::UsageStore> = store.clone();
+        let writer = LedgerWriter::spawn(usage, ledger_cfg);
+        Tenancy {
+            keys: Arc::new(KeyCache::new(Arc::clone(&store))),
+            failures: FailureLimiter::new(s.auth_failures_per_minute),
+            quotas: Quotas::new(Arc::clone(&store), prices, Arc::clone(&clock)),
+            ledger: writer.sender(),
+            writer: Mutex::new(Some(writer)),
+            master: s.master_key.as_ref().map(|k| KeyDigest::of(k.expose())),
+            default_max_tokens: s.default_max_tokens,
+            poll_interval: s.poll_interval,
+            store,
+            clock,
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn has_master(&self) -> bool {
+        self.master.is_some()
+    }
+
+    /// Constant time in the key's content.
+    pub fn is_master(&self, presented: &str) -> bool {
+        self.master.is_some_and(|m| m == KeyDigest::of(presented))
+    }
+
+    /// Starts the key/tenant change poller; it stops with `stop`.
+    pub fn spawn_background(&self, tasks: &TaskTracker, stop: CancellationToken) {
+        tasks.spawn(Arc::clone(&self.keys).poll(self.poll_interval, stop));
+    }
+
+    /// Writes every queued usage row (after the last request settled) and stops the writer.
+    pub async fn shutdown(&self) -> Option<LedgerStats> {
+        let writer = self.writer.lock().ok()?.take()?;
+        Some(writer.shutdown().await)
+    }
+
+    /// Reserves against the key's and tenant's limits; see [`Quotas::admit`].
+    pub async fn admit(
+        &self,
+        who: &Arc<KeyLookup>,
+        model: &str,
+        prompt: u32,
+        max_tokens: Option<u32>,
+    ) -> Result<Option<Admission>, ApiError> {
+        self.quotas.admit(who, model, prompt, max_tokens).await.map_err(|e| match e {
+            AdmitError::Refused(r) => ApiError::refused(&r, self.now_ms()),
+            AdmitError::Unavailable(e) => e.into(),
+        })
+    }
+}

@@ -1,0 +1,212 @@
+//! Multi-tenancy across real `ferrogate serve` processes: a revocation made on one instance
+//! reaches another one sharing PostgreSQL within 2 s; the CLI drives the admin API (tenants, keys,
+//! usage as table, JSON and CSV); and after all of it neither the database files nor the logs
+//! hold a key in plaintext.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrogate_testkit::TestDatabase;
+use ferrogate_testkit::db::DbKind;
+use ferrogate_testkit::upstream::FakeUpstream;
+use serde_json::{Value, json};
+
+const MASTER: &str = "process-test-master-key-0123";
+
+/// A `ferrogate serve` process; SIGTERM and wait on drop.
+struct Server {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Server {
+    async fn start(dir: &Path, name: &str, config: &str) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, config).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("FERROGATE_MASTER_KEY")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = Server { child, url: format!("http://127.0.0.1:{port}"), log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("{}/ready", server.url)).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+            assert!(Instant::now() < deadline, "{name} not ready:\n{}", std::fs::read_to_string(&server.log).unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    /// SIGTERM (graceful: drains and flushes the ledger), then waits for the exit.
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn config(fake: &FakeUpstream, db: &TestDatabase, master: bool) -> String {
+    let master = if master { format!("master_key = \"{MASTER}\"\n") } else { String::new() };
+    format!(
+        "[tenancy]\n{master}database_url = \"{}\"\nledger_flush_interval_ms = 200\n\
+         [backends.up]\nkind = \"openai\"\nbase_url = \"{}\"\n[deployments.m]\nbackends = [\"up\"]\n",
+        db.url,
+        fake.url("/v1")
+    )
+}
+
+async fn chat(http: &reqwest::Client, url: &str, key: &str) -> u16 {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    let res = http.post(format!("{url}/v1/chat/completions")).bearer_auth(key).json(&body).send().await.unwrap();
+    res.status().as_u16()
+}
+
+#[tokio::test]
+async fn revoke_reaches_another_instance_within_2s() {
+    let db = TestDatabase::open(DbKind::Postgres).await;
+    let fake = FakeUpstream::openai().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Server::start(dir.path(), "a", &config(&fake, &db, true)).await;
+    // B serves stored keys from the same database, with no admin API of its own.
+    let mut b = Server::start(dir.path(), "b", &config(&fake, &db, false)).await;
+    let http = reqwest::Client::new();
+    let admin = |path: &str, body: Value| http.post(format!("{}{path}", a.url)).bearer_auth(MASTER).json(&body).send();
+    assert_eq!(admin("/admin/v1/tenants", json!({"name": "acme"})).await.unwrap().status(), 201);
+    let key: Value = admin("/admin/v1/keys", json!({"tenant": "acme"})).await.unwrap().json().await.unwrap();
+    let (id, secret) = (key["id"].as_str().unwrap(), key["key"].as_str().unwrap());
+    for _ in 0..3 {
+        assert_eq!(chat(&http, &b.url, secret).await, 200, "B knows the key (and caches it)");
+    }
+    assert_eq!(http.get(format!("{}/admin/v1/keys", b.url)).bearer_auth(MASTER).send().await.unwrap().status(), 401);
+
+    let revoked = admin(&format!("/admin/v1/keys/{id}/revoke"), json!({})).await.unwrap();
+    assert_eq!(revoked.status(), 200);
+    let t0 = Instant::now();
+    assert_eq!(chat(&http, &a.url, secret).await, 401, "the revoking instance refuses it at once");
+    while chat(&http, &b.url, secret).await == 200 {
+        assert!(t0.elapsed() < Duration::from_secs(2), "B still accepts the revoked key after 2 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    a.stop();
+    b.stop();
+}
+
+fn cli(url: &str, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        .args(args)
+        .args(["--url", url])
+        .env("FERROGATE_MASTER_KEY", MASTER)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn cli_round_trip_and_no_plaintext_key_in_database_or_logs() {
+    let db = TestDatabase::open(DbKind::Sqlite).await;
+    let fake = FakeUpstream::openai().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Server::start(dir.path(), "gw", &config(&fake, &db, true)).await;
+    let url = gw.url.clone();
+
+    assert!(
+        stdout(&cli(&url, &["tenants", "create", "acme", "--daily-tokens", "1000"])).contains("Created tenant acme")
+    );
+    let out =
+        cli(&url, &["keys", "create", "--tenant", "acme", "--models", "m", "--rpm", "60", "--daily-tokens", "100000"]);
+    let text = stdout(&out);
+    assert!(text.contains("only time the key is shown"), "{text}");
+    let created: Value =
+        serde_json::from_slice(&cli(&url, &["keys", "create", "--tenant", "acme", "--name", "ci", "--json"]).stdout)
+            .unwrap();
+    let first = text.split_whitespace().find(|w| w.starts_with("fg-") && w.len() == 55).unwrap().to_owned();
+    let second = created["key"].as_str().unwrap().to_owned();
+    let second_id = created["id"].as_str().unwrap().to_owned();
+
+    let http = reqwest::Client::new();
+    assert_eq!(chat(&http, &url, &first).await, 200);
+    assert_eq!(chat(&http, &url, &second).await, 200);
+    let wrong = format!("{}{}", &first[..12], "x".repeat(43));
+    assert_eq!(chat(&http, &url, &wrong).await, 401);
+    let rotated: Value = serde_json::from_slice(&cli(&url, &["keys", "rotate", &second_id, "--json"]).stdout).unwrap();
+    let third = rotated["key"].as_str().unwrap().to_owned();
+    assert_eq!(chat(&http, &url, &second).await, 401);
+    assert_eq!(chat(&http, &url, &third).await, 200);
+    assert!(stdout(&cli(&url, &["keys", "revoke", &second_id])).contains("Revoked key"));
+    assert_eq!(chat(&http, &url, &third).await, 401);
+
+    let list = stdout(&cli(&url, &["keys", "list"]));
+    assert!(list.contains(&first[..11]) && list.contains("revoked") && list.contains("acme"), "{list}");
+    assert!(list.contains("requests_per_minute=60"), "{list}");
+    let tenants = stdout(&cli(&url, &["tenants", "list"]));
+    assert!(tenants.contains("acme") && tenants.contains("tokens_per_day=1000"), "{tenants}");
+
+    tokio::time::sleep(Duration::from_millis(500)).await; // one ledger flush
+    let table = stdout(&cli(&url, &["usage", "--by", "key", "--since", "24h"]));
+    assert!(table.contains("REQUESTS") && table.contains(&first[..11]) && table.contains("TOTAL"), "{table}");
+    let report: Value = serde_json::from_slice(&cli(&url, &["usage", "--by", "tenant", "--json"]).stdout).unwrap();
+    assert_eq!(report["data"][0]["requests"], 3, "three requests were served: {report}");
+    assert_eq!(report["data"][0]["label"], "acme", "{report}");
+    let csv = stdout(&cli(&url, &["usage", "--by", "model", "--csv"]));
+    assert!(csv.starts_with("group,label,requests,") && csv.contains("\nm,,3,"), "{csv}");
+
+    // A failing command says why and exits 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        .args(["keys", "create", "--tenant", "nobody", "--url", &url])
+        .env("FERROGATE_MASTER_KEY", MASTER)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No tenant 'nobody'"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        .args(["keys", "list", "--url", &url])
+        .env_remove("FERROGATE_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FERROGATE_MASTER_KEY"));
+
+    gw.stop();
+    let log = std::fs::read_to_string(&gw.log).unwrap();
+    assert!(log.contains("API key created"), "debug logs were written");
+    let settled = log.lines().filter(|l| l.contains("request settled") && l.contains(&first[..11])).count();
+    assert_eq!(settled, 1, "settle lines name the key by its prefix");
+    let stored = db.everything_stored().await;
+    assert!(stored.contains(&first[..11]), "the database holds the visible prefix");
+    for key in [&first, &second, &third] {
+        let secret = &key[12..];
+        assert!(!log.contains(secret), "a key secret is in the log");
+        assert!(!stored.contains(secret), "a key secret is in the database");
+    }
+    assert!(!log.contains(MASTER) && !stored.contains(MASTER), "the master key leaked");
+    assert!(!log.contains(&wrong[12..]), "a presented wrong key is in the log");
+}
