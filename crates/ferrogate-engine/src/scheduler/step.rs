@@ -178,8 +178,11 @@ impl Scheduler<'_> {
         for i in 0..self.slots.len() {
             let Some(seq) = self.slots[i].seq.as_mut() else { continue };
             let Some(at) = seq.logits_at.take() else { continue };
-            let token =
-                if seq.greedy { LlamaToken(argmax(self.ctx.get_logits_ith(at))) } else { seq.sampler.sample(&self.ctx, at) };
+            let token = if seq.greedy {
+                LlamaToken(argmax(self.ctx.get_logits_ith(at)))
+            } else {
+                seq.sampler.sample(&self.ctx, at)
+            };
             self.shared.stats.completion_tokens.fetch_add(1, Relaxed);
             self.on_token(i, token);
         }
