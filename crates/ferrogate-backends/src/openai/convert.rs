@@ -12,7 +12,7 @@ use ferrogate_protocol::openai::{
     ChatCompletionRequest, ChatMessage, CompletionRequest, FinishReason, PromptInput, Stop, StreamOptions, Usage,
 };
 use ferrogate_protocol::sse::{SseDecoder, SseEvent};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::http::{classify, json_message, truncate};
@@ -36,19 +36,35 @@ impl Endpoint {
 
 // === requests ===
 
-/// The upstream request body for `req` and the endpoint it goes to.
-pub(crate) fn request_body(req: &InferenceRequest, stream: bool) -> Result<(Endpoint, Value), BackendError> {
-    let (endpoint, typed) = match &req.input {
+/// The typed upstream request, before `extra` fields are merged in.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Typed {
+    Chat(Box<ChatCompletionRequest>),
+    Completion(Box<CompletionRequest>),
+}
+
+fn typed_request(req: &InferenceRequest, stream: bool) -> (Endpoint, Typed) {
+    match &req.input {
         Input::Chat { messages, tools, tool_choice } => {
             let body = chat_request(&req.model, messages, tools.clone(), tool_choice.clone(), &req.params, stream);
-            (Endpoint::Chat, serde_json::to_value(body))
+            (Endpoint::Chat, Typed::Chat(Box::new(body)))
         }
         Input::Text(prompt) => {
-            (Endpoint::Completions, serde_json::to_value(completion_request(&req.model, prompt, &req.params, stream)))
+            let body = completion_request(&req.model, prompt, &req.params, stream);
+            (Endpoint::Completions, Typed::Completion(Box::new(body)))
         }
-    };
-    let Value::Object(typed) = typed.map_err(|e| BackendError::Internal(format!("cannot encode the request: {e}")))?
-    else {
+    }
+}
+
+fn encode_error(e: &serde_json::Error) -> BackendError {
+    BackendError::Internal(format!("cannot encode the request: {e}"))
+}
+
+/// The upstream request body for `req` (with `extra` fields merged) and the endpoint it goes to.
+pub(crate) fn request_body(req: &InferenceRequest, stream: bool) -> Result<(Endpoint, Value), BackendError> {
+    let (endpoint, typed) = typed_request(req, stream);
+    let Value::Object(typed) = serde_json::to_value(typed).map_err(|e| encode_error(&e))? else {
         return Err(BackendError::Internal("request did not encode to an object".to_owned()));
     };
     Ok((endpoint, Value::Object(merge_extra(typed, &req.extra))))
@@ -57,21 +73,12 @@ pub(crate) fn request_body(req: &InferenceRequest, stream: bool) -> Result<(Endp
 /// The upstream request body, encoded. Without `extra` fields (the common case) the typed request
 /// is encoded directly, skipping the `Value` map that merging needs.
 pub(crate) fn request_bytes(req: &InferenceRequest, stream: bool) -> Result<(Endpoint, Vec<u8>), BackendError> {
-    let encode_err = |e: serde_json::Error| BackendError::Internal(format!("cannot encode the request: {e}"));
-    if !req.extra.is_empty() {
-        let (endpoint, body) = request_body(req, stream)?;
-        return Ok((endpoint, serde_json::to_vec(&body).map_err(encode_err)?));
+    if req.extra.is_empty() {
+        let (endpoint, typed) = typed_request(req, stream);
+        return Ok((endpoint, serde_json::to_vec(&typed).map_err(|e| encode_error(&e))?));
     }
-    match &req.input {
-        Input::Chat { messages, tools, tool_choice } => {
-            let body = chat_request(&req.model, messages, tools.clone(), tool_choice.clone(), &req.params, stream);
-            Ok((Endpoint::Chat, serde_json::to_vec(&body).map_err(encode_err)?))
-        }
-        Input::Text(prompt) => {
-            let body = completion_request(&req.model, prompt, &req.params, stream);
-            Ok((Endpoint::Completions, serde_json::to_vec(&body).map_err(encode_err)?))
-        }
-    }
+    let (endpoint, body) = request_body(req, stream)?;
+    Ok((endpoint, serde_json::to_vec(&body).map_err(|e| encode_error(&e))?))
 }
 
 /// `extra` fields are added verbatim unless a typed field of the same name is set.

@@ -31,23 +31,25 @@ pub fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: u
         Err(e) => e,
     };
     let de = &mut serde_json::Deserializer::from_slice(&body);
-    let tracked: Result<T, _> = serde_path_to_error::deserialize(de);
-    let Err(e) = tracked else {
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Err(e) => Err(described(e)),
         // Only whole-document checks (trailing characters) fail plain serde but not this.
-        return Err(ApiError::invalid(None, format!("We could not parse the JSON body of your request: {first_err}")));
+        Ok(_) => Err(ApiError::invalid(None, format!("We could not parse the JSON body of your request: {first_err}"))),
+    }
+}
+
+/// A decoding error as a 400 naming the offending field.
+fn described(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let param = (path != "." && !path.is_empty()).then_some(path);
+    let message = if inner.is_syntax() || inner.is_eof() {
+        format!("We could not parse the JSON body of your request: {inner}")
+    } else {
+        match &param {
+            Some(p) => format!("Invalid value for '{p}': {inner}"),
+            None => format!("Invalid request: {inner}"),
+        }
     };
-    Err({
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let param = (path != "." && !path.is_empty()).then_some(path);
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("We could not parse the JSON body of your request: {inner}")
-        } else {
-            match &param {
-                Some(p) => format!("Invalid value for '{p}': {inner}"),
-                None => format!("Invalid request: {inner}"),
-            }
-        };
-        ApiError::invalid(param, message)
-    })
+    ApiError::invalid(param, message)
 }
