@@ -11,7 +11,10 @@
 # the added latency. Also measured: added time-to-first-token (a small probe that times the first
 # content chunk of a stream, c=1, plus `ferrogate bench` when the binary has it) and ferrogate's
 # RSS without a model (idle, and after the load).
-# A third target, "auth" (gateway + auth + ledger), is a second ferrogate with tenancy on: a
+# A reference in the same run: "proxy" is nginx itself reverse-proxying to the static upstream
+# (keep-alive pool, unbuffered), on the same CPU: what a mature C proxy adds to every request, so
+# ferrogate's figures can be read against what any proxy costs on this machine.
+# A fourth target, "auth" (gateway + auth + ledger), is a second ferrogate with tenancy on: a
 # stored key (with a daily token budget and a request rate, so admission counts) checked on every
 # request, and every request metered into a SQLite ledger. It answers "what do auth and metering
 # add?" side by side with the bare gateway.
@@ -26,7 +29,8 @@
 #   --direct-only   measure nginx alone (checks the harness without a gateway)
 #   --no-auth       skip the "gateway + auth + ledger" variant
 # Env: BENCH_DURATION (s per run, default 8), BENCH_WARMUP (s, default 2), BENCH_CONCURRENCY
-#      ("1 16 64"), BENCH_PIN (1: pin as above, 0: no pinning), BENCH_TTFT_N (default 2000),
+#      ("1 16 64"), BENCH_TARGETS (default "direct proxy gateway auth"; direct and gateway are
+#      the baseline every comparison needs), BENCH_PIN (1: pin as above, 0: no pinning), BENCH_TTFT_N (default 2000),
 #      BENCH_STRICT=1 (exit 1 when a target fails), OHA (path to oha), FERROGATE_BIN (a prebuilt
 #      binary to measure instead of building target/release/ferrogate).
 # Output: a markdown report on stdout; raw oha JSON, probe JSON, logs and the report under
@@ -38,6 +42,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DURATION="${BENCH_DURATION:-8}"
 WARMUP="${BENCH_WARMUP:-2}"
 read -r -a CONCURRENCY <<<"${BENCH_CONCURRENCY:-1 16 64}"
+read -r -a TARGETS <<<"${BENCH_TARGETS:-direct proxy gateway auth}"
 PIN="${BENCH_PIN:-1}"
 TTFT_N="${BENCH_TTFT_N:-2000}"
 OHA="${OHA:-$FG_TOOLS/bin/oha}"
@@ -51,6 +56,7 @@ TMP=""
 RESULTS=""
 NGINX_PID=""
 NGINX_PORT=""
+PROXY_PORT=""
 GW_PID=""
 GW_PORT=""
 AUTH_PID=""
@@ -106,8 +112,10 @@ plan_cpus() {
 start_nginx() {
   fg_have nginx || fg_die "nginx not found: run scripts/setup.sh --bench (installs nginx-light)"
   NGINX_PORT="$(fg_free_port)"
+  PROXY_PORT="$(fg_free_port)"
+  [ "$PROXY_PORT" != "$NGINX_PORT" ] || PROXY_PORT="$(fg_free_port)"
   mkdir -p "$TMP/nginx"
-  sed -e "s|@PREFIX@|$TMP/nginx|g; s|@PORT@|$NGINX_PORT|g; s|@WORKERS@|1|g" \
+  sed -e "s|@PREFIX@|$TMP/nginx|g; s|@PROXY_PORT@|$PROXY_PORT|g; s|@PORT@|$NGINX_PORT|g; s|@WORKERS@|1|g" \
     "$FG_ROOT/bench/nginx/upstream.conf.template" >"$TMP/nginx.conf"
   "${SERVER_PIN[@]}" nginx -p "$TMP/nginx" -c "$TMP/nginx.conf" -e "$TMP/nginx/error.log" \
     >"$TMP/nginx.log" 2>&1 &
@@ -116,7 +124,9 @@ start_nginx() {
     cat "$TMP/nginx.log" "$TMP/nginx/error.log" >&2 2>/dev/null || true
     fg_die "nginx did not come up on 127.0.0.1:$NGINX_PORT (its log is above)"
   fi
-  fg_log "nginx upstream on 127.0.0.1:$NGINX_PORT (pid $NGINX_PID, cpus ${SERVER_CPUS:-any})"
+  fg_wait_http "http://127.0.0.1:$PROXY_PORT/json/v1/models" 10 "$NGINX_PID" ||
+    fg_die "the nginx reference proxy did not come up on 127.0.0.1:$PROXY_PORT"
+  fg_log "nginx upstream on 127.0.0.1:$NGINX_PORT, reference proxy on :$PROXY_PORT (pid $NGINX_PID, cpus ${SERVER_CPUS:-any})"
 }
 
 # write_gateway_config FILE PORT [TENANCY]: two OpenAI-compatible backends on the nginx upstream;
@@ -220,10 +230,11 @@ chat_body() {
   fi
 }
 
-# url TARGET MODE: where a request of MODE (json|sse) goes for TARGET (direct|gateway|auth).
+# url TARGET MODE: where a request of MODE (json|sse) goes for TARGET (direct|proxy|gateway|auth).
 url() {
   case "$1" in
   direct) printf 'http://127.0.0.1:%s/%s/v1/chat/completions' "$NGINX_PORT" "$2" ;;
+  proxy) printf 'http://127.0.0.1:%s/%s/v1/chat/completions' "$PROXY_PORT" "$2" ;;
   gateway) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GW_PORT" ;;
   auth) printf 'http://127.0.0.1:%s/v1/chat/completions' "$AUTH_PORT" ;;
   esac
@@ -258,6 +269,13 @@ if set(codes) != {"200"} or errors:
 PY
 }
 
+# wanted TARGET: whether BENCH_TARGETS includes it.
+wanted() {
+  local t
+  for t in "${TARGETS[@]}"; do [ "$t" != "$1" ] || return 0; done
+  return 1
+}
+
 warm_up() {
   local target="$1" mode
   for mode in json sse; do
@@ -269,7 +287,8 @@ measure_load() {
   local mode conc target
   for mode in json sse; do
     for conc in "${CONCURRENCY[@]}"; do
-      for target in direct gateway auth; do
+      for target in direct proxy gateway auth; do
+        wanted "$target" || continue
         [ "$target" = direct ] || [ "$DIRECT_ONLY" = 0 ] || continue
         [ "$target" != auth ] || [ "$AUTH" = 1 ] || continue
         fg_log "oha: $mode c=$conc $target (${DURATION}s)"
@@ -375,6 +394,18 @@ for mode, label in (("json", "non-streaming"), ("sse", "streaming")):
                 f"| {label} | {c} | {f0(d['rps'])} | {f0(g['rps'])} | {g['rps'] / d['rps']:.0%} | "
                 f"{f0(d['p50'])} / {f0(d['p99'])} | {f0(g['p50'])} / {f0(g['p99'])} | "
                 f"{f0(g['p50'] - d['p50'])} / {f0(g['p99'] - d['p99'])} |")
+
+proxy_rows = [(label, c, rows[(mode, c)][0], rows[(mode, c)][1], oha(mode, c, "proxy"))
+              for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
+if any(p for *_, p in proxy_rows):
+    lines += ["", "| reference: nginx reverse proxy | c | RPS | ratio to direct | p50 / p99 (µs) | "
+              "added p50 / p99 (µs) | ferrogate RPS / nginx-proxy RPS |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, c, d, g, p in proxy_rows:
+        if not (p and d):
+            continue
+        vs = f"{g['rps'] / p['rps']:.0%}" if g else "—"
+        lines.append(f"| {label} | {c} | {f0(p['rps'])} | {p['rps'] / d['rps']:.0%} | "
+                     f"{f0(p['p50'])} / {f0(p['p99'])} | {f0(p['p50'] - d['p50'])} / {f0(p['p99'] - d['p99'])} | {vs} |")
 
 auth_rows = [(label, c, rows[(mode, c)][0], rows[(mode, c)][1], oha(mode, c, "auth"))
              for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
@@ -508,6 +539,7 @@ main() {
 
   write_header
   warm_up direct
+  wanted proxy && warm_up proxy
   [ "$DIRECT_ONLY" = 1 ] || warm_up gateway
   [ "$AUTH" = 0 ] || warm_up auth
   measure_load
