@@ -15,6 +15,8 @@
 //! - [`LedgerWriter::shutdown`] stops intake, writes everything queued, and returns; against a
 //!   failing store it keeps retrying for at most `shutdown_timeout`, then reports what was lost.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use ferrogate_core::tenancy::{StoreError, UsageRecord, UsageStore};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -142,8 +145,22 @@ impl LedgerSender {
 pub struct LedgerWriter {
     sender: LedgerSender,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    task: Task,
 }
+
+/// Where the writer runs.
+#[derive(Debug)]
+enum Task {
+    /// A task on the caller's runtime.
+    Spawned(JoinHandle<()>),
+    /// A thread of its own; the receiver completes when the writer has finished.
+    Thread(oneshot::Receiver<()>),
+}
+
+/// Opens the store the writer uses, on the writer's own thread (see
+/// [`LedgerWriter::spawn_on_thread`]).
+pub type OpenStore =
+    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<Arc<dyn UsageStore>, String>> + Send>> + Send>;
 
 impl LedgerWriter {
     /// Starts the writer task on the current tokio runtime.
@@ -152,8 +169,58 @@ impl LedgerWriter {
         let counters = Arc::new(Counters::default());
         let stop = CancellationToken::new();
         let worker = Worker { store, config, counters: Arc::clone(&counters), stop: stop.clone(), deadline: None };
-        let task = tokio::spawn(worker.run(rx));
+        let task = Task::Spawned(tokio::spawn(worker.run(rx)));
         Self { sender: LedgerSender { tx, counters }, stop, task }
+    }
+
+    /// Starts the writer on a thread of its own (`ferrogate-ledger`, with a single-threaded
+    /// runtime), over a store that `open` connects there; resolves once it is open.
+    ///
+    /// Why a thread: a batch write is CPU work (binding hundreds of parameters, SQLite's own
+    /// work on its connection thread). On the request runtime it would hold a worker between two
+    /// awaits and delay every request queued behind it — a latency tail at every flush. On its
+    /// own thread, with its own connection (whose SQLite thread it spawns, and so passes its
+    /// scheduling on to), the OS scheduler preempts it for request work. See
+    /// [`lower_priority`] for how it gives way.
+    pub async fn spawn_on_thread(open: OpenStore, config: LedgerConfig) -> Result<Self, String> {
+        let (tx, rx) = mpsc::channel(config.capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let stop = CancellationToken::new();
+        let (opened_tx, opened_rx) = oneshot::channel::<Result<(), String>>();
+        let (done_tx, done_rx) = oneshot::channel();
+        let (worker_counters, worker_stop) = (Arc::clone(&counters), stop.clone());
+        std::thread::Builder::new()
+            .name("ferrogate-ledger".into())
+            .spawn(move || {
+                lower_priority();
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(format!("cannot start the ledger writer's runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let store = match open().await {
+                        Ok(store) => store,
+                        Err(e) => {
+                            let _ = opened_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = opened_tx.send(Ok(()));
+                    let worker =
+                        Worker { store, config, counters: worker_counters, stop: worker_stop, deadline: None };
+                    worker.run(rx).await;
+                });
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| format!("cannot start the ledger writer's thread: {e}"))?;
+        match opened_rx.await {
+            Ok(Ok(())) => Ok(Self { sender: LedgerSender { tx, counters }, stop, task: Task::Thread(done_rx) }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("the ledger writer's thread ended before its store was open".into()),
+        }
     }
 
     /// A handle for request paths.
@@ -175,7 +242,11 @@ impl LedgerWriter {
     /// counts.
     pub async fn shutdown(self) -> LedgerStats {
         self.stop.cancel();
-        if let Err(e) = self.task.await {
+        let finished = match self.task {
+            Task::Spawned(handle) => handle.await.map_err(|e| e.to_string()),
+            Task::Thread(done) => done.await.map_err(|_| "its thread ended abnormally".to_owned()),
+        };
+        if let Err(e) = finished {
             tracing::error!(error = %e, "usage ledger writer task failed");
         }
         let stats = self.sender.stats();
@@ -183,6 +254,9 @@ impl LedgerWriter {
         stats
     }
 }
+
+/// Placeholder: the writer thread's scheduling (see `spawn_on_thread`).
+fn lower_priority() {}
 
 struct Worker {
     store: Arc<dyn UsageStore>,

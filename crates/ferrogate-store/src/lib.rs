@@ -26,4 +26,4 @@ mod tenants;
 mod usage;
 
 pub use db::{ConnectError, DbKind, Store, StoreOptions};
-pub use ledger::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter};
+pub use ledger::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter, OpenStore};

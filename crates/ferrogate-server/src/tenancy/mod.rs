@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrogate_core::tenancy::time::Clock;
-use ferrogate_core::tenancy::{KeyDigest, KeyLookup, TenancyStore};
-use ferrogate_store::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter, Store};
+use ferrogate_core::tenancy::{KeyDigest, KeyLookup, TenancyStore, UsageStore};
+use ferrogate_store::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter, OpenStore, Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -58,13 +58,25 @@ impl Tenancy {
         deployments: &BTreeMap<String, DeploymentConfig>,
         clock: Arc<dyn Clock>,
     ) -> Result<Tenancy, String> {
-        let store = Store::connect(s.database_url.expose()).await.map_err(|e| format!("tenancy.database_url: {e}"))?;
-        Ok(Self::with_store(Arc::new(store), s, deployments, clock))
+        let url = s.database_url.expose().to_owned();
+        let store = Store::connect(&url).await.map_err(|e| format!("tenancy.database_url: {e}"))?;
+        // The ledger writer runs on its own thread, over a connection of its own (see
+        // `LedgerWriter::spawn_on_thread`); the schema is already migrated by then.
+        let open: OpenStore = Box::new(move || {
+            Box::pin(async move {
+                let options = StoreOptions { max_connections: 1, ..StoreOptions::default() };
+                let store = Store::connect_with(&url, &options).await.map_err(|e| format!("tenancy.database_url: {e}"))?;
+                Ok(Arc::new(store) as Arc<dyn UsageStore>)
+            })
+        });
+        let ledger_cfg = LedgerConfig { flush_interval: s.ledger_flush_interval, ..LedgerConfig::default() };
+        let writer = LedgerWriter::spawn_on_thread(open, ledger_cfg).await?;
+        Ok(Self::with_parts(Arc::new(store), writer, s, deployments, clock))
     }
 
-    /// Over an open store (on the current tokio runtime: spawns the ledger writer).
-    pub fn with_store(
+    fn with_parts(
         store: Arc<dyn TenancyStore>,
+        writer: LedgerWriter,
         s: &TenancySettings,
         deployments: &BTreeMap<String, DeploymentConfig>,
         clock: Arc<dyn Clock>,
@@ -77,9 +89,6 @@ impl Tenancy {
                 prices.insert(alias.clone(), *price);
             }
         }
-        let ledger_cfg = LedgerConfig { flush_interval: s.ledger_flush_interval, ..LedgerConfig::default() };
-        let usage: Arc<dyn ferrogate_core::tenancy::UsageStore> = store.clone();
-        let writer = LedgerWriter::spawn(usage, ledger_cfg);
         Tenancy {
             keys: Arc::new(KeyCache::new(Arc::clone(&store))),
             failures: FailureLimiter::new(s.auth_failures_per_minute),
