@@ -36,7 +36,9 @@ async fn burst(gws: &[&TestGateway], n: usize) -> Vec<u16> {
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let (http, url) = (http.clone(), gws[i % gws.len()].url(CHAT));
-            tokio::spawn(async move { http.post(url).json(&body("m", false, 8)).send().await.unwrap().status().as_u16() })
+            tokio::spawn(
+                async move { http.post(url).json(&body("m", false, 8)).send().await.unwrap().status().as_u16() },
+            )
         })
         .collect();
     let mut out = Vec::new();
@@ -82,7 +84,8 @@ async fn fifty_per_minute_admit_exactly_50_of_200_across_two_gateways_sharing_re
 #[tokio::test]
 async fn headers_on_200_and_429_and_an_openai_shaped_refusal() {
     let fake = FakeUpstream::openai().await.unwrap();
-    let limits = "[[limits.rules]]\nname = \"per-ip\"\nscope = \"ip\"\nrequests_per_minute = 2\ntokens_per_minute = 10000\n";
+    let limits =
+        "[[limits.rules]]\nname = \"per-ip\"\nscope = \"ip\"\nrequests_per_minute = 2\ntokens_per_minute = 10000\n";
     let gw = TestGateway::start(&config(&fake, limits)).await;
     let first = gw.post_json(CHAT, &body("m", false, 8)).await;
     assert_eq!(first.status(), 200);
@@ -92,9 +95,17 @@ async fn headers_on_200_and_429_and_an_openai_shaped_refusal() {
     assert_eq!(header(&first, "x-ratelimit-limit-tokens"), "10000");
     let tokens_left: u64 = header(&first, "x-ratelimit-remaining-tokens").parse().unwrap();
     assert!(tokens_left < 10000 - 8 && tokens_left > 9900, "prompt estimate + max_tokens reserved: {tokens_left}");
-    assert!(header(&first, "x-ratelimit-reset-tokens").ends_with("ms"), "{}", header(&first, "x-ratelimit-reset-tokens"));
+    assert!(
+        header(&first, "x-ratelimit-reset-tokens").ends_with("ms"),
+        "{}",
+        header(&first, "x-ratelimit-reset-tokens")
+    );
     assert_eq!(
-        (header(&first, "X-RateLimit-Limit"), header(&first, "X-RateLimit-Remaining"), header(&first, "X-RateLimit-Reset")),
+        (
+            header(&first, "X-RateLimit-Limit"),
+            header(&first, "X-RateLimit-Remaining"),
+            header(&first, "X-RateLimit-Reset")
+        ),
         ("2".into(), "1".into(), "30".into())
     );
     // Streams carry them too.
@@ -146,7 +157,8 @@ async fn model_scoped_rules_count_each_deployment_and_its_aliases_together() {
 async fn the_client_ip_comes_from_x_forwarded_for_only_behind_a_trusted_proxy() {
     let fake = FakeUpstream::openai().await.unwrap();
     let rule = "[[limits.rules]]\nname = \"ip\"\nscope = \"ip\"\nrequests_per_minute = 1\n";
-    let trusting = TestGateway::start(&config(&fake, &format!("[limits]\ntrusted_proxies = [\"127.0.0.0/8\"]\n{rule}"))).await;
+    let trusting =
+        TestGateway::start(&config(&fake, &format!("[limits]\ntrusted_proxies = [\"127.0.0.0/8\"]\n{rule}"))).await;
     let plain = TestGateway::start(&config(&fake, rule)).await;
     let send = |gw: &TestGateway, xff: &str| {
         gw.http.post(gw.url(CHAT)).header("x-forwarded-for", xff).json(&body("m", false, 4)).send()

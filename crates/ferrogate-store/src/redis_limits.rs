@@ -138,11 +138,9 @@ fn decode(checks: &[Check], v: &[i64]) -> Result<Acquired, LimitError> {
         .map(|(c, s)| {
             let state = (s[0] == 1).then(|| match c.quota.algorithm {
                 Algorithm::Gcra => State::Gcra { tat_us: s[1] },
-                Algorithm::SlidingWindow => State::Window {
-                    window: s[1],
-                    curr: s[2].max(0).unsigned_abs(),
-                    prev: s[3].max(0).unsigned_abs(),
-                },
+                Algorithm::SlidingWindow => {
+                    State::Window { window: s[1], curr: s[2].max(0).unsigned_abs(), prev: s[3].max(0).unsigned_abs() }
+                }
             });
             limits::check(state, now_us, &c.quota, c.cost).0
         })

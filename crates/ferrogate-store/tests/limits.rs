@@ -53,7 +53,9 @@ async fn exactly_the_burst_under_concurrency(store: Arc<dyn LimitStore>) {
     let tasks: Vec<_> = (0..200)
         .map(|_| {
             let s = store.clone();
-            tokio::spawn(async move { s.acquire(&[gcra("global", 100_000, 1), gcra("k", 50, 1)]).await.unwrap().allowed })
+            tokio::spawn(
+                async move { s.acquire(&[gcra("global", 100_000, 1), gcra("k", 50, 1)]).await.unwrap().allowed },
+            )
         })
         .collect();
     let mut admitted = 0;
@@ -117,7 +119,7 @@ async fn sliding_window_admits_the_limit_and_says_when_to_retry(store: Arc<dyn L
     // At most 5 (exactly 5 unless this ran across a window boundary, where the previous
     // window's weight may already have slid partly out).
     let n = passed.iter().filter(|p| **p).count();
-    assert!(n >= 5 && n <= 6, "{passed:?}");
+    assert!((5..=6).contains(&n), "{passed:?}");
     assert!(passed[..5].iter().all(|p| *p), "{passed:?}");
 }
 

@@ -228,9 +228,10 @@ fn check_rule(
     if algorithm == Algorithm::SlidingWindow && (r.burst_requests.is_some() || r.burst_tokens.is_some()) {
         errs.push(format!("{at}: burst_* applies to gcra only; a sliding window allows at most its rate"));
     }
-    for (burst, rate, field) in
-        [(r.burst_requests, r.requests_per_minute, "burst_requests"), (r.burst_tokens, r.tokens_per_minute, "burst_tokens")]
-    {
+    for (burst, rate, field) in [
+        (r.burst_requests, r.requests_per_minute, "burst_requests"),
+        (r.burst_tokens, r.tokens_per_minute, "burst_tokens"),
+    ] {
         if burst.is_some() && rate.is_none() {
             errs.push(format!("{at}: {field} without its per-minute rate"));
         }

@@ -49,7 +49,9 @@ impl RateHeaders {
                 Dim::Requests => &mut h.requests,
                 Dim::Tokens => &mut h.tokens,
             };
-            let tighter = slot.is_none_or(|s| (line.remaining, std::cmp::Reverse(line.reset)) < (s.remaining, std::cmp::Reverse(s.reset)));
+            let tighter = slot.is_none_or(|s| {
+                (line.remaining, std::cmp::Reverse(line.reset)) < (s.remaining, std::cmp::Reverse(s.reset))
+            });
             if tighter {
                 *slot = Some(line);
             }
@@ -143,6 +145,9 @@ mod tests {
         assert_eq!(get("x-ratelimit-reset-requests"), "500ms");
         assert_eq!(get("x-ratelimit-remaining-tokens"), "900");
         assert_eq!(get("x-ratelimit-reset-tokens"), "6s");
-        assert_eq!((get("x-ratelimit-limit"), get("x-ratelimit-remaining"), get("x-ratelimit-reset")), ("10".into(), "3".into(), "1".into()));
+        assert_eq!(
+            (get("x-ratelimit-limit"), get("x-ratelimit-remaining"), get("x-ratelimit-reset")),
+            ("10".into(), "3".into(), "1".into())
+        );
     }
 }

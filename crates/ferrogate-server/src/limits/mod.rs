@@ -170,14 +170,14 @@ impl Limiter {
             Ok(a) => a,
             Err(e) => return self.store_failed(&e.0),
         };
-        let _ = rl.headers.set(RateHeaders::from_decisions(
-            metas.iter().zip(&acquired.decisions).map(|(m, d)| (m.dim, d)),
-        ));
+        let _ =
+            rl.headers.set(RateHeaders::from_decisions(metas.iter().zip(&acquired.decisions).map(|(m, d)| (m.dim, d))));
         if !acquired.allowed {
             self.stats.limited.fetch_add(1, Ordering::Relaxed);
             return Err(refusal(&metas, &acquired.decisions));
         }
-        let held = checks.into_iter().zip(metas).map(|(c, m)| Held { key: c.key, quota: m.quota, dim: m.dim, cost: m.cost });
+        let held =
+            checks.into_iter().zip(metas).map(|(c, m)| Held { key: c.key, quota: m.quota, dim: m.dim, cost: m.cost });
         Ok(Some(RateReservation {
             store: Arc::clone(&self.store),
             held: held.collect(),
@@ -236,7 +236,13 @@ impl Limiter {
         if now.saturating_sub(last) >= 1000
             && self.last_error_log_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
-            tracing::error!(store = self.store.kind(), policy = self.policy.as_str(), errors, cause, "rate-limit store unavailable");
+            tracing::error!(
+                store = self.store.kind(),
+                policy = self.policy.as_str(),
+                errors,
+                cause,
+                "rate-limit store unavailable"
+            );
         }
         match self.policy {
             FailurePolicy::FailOpen => {
