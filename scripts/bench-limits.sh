@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Rate-limit benchmark (`make bench-limits`): what a limit check costs, and how fast a refusal is.
 #
-# 1. Check cost: `cargo run --release -p ferrogate-store --example limits_bench` — one request's
-#    three counters (global, per-IP, per-model tokens) against the in-process store and against
+# 1. Check cost: `ferrogate bench-limits` (release build) — one request's three counters (global, per-IP, per-model tokens) against the in-process store and against
 #    Redis (REDIS_URL, default redis://127.0.0.1:6379): p50/p99 per check at c=1, checks/s with
 #    many in flight.
 # 2. A 429's latency while the backend is saturated: a release ferrogate with a 1-per-minute
@@ -202,7 +201,7 @@ main() {
   done
   fg_have python3 || fg_die "python3 is needed"
   fg_have curl || fg_die "curl is needed"
-  fg_require_cargo
+  [ -n "${FERROGATE_BIN:-}" ] || fg_require_cargo
   RESULTS="$FG_ROOT/bench-results/limits-$(date -u +%Y%m%d-%H%M%S)"
   mkdir -p "$RESULTS"
   TMP="$(mktemp -d "${TMPDIR:-/tmp}/ferrogate-bench-limits.XXXXXX")"
@@ -216,18 +215,15 @@ main() {
       "$(cut -d' ' -f1-3 /proc/loadavg)" "$(git -C "$FG_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
     printf '### Check cost (one request: global + per-IP + per-model token counters)\n\n'
   } | tee "$RESULTS/report.md"
-  local quick=()
-  [ "$QUICK" = 0 ] || quick=(--quick)
-  local redis_arg=("$REDIS_URL")
-  [ "$REDIS" = 1 ] || redis_arg=("redis://127.0.0.1:1")
-  (cd "$FG_ROOT" && cargo run -q --release -p ferrogate-store --example limits_bench -- "${redis_arg[@]}" "${quick[@]}") |
-    tee -a "$RESULTS/report.md"
-
   if [ -z "${FERROGATE_BIN:-}" ]; then
     fg_log "building ferrogate (release)"
     (cd "$FG_ROOT" && cargo build --release -p ferrogate)
   fi
   [ -x "$GATEWAY_BIN" ] || fg_die "$GATEWAY_BIN was not built"
+  local quick=() redis_url="$REDIS_URL"
+  [ "$QUICK" = 0 ] || quick=(--quick)
+  [ "$REDIS" = 1 ] || redis_url="redis://127.0.0.1:1"
+  "${SERVER_PIN[@]}" "$GATEWAY_BIN" bench-limits --redis-url "$redis_url" "${quick[@]}" | tee -a "$RESULTS/report.md"
   local up gw
   up="$(fg_free_port)"
   start_upstream "$up"
