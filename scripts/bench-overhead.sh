@@ -230,7 +230,7 @@ start_gov_gateway() {
     [ -z "$GOV_REDIS" ] || printf 'redis_url = "%s"\n' "$GOV_REDIS"
     for scope in global ip model; do
       printf '\n[[limits.rules]]\nname = "bench-%s"\nscope = "%s"\n' "$scope" "$scope"
-      printf 'requests_per_minute = 1000000000\ntokens_per_minute = 1000000000000\n'
+      printf 'requests_per_minute = 60000000\ntokens_per_minute = 60000000\n'
     done
   } >>"$file"
   launch_gateway ferrogate-gov "$GOV_PORT" GOV_PID

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::tenancy::config::Secret;
 
-/// Largest rate accepted, per minute (µs arithmetic stays exact below it for any cost).
-pub const MAX_RATE: u64 = 1_000_000_000_000;
+/// Largest rate accepted, per minute: counters keep time in µs, so one unit is at least 1 µs and
+/// a charge is exact to within one unit (60 000 000 per minute = 1 000 000 per second).
+pub const MAX_RATE: u64 = 60_000_000;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -218,12 +218,13 @@ impl Limiter {
             (format!("t:{}", k.tenant.id), &k.tenant.limits, "your tenant"),
         ];
         for (owner, l, scope) in owners {
+            // Clamped to what the counters resolve (a higher rate is unreachable anyway).
             if let Some(rpm) = l.requests_per_minute {
-                let q = Quota::per_minute(Algorithm::Gcra, u64::from(rpm));
+                let q = Quota::per_minute(Algorithm::Gcra, u64::from(rpm).min(config::MAX_RATE));
                 push(checks, metas, format!("{owner}:requests"), Dim::Requests, q, scope.into());
             }
             if let Some(tpm) = l.tokens_per_minute {
-                let q = Quota::per_minute(Algorithm::Gcra, tpm);
+                let q = Quota::per_minute(Algorithm::Gcra, tpm.min(config::MAX_RATE));
                 push(checks, metas, format!("{owner}:tokens"), Dim::Tokens, q, scope.into());
             }
         }
