@@ -10,7 +10,7 @@
 //!   makes a check fail fast with [`LimitError`], and the caller applies its failure policy.
 //!   The connection is lazy and reconnects by itself ([`ConnectionManager`]), so a gateway starts
 //!   while Redis is down and recovers when it is back.
-//! - Refunds run off the request path in a tracked task ([`RedisLimitStore::shutdown`] waits).
+//! - Refunds run off the request path in a tracked task (`LimitStore::shutdown` waits for them).
 //!
 //! Not supported: Redis Cluster (a check's keys would have to share a hash slot).
 
@@ -93,17 +93,6 @@ impl RedisLimitStore {
             tasks: TaskTracker::new(),
             refund_errors: Arc::new(AtomicU64::new(0)),
         })
-    }
-
-    /// Refunds that could not be applied since start.
-    pub fn refund_errors(&self) -> u64 {
-        self.refund_errors.load(Ordering::Relaxed)
-    }
-
-    /// Waits for refunds in flight (bounded by the timeout each).
-    pub async fn shutdown(&self) {
-        self.tasks.close();
-        self.tasks.wait().await;
     }
 
     async fn run_acquire(&self, checks: &[Check]) -> Result<Vec<i64>, LimitError> {
@@ -198,5 +187,15 @@ impl LimitStore for RedisLimitStore {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn failed_refunds(&self) -> u64 {
+        self.refund_errors.load(Ordering::Relaxed)
+    }
+
+    /// Waits for refunds in flight (each bounded by the timeout).
+    async fn shutdown(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }

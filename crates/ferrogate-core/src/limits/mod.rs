@@ -145,6 +145,14 @@ pub trait LimitStore: Send + Sync + 'static {
 
     /// `"memory"` or `"redis"`, for logs.
     fn kind(&self) -> &'static str;
+
+    /// Corrections that could not be applied (the store was unreachable) since start.
+    fn failed_refunds(&self) -> u64 {
+        0
+    }
+
+    /// Waits for corrections still in flight (graceful shutdown).
+    async fn shutdown(&self) {}
 }
 
 /// A counter's stored state.

@@ -101,7 +101,8 @@ pub fn go_duration(d: Duration) -> String {
 /// Puts the client address into the request's context, and the rate-limit headers (if the
 /// request was checked) onto its response.
 pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    if !st.limits.active() {
+    // Only inference endpoints are rate-limited.
+    if !st.limits.active() || crate::tenancy::metered_endpoint(req.uri().path()).is_none() {
         return next.run(req).await;
     }
     let ip = client_ip::client_ip(&req, &st.limits.trusted_proxies);

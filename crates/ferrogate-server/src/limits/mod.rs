@@ -60,6 +60,8 @@ pub struct LimiterStats {
     pub failed_closed: AtomicU64,
 }
 
+// (Refunds that failed are counted by the store: `LimiterSnapshot::failed_refunds`.)
+
 /// A snapshot of [`LimiterStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimiterSnapshot {
@@ -68,6 +70,8 @@ pub struct LimiterSnapshot {
     pub store_errors: u64,
     pub failed_open: u64,
     pub failed_closed: u64,
+    /// Token refunds lost to store failures (limits briefly stricter, never looser).
+    pub failed_refunds: u64,
 }
 
 /// Per request, in `RequestCx`: the client's address, and the headers the response will carry.
@@ -145,7 +149,13 @@ impl Limiter {
             store_errors: l(&s.store_errors),
             failed_open: l(&s.failed_open),
             failed_closed: l(&s.failed_closed),
+            failed_refunds: self.store.failed_refunds(),
         }
+    }
+
+    /// Waits for refunds still in flight (after the last request settled).
+    pub async fn shutdown(&self) {
+        self.store.shutdown().await;
     }
 
     /// Checks and charges every counter that applies to `plan` (a request, and its prompt
