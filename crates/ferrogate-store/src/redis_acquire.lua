@@ -5,6 +5,10 @@
 --   inc_us (GCRA: cost as time), tol_us (GCRA: burst as time), limit, period_us.
 -- Returns {allowed, now_us, then per key: present, a, b, c} where the pre-check state is
 --   GCRA {tat} or window {window, curr, prev}; the gateway derives its headers from it.
+-- Redis 3.2-4 replicate a script that reads TIME by its effects only when asked (5+: always).
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {0, now}

@@ -4,6 +4,9 @@
 --   Window: amount is units to give back (negative: to charge) in window `window` of the charge,
 --   applied only while that window is the stored current or previous one.
 -- A counter that expired meanwhile is left alone (it reads as empty already).
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 for i = 1, #KEYS do

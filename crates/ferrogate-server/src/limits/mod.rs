@@ -180,8 +180,14 @@ impl Limiter {
             Ok(a) => a,
             Err(e) => return self.store_failed(&e.0),
         };
-        let _ =
-            rl.headers.set(RateHeaders::from_decisions(metas.iter().zip(&acquired.decisions).map(|(m, d)| (m.dim, d))));
+        let mut shown = acquired.decisions.clone();
+        if !acquired.allowed {
+            // Nothing was charged: a counter that had room still has this request's cost.
+            for (d, m) in shown.iter_mut().zip(&metas).filter(|(d, _)| d.allowed) {
+                d.remaining = d.remaining.saturating_add(m.cost).min(d.limit);
+            }
+        }
+        let _ = rl.headers.set(RateHeaders::from_decisions(metas.iter().zip(&shown).map(|(m, d)| (m.dim, d))));
         if !acquired.allowed {
             self.stats.limited.fetch_add(1, Ordering::Relaxed);
             return Err(refusal(&metas, &acquired.decisions));
