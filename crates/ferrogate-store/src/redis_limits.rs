@@ -1,8 +1,8 @@
 //! Rate-limit counters in Redis: core's [`LimitStore`] shared by every gateway replica.
 //!
 //! - One atomic Lua script per check (`redis_acquire.lua`), one round trip: it reads Redis's own
-//!   clock (`TIME`), decides every counter and charges all or none. Sent as `EVALSHA`, falling
-//!   back to `EVAL` when Redis does not know the script yet (after a restart or `SCRIPT FLUSH`).
+//!   clock (`TIME`), decides every counter and charges all or none. Sent as `EVALSHA`; on
+//!   `NOSCRIPT` (after a restart or `SCRIPT FLUSH`) redis-rs loads it and repeats the call.
 //! - The script mirrors `ferrogate_core::limits::{gcra, window}`; the decision details behind the
 //!   response headers are computed by those same functions from the state the script returns, so
 //!   both stores answer alike (one behaviour suite runs against each).
