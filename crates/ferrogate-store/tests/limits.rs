@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrogate_core::limits::memory::MemoryLimitStore;
-use ferrogate_core::limits::{Algorithm, Check, LimitStore, Quota, Refund};
+use ferrogate_core::limits::{Acquired, Algorithm, Check, LimitStore, Quota, Refund};
 use ferrogate_core::tenancy::time::SystemClock;
 use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
 use ferrogate_testkit::redis::{shared_url, unique_prefix};
@@ -44,6 +44,14 @@ against_every_store!(
     sliding_window_admits_the_limit_and_says_when_to_retry,
 );
 
+/// `acquire`, checking that the store's verdict agrees with the per-counter decisions (for Redis:
+/// the Lua script's verdict against core's functions run on the state the script read).
+async fn acq(store: &dyn LimitStore, checks: &[Check]) -> Acquired {
+    let a = store.acquire(checks).await.unwrap();
+    assert_eq!(a.allowed, a.decisions.iter().all(|d| d.allowed), "{a:?}");
+    a
+}
+
 fn gcra(key: &str, limit: u64, cost: u64) -> Check {
     Check { key: key.into(), quota: Quota::per_minute(Algorithm::Gcra, limit), cost }
 }
@@ -53,9 +61,7 @@ async fn exactly_the_burst_under_concurrency(store: Arc<dyn LimitStore>) {
     let tasks: Vec<_> = (0..200)
         .map(|_| {
             let s = store.clone();
-            tokio::spawn(
-                async move { s.acquire(&[gcra("global", 100_000, 1), gcra("k", 50, 1)]).await.unwrap().allowed },
-            )
+            tokio::spawn(async move { acq(s.as_ref(), &[gcra("global", 100_000, 1), gcra("k", 50, 1)]).await.allowed })
         })
         .collect();
     let mut admitted = 0;
@@ -67,50 +73,50 @@ async fn exactly_the_burst_under_concurrency(store: Arc<dyn LimitStore>) {
 
 async fn a_refusal_charges_nothing(store: Arc<dyn LimitStore>) {
     let both = [gcra("a", 10, 1), gcra("b", 2, 1)];
-    assert!(store.acquire(&both).await.unwrap().allowed);
-    assert!(store.acquire(&both).await.unwrap().allowed);
-    let third = store.acquire(&both).await.unwrap();
+    assert!(acq(store.as_ref(), &both).await.allowed);
+    assert!(acq(store.as_ref(), &both).await.allowed);
+    let third = acq(store.as_ref(), &both).await;
     assert!(!third.allowed);
     assert!(third.decisions[0].allowed && !third.decisions[1].allowed, "{third:?}");
     assert!(third.decisions[1].retry_after_us > 0);
-    let a = store.acquire(&[gcra("a", 10, 1)]).await.unwrap();
+    let a = acq(store.as_ref(), &[gcra("a", 10, 1)]).await;
     assert_eq!(a.decisions[0].remaining, 7, "'a' was charged twice, not three times");
 }
 
 async fn decisions_count_down_and_reset(store: Arc<dyn LimitStore>) {
     let mut remaining = Vec::new();
     for _ in 0..6 {
-        let a = store.acquire(&[gcra("k", 5, 1)]).await.unwrap();
+        let a = acq(store.as_ref(), &[gcra("k", 5, 1)]).await;
         remaining.push((a.allowed, a.decisions[0].remaining));
     }
     // Refill is 1 per 12 s: nothing refills while this runs.
     assert_eq!(remaining, [(true, 4), (true, 3), (true, 2), (true, 1), (true, 0), (false, 0)]);
-    let d = store.acquire(&[gcra("k", 5, 1)]).await.unwrap().decisions[0];
+    let d = acq(store.as_ref(), &[gcra("k", 5, 1)]).await.decisions[0];
     assert!(d.reset_us > 59_000_000 && d.reset_us <= 60_000_000, "{d:?}");
     assert!(d.retry_after_us > 11_000_000 && d.retry_after_us <= 12_000_000, "{d:?}");
 }
 
 async fn token_reservations_are_reconciled(store: Arc<dyn LimitStore>) {
-    let first = store.acquire(&[gcra("t", 1000, 400)]).await.unwrap();
+    let first = acq(store.as_ref(), &[gcra("t", 1000, 400)]).await;
     assert!(first.allowed);
-    assert!(store.acquire(&[gcra("t", 1000, 400)]).await.unwrap().allowed);
-    assert!(!store.acquire(&[gcra("t", 1000, 400)]).await.unwrap().allowed, "800 reserved of 1000");
+    assert!(acq(store.as_ref(), &[gcra("t", 1000, 400)]).await.allowed);
+    assert!(!acq(store.as_ref(), &[gcra("t", 1000, 400)]).await.allowed, "800 reserved of 1000");
     // The first request used 100 of its 400.
     let quota = Quota::per_minute(Algorithm::Gcra, 1000);
     store.release(vec![Refund { key: "t".into(), quota, units: 300, charged_at_us: first.now_us }]);
     let t0 = Instant::now();
-    while !store.acquire(&[gcra("t", 1000, 400)]).await.unwrap().allowed {
+    while !acq(store.as_ref(), &[gcra("t", 1000, 400)]).await.allowed {
         assert!(t0.elapsed() < Duration::from_secs(5), "the refund never arrived");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(!store.acquire(&[gcra("t", 1000, 400)]).await.unwrap().allowed, "exactly one more fits");
+    assert!(!acq(store.as_ref(), &[gcra("t", 1000, 400)]).await.allowed, "exactly one more fits");
 }
 
 async fn sliding_window_admits_the_limit_and_says_when_to_retry(store: Arc<dyn LimitStore>) {
     let c = Check { key: "w".into(), quota: Quota::per_minute(Algorithm::SlidingWindow, 5), cost: 1 };
     let mut passed = Vec::new();
     for _ in 0..8 {
-        let a = store.acquire(std::slice::from_ref(&c)).await.unwrap();
+        let a = acq(store.as_ref(), std::slice::from_ref(&c)).await;
         passed.push(a.allowed);
         if !a.allowed {
             assert!(a.decisions[0].retry_after_us > 0 && a.decisions[0].retry_after_us <= 120_000_000);
