@@ -29,7 +29,7 @@ NEXTEST_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release test test-rust test-sdk lint fmt check-config \
-	fetch-models bench-overhead bench-engine
+	fetch-models bench-overhead bench-engine bench-limits
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -115,6 +115,10 @@ fmt: ## format the Rust code
 bench-overhead: ## gateway overhead vs direct: nginx static upstream, oha load, c=1/16/64
 	@scripts/setup.sh --bench --no-models
 	scripts/bench-overhead.sh
+
+bench-limits: ## rate limits: check cost (in process, Redis) and a 429's latency with the backend saturated
+	@scripts/setup.sh --bench --no-models
+	scripts/bench-limits.sh
 
 bench-engine: ## embedded engine throughput vs llama.cpp's llama-server
 	@scripts/setup.sh --bench

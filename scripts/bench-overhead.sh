@@ -18,16 +18,23 @@
 # stored key (with a daily token budget and a request rate, so admission counts) checked on every
 # request, and every request metered into a SQLite ledger. It answers "what do auth and metering
 # add?" side by side with the bare gateway.
+# With --governance, a fourth target, "gov" (gateway + rate limits), is a ferrogate with
+# [[limits.rules]] on: a global, a per-IP and a per-model rule, each with a request and a token
+# rate far too high to refuse, so every request makes one limiter check (three counters, tokens
+# reserved and reconciled) and gets the x-ratelimit-* headers. Counters in process, or in Redis
+# with BENCH_GOV_REDIS=redis://127.0.0.1:6379 (one script round trip per request).
 # Targets (issue 2): added p50 <= 100 us and p99 <= 500 us at c=1; gateway RPS >= 50% of direct at
 # c=64; added TTFT <= 300 us; idle RSS <= 30 MB. Issue 4: the added p99 at c=1 with auth and
-# ledger on <= 1.5x the bare gateway's. Each prints PASS or FAIL.
+# ledger on <= 1.5x the bare gateway's; issue 5: the same bound with rate limits on (--governance).
+# Each prints PASS or FAIL.
 #
 # On 2 cores, by default the servers (nginx, ferrogate) share CPU 0 and the load generators run on
 # CPU 1 (taskset), so the client never steals the server's core and runs are repeatable.
 #
-# Usage: scripts/bench-overhead.sh [--direct-only] [--no-auth]
+# Usage: scripts/bench-overhead.sh [--direct-only] [--no-auth] [--governance]
 #   --direct-only   measure nginx alone (checks the harness without a gateway)
 #   --no-auth       skip the "gateway + auth + ledger" variant
+#   --governance    add the "gateway + rate limits" variant (BENCH_GOV_REDIS: counters in Redis)
 # Env: BENCH_DURATION (s per run, default 8), BENCH_WARMUP (s, default 2), BENCH_CONCURRENCY
 #      ("1 16 64"), BENCH_TARGETS (default "direct proxy gateway auth"; direct and gateway are
 #      the baseline every comparison needs), BENCH_PIN (1: pin as above, 0: no pinning), BENCH_TTFT_N (default 2000),
@@ -52,6 +59,10 @@ HEALTH_TIMEOUT=${BENCH_HEALTH_TIMEOUT:-30}
 
 DIRECT_ONLY=0
 AUTH=1
+GOV=0
+GOV_PID=""
+GOV_PORT=""
+GOV_REDIS="${BENCH_GOV_REDIS:-}"
 TMP=""
 RESULTS=""
 NGINX_PID=""
@@ -75,6 +86,7 @@ cleanup() {
   local rc=$?
   [ -z "$GW_PID" ] || fg_stop_pid "$GW_PID" 10
   [ -z "$AUTH_PID" ] || fg_stop_pid "$AUTH_PID" 10
+  [ -z "$GOV_PID" ] || fg_stop_pid "$GOV_PID" 10
   [ -z "$NGINX_PID" ] || fg_stop_pid "$NGINX_PID" 5
   if [ -n "$TMP" ]; then
     # Keep the configs and the logs' ends with the results (they explain a failure; a full
@@ -82,7 +94,7 @@ cleanup() {
     if [ -n "$RESULTS" ]; then
       cp "$TMP"/*.toml "$TMP"/*.conf "$RESULTS/" 2>/dev/null || true
       local log
-      for log in ferrogate.log ferrogate-auth.log nginx.log nginx/error.log; do
+      for log in ferrogate.log ferrogate-auth.log ferrogate-gov.log nginx.log nginx/error.log; do
         [ ! -f "$TMP/$log" ] || tail -n 300 "$TMP/$log" >"$RESULTS/${log//\//-}"
       done
     fi
@@ -217,6 +229,23 @@ start_auth_gateway() {
   [ -n "$AUTH_KEY" ] || fg_die "the admin API returned no key"
 }
 
+# The "gateway + rate limits" variant (--governance): three rules that every request meets, with
+# rates far above what the load can reach, so nothing is refused but every counter is checked.
+start_gov_gateway() {
+  GOV_PORT="$(fg_free_port)"
+  local file="$TMP/ferrogate-gov.toml" scope
+  write_gateway_config "$file" "$GOV_PORT"
+  {
+    printf '\n[limits]\nkey_prefix = "ferrogate-bench:%s:%s:"\n' "$$" "$RANDOM"
+    [ -z "$GOV_REDIS" ] || printf 'redis_url = "%s"\n' "$GOV_REDIS"
+    for scope in global ip model; do
+      printf '\n[[limits.rules]]\nname = "bench-%s"\nscope = "%s"\n' "$scope" "$scope"
+      printf 'requests_per_minute = 60000000\ntokens_per_minute = 60000000\n'
+    done
+  } >>"$file"
+  launch_gateway ferrogate-gov "$GOV_PORT" GOV_PID
+}
+
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 # === load ===
@@ -237,6 +266,7 @@ url() {
   proxy) printf 'http://127.0.0.1:%s/%s/v1/chat/completions' "$PROXY_PORT" "$2" ;;
   gateway) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GW_PORT" ;;
   auth) printf 'http://127.0.0.1:%s/v1/chat/completions' "$AUTH_PORT" ;;
+  gov) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GOV_PORT" ;;
   esac
 }
 
@@ -287,10 +317,11 @@ measure_load() {
   local mode conc target
   for mode in json sse; do
     for conc in "${CONCURRENCY[@]}"; do
-      for target in direct proxy gateway auth; do
-        wanted "$target" || continue
+      for target in direct proxy gateway auth gov; do
+        [ "$target" = gov ] || wanted "$target" || continue
         [ "$target" = direct ] || [ "$DIRECT_ONLY" = 0 ] || continue
         [ "$target" != auth ] || [ "$AUTH" = 1 ] || continue
+        [ "$target" != gov ] || [ "$GOV" = 1 ] || continue
         fg_log "oha: $mode c=$conc $target (${DURATION}s)"
         oha_run "$target" "$mode" "$conc" "$DURATION" "$RESULTS/oha-$mode-c$conc-$target.json"
       done
@@ -407,12 +438,16 @@ if any(p for *_, p in proxy_rows):
         lines.append(f"| {label} | {c} | {f0(p['rps'])} | {p['rps'] / d['rps']:.0%} | "
                      f"{f0(p['p50'])} / {f0(p['p99'])} | {f0(p['p50'] - d['p50'])} / {f0(p['p99'] - d['p99'])} | {vs} |")
 
-auth_rows = [(label, c, rows[(mode, c)][0], rows[(mode, c)][1], oha(mode, c, "auth"))
-             for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
-if any(a for *_, a in auth_rows):
-    lines += ["", "| gateway + auth + ledger | c | RPS | p50 / p99 (µs) | added p50 / p99 (µs) | "
+def variant_rows(target):
+    return [(label, c, rows[(mode, c)][0], rows[(mode, c)][1], oha(mode, c, target))
+            for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
+auth_rows, gov_rows = variant_rows("auth"), variant_rows("gov")
+for title, vrows in (("gateway + auth + ledger", auth_rows), ("gateway + rate limits", gov_rows)):
+    if not any(a for *_, a in vrows):
+        continue
+    lines += ["", f"| {title} | c | RPS | p50 / p99 (µs) | added p50 / p99 (µs) | "
               "added p99 vs bare gateway |", "|---|---:|---:|---:|---:|---:|"]
-    for label, c, d, g, a in auth_rows:
+    for label, c, d, g, a in vrows:
         if not (a and d and g):
             continue
         ratio = (a["p99"] - d["p99"]) / max(g["p99"] - d["p99"], 1)
@@ -475,6 +510,13 @@ for label, c, d, g, a in auth_rows:
         ratio = added_auth / max(added_gw, 1)
         check(f"added p99 with auth + ledger <= 1.5x bare gateway at c=1 ({label})", ratio <= 1.5,
               f"{added_auth:.0f} vs {added_gw:.0f} µs ({ratio:.2f}×)")
+# Issue 5: with the governance features on (--governance), the same bound.
+for label, c, d, g, a in gov_rows:
+    if c == "1" and a and d and g:
+        added_gov, added_gw = a["p99"] - d["p99"], g["p99"] - d["p99"]
+        ratio = added_gov / max(added_gw, 1)
+        check(f"added p99 with rate limits <= 1.5x bare gateway at c=1 ({label})", ratio <= 1.5,
+              f"{added_gov:.0f} vs {added_gw:.0f} µs ({ratio:.2f}×)")
 lines += ["", "| target | result | measured |", "|---|---|---:|"]
 if not checks:
     lines.append("| (all) | SKIP | no gateway measured |")
@@ -510,6 +552,7 @@ main() {
     case "$arg" in
     --direct-only) DIRECT_ONLY=1 ;;
     --no-auth) AUTH=0 ;;
+    --governance) GOV=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; fg_die "unknown option '$arg'" ;;
     esac
@@ -533,8 +576,10 @@ main() {
     local idle
     idle="$(rss_kib "$GW_PID")"
     [ "$AUTH" = 0 ] || start_auth_gateway
+    [ "$GOV" = 0 ] || start_gov_gateway
   else
     AUTH=0
+    GOV=0
   fi
 
   write_header
@@ -542,6 +587,7 @@ main() {
   wanted proxy && warm_up proxy
   [ "$DIRECT_ONLY" = 1 ] || warm_up gateway
   [ "$AUTH" = 0 ] || warm_up auth
+  [ "$GOV" = 0 ] || warm_up gov
   measure_load
 
   fg_log "TTFT probe: $TTFT_N streaming requests, c=1"

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod error;
+pub mod limits;
 pub mod routing;
 pub mod stream;
 pub mod tenancy;

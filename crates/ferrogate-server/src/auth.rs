@@ -13,11 +13,11 @@
 //!   writes the row of any such request that the pipeline did not settle (rejected after auth,
 //!   or dropped before reaching a backend), so every one leaves exactly one row.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -79,9 +79,9 @@ fn endpoint_group(path: &str) -> Option<EndpointGroup> {
     }
 }
 
-/// The peer's address (a router driven without a socket, as in tests, counts as 0.0.0.0).
-fn client_ip(req: &Request) -> IpAddr {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+/// The client's address: the peer, or `X-Forwarded-For` from a trusted proxy (`limits::client_ip`).
+fn client_ip(st: &AppState, req: &Request) -> IpAddr {
+    crate::limits::client_ip::client_ip(req, &st.limits.trusted_proxies)
 }
 
 pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -93,7 +93,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     let admin = tenancy.is_some() && (path == "/admin" || path.starts_with("/admin/"));
     let group = endpoint_group(path);
     let endpoint = metered_endpoint(path);
-    let ip = client_ip(&req);
+    let ip = client_ip(&st, &req);
     let Some(presented) = presented_key(req.headers()) else {
         return ApiError::unauthorized(MISSING_KEY).into_response();
     };

@@ -16,6 +16,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::limits::config::{LimitSettings, LimitsConfig};
 pub use crate::tenancy::config::{PriceConfig, Secret, TenancyConfig, TenancySettings};
 
 /// The default model file, served when the configuration names no backend at all.
@@ -104,6 +105,8 @@ struct RawConfig {
     tenancy: TenancyConfig,
     /// USD per million tokens, by deployment (cost budgets).
     prices: BTreeMap<String, PriceConfig>,
+    /// Rate limits: rules, shared store, failure policy, trusted proxies.
+    limits: LimitsConfig,
 }
 
 /// A checked configuration.
@@ -117,6 +120,7 @@ pub struct Config {
     pub deployments: BTreeMap<String, DeploymentConfig>,
     /// `None`: tenancy off (no master key and no database configured).
     pub tenancy: Option<TenancySettings>,
+    pub limits: LimitSettings,
 }
 
 /// Every problem found, one per line.
@@ -211,6 +215,12 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     check_deployments(&raw, &mut errs);
     let names: Vec<&str> = raw.deployments.keys().map(String::as_str).collect();
     let tenancy = crate::tenancy::config::check(&raw.tenancy, &raw.prices, &names, &mut errs);
+    let models: Vec<_> = raw
+        .deployments
+        .iter()
+        .map(|(name, d)| crate::limits::config::ModelNames { name, aliases: &d.aliases })
+        .collect();
+    let limits = crate::limits::config::check(&raw.limits, &models, &mut errs);
     match listen {
         Ok(listen) if errs.is_empty() => Ok(Config {
             server: raw.server,
@@ -220,6 +230,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
             backends: raw.backends,
             deployments: raw.deployments,
             tenancy,
+            limits,
         }),
         _ => Err(ConfigErrors(errs)),
     }

@@ -315,14 +315,39 @@ impl ApiError {
     pub fn refused(r: &Refusal, now_ms: i64) -> Self {
         let (kind, code) = match r {
             Refusal::Budget { .. } => ("insufficient_quota", "insufficient_quota"),
-            Refusal::RequestRate { .. } => ("requests", "rate_limit_exceeded"),
-            Refusal::TokenRate { .. } => ("tokens", "rate_limit_exceeded"),
             Refusal::Concurrency { .. } => ("requests", "concurrency_limit_exceeded"),
         };
         let wait = u64::try_from(r.retry_after_ms(now_ms)).unwrap_or(1);
         Self {
             retry_after: Some(Duration::from_millis(wait)),
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, kind, Some(code), r.to_string())
+        }
+    }
+}
+
+// === rate limits ===
+
+impl ApiError {
+    /// 429 from a rate limit; `kind` is `requests` or `tokens`, as OpenAI's error types.
+    pub fn rate_limited(kind: &'static str, message: String, retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, kind, Some("rate_limit_exceeded"), message)
+        }
+    }
+
+    /// 503: the shared rate-limit store did not answer and the policy is `fail_closed`.
+    pub fn limiter_unavailable(cause: &str) -> Self {
+        Self {
+            retry_after: Some(Duration::from_secs(1)),
+            cause: Some(cause.to_owned()),
+            blame: Blame::Gateway,
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("rate_limiter_unavailable"),
+                "Rate limits cannot be checked right now; retry shortly",
+            )
         }
     }
 }

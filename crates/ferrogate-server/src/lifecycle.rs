@@ -142,6 +142,7 @@ async fn serve(listener: TcpListener, st: AppState, signal: impl Future<Output =
     if let Some(t) = &st.tenancy {
         t.shutdown().await;
     }
+    st.limits.shutdown().await;
     tracing::info!("shutdown complete");
 }
 

@@ -17,6 +17,7 @@ use ferrogate_protocol::openai::{
 };
 
 use crate::error::ApiError;
+use crate::limits::{RateReservation, RequestLimits};
 use crate::state::{AppState, InflightGuard};
 use crate::telemetry::RequestCx;
 use crate::tenancy::{Admission, Caller, Metering};
@@ -57,6 +58,10 @@ pub struct Plan {
     pub caller: Option<Arc<Caller>>,
     /// The reservation made by [`admit`]; moves into `Settle`.
     pub admission: Option<Admission>,
+    /// Client IP and rate-limit headers (set when rate limits may apply).
+    pub limits: Option<Arc<RequestLimits>>,
+    /// The rate-limit counters [`admit`] charged; moves into `Settle`.
+    pub rate: Option<RateReservation>,
 }
 
 pub fn plan_chat(
@@ -170,15 +175,20 @@ fn route(
         prompt_estimate: 0,
         caller: cx.caller.clone(),
         admission: None,
+        limits: cx.limits.clone(),
+        rate: None,
     })
 }
 
-/// Reserves the request's prompt estimate + `max_tokens` against its key's and tenant's budgets,
-/// rates and concurrency (429 when refused). An effect, so after planning, before execution.
+/// Reserves the request's prompt estimate + `max_tokens` against its key's and tenant's budgets
+/// and concurrency, then against the rate limits (rules, and the key's and tenant's rates): 429
+/// when refused. An effect, so after planning, before execution.
 pub async fn admit(st: &AppState, mut plan: Plan) -> Result<Plan, ApiError> {
     if let (Some(t), Some(who)) = (&st.tenancy, plan.caller.as_ref().and_then(|c| c.principal.key())) {
         plan.admission = t.admit(who, &plan.model, plan.prompt_estimate, plan.req.params.max_tokens).await?;
     }
+    // === rate limits (docs/GOVERNANCE.md) ===
+    plan.rate = st.limits.admit(&mut plan, st.default_max_tokens()).await?;
     Ok(plan)
 }
 

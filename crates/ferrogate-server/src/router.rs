@@ -12,13 +12,14 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::error::ApiError;
 use crate::handlers::{chat, completions, health, models, simple};
 use crate::state::AppState;
-use crate::{admin, auth, telemetry};
+use crate::{admin, auth, limits, telemetry};
 
 pub fn router(st: AppState) -> Router {
     let stages = ServiceBuilder::new()
         .layer(from_fn(telemetry::layer)) // 1 request id, timing, access log
         .layer(CatchPanicLayer::custom(on_panic)) // 2 a bug answers 500, never drops the connection
         .layer(from_fn_with_state(st.clone(), drain)) // 3 shutting down → 503
+        .layer(from_fn_with_state(st.clone(), limits::layer)) // 3b client IP; rate-limit headers
         .layer(from_fn_with_state(st.clone(), auth::layer)) // 4 who is calling
         .layer(DefaultBodyLimit::max(st.body_limit)); // 5 bounded input
     let routes = Router::new()

@@ -6,12 +6,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ferrogate_backends::BuildContext;
+use ferrogate_core::tenancy::time::{Clock, SystemClock};
 use ferrogate_core::{Backend, Deployment, Health, Registry, Target};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::StaticKeys;
 use crate::config::Config;
+use crate::limits::Limiter;
 use crate::tenancy::Tenancy;
 
 #[derive(Clone)]
@@ -24,6 +26,8 @@ pub struct Inner {
     pub keys: StaticKeys,
     /// Stored keys, admin API, usage ledger and quotas; `None` when tenancy is off.
     pub tenancy: Option<Arc<Tenancy>>,
+    /// Rate limits (rules and the keys' rates), in process or on Redis.
+    pub limits: Arc<Limiter>,
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub keepalive: Duration,
@@ -86,12 +90,15 @@ impl AppState {
             })
             .collect();
         let registry = Registry::new(deployments)?;
+        let clock = tenancy.as_ref().map_or_else(|| Arc::new(SystemClock) as Arc<dyn Clock>, |t| Arc::clone(&t.clock));
+        let limits = Arc::new(Limiter::new(&cfg.limits, tenancy.is_some(), clock).map_err(|e| vec![e])?);
         let health = backends.keys().map(|k| (k.clone(), Health::NotReady("not checked yet".into()))).collect();
         Ok(AppState(Arc::new(Inner {
             registry,
             backends: backends.into_values().collect(),
             keys: StaticKeys::new(&cfg.server.api_keys),
             tenancy,
+            limits,
             body_limit: cfg.server.body_limit_bytes,
             request_timeout: Duration::from_secs(cfg.server.request_timeout_secs),
             keepalive: Duration::from_secs(cfg.server.sse_keepalive_secs),

@@ -18,6 +18,8 @@ pub struct RequestCx {
     pub started: Instant,
     /// Set by the auth layer: who is calling, and the request's usage-ledger slot.
     pub caller: Option<std::sync::Arc<crate::tenancy::Caller>>,
+    /// Set by the limits layer when rate limits may apply: client IP, rate-limit headers.
+    pub limits: Option<std::sync::Arc<crate::limits::RequestLimits>>,
 }
 
 /// Filled by handlers so the access log can name the model and backend; the backend is also
@@ -38,7 +40,7 @@ fn request_id(req: &Request) -> String {
 }
 
 pub async fn layer(mut req: Request, next: Next) -> Response {
-    let cx = RequestCx { id: request_id(&req), started: Instant::now(), caller: None };
+    let cx = RequestCx { id: request_id(&req), started: Instant::now(), caller: None, limits: None };
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     req.extensions_mut().insert(cx.clone());
     let mut res = next.run(req).await;

@@ -10,6 +10,8 @@
 //! its request id and inserted `ON CONFLICT DO NOTHING`; SQL errors leave this crate as
 //! [`StoreError`] (no sqlx type in the public API beyond the connect error's source).
 //!
+//! [`redis_limits`] holds the Redis implementation of core's `LimitStore` (shared rate-limit counters).
+//!
 //! [`TenantStore`]: ferrogate_core::tenancy::TenantStore
 //! [`KeyStore`]: ferrogate_core::tenancy::KeyStore
 //! [`UsageStore`]: ferrogate_core::tenancy::UsageStore
@@ -22,6 +24,7 @@ mod error;
 mod keys;
 mod ledger;
 mod migrations;
+pub mod redis_limits;
 mod tenants;
 mod usage;
 

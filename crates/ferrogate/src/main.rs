@@ -1,10 +1,11 @@
-//! The `ferrogate` command: `serve`, `config check`, `bench`, and the admin API's client:
+//! The `ferrogate` command: `serve`, `config check`, `bench`, `bench-limits`, and the admin API's client:
 //! `tenants`, `keys`, `usage`.
 
 #![allow(clippy::print_stdout)] // the CLI talks to its user on stdout
 
 mod admin;
 mod bench;
+mod bench_limits;
 mod table;
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ enum Command {
     },
     /// Load generator: streaming requests at several concurrency levels (TTFT, tokens/s).
     Bench(bench::BenchArgs),
+    /// What a rate-limit check costs, in process and on Redis (docs/GOVERNANCE.md).
+    BenchLimits(bench_limits::BenchLimitsArgs),
     /// Tenants (teams) — admin API client (FERROGATE_MASTER_KEY, --url).
     Tenants {
         #[command(flatten)]
@@ -76,6 +79,13 @@ fn main() -> ExitCode {
         Command::Tenants { target, command } => client(admin::tenants(target, command)),
         Command::Keys { target, command } => client(admin::keys(target, command)),
         Command::Usage { target, args } => client(admin::usage(target, args)),
+        Command::BenchLimits(args) => match runtime().and_then(|rt| rt.block_on(bench_limits::run(args))) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench-limits failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench(args) => {
             runtime().and_then(|rt| rt.block_on(bench::run(args)).map_err(|e| e.to_string())).map_or_else(
                 |e| {

@@ -1,5 +1,6 @@
 //! Admission against a key's and its tenant's limits: token and cost budgets per UTC day and
-//! calendar month, requests and tokens per minute, requests in flight.
+//! calendar month, requests in flight. (Their per-minute request and token rates are rate limits:
+//! `crate::limits`, shared across replicas like the configured rules.)
 //!
 //! Pure: no I/O, no clock of its own (callers pass `now_ms`), no locks. The caller holds every
 //! owner's [`Counters`] (the key's and its tenant's) under its own lock while [`admit`] runs;
@@ -14,15 +15,11 @@
 //!   the overspend is at most one request's demand.
 //! - A request is charged to the windows it started in (the ledger's `created_at`): one that
 //!   settles after midnight reconciles nothing into the new day.
-//! - Rates use GCRA: a whole minute's allowance may be spent in a burst, then it refills evenly.
-//!   A token reservation larger than a whole minute's allowance passes when the bucket is full.
 
 use std::fmt;
 
 use super::model::Limits;
 use super::time;
-
-const MINUTE_US: i64 = 60_000_000;
 
 /// Whose limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,24 +127,6 @@ pub enum Refusal {
         /// When the window ends, unix ms.
         resets_at_ms: i64,
     },
-    /// Requests per minute.
-    RequestRate {
-        /// Whose limit.
-        owner: Owner,
-        /// Requests per minute.
-        limit: u32,
-        /// When a request would pass.
-        retry_after_ms: i64,
-    },
-    /// Tokens per minute.
-    TokenRate {
-        /// Whose limit.
-        owner: Owner,
-        /// Tokens per minute.
-        limit: u64,
-        /// When this request's reservation would pass.
-        retry_after_ms: i64,
-    },
     /// Requests in flight at once.
     Concurrency {
         /// Whose limit.
@@ -162,14 +141,11 @@ impl Refusal {
     pub fn retry_after_ms(&self, now_ms: i64) -> i64 {
         match self {
             Refusal::Budget { resets_at_ms, .. } => (resets_at_ms - now_ms).max(1),
-            Refusal::RequestRate { retry_after_ms, .. } | Refusal::TokenRate { retry_after_ms, .. } => {
-                (*retry_after_ms).max(1)
-            }
             Refusal::Concurrency { .. } => 1000,
         }
     }
 
-    /// Whether this is a budget (quota) refusal rather than a rate or concurrency limit.
+    /// Whether this is a budget (quota) refusal rather than a concurrency limit.
     pub fn is_budget(&self) -> bool {
         matches!(self, Refusal::Budget { .. })
     }
@@ -198,12 +174,6 @@ impl fmt::Display for Refusal {
                     time::format_datetime(*resets_at_ms)
                 )
             }
-            Refusal::RequestRate { owner, limit, .. } => {
-                write!(f, "Rate limit of your {} reached: {limit} requests per minute.", owner.as_str())
-            }
-            Refusal::TokenRate { owner, limit, .. } => {
-                write!(f, "Rate limit of your {} reached: {limit} tokens per minute.", owner.as_str())
-            }
             Refusal::Concurrency { owner, limit } => {
                 write!(f, "Too many requests in flight for your {}: at most {limit} at once.", owner.as_str())
             }
@@ -220,9 +190,6 @@ pub struct Counters {
     /// Used plus reserved in the current day / month.
     day: Charge,
     month: Charge,
-    /// GCRA theoretical arrival times, unix µs.
-    request_tat_us: i64,
-    token_tat_us: i64,
     inflight: u32,
 }
 
@@ -234,8 +201,6 @@ impl Counters {
             month_start: time::month_start(now_ms),
             day: Charge::default(),
             month: Charge::default(),
-            request_tat_us: i64::MIN,
-            token_tat_us: i64::MIN,
             inflight: 0,
         }
     }
@@ -284,55 +249,12 @@ fn micro(usd: Option<f64>) -> Option<u64> {
     usd.map(|v| if v.is_finite() && v > 0.0 { (v * 1e6).floor() as u64 } else { 0 })
 }
 
-fn token_increment_us(tokens: u64, per_minute: u64) -> i64 {
-    if per_minute == 0 {
-        return i64::MAX / 4;
-    }
-    let inc = u128::from(tokens) * MINUTE_US.unsigned_abs() as u128 / u128::from(per_minute);
-    i64::try_from(inc).unwrap_or(i64::MAX / 4)
-}
-
-/// GCRA: the new theoretical arrival time, or how long (µs) until the increment would fit.
-fn gcra(tat: i64, now_us: i64, inc_us: i64) -> Result<i64, i64> {
-    let new = tat.max(now_us).saturating_add(inc_us);
-    if new - now_us <= MINUTE_US || tat <= now_us { Ok(new) } else { Err(new - now_us - MINUTE_US) }
-}
-
-fn ceil_ms(us: i64) -> i64 {
-    (us + 999) / 1000
-}
-
-/// The new rate state of one owner if the request is admitted.
-struct Pending {
-    request_tat_us: i64,
-    token_tat_us: i64,
-}
-
-fn check(now_ms: i64, demand: Charge, owner: Owner, l: &Limits, c: &mut Counters) -> Result<Pending, Refusal> {
+fn check(now_ms: i64, owner: Owner, l: &Limits, c: &mut Counters) -> Result<(), Refusal> {
     c.roll(now_ms);
     if let Some(limit) = l.max_concurrent_requests
         && c.inflight >= limit
     {
         return Err(Refusal::Concurrency { owner, limit });
-    }
-    let now_us = now_ms.saturating_mul(1000);
-    let mut pending = Pending { request_tat_us: c.request_tat_us, token_tat_us: c.token_tat_us };
-    if let Some(limit) = l.requests_per_minute {
-        let inc = MINUTE_US / i64::from(limit.max(1));
-        let inc = if limit == 0 { i64::MAX / 4 } else { inc };
-        pending.request_tat_us = gcra(c.request_tat_us, now_us, inc).map_err(|wait| Refusal::RequestRate {
-            owner,
-            limit,
-            retry_after_ms: ceil_ms(wait),
-        })?;
-    }
-    if let Some(limit) = l.tokens_per_minute {
-        let inc = token_increment_us(demand.tokens, limit);
-        pending.token_tat_us = gcra(c.token_tat_us, now_us, inc).map_err(|wait| Refusal::TokenRate {
-            owner,
-            limit,
-            retry_after_ms: ceil_ms(wait),
-        })?;
     }
     let next_day = c.day_start + time::DAY_MS;
     let next_month = time::month_start(c.month_start + 32 * time::DAY_MS);
@@ -349,20 +271,17 @@ fn check(now_ms: i64, demand: Charge, owner: Owner, l: &Limits, c: &mut Counters
             return Err(Refusal::Budget { owner, window, unit, limit, used, resets_at_ms });
         }
     }
-    Ok(pending)
+    Ok(())
 }
 
 /// Checks every owner's limits and, only if all pass, reserves `demand` against all of them and
 /// counts the request in flight. On a refusal nothing changes.
 pub fn admit(now_ms: i64, demand: Charge, owners: &mut [(Owner, &Limits, &mut Counters)]) -> Result<Ticket, Refusal> {
-    let mut pending = Vec::with_capacity(owners.len());
     for (owner, limits, counters) in owners.iter_mut() {
-        pending.push(check(now_ms, demand, *owner, limits, counters)?);
+        check(now_ms, *owner, limits, counters)?;
     }
-    for ((_, _, c), p) in owners.iter_mut().zip(pending) {
+    for (_, _, c) in owners.iter_mut() {
         c.inflight = c.inflight.saturating_add(1);
-        c.request_tat_us = p.request_tat_us;
-        c.token_tat_us = p.token_tat_us;
         c.day = c.day.plus(demand);
         c.month = c.month.plus(demand);
     }
@@ -372,7 +291,7 @@ pub fn admit(now_ms: i64, demand: Charge, owners: &mut [(Owner, &Limits, &mut Co
 /// Reconciles one owner's counters: the reservation is replaced by `actual` (in the windows the
 /// request started in, if they are still current) and the in-flight slot is freed. Call once per
 /// owner the ticket was admitted against, with that owner's current limits.
-pub fn settle(now_ms: i64, ticket: &Ticket, actual: Charge, limits: &Limits, c: &mut Counters) {
+pub fn settle(now_ms: i64, ticket: &Ticket, actual: Charge, _limits: &Limits, c: &mut Counters) {
     c.inflight = c.inflight.saturating_sub(1);
     c.roll(now_ms);
     if c.day_start == ticket.day_start {
@@ -380,13 +299,6 @@ pub fn settle(now_ms: i64, ticket: &Ticket, actual: Charge, limits: &Limits, c: 
     }
     if c.month_start == ticket.month_start {
         c.month = c.month.minus(ticket.demand).plus(actual);
-    }
-    if let Some(tpm) = limits.tokens_per_minute
-        && c.token_tat_us != i64::MIN
-    {
-        let reserved = token_increment_us(ticket.demand.tokens, tpm);
-        let used = token_increment_us(actual.tokens, tpm);
-        c.token_tat_us = c.token_tat_us.saturating_sub(reserved).saturating_add(used);
     }
 }
 
@@ -530,39 +442,6 @@ mod tests {
         let r = admit_key(now, price.charge(1, 0), &l, &mut c).unwrap_err();
         assert!(matches!(r, Refusal::Budget { unit: Unit::Usd, limit: 10, used: 10, .. }), "{r:?}");
         assert!(r.to_string().contains("daily cost budget") && r.to_string().contains("$0.00 of $0.00"));
-    }
-
-    #[test]
-    fn requests_per_minute_allow_a_burst_then_refill_evenly() {
-        let now = at("2024-05-05T10:00Z");
-        let l = Limits { requests_per_minute: Some(6), ..Limits::default() };
-        let mut c = Counters::new(now);
-        for _ in 0..6 {
-            let t = admit_key(now, tokens(0), &l, &mut c).unwrap();
-            settle(now, &t, tokens(0), &l, &mut c);
-        }
-        let r = admit_key(now, tokens(0), &l, &mut c).unwrap_err();
-        assert_eq!(r, Refusal::RequestRate { owner: Owner::Key, limit: 6, retry_after_ms: 10_000 });
-        assert!(admit_key(now + 9_999, tokens(0), &l, &mut c).is_err());
-        assert!(admit_key(now + 10_000, tokens(0), &l, &mut c).is_ok(), "one slot refills every 10 s");
-        assert!(admit_key(now + 10_000, tokens(0), &l, &mut c).is_err());
-    }
-
-    #[test]
-    fn tokens_per_minute_reserve_and_refund() {
-        let now = at("2024-05-05T10:00Z");
-        let l = Limits { tokens_per_minute: Some(600), ..Limits::default() };
-        let mut c = Counters::new(now);
-        let t = admit_key(now, tokens(600), &l, &mut c).unwrap();
-        assert!(matches!(admit_key(now, tokens(1), &l, &mut c), Err(Refusal::TokenRate { .. })));
-        settle(now, &t, tokens(300), &l, &mut c);
-        let t = admit_key(now, tokens(300), &l, &mut c).unwrap();
-        settle(now, &t, tokens(300), &l, &mut c);
-        let r = admit_key(now, tokens(100), &l, &mut c).unwrap_err();
-        assert_eq!(r, Refusal::TokenRate { owner: Owner::Key, limit: 600, retry_after_ms: 10_000 });
-        // A reservation bigger than the whole minute passes when the bucket is full.
-        let later = now + 120_000;
-        assert!(admit_key(later, tokens(10_000), &l, &mut c).is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use ferrogate_core::tenancy::UsageRecord;
 use super::Tenancy;
 use super::caller::Caller;
 use super::quotas::Admission;
+use crate::limits::RateReservation;
 use crate::pipeline::{Outcome, Plan, Settle};
 use crate::state::AppState;
 
@@ -21,6 +22,8 @@ use crate::state::AppState;
 #[derive(Default)]
 pub struct Metering {
     admission: Option<Admission>,
+    /// The rate-limit counters charged at admission (tokens reconciled here).
+    rate: Option<RateReservation>,
     ledger: Option<(Arc<Tenancy>, Arc<Caller>)>,
 }
 
@@ -36,12 +39,12 @@ pub fn charged(s: &Settle) -> (u64, u64, u64) {
 impl Metering {
     /// Takes the plan's reservation and, if this request is metered, its ledger slot.
     pub fn start(st: &AppState, plan: &mut Plan) -> Self {
-        let admission = plan.admission.take();
+        let (admission, rate) = (plan.admission.take(), plan.rate.take());
         let ledger = match (&st.tenancy, &plan.caller) {
             (Some(t), Some(c)) if c.meter.as_ref().is_some_and(|m| m.take()) => Some((Arc::clone(t), Arc::clone(c))),
             _ => None,
         };
-        Self { admission, ledger }
+        Self { admission, rate, ledger }
     }
 
     /// The caller's key prefix (`fg-…`, safe to log), if a stored key made this request.
@@ -54,6 +57,9 @@ impl Metering {
         let (prompt, cached, completion) = charged(s);
         if let Some(a) = self.admission.take() {
             a.finish(prompt, completion);
+        }
+        if let Some(r) = self.rate.take() {
+            r.finish(prompt + completion);
         }
         let Some((t, caller)) = self.ledger.take() else { return };
         let Some(meter) = &caller.meter else { return };

@@ -8,6 +8,7 @@ mod embedded;
 mod env;
 mod keys;
 mod ledger;
+mod rates;
 mod scopes;
 mod usage;
 
@@ -28,4 +29,6 @@ ferrogate_testkit::against_every_store!(
     ledger::one_row_per_request_whatever_happens,
     ledger::shutdown_writes_every_queued_row,
     embedded::ledger_tokens_equal_what_clients_received,
+    rates::key_and_tenant_rates_are_rate_limits,
+    rates::key_rates_hold_across_gateways_sharing_redis,
 );

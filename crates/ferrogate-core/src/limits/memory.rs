@@ -1,0 +1,195 @@
+//! Counters in process: the default store, exact for one gateway instance.
+//!
+//! Keys are spread over independently locked shards. A check locks the shards of all its keys in
+//! ascending shard order (so two checks never wait on each other in a cycle), decides, and charges
+//! only if every counter has room — the same all-or-nothing step the Redis script takes. Idle
+//! counters (those that would read as empty) are swept from a shard when it grows past a bound,
+//! so per-IP scopes cannot grow memory without limit.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+
+use super::{Acquired, Check, LimitError, LimitStore, Refund, State};
+use crate::tenancy::time::Clock;
+
+const SHARDS: usize = 32;
+/// A shard holding more counters than this sweeps out the idle ones on insert.
+const SWEEP_AT: usize = 4096;
+
+struct Entry {
+    state: State,
+    /// The entry reads as empty after this time (unix µs) and may be dropped.
+    idle_at_us: i64,
+}
+
+type Shard = HashMap<String, Entry>;
+
+/// The in-process [`LimitStore`].
+pub struct MemoryLimitStore {
+    shards: Vec<Mutex<Shard>>,
+    hasher: RandomState,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for MemoryLimitStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryLimitStore")
+    }
+}
+
+impl MemoryLimitStore {
+    /// Counters timed by `clock` (ms resolution; tests pass a manual clock).
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new(), clock }
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
+    }
+
+    fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
+        self.shards[i].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now_us(&self) -> i64 {
+        self.clock.now_ms().saturating_mul(1000)
+    }
+
+    /// The synchronous core of [`LimitStore::acquire`].
+    pub fn acquire_now(&self, checks: &[Check]) -> Acquired {
+        let now_us = self.now_us();
+        let mut order: Vec<usize> = checks.iter().map(|c| self.shard_of(&c.key)).collect();
+        let idx = order.clone();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> = order.iter().map(|&i| (i, self.lock(i))).collect();
+        let mut decisions = Vec::with_capacity(checks.len());
+        let mut updates = Vec::with_capacity(checks.len());
+        for (c, &s) in checks.iter().zip(&idx) {
+            let g = guards.iter().position(|(i, _)| *i == s).unwrap_or(0);
+            let state = guards[g].1.get(&c.key).map(|e| e.state);
+            let (d, new) = super::check(state, now_us, &c.quota, c.cost);
+            decisions.push(d);
+            updates.push((g, new));
+        }
+        let allowed = decisions.iter().all(|d| d.allowed);
+        if allowed {
+            for (c, (g, new)) in checks.iter().zip(updates) {
+                if let Some(state) = new {
+                    let idle_at_us = now_us + super::ttl_us(&state, &c.quota, now_us);
+                    insert(&mut guards[g].1, c.key.clone(), Entry { state, idle_at_us }, now_us);
+                }
+            }
+        }
+        Acquired { allowed, now_us, decisions }
+    }
+
+    /// The synchronous core of [`LimitStore::release`].
+    pub fn release_now(&self, refunds: &[Refund]) {
+        let now_us = self.now_us();
+        for r in refunds {
+            let mut shard = self.lock(self.shard_of(&r.key));
+            if let Some(e) = shard.get_mut(&r.key) {
+                e.state = super::refund(e.state, r);
+                e.idle_at_us = now_us + super::ttl_us(&e.state, &r.quota, now_us);
+            }
+        }
+    }
+
+    /// Counters held (tests, and the sweep's proof).
+    pub fn len(&self) -> usize {
+        (0..SHARDS).map(|i| self.lock(i).len()).sum()
+    }
+
+    /// Whether no counter is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A counter's state (tests).
+    pub fn state(&self, key: &str) -> Option<State> {
+        self.lock(self.shard_of(key)).get(key).map(|e| e.state)
+    }
+}
+
+fn insert(shard: &mut Shard, key: String, e: Entry, now_us: i64) {
+    if shard.len() >= SWEEP_AT && !shard.contains_key(&key) {
+        shard.retain(|_, e| e.idle_at_us > now_us);
+    }
+    shard.insert(key, e);
+}
+
+#[async_trait]
+impl LimitStore for MemoryLimitStore {
+    async fn acquire(&self, checks: &[Check]) -> Result<Acquired, LimitError> {
+        Ok(self.acquire_now(checks))
+    }
+
+    fn release(&self, refunds: Vec<Refund>) {
+        self.release_now(&refunds);
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::limits::{Algorithm, MINUTE_US, Quota};
+    use crate::tenancy::time::ManualClock;
+
+    fn check(key: &str, limit: u64, cost: u64) -> Check {
+        Check { key: key.into(), quota: Quota::per_minute(Algorithm::Gcra, limit), cost }
+    }
+
+    #[test]
+    fn all_or_nothing_across_counters() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let s = MemoryLimitStore::new(clock.clone());
+        let both = [check("a", 10, 1), check("b", 2, 1)];
+        assert!(s.acquire_now(&both).allowed);
+        assert!(s.acquire_now(&both).allowed);
+        let third = s.acquire_now(&both);
+        assert!(!third.allowed);
+        assert!(third.decisions[0].allowed && !third.decisions[1].allowed);
+        // "a" was not charged by the refused request: 8 of 10 left.
+        assert_eq!(s.acquire_now(&[check("a", 10, 1)]).decisions[0].remaining, 7);
+    }
+
+    #[test]
+    fn concurrent_threads_take_exactly_the_limit() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let s = Arc::new(MemoryLimitStore::new(clock));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    (0..50).filter(|_| s.acquire_now(&[check("k", 50, 1), check("g", 1000, 1)]).allowed).count()
+                })
+            })
+            .collect();
+        let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(total, 50);
+    }
+
+    #[test]
+    fn idle_counters_are_swept() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let s = MemoryLimitStore::new(clock.clone());
+        for i in 0..(SHARDS * SWEEP_AT) {
+            s.acquire_now(&[check(&format!("ip:{i}"), 100, 1)]);
+        }
+        let before = s.len();
+        clock.advance(2 * MINUTE_US / 1000);
+        for i in 0..(SHARDS * 8) {
+            s.acquire_now(&[check(&format!("new:{i}"), 100, 1)]);
+        }
+        assert!(s.len() < before / 2, "{} of {before} left", s.len());
+    }
+}

@@ -1,0 +1,78 @@
+//! The client's address: the TCP peer, or — only when the peer is a trusted proxy — the nearest
+//! address in `X-Forwarded-For` that is not itself a trusted proxy (read right to left, as each
+//! proxy appends the address it received from). Without `limits.trusted_proxies` the header is
+//! ignored: any client could write it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+/// The peer's address (a router driven without a socket, as in tests, counts as 0.0.0.0).
+pub fn peer(req: &Request) -> IpAddr {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+/// The client address of `req`, believing `X-Forwarded-For` only from `trusted` peers.
+pub fn client_ip(req: &Request, trusted: &[IpNet]) -> IpAddr {
+    resolve(peer(req), req.headers(), trusted)
+}
+
+pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&canonical(*ip)));
+    if trusted.is_empty() || !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map_while(|s| parse_hop(s.trim()))
+        .collect();
+    // Right to left: the first hop a trusted proxy did not add itself.
+    hops.iter().rev().find(|ip| !is_trusted(ip)).or(hops.first()).copied().map_or(peer, canonical)
+}
+
+/// An `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5678`, `[::1]:80`).
+fn parse_hop(s: &str) -> Option<IpAddr> {
+    s.parse::<IpAddr>().ok().or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+/// IPv4-mapped IPv6 addresses count as their IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn h(xff: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", xff.parse().unwrap());
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_header_counts_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(resolve(ip("203.0.113.9"), &h("1.1.1.1"), &trusted), ip("203.0.113.9"), "untrusted peer");
+        assert_eq!(resolve(ip("10.0.0.2"), &h("1.1.1.1"), &[]), ip("10.0.0.2"), "no trusted proxies");
+        assert_eq!(resolve(ip("10.0.0.2"), &h("1.1.1.1"), &trusted), ip("1.1.1.1"));
+        // A client's forged entry sits left of what the trusted proxies appended.
+        assert_eq!(resolve(ip("10.0.0.2"), &h("6.6.6.6, 1.1.1.1, 10.0.0.5"), &trusted), ip("1.1.1.1"));
+        assert_eq!(resolve(ip("10.0.0.2"), &h("1.1.1.1:4444"), &trusted), ip("1.1.1.1"));
+        assert_eq!(resolve(ip("10.0.0.2"), &h("garbage"), &trusted), ip("10.0.0.2"));
+        assert_eq!(resolve(ip("::ffff:10.0.0.2"), &h("1.1.1.1"), &trusted), ip("1.1.1.1"));
+    }
+}

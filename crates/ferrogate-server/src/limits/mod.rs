@@ -1,0 +1,366 @@
+//! Rate limits on the server (docs/GOVERNANCE.md): the [`Limiter`] that turns the configured
+//! `[[limits.rules]]` and the tenancy's per-key and per-tenant rates into counter checks against
+//! one [`LimitStore`] (in process, or Redis shared by replicas), the reservation a request holds
+//! until it settles, the store-failure policy, and the rate-limit response headers.
+//!
+//! Invariants: one store call per admitted request (all counters at once, all or nothing); a
+//! reservation is settled exactly once — reconciled with the tokens actually used by
+//! `pipeline::Settle`, or given back whole if the request never reached a backend; a store
+//! failure is never a silent fallback to per-instance counting — it follows `on_store_error`,
+//! and is logged (at most once a second) and counted ([`Limiter::stats`]).
+
+pub mod client_ip;
+pub mod config;
+pub mod headers;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ferrogate_core::limits::memory::MemoryLimitStore;
+use ferrogate_core::limits::{Algorithm, Check, Decision, LimitStore, MINUTE_US, Quota, Refund};
+use ferrogate_core::tenancy::time::Clock;
+use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
+use ipnet::IpNet;
+
+use self::config::{FailurePolicy, LimitSettings, Rule, Scope};
+pub use self::headers::{RateHeaders, layer};
+use crate::error::ApiError;
+use crate::pipeline::Plan;
+
+/// Requests or tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    Requests,
+    Tokens,
+}
+
+impl Dim {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dim::Requests => "requests",
+            Dim::Tokens => "tokens",
+        }
+    }
+}
+
+/// Counters of the limiter's work and of store failures (exported by the metrics layer).
+#[derive(Debug, Default)]
+pub struct LimiterStats {
+    /// Requests checked against at least one counter.
+    pub checked: AtomicU64,
+    /// Refused with 429.
+    pub limited: AtomicU64,
+    /// Store calls that failed (unreachable, timed out).
+    pub store_errors: AtomicU64,
+    /// Requests admitted without limits because the store failed (`fail_open`).
+    pub failed_open: AtomicU64,
+    /// Requests refused with 503 because the store failed (`fail_closed`).
+    pub failed_closed: AtomicU64,
+}
+
+// (Refunds that failed are counted by the store: `LimiterSnapshot::failed_refunds`.)
+
+/// A snapshot of [`LimiterStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimiterSnapshot {
+    pub checked: u64,
+    pub limited: u64,
+    pub store_errors: u64,
+    pub failed_open: u64,
+    pub failed_closed: u64,
+    /// Token refunds lost to store failures (limits briefly stricter, never looser).
+    pub failed_refunds: u64,
+}
+
+/// Per request, in `RequestCx`: the client's address, and the headers the response will carry.
+#[derive(Debug)]
+pub struct RequestLimits {
+    pub ip: IpAddr,
+    pub headers: OnceLock<RateHeaders>,
+}
+
+pub struct Limiter {
+    rules: Vec<Rule>,
+    store: Arc<dyn LimitStore>,
+    policy: FailurePolicy,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Tenancy is on: stored keys may carry per-key and per-tenant rates.
+    key_rates: bool,
+    stats: LimiterStats,
+    /// Unix ms of the last store-failure log line (one a second at most).
+    last_error_log_ms: AtomicI64,
+    clock: Arc<dyn Clock>,
+}
+
+/// What one check counts, for messages and headers.
+struct Meta {
+    dim: Dim,
+    /// "rule 'per-ip' (per client IP 10.0.0.7)", "your API key".
+    scope: String,
+    quota: Quota,
+    cost: u64,
+}
+
+impl Limiter {
+    /// In process, or on Redis when `redis_url` is set (connects lazily: a Redis that is down at
+    /// start follows `on_store_error` until it is back).
+    pub fn new(s: &LimitSettings, key_rates: bool, clock: Arc<dyn Clock>) -> Result<Limiter, String> {
+        let store: Arc<dyn LimitStore> = match &s.redis_url {
+            Some(url) => {
+                let opts = RedisOptions { key_prefix: s.key_prefix.clone(), timeout: s.redis_timeout };
+                Arc::new(RedisLimitStore::open(url.expose(), opts).map_err(|e| format!("limits.redis_url: {e}"))?)
+            }
+            None => Arc::new(MemoryLimitStore::new(Arc::clone(&clock))),
+        };
+        Ok(Self::with_store(s, key_rates, store, clock))
+    }
+
+    pub fn with_store(s: &LimitSettings, key_rates: bool, store: Arc<dyn LimitStore>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            rules: s.rules.clone(),
+            store,
+            policy: s.on_store_error,
+            trusted_proxies: s.trusted_proxies.clone(),
+            key_rates,
+            stats: LimiterStats::default(),
+            last_error_log_ms: AtomicI64::new(i64::MIN),
+            clock,
+        }
+    }
+
+    /// Whether any request may be checked (rules, or stored keys that may carry rates).
+    pub fn active(&self) -> bool {
+        !self.rules.is_empty() || self.key_rates
+    }
+
+    /// `"memory"` or `"redis"`.
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
+    pub fn stats(&self) -> LimiterSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = &self.stats;
+        LimiterSnapshot {
+            checked: l(&s.checked),
+            limited: l(&s.limited),
+            store_errors: l(&s.store_errors),
+            failed_open: l(&s.failed_open),
+            failed_closed: l(&s.failed_closed),
+            failed_refunds: self.store.failed_refunds(),
+        }
+    }
+
+    /// Waits for refunds still in flight (after the last request settled).
+    pub async fn shutdown(&self) {
+        self.store.shutdown().await;
+    }
+
+    /// Checks and charges every counter that applies to `plan` (a request, and its prompt
+    /// estimate + `max_tokens` as tokens); 429 when one has no room. Requests without
+    /// `max_tokens` that meet a token rate get `default_max_tokens`, so the reservation bounds them.
+    pub async fn admit(&self, plan: &mut Plan, default_max_tokens: u32) -> Result<Option<RateReservation>, ApiError> {
+        let Some(rl) = plan.limits.clone() else { return Ok(None) };
+        let (mut checks, mut metas) = (Vec::new(), Vec::new());
+        self.collect(plan, rl.ip, &mut checks, &mut metas);
+        if checks.is_empty() {
+            return Ok(None);
+        }
+        if metas.iter().any(|m| m.dim == Dim::Tokens) {
+            let max = *plan.req.params.max_tokens.get_or_insert(default_max_tokens);
+            let demand = u64::from(plan.prompt_estimate) + u64::from(max);
+            for (c, m) in checks.iter_mut().zip(metas.iter_mut()).filter(|(_, m)| m.dim == Dim::Tokens) {
+                (c.cost, m.cost) = (demand, demand);
+            }
+        }
+        self.stats.checked.fetch_add(1, Ordering::Relaxed);
+        let acquired = match self.store.acquire(&checks).await {
+            Ok(a) => a,
+            Err(e) => return self.store_failed(&e.0),
+        };
+        let mut shown = acquired.decisions.clone();
+        if !acquired.allowed {
+            // Nothing was charged: a counter that had room still has this request's cost.
+            for (d, m) in shown.iter_mut().zip(&metas).filter(|(d, _)| d.allowed) {
+                d.remaining = d.remaining.saturating_add(m.cost).min(d.limit);
+            }
+        }
+        let _ = rl.headers.set(RateHeaders::from_decisions(metas.iter().zip(&shown).map(|(m, d)| (m.dim, d))));
+        if !acquired.allowed {
+            self.stats.limited.fetch_add(1, Ordering::Relaxed);
+            return Err(refusal(&metas, &acquired.decisions));
+        }
+        let held =
+            checks.into_iter().zip(metas).map(|(c, m)| Held { key: c.key, quota: m.quota, dim: m.dim, cost: m.cost });
+        Ok(Some(RateReservation {
+            store: Arc::clone(&self.store),
+            held: held.collect(),
+            charged_at_us: acquired.now_us,
+            settled: false,
+        }))
+    }
+
+    fn collect(&self, plan: &Plan, ip: IpAddr, checks: &mut Vec<Check>, metas: &mut Vec<Meta>) {
+        let who = plan.caller.as_ref().and_then(|c| c.principal.key());
+        let deployment = plan.deployment.name.as_str();
+        for r in self.rules.iter().filter(|r| r.models.is_empty() || r.models.contains(deployment)) {
+            let (value, scope) = match r.scope {
+                Scope::Global => ("-".to_owned(), format!("rule '{}' (all traffic)", r.name)),
+                Scope::Ip => (ip.to_string(), format!("rule '{}' (per client IP {ip})", r.name)),
+                Scope::Model => (deployment.to_owned(), format!("rule '{}' (per model '{deployment}')", r.name)),
+                Scope::Key => match who {
+                    Some(k) => (k.key.id.to_string(), format!("rule '{}' (per API key {})", r.name, k.key.prefix)),
+                    None => continue,
+                },
+                Scope::Tenant => match who {
+                    Some(k) => (k.tenant.id.to_string(), format!("rule '{}' (per tenant '{}')", r.name, k.tenant.name)),
+                    None => continue,
+                },
+            };
+            let scope_key = format!("r:{}:{}:{}", r.name, r.scope.as_str(), value);
+            let quota = |(rate, burst): (u64, u64)| Quota::per_minute(r.algorithm, rate).with_burst(burst);
+            for (dim, rate) in [(Dim::Requests, r.requests), (Dim::Tokens, r.tokens)] {
+                if let Some(rate) = rate {
+                    push(checks, metas, format!("{scope_key}:{}", dim.as_str()), dim, quota(rate), scope.clone());
+                }
+            }
+        }
+        // The tenancy's per-key and per-tenant rates (`requests_per_minute`, `tokens_per_minute`).
+        let Some(k) = who.filter(|_| self.key_rates) else { return };
+        let owners = [
+            (format!("k:{}", k.key.id), &k.key.limits, "your API key"),
+            (format!("t:{}", k.tenant.id), &k.tenant.limits, "your tenant"),
+        ];
+        for (owner, l, scope) in owners {
+            // Clamped to what the counters resolve (a higher rate is unreachable anyway).
+            if let Some(rpm) = l.requests_per_minute {
+                let q = Quota::per_minute(Algorithm::Gcra, u64::from(rpm).min(config::MAX_RATE));
+                push(checks, metas, format!("{owner}:requests"), Dim::Requests, q, scope.into());
+            }
+            if let Some(tpm) = l.tokens_per_minute {
+                let q = Quota::per_minute(Algorithm::Gcra, tpm.min(config::MAX_RATE));
+                push(checks, metas, format!("{owner}:tokens"), Dim::Tokens, q, scope.into());
+            }
+        }
+    }
+
+    fn store_failed(&self, cause: &str) -> Result<Option<RateReservation>, ApiError> {
+        let errors = self.stats.store_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.clock.now_ms();
+        let last = self.last_error_log_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self.last_error_log_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::error!(
+                store = self.store.kind(),
+                policy = self.policy.as_str(),
+                errors,
+                cause,
+                "rate-limit store unavailable"
+            );
+        }
+        match self.policy {
+            FailurePolicy::FailOpen => {
+                self.stats.failed_open.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+            FailurePolicy::FailClosed => {
+                self.stats.failed_closed.fetch_add(1, Ordering::Relaxed);
+                Err(ApiError::limiter_unavailable(cause))
+            }
+        }
+    }
+}
+
+fn push(checks: &mut Vec<Check>, metas: &mut Vec<Meta>, key: String, dim: Dim, quota: Quota, scope: String) {
+    checks.push(Check { key, quota, cost: 1 });
+    metas.push(Meta { dim, scope, quota, cost: 1 });
+}
+
+/// 429 naming the counter that needs the longest wait; Retry-After covers every refused one.
+fn refusal(metas: &[Meta], decisions: &[Decision]) -> ApiError {
+    let refused = metas.iter().zip(decisions).filter(|(_, d)| !d.allowed);
+    let Some((m, d)) = refused.max_by_key(|(_, d)| d.retry_after_us) else {
+        return ApiError::internal("refused with no refusing counter");
+    };
+    let wait = Duration::from_micros(d.retry_after_us.max(0).unsigned_abs());
+    let per = if m.quota.period_us == MINUTE_US { "per minute".to_owned() } else { "per period".to_owned() };
+    let what = m.dim.as_str();
+    let message = if m.cost > d.limit {
+        format!(
+            "Rate limit reached for {what} {per} on {}: this request needs {} {what}, above the limit of {}; \
+             it can pass only when the limit is fully replenished. Please try again in {}.",
+            m.scope,
+            m.cost,
+            d.limit,
+            headers::go_duration(wait)
+        )
+    } else {
+        format!(
+            "Rate limit reached for {what} {per} on {}: limit {}, remaining {}, requested {}. Please try again in {}.",
+            m.scope,
+            d.limit,
+            d.remaining,
+            m.cost,
+            headers::go_duration(wait)
+        )
+    };
+    ApiError::rate_limited(m.dim.as_str(), message, wait)
+}
+
+struct Held {
+    key: String,
+    quota: Quota,
+    dim: Dim,
+    cost: u64,
+}
+
+/// The counters a request charged. [`RateReservation::finish`] reconciles the token reservation
+/// with the tokens used; dropped unfinished (the request never reached a backend), it gives
+/// everything back. Either happens exactly once.
+pub struct RateReservation {
+    store: Arc<dyn LimitStore>,
+    held: Vec<Held>,
+    charged_at_us: i64,
+    settled: bool,
+}
+
+impl RateReservation {
+    /// Settles with `tokens` actually used (prompt + completion).
+    pub fn finish(mut self, tokens: u64) {
+        self.settle(Some(tokens));
+    }
+
+    fn settle(&mut self, used: Option<u64>) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let refunds: Vec<Refund> = self
+            .held
+            .iter()
+            .filter_map(|h| {
+                let back = match (h.dim, used) {
+                    (Dim::Requests, Some(_)) => return None,
+                    (Dim::Tokens, Some(t)) => i128::from(h.cost) - i128::from(t),
+                    (_, None) => i128::from(h.cost),
+                };
+                let units = i64::try_from(back).unwrap_or(if back > 0 { i64::MAX } else { i64::MIN });
+                (units != 0).then(|| Refund {
+                    key: h.key.clone(),
+                    quota: h.quota,
+                    units,
+                    charged_at_us: self.charged_at_us,
+                })
+            })
+            .collect();
+        self.store.release(refunds);
+    }
+}
+
+impl Drop for RateReservation {
+    fn drop(&mut self) {
+        self.settle(None);
+    }
+}

@@ -1,0 +1,151 @@
+//! The rate-limit behaviour suite, run against every `LimitStore`: the in-process store and Redis
+//! (the machine's shared Redis, a unique key prefix per test, so tests run in parallel).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrogate_core::limits::memory::MemoryLimitStore;
+use ferrogate_core::limits::{Acquired, Algorithm, Check, LimitStore, Quota, Refund};
+use ferrogate_core::tenancy::time::SystemClock;
+use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
+use ferrogate_testkit::redis::{shared_url, unique_prefix};
+
+fn memory() -> Arc<dyn LimitStore> {
+    Arc::new(MemoryLimitStore::new(Arc::new(SystemClock)))
+}
+
+fn redis(test: &str) -> Arc<dyn LimitStore> {
+    // Generous timeout: these tests check semantics on a busy 2-core machine, not latency.
+    let opts = RedisOptions { key_prefix: unique_prefix(test), timeout: Duration::from_secs(2) };
+    Arc::new(RedisLimitStore::open(&shared_url(), opts).unwrap())
+}
+
+/// Runs one behaviour test against each store.
+macro_rules! against_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod memory_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::memory()).await })*
+        }
+        mod redis_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::redis(stringify!($name))).await })*
+        }
+    };
+}
+
+against_every_store!(
+    exactly_the_burst_under_concurrency,
+    a_refusal_charges_nothing,
+    decisions_count_down_and_reset,
+    token_reservations_are_reconciled,
+    sliding_window_admits_the_limit_and_says_when_to_retry,
+);
+
+/// `acquire`, checking that the store's verdict agrees with the per-counter decisions (for Redis:
+/// the Lua script's verdict against core's functions run on the state the script read).
+async fn acq(store: &dyn LimitStore, checks: &[Check]) -> Acquired {
+    let a = store.acquire(checks).await.unwrap();
+    assert_eq!(a.allowed, a.decisions.iter().all(|d| d.allowed), "{a:?}");
+    a
+}
+
+fn gcra(key: &str, limit: u64, cost: u64) -> Check {
+    Check { key: key.into(), quota: Quota::per_minute(Algorithm::Gcra, limit), cost }
+}
+
+/// 200 concurrent checks against 50/min (plus a roomy global counter): exactly 50 pass.
+async fn exactly_the_burst_under_concurrency(store: Arc<dyn LimitStore>) {
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { acq(s.as_ref(), &[gcra("global", 100_000, 1), gcra("k", 50, 1)]).await.allowed })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(admitted, 50);
+}
+
+async fn a_refusal_charges_nothing(store: Arc<dyn LimitStore>) {
+    let both = [gcra("a", 10, 1), gcra("b", 2, 1)];
+    assert!(acq(store.as_ref(), &both).await.allowed);
+    assert!(acq(store.as_ref(), &both).await.allowed);
+    let third = acq(store.as_ref(), &both).await;
+    assert!(!third.allowed);
+    assert!(third.decisions[0].allowed && !third.decisions[1].allowed, "{third:?}");
+    assert!(third.decisions[1].retry_after_us > 0);
+    let a = acq(store.as_ref(), &[gcra("a", 10, 1)]).await;
+    assert_eq!(a.decisions[0].remaining, 7, "'a' was charged twice, not three times");
+}
+
+async fn decisions_count_down_and_reset(store: Arc<dyn LimitStore>) {
+    let mut remaining = Vec::new();
+    for _ in 0..6 {
+        let a = acq(store.as_ref(), &[gcra("k", 5, 1)]).await;
+        remaining.push((a.allowed, a.decisions[0].remaining));
+    }
+    // Refill is 1 per 12 s: nothing refills while this runs.
+    assert_eq!(remaining, [(true, 4), (true, 3), (true, 2), (true, 1), (true, 0), (false, 0)]);
+    let d = acq(store.as_ref(), &[gcra("k", 5, 1)]).await.decisions[0];
+    assert!(d.reset_us > 59_000_000 && d.reset_us <= 60_000_000, "{d:?}");
+    assert!(d.retry_after_us > 11_000_000 && d.retry_after_us <= 12_000_000, "{d:?}");
+}
+
+async fn token_reservations_are_reconciled(store: Arc<dyn LimitStore>) {
+    let first = acq(store.as_ref(), &[gcra("t", 1000, 400)]).await;
+    assert!(first.allowed);
+    assert!(acq(store.as_ref(), &[gcra("t", 1000, 400)]).await.allowed);
+    assert!(!acq(store.as_ref(), &[gcra("t", 1000, 400)]).await.allowed, "800 reserved of 1000");
+    // The first request used 100 of its 400.
+    let quota = Quota::per_minute(Algorithm::Gcra, 1000);
+    store.release(vec![Refund { key: "t".into(), quota, units: 300, charged_at_us: first.now_us }]);
+    let t0 = Instant::now();
+    while !acq(store.as_ref(), &[gcra("t", 1000, 400)]).await.allowed {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the refund never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!acq(store.as_ref(), &[gcra("t", 1000, 400)]).await.allowed, "exactly one more fits");
+}
+
+async fn sliding_window_admits_the_limit_and_says_when_to_retry(store: Arc<dyn LimitStore>) {
+    let c = Check { key: "w".into(), quota: Quota::per_minute(Algorithm::SlidingWindow, 5), cost: 1 };
+    let mut passed = Vec::new();
+    for _ in 0..8 {
+        let a = acq(store.as_ref(), std::slice::from_ref(&c)).await;
+        passed.push(a.allowed);
+        if !a.allowed {
+            assert!(a.decisions[0].retry_after_us > 0 && a.decisions[0].retry_after_us <= 120_000_000);
+        }
+    }
+    // At most 5 (exactly 5 unless this ran across a window boundary, where the previous
+    // window's weight may already have slid partly out).
+    let n = passed.iter().filter(|p| **p).count();
+    assert!((5..=6).contains(&n), "{passed:?}");
+    assert!(passed[..5].iter().all(|p| *p), "{passed:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_fast() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let opts = RedisOptions { key_prefix: unique_prefix("down"), timeout: Duration::from_millis(50) };
+    let store = RedisLimitStore::open(&format!("redis://127.0.0.1:{port}"), opts).unwrap();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let e = store.acquire(&[gcra("k", 5, 1)]).await.unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        assert!(e.0.starts_with("redis:"), "{e}");
+        assert!(!e.0.contains(&port.to_string()), "no address in the error: {e}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_urls_are_refused_without_echoing_them() {
+    let e = ferrogate_store::redis_limits::check_url("mysql://user:hunter2@h/db").unwrap_err();
+    assert!(!e.contains("hunter2"), "{e}");
+    assert!(ferrogate_store::redis_limits::check_url("redis://user:pw@127.0.0.1:6379/2").is_ok());
+}
