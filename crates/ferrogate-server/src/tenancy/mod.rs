@@ -60,8 +60,9 @@ impl Tenancy {
     ) -> Result<Tenancy, String> {
         let url = s.database_url.expose().to_owned();
         let store = Store::connect(&url).await.map_err(|e| format!("tenancy.database_url: {e}"))?;
-        // The ledger writer runs on its own thread, over a connection of its own (see
-        // `LedgerWriter::spawn_on_thread`); the schema is already migrated by then.
+        // The ledger writer runs on its own idle-priority thread, over a connection of its own,
+        // and through the shared pool when it falls behind (see `LedgerWriter::spawn_on_thread`);
+        // the schema is already migrated by then.
         let open: OpenStore = Box::new(move || {
             Box::pin(async move {
                 let options = StoreOptions { max_connections: 1, ..StoreOptions::default() };
@@ -70,8 +71,9 @@ impl Tenancy {
             })
         });
         let ledger_cfg = LedgerConfig { flush_interval: s.ledger_flush_interval, ..LedgerConfig::default() };
-        let writer = LedgerWriter::spawn_on_thread(open, ledger_cfg).await?;
-        Ok(Self::with_parts(Arc::new(store), writer, s, deployments, clock))
+        let store = Arc::new(store);
+        let writer = LedgerWriter::spawn_on_thread(open, Arc::clone(&store) as Arc<dyn UsageStore>, ledger_cfg).await?;
+        Ok(Self::with_parts(store, writer, s, deployments, clock))
     }
 
     fn with_parts(

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use ferrogate_core::tenancy::{
     GroupBy, KeyId, StoreError, TenantId, UsageQuery, UsageRecord, UsageRow, UsageStore, UsageSubject, UsageTotals,
 };
-use ferrogate_store::{LedgerConfig, LedgerStats, LedgerWriter, Store};
+use ferrogate_store::{LedgerConfig, LedgerStats, LedgerWriter, OpenStore, Store};
 use tokio::sync::Semaphore;
 
 use crate::harness::TestDb;
@@ -64,7 +64,8 @@ pub async fn ledger_writes_every_request_exactly_once(db: &TestDb) {
         assert!(writer.record(r.clone()));
     }
     let stats = writer.shutdown().await;
-    let expected = LedgerStats { accepted: 1200, written: 1000, duplicates: 200, dropped: 0, lost: 0, retries: 0 };
+    let expected =
+        LedgerStats { accepted: 1200, written: 1000, duplicates: 200, dropped: 0, lost: 0, retries: 0, escalated: 0 };
     assert_eq!(stats, expected);
 
     let totals = stored(&db.store).await;
@@ -81,12 +82,41 @@ pub async fn ledger_flushes_on_its_interval(db: &TestDb) {
         writer.record(r);
     }
     let start = Instant::now();
-    while stored(&db.store).await.requests < 3 {
+    // The rows are visible a moment before the writer counts them: wait for both.
+    while stored(&db.store).await.requests < 3 || writer.stats().written < 3 {
         assert!(start.elapsed() < Duration::from_secs(5), "rows not flushed by the interval");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(writer.stats().written, 3, "written before any shutdown");
     writer.shutdown().await;
+}
+
+/// The server's writer: its own thread and connection, at idle priority, writing through the
+/// shared store while it is behind. Every row is written exactly once either way.
+pub async fn ledger_on_its_own_thread_catches_up_at_normal_priority(db: &TestDb) {
+    let url = db.url.clone();
+    let open: OpenStore = Box::new(move || {
+        Box::pin(async move {
+            let store = Store::connect_with(&url, &crate::harness::options()).await.map_err(|e| e.to_string())?;
+            Ok(Arc::new(store) as Arc<dyn UsageStore>)
+        })
+    });
+    let config = LedgerConfig { max_batch: 8, flush_interval: Duration::from_secs(3600), ..LedgerConfig::default() };
+    let writer = LedgerWriter::spawn_on_thread(open, Arc::new(db.store.clone()), config).await.unwrap();
+    // A burst far larger than one batch: the writer is behind as soon as it starts.
+    let sent = rows(2000);
+    for r in &sent {
+        assert!(writer.record(r.clone()));
+    }
+    let start = Instant::now();
+    while writer.stats().written < 1000 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the writer does not catch up: {:?}", writer.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = writer.shutdown().await;
+    assert_eq!((stats.accepted, stats.written, stats.duplicates, stats.lost), (2000, 2000, 0, 0), "{stats:?}");
+    assert!(stats.escalated > 0, "a backlog of many batches is written at normal priority: {stats:?}");
+    assert_eq!(stored(&db.store).await.requests, 2000);
 }
 
 /// The real store behind a fault.

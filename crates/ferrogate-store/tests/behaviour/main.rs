@@ -50,6 +50,7 @@ against_every_store!(
     usage::usage_rows_with_nul_bytes_are_still_written,
     ledger::ledger_writes_every_request_exactly_once,
     ledger::ledger_flushes_on_its_interval,
+    ledger::ledger_on_its_own_thread_catches_up_at_normal_priority,
     ledger::ledger_retries_failed_writes_without_duplicates,
     ledger::ledger_splits_a_rejected_batch,
     ledger::ledger_full_channel_drops_without_blocking,
