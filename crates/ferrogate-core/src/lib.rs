@@ -7,10 +7,14 @@
 //! [`tenancy`] store traits.
 
 pub mod backend;
+pub mod balance;
+pub mod breaker;
 pub mod error;
+pub mod queue;
 pub mod routing;
 pub mod stream;
 pub mod tenancy;
+pub mod tier;
 pub mod tokens;
 
 pub use backend::{
@@ -18,4 +22,4 @@ pub use backend::{
     StreamEvent, TimeoutKind,
 };
 pub use error::{Blame, GatewayError};
-pub use routing::{Deployment, Registry, Target, TargetGuard};
+pub use routing::{Deployment, PickError, Policy, Registry, Target, TargetGuard};

@@ -15,6 +15,7 @@ pub mod error;
 pub mod handlers;
 pub mod lifecycle;
 pub mod pipeline;
+pub mod resilience;
 pub mod router;
 pub mod sse;
 pub mod state;

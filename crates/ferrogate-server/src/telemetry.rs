@@ -18,6 +18,8 @@ pub struct RequestCx {
     pub started: Instant,
     /// Set by the auth layer: who is calling, and the request's usage-ledger slot.
     pub caller: Option<std::sync::Arc<crate::tenancy::Caller>>,
+    /// The client's routing headers (priority class, tier pin), parsed by the route stage.
+    pub hints: crate::resilience::hints::RouteHints,
 }
 
 /// Filled by handlers so the access log can name the model and backend; the backend is also
@@ -38,7 +40,8 @@ fn request_id(req: &Request) -> String {
 }
 
 pub async fn layer(mut req: Request, next: Next) -> Response {
-    let cx = RequestCx { id: request_id(&req), started: Instant::now(), caller: None };
+    let hints = crate::resilience::hints::RouteHints::from_headers(req.headers());
+    let cx = RequestCx { id: request_id(&req), started: Instant::now(), caller: None, hints };
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     req.extensions_mut().insert(cx.clone());
     let mut res = next.run(req).await;
