@@ -291,8 +291,8 @@ impl Breaker {
     pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
         let g = self.lock();
         let (window_requests, window_failures) = self.window(&g, now);
-        let retry_in = (g.state == BreakerState::Open)
-            .then(|| (g.opened_at + self.cfg.open_for).saturating_duration_since(now));
+        let retry_in =
+            (g.state == BreakerState::Open).then(|| (g.opened_at + self.cfg.open_for).saturating_duration_since(now));
         BreakerSnapshot {
             state: g.state,
             consecutive_failures: g.consecutive,

@@ -39,7 +39,12 @@ impl Target {
         Self::with(backend, upstream_model, 1, breaker)
     }
 
-    pub fn with(backend: Arc<dyn Backend>, upstream_model: impl Into<String>, weight: u32, breaker: Arc<Breaker>) -> Self {
+    pub fn with(
+        backend: Arc<dyn Backend>,
+        upstream_model: impl Into<String>,
+        weight: u32,
+        breaker: Arc<Breaker>,
+    ) -> Self {
         Self {
             backend,
             upstream_model: upstream_model.into(),

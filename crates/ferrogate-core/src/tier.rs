@@ -156,8 +156,20 @@ pub fn classify(cfg: &TierConfig, input: &TierInput<'_>, pin: Option<(Tier, &'st
 }
 
 const CODE_WORDS: [&str; 14] = [
-    "fn ", "def ", "class ", "return ", "import ", "#include", "function ", "=>", "const ", "let ", "SELECT ",
-    "public ", "async ", "struct ",
+    "fn ",
+    "def ",
+    "class ",
+    "return ",
+    "import ",
+    "#include",
+    "function ",
+    "=>",
+    "const ",
+    "let ",
+    "SELECT ",
+    "public ",
+    "async ",
+    "struct ",
 ];
 
 fn code_feature(text: &str) -> f64 {

@@ -18,10 +18,10 @@ use ferrogate_core::{
     BackendError, Completion, Deployment, EventStream, GatewayError, GenParams, InferenceRequest, Input, StreamEvent,
     TimeoutKind, tokens,
 };
-use futures::StreamExt;
 use ferrogate_protocol::openai::{
     ChatCompletionRequest, CompletionRequest, FinishReason, LEGACY_DEFAULT_MAX_TOKENS, Usage,
 };
+use futures::StreamExt;
 
 use crate::error::ApiError;
 use crate::resilience::dispatch::{self, Dispatched};

@@ -128,7 +128,8 @@ fn json_frame<T: serde::Serialize>(v: &T) -> Bytes {
 /// Starts the stream; returns an error response if the backend fails before its first event
 /// (after the dispatcher's retries and fallbacks).
 pub async fn respond(st: AppState, mut plan: Plan) -> Result<Response, ApiError> {
-    let Dispatched { lease, value: (first, events), mut settle } = crate::pipeline::execute_stream(&st, &mut plan).await?;
+    let Dispatched { lease, value: (first, events), mut settle } =
+        crate::pipeline::execute_stream(&st, &mut plan).await?;
     settle.first_token = Some(Instant::now());
     let enc = Encoder::new(plan.endpoint, &settle.request_id, &plan.model, plan.include_usage);
     let (tx, rx) = mpsc::channel::<Bytes>(32);

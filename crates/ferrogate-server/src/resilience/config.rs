@@ -220,7 +220,8 @@ pub fn check(r: &Resilience, deployments: &BTreeMap<String, crate::config::Deplo
     if !(0.0..=1.0).contains(&b.failure_rate) {
         errs.push(format!("breaker.failure_rate must be between 0 and 1 (got {})", b.failure_rate));
     }
-    for (field, v) in [("window_ms", b.window_ms), ("open_ms", b.open_ms), ("half_open_probes", b.half_open_probes.into())]
+    for (field, v) in
+        [("window_ms", b.window_ms), ("open_ms", b.open_ms), ("half_open_probes", b.half_open_probes.into())]
     {
         if v == 0 {
             errs.push(format!("breaker.{field} must be greater than 0"));
@@ -239,7 +240,11 @@ pub fn check(r: &Resilience, deployments: &BTreeMap<String, crate::config::Deplo
     }
 }
 
-fn check_tiers(t: &TiersSection, deployments: &BTreeMap<String, crate::config::DeploymentConfig>, errs: &mut Vec<String>) {
+fn check_tiers(
+    t: &TiersSection,
+    deployments: &BTreeMap<String, crate::config::DeploymentConfig>,
+    errs: &mut Vec<String>,
+) {
     if !t.enabled() {
         return;
     }

@@ -79,7 +79,8 @@ where
             }
         }
     }
-    let e = last.unwrap_or_else(|| ApiError::from(ferrogate_core::GatewayError::NoBackend(plan.deployment.name.clone())));
+    let e =
+        last.unwrap_or_else(|| ApiError::from(ferrogate_core::GatewayError::NoBackend(plan.deployment.name.clone())));
     Err(match settle.as_mut() {
         Some(s) => s.fail(e),
         None => e,
@@ -101,10 +102,7 @@ fn chain(st: &AppState, plan: &Plan) -> Vec<Arc<Deployment>> {
 
 /// Fair-share identity in the queue: the stored key, else one shared anonymous identity.
 fn queue_key(plan: &Plan) -> String {
-    plan.caller
-        .as_ref()
-        .and_then(|c| c.principal.key_id())
-        .map_or_else(String::new, |k| k.as_str().to_owned())
+    plan.caller.as_ref().and_then(|c| c.principal.key_id()).map_or_else(String::new, |k| k.as_str().to_owned())
 }
 
 /// Attempts on one deployment: first try, then retries on other targets when possible.
