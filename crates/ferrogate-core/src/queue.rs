@@ -170,8 +170,10 @@ impl State {
         if count <= share {
             return None;
         }
-        // The newest waiter of that key, batch before interactive.
-        for class in [1, 0] {
+        // The newest waiter of that key, batch before interactive; a batch arrival never
+        // displaces an interactive waiter.
+        let classes: &[usize] = if prio == Priority::Batch { &[1] } else { &[1, 0] };
+        for &class in classes {
             if let Some(pos) = self.waiting[class].iter().rposition(|w| w.key == *big) {
                 return Some((class, pos));
             }
@@ -489,6 +491,21 @@ mod tests {
             assert!(poll_once(f).is_pending());
         }
         assert_eq!(waiting(&q), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_arrival_never_displaces_interactive_waiters() {
+        let q = queue(1, 2, 10_000);
+        let _held = q.acquire("hog", Priority::Interactive).await.unwrap();
+        let mut hog: Vec<_> = (0..2).map(|_| Box::pin(q.acquire("hog", Priority::Interactive))).collect();
+        for f in &mut hog {
+            assert!(poll_once(f).is_pending());
+        }
+        let batch = q.acquire("other", Priority::Batch).await;
+        assert!(matches!(batch, Err(QueueError::Full { .. })));
+        for f in &mut hog {
+            assert!(poll_once(f).is_pending(), "still queued");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -25,7 +25,7 @@ pub struct QueueSection {
 
 impl Default for QueueSection {
     fn default() -> Self {
-        Self { size: 64, max_wait_ms: 30_000, backend_concurrency: 8 }
+        Self { size: 64, max_wait_ms: 30_000, backend_concurrency: 64 }
     }
 }
 

@@ -3,6 +3,7 @@
 //! returned for the `x-ferrogate-route` header.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferrogate_core::Input;
 use ferrogate_core::tier::{self, Decision, Tier, TierConfig, TierInput};
@@ -18,6 +19,8 @@ pub struct TierRouter {
     header: bool,
     tenants: HashMap<String, Tier>,
     keys: HashMap<String, Tier>,
+    /// Decisions so far: [small, large] (for metrics).
+    decided: [AtomicU64; 2],
 }
 
 /// What the route stage needs to classify a request.
@@ -44,7 +47,18 @@ impl TierRouter {
             header: t.header,
             tenants: parse(&t.tenants),
             keys: parse(&t.keys),
+            decided: [AtomicU64::new(0), AtomicU64::new(0)],
         })
+    }
+
+    /// The small tier's deployment name.
+    pub fn small(&self) -> &str {
+        &self.small
+    }
+
+    /// Requests routed to (small, large) since start.
+    pub fn decisions(&self) -> (u64, u64) {
+        (self.decided[0].load(Ordering::Relaxed), self.decided[1].load(Ordering::Relaxed))
     }
 
     /// The deployment to serve `r`, and why.
@@ -59,10 +73,11 @@ impl TierRouter {
         };
         let input = TierInput { text: &text, prior_turns, prompt_tokens: r.prompt_tokens, max_tokens: r.max_tokens };
         let d = tier::classify(&self.cfg, &input, self.pin(r));
-        let deployment = match d.tier {
-            Tier::Small => self.small.as_str(),
-            Tier::Large => self.large.as_str(),
+        let (deployment, i) = match d.tier {
+            Tier::Small => (self.small.as_str(), 0),
+            Tier::Large => (self.large.as_str(), 1),
         };
+        self.decided[i].fetch_add(1, Ordering::Relaxed);
         (deployment, d)
     }
 
