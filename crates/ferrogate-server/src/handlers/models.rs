@@ -31,7 +31,10 @@ pub async fn list(State(st): State<AppState>, Extension(cx): Extension<RequestCx
 fn virtual_model(st: &AppState, cx: &RequestCx) -> Option<Model> {
     let t = st.tiers.as_ref()?;
     let d = st.registry.resolve(t.small())?;
-    cx.caller.as_ref().is_none_or(|c| c.check_model(d, &t.model).is_ok()).then(|| Model::new(t.model.clone(), d.created, OWNER))
+    cx.caller
+        .as_ref()
+        .is_none_or(|c| c.check_model(d, &t.model).is_ok())
+        .then(|| Model::new(t.model.clone(), d.created, OWNER))
 }
 
 pub async fn get(
