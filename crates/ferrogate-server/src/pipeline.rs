@@ -161,9 +161,11 @@ fn route(
     prompt_estimate: u32,
 ) -> Result<Plan, ApiError> {
     let priority = cx.hints.priority()?;
+    let requested = model.clone();
     let (deployment, model, route_note) = resolve(st, cx, model, &input, prompt_estimate, params.max_tokens)?;
     if let Some(c) = &cx.caller {
-        c.check_model(&deployment, &model)?;
+        // The name asked for (an alias, `auto`) or the deployment's own name may be in scope.
+        c.check_model(&deployment, &requested)?;
         params.max_tokens = c.cap_max_tokens(params.max_tokens, st.default_max_tokens())?;
     }
     params.max_tokens = deployment.cap_max_tokens(params.max_tokens);
