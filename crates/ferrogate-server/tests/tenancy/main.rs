@@ -9,6 +9,7 @@ mod env;
 mod keys;
 mod ledger;
 mod scopes;
+mod tiers;
 mod usage;
 
 ferrogate_testkit::against_every_store!(
@@ -28,4 +29,5 @@ ferrogate_testkit::against_every_store!(
     ledger::one_row_per_request_whatever_happens,
     ledger::shutdown_writes_every_queued_row,
     embedded::ledger_tokens_equal_what_clients_received,
+    tiers::tiers_pin_tenants_and_respect_scopes,
 );
