@@ -31,8 +31,9 @@ pub fn pick(cands: &[Candidate], rng: &mut fastrand::Rng) -> Option<usize> {
     let pool = |f: &dyn Fn(&Candidate) -> bool| -> Vec<usize> {
         cands.iter().enumerate().filter(|(_, c)| c.available && f(c)).map(|(i, _)| i).collect()
     };
-    let tiers = [pool(&|c| !c.tried && c.healthy), pool(&|c| !c.tried), pool(&|c| c.healthy), pool(&|_| true)];
-    let eligible = tiers.into_iter().find(|p| !p.is_empty())?;
+    let prefs: [&dyn Fn(&Candidate) -> bool; 4] =
+        [&|c| !c.tried && c.healthy, &|c| !c.tried, &|c| c.healthy, &|_| true];
+    let eligible = prefs.iter().map(|f| pool(*f)).find(|p| !p.is_empty())?;
     Some(two_choices(cands, &eligible, rng))
 }
 
