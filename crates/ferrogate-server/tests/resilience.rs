@@ -106,7 +106,7 @@ async fn breaker_opens_after_n_upstream_failures_fails_fast_probes_and_closes() 
         let (status, v, _, retry) = send(&gw, &chat("m", stream)).await;
         assert_eq!((status, v["error"]["code"].as_str()), (503, Some("circuit_open")), "{v}");
         assert!(retry.is_some(), "Retry-After on circuit_open");
-        assert!(t0.elapsed() < Duration::from_millis(300), "fail fast, not after a timeout");
+        assert!(t0.elapsed() < Duration::from_secs(1), "fail fast, not after a timeout");
     }
     assert_eq!(chat_requests(&f), seen, "an open breaker sends nothing upstream");
     // After open_ms one probe goes through; the upstream recovered, so it closes.
