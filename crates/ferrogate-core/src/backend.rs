@@ -108,6 +108,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn health(&self) -> Health;
     /// Model names the upstream serves.
     async fn models(&self) -> Result<Vec<String>, BackendError>;
+    /// Requests the backend runs in parallel, when it knows (the embedded engine's slots, once
+    /// its model is loaded); sizes the deployment's default concurrency.
+    fn parallel_slots(&self) -> Option<usize> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +175,17 @@ impl BackendError {
             }
             BackendError::Status { .. } => Blame::Upstream,
             BackendError::ContextLength { .. } | BackendError::InvalidRequest { .. } => Blame::Caller,
+        }
+    }
+
+    /// Whether this failure counts against the backend's circuit breaker: upstream faults only
+    /// (connect errors, 5xx, timeouts, garbage) — not client errors, and not 429 / overload,
+    /// which say the backend is busy rather than broken (the queue and retries handle those).
+    pub fn trips_breaker(&self) -> bool {
+        match self {
+            BackendError::Overloaded { .. } => false,
+            BackendError::Status { status: 429, .. } => false,
+            _ => self.blame() == Blame::Upstream,
         }
     }
 

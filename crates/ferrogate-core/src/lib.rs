@@ -7,11 +7,15 @@
 //! [`tenancy`] store traits.
 
 pub mod backend;
+pub mod balance;
+pub mod breaker;
 pub mod error;
 pub mod limits;
+pub mod queue;
 pub mod routing;
 pub mod stream;
 pub mod tenancy;
+pub mod tier;
 pub mod tokens;
 
 pub use backend::{
@@ -19,4 +23,4 @@ pub use backend::{
     StreamEvent, TimeoutKind,
 };
 pub use error::{Blame, GatewayError};
-pub use routing::{Deployment, Registry, Target, TargetGuard};
+pub use routing::{Deployment, PickError, Policy, Registry, Target, TargetGuard};

@@ -1,30 +1,55 @@
 //! Model name → deployment → backend. A deployment is what clients name (`model`); it has one or
-//! more targets (backend + the model name that backend knows). Picking is least-outstanding-
-//! requests among healthy targets, ties broken round-robin.
+//! more targets (backend + the model name that backend knows + a weight), an admission queue,
+//! a retry budget and an optional fallback chain. Picking is weighted power-of-two-choices on
+//! outstanding requests among targets whose circuit breaker lets requests through (`balance`).
 //!
 //! Invariant: the registry is immutable after start-up (lock-free reads on the hot path);
-//! in-flight counts are atomics released by a guard, so a cancelled request never leaks one.
+//! in-flight counts are atomics released by a guard, so a cancelled request never leaks one; a
+//! breaker ticket travels in the same guard and is resolved (or given back) exactly once.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use crate::backend::Backend;
+use tokio::time::Instant;
+
+use crate::backend::{Backend, BackendError, Capabilities};
+use crate::balance::{self, Candidate, RetryBudget, RetryPolicy};
+use crate::breaker::{Breaker, BreakerConfig, Outcome, Ticket};
+use crate::queue::{AdmissionQueue, QueueConfig};
 
 pub struct Target {
     pub backend: Arc<dyn Backend>,
     /// The model name sent to this backend.
     pub upstream_model: String,
+    /// Share of the deployment's traffic relative to its other targets.
+    pub weight: u32,
+    /// One per backend, shared by every deployment that uses the backend.
+    pub breaker: Arc<Breaker>,
     inflight: AtomicUsize,
     /// Last active health check result; unhealthy targets are skipped while others are healthy.
     healthy: AtomicBool,
 }
 
 impl Target {
+    /// Weight 1 and a breaker of its own with default settings.
     pub fn new(backend: Arc<dyn Backend>, upstream_model: impl Into<String>) -> Self {
+        let breaker = Arc::new(Breaker::new(BreakerConfig::default(), Instant::now()));
+        Self::with(backend, upstream_model, 1, breaker)
+    }
+
+    pub fn with(
+        backend: Arc<dyn Backend>,
+        upstream_model: impl Into<String>,
+        weight: u32,
+        breaker: Arc<Breaker>,
+    ) -> Self {
         Self {
             backend,
             upstream_model: upstream_model.into(),
+            weight: weight.max(1),
+            breaker,
             inflight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
         }
@@ -43,50 +68,206 @@ impl Target {
     }
 }
 
+/// How a deployment admits, retries and falls back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub queue: QueueConfig,
+    pub retry: RetryPolicy,
+    /// Deployments tried in order when this one fails or is overloaded (`large` → `small`).
+    pub fallbacks: Vec<String>,
+    /// `max_tokens` above this is lowered to it (and a request without one gets it).
+    pub max_tokens_cap: Option<u32>,
+    /// Whether `queue.concurrency` was configured (else it follows the backends' slots).
+    pub concurrency_fixed: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            queue: QueueConfig { concurrency: 64, size: 64, max_wait: std::time::Duration::from_secs(30) },
+            retry: RetryPolicy::default(),
+            fallbacks: Vec::new(),
+            max_tokens_cap: None,
+            concurrency_fixed: false,
+        }
+    }
+}
+
+/// Counters of what the deployment's resilience did, for metrics.
+#[derive(Debug, Default)]
+pub struct DeploymentStats {
+    pub retries: AtomicU64,
+    /// Retries not made because the retry budget was empty.
+    pub retries_denied: AtomicU64,
+    /// Requests this deployment handed to a fallback deployment.
+    pub fallbacks: AtomicU64,
+    /// Picks refused at once because every target's breaker was open.
+    pub circuit_open: AtomicU64,
+}
+
 pub struct Deployment {
     pub name: String,
     pub aliases: Vec<String>,
     pub targets: Vec<Arc<Target>>,
     /// Unix seconds, reported as `created` in `/v1/models`.
     pub created: u64,
-    next: AtomicUsize,
+    pub policy: Policy,
+    pub queue: AdmissionQueue,
+    pub retry_budget: RetryBudget,
+    pub stats: DeploymentStats,
+}
+
+/// Why no target could be picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickError {
+    NoTargets,
+    /// Every target's breaker is open: fail fast.
+    CircuitOpen,
+}
+
+thread_local! {
+    static RNG: RefCell<fastrand::Rng> = RefCell::new(fastrand::Rng::new());
+}
+
+/// Runs `f` with this thread's random generator (no lock, no syscall).
+pub fn with_rng<T>(f: impl FnOnce(&mut fastrand::Rng) -> T) -> T {
+    RNG.with(|r| f(&mut r.borrow_mut()))
 }
 
 impl Deployment {
     pub fn new(name: impl Into<String>, aliases: Vec<String>, targets: Vec<Arc<Target>>, created: u64) -> Self {
-        Self { name: name.into(), aliases, targets, created, next: AtomicUsize::new(0) }
+        Self::with_policy(name, aliases, targets, created, Policy::default())
     }
 
-    /// Picks the target with the fewest requests in flight, preferring healthy ones.
-    pub fn pick(&self) -> Option<TargetGuard> {
-        let n = self.targets.len();
-        if n == 0 {
-            return None;
+    pub fn with_policy(
+        name: impl Into<String>,
+        aliases: Vec<String>,
+        targets: Vec<Arc<Target>>,
+        created: u64,
+        policy: Policy,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            aliases,
+            targets,
+            created,
+            queue: AdmissionQueue::new(policy.queue),
+            retry_budget: RetryBudget::new(&policy.retry),
+            policy,
+            stats: DeploymentStats::default(),
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let any_healthy = self.targets.iter().any(|t| t.is_healthy());
-        let best = (0..n)
-            .map(|i| &self.targets[(start + i) % n])
-            .filter(|t| !any_healthy || t.is_healthy())
-            .min_by_key(|t| t.inflight())?;
-        best.inflight.fetch_add(1, Ordering::Relaxed);
-        Some(TargetGuard { target: Arc::clone(best) })
+    }
+
+    /// Picks a target for a first attempt (see [`Deployment::pick_excluding`]).
+    pub fn pick(&self) -> Result<TargetGuard, PickError> {
+        self.pick_excluding(&[])
+    }
+
+    /// Picks a target whose breaker lets a request through, preferring targets not in `tried`
+    /// (indexes into `targets`), then healthy ones; weighted power of two choices among them.
+    pub fn pick_excluding(&self, tried: &[usize]) -> Result<TargetGuard, PickError> {
+        if self.targets.is_empty() {
+            return Err(PickError::NoTargets);
+        }
+        let now = Instant::now();
+        let mut cands: Vec<Candidate> = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Candidate {
+                weight: t.weight,
+                inflight: t.inflight(),
+                available: t.breaker.available(now),
+                healthy: t.is_healthy(),
+                tried: tried.contains(&i),
+            })
+            .collect();
+        // A breaker may refuse between `available` and `try_acquire` (a racing probe): skip it.
+        for _ in 0..self.targets.len() {
+            let Some(i) = with_rng(|rng| balance::pick(&cands, rng)) else { break };
+            let t = &self.targets[i];
+            if let Some(ticket) = t.breaker.try_acquire(now) {
+                t.inflight.fetch_add(1, Ordering::Relaxed);
+                return Ok(TargetGuard { target: Arc::clone(t), index: i, ticket: Some(ticket) });
+            }
+            cands[i].available = false;
+        }
+        self.stats.circuit_open.fetch_add(1, Ordering::Relaxed);
+        Err(PickError::CircuitOpen)
+    }
+
+    /// What every target can do (a request the deployment accepts works on any target).
+    pub fn capabilities(&self) -> Capabilities {
+        let all = Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true };
+        self.targets.iter().map(|t| t.backend.capabilities()).fold(all, |a, c| Capabilities {
+            chat: a.chat && c.chat,
+            text_completion: a.text_completion && c.text_completion,
+            tools: a.tools && c.tools,
+            images: a.images && c.images,
+            usage: a.usage && c.usage,
+        })
+    }
+
+    /// Applies the deployment's `max_tokens` cap.
+    pub fn cap_max_tokens(&self, requested: Option<u32>) -> Option<u32> {
+        match (requested, self.policy.max_tokens_cap) {
+            (Some(r), Some(cap)) => Some(r.min(cap)),
+            (None, Some(cap)) => Some(cap),
+            (r, None) => r,
+        }
+    }
+
+    /// Re-sizes the queue's concurrency to the sum of the targets' slots (`default_slots` for
+    /// backends that do not report theirs), unless concurrency was configured.
+    pub fn resize_to_slots(&self, default_slots: usize) {
+        if self.policy.concurrency_fixed {
+            return;
+        }
+        let n: usize = self.targets.iter().map(|t| t.backend.parallel_slots().unwrap_or(default_slots)).sum();
+        if n > 0 && n != self.queue.stats().concurrency {
+            self.queue.set_concurrency(n);
+        }
     }
 }
 
-/// Holds one in-flight slot of a target; released on drop (success, error or cancel).
+/// Holds one in-flight slot of a target and its breaker ticket; released on drop (success,
+/// error or cancel). Record the outcome with [`TargetGuard::succeeded`] / [`TargetGuard::failed`];
+/// a guard dropped without one counts as neutral (e.g. the client went away).
 pub struct TargetGuard {
     target: Arc<Target>,
+    /// Position in the deployment's targets (for "tried" sets).
+    index: usize,
+    ticket: Option<Ticket>,
 }
 
 impl TargetGuard {
     pub fn target(&self) -> &Target {
         &self.target
     }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn succeeded(&mut self) {
+        self.resolve(Outcome::Success);
+    }
+
+    /// Counts against the breaker only if the upstream caused it.
+    pub fn failed(&mut self, e: &BackendError) {
+        self.resolve(Outcome::of(e));
+    }
+
+    fn resolve(&mut self, outcome: Outcome) {
+        if let Some(t) = self.ticket.take() {
+            self.target.breaker.record(t, outcome, Instant::now());
+        }
+    }
 }
 
 impl Drop for TargetGuard {
     fn drop(&mut self) {
+        self.resolve(Outcome::Neutral);
         self.target.inflight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -182,7 +363,36 @@ mod tests {
             assert_eq!(d.pick().unwrap().target().backend.name(), "b");
         }
         d.targets[1].set_healthy(false);
-        assert!(d.pick().is_some(), "all unhealthy: still try rather than refuse");
+        assert!(d.pick().is_ok(), "all unhealthy: still try rather than refuse");
+    }
+
+    #[test]
+    fn open_breakers_are_routed_around_then_fail_fast() {
+        let d = dep(&["a", "b"]);
+        let down = BackendError::Connect("refused".into());
+        for _ in 0..BreakerConfig::default().consecutive_failures {
+            let mut g = d.pick_excluding(&[1]).unwrap();
+            assert_eq!(g.index(), 0);
+            g.failed(&down);
+        }
+        for _ in 0..4 {
+            assert_eq!(d.pick().unwrap().target().backend.name(), "b", "a's breaker is open");
+        }
+        for _ in 0..BreakerConfig::default().consecutive_failures {
+            d.pick().unwrap().failed(&down);
+        }
+        assert_eq!(d.pick().err(), Some(PickError::CircuitOpen));
+        assert_eq!(d.stats.circuit_open.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn the_deployment_cap_lowers_max_tokens() {
+        let policy = Policy { max_tokens_cap: Some(100), ..Policy::default() };
+        let d = Deployment::with_policy("d", vec![], vec![], 0, policy);
+        assert_eq!(d.cap_max_tokens(Some(500)), Some(100));
+        assert_eq!(d.cap_max_tokens(Some(50)), Some(50));
+        assert_eq!(d.cap_max_tokens(None), Some(100));
+        assert_eq!(d.pick().err(), Some(PickError::NoTargets));
     }
 
     #[test]

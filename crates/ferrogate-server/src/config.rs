@@ -17,6 +17,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use crate::limits::config::{LimitSettings, LimitsConfig};
+pub use crate::resilience::config::{BreakerSection, QueueSection, Resilience, RetrySection, TiersSection};
 pub use crate::tenancy::config::{PriceConfig, Secret, TenancyConfig, TenancySettings};
 
 /// The default model file, served when the configuration names no backend at all.
@@ -80,10 +81,10 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
-    /// Backend names; requests are spread over them (least outstanding requests).
+    /// Backend names; requests are spread over them (weighted least outstanding requests).
     pub backends: Vec<String>,
     /// Other names clients may use for this deployment.
     #[serde(default)]
@@ -91,6 +92,26 @@ pub struct DeploymentConfig {
     /// The model name sent upstream; defaults to the deployment's name.
     #[serde(default)]
     pub upstream_model: Option<String>,
+    // --- resilience (docs/GOVERNANCE.md) ---
+    /// Backend name → weight (default 1).
+    #[serde(default)]
+    pub weights: BTreeMap<String, u32>,
+    /// Requests running at once; default: the backends' slots (`queue.backend_concurrency` for
+    /// backends that do not report theirs).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Overrides `queue.size`.
+    #[serde(default)]
+    pub queue_size: Option<usize>,
+    /// Overrides `queue.max_wait_ms`.
+    #[serde(default)]
+    pub queue_max_wait_ms: Option<u64>,
+    /// Deployments tried in order when this one fails or is overloaded.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// `max_tokens` above this is lowered to it; requests without one get it.
+    #[serde(default)]
+    pub max_tokens_cap: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -107,6 +128,11 @@ struct RawConfig {
     prices: BTreeMap<String, PriceConfig>,
     /// Rate limits: rules, shared store, failure policy, trusted proxies.
     limits: LimitsConfig,
+    // --- resilience: backpressure, breakers, retries, tiered routing ---
+    queue: QueueSection,
+    breaker: BreakerSection,
+    retry: RetrySection,
+    tiers: TiersSection,
 }
 
 /// A checked configuration.
@@ -121,6 +147,8 @@ pub struct Config {
     /// `None`: tenancy off (no master key and no database configured).
     pub tenancy: Option<TenancySettings>,
     pub limits: LimitSettings,
+    /// Queue, breaker, retry and tier defaults.
+    pub resilience: Resilience,
 }
 
 /// Every problem found, one per line.
@@ -221,6 +249,8 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
         .map(|(name, d)| crate::limits::config::ModelNames { name, aliases: &d.aliases })
         .collect();
     let limits = crate::limits::config::check(&raw.limits, &models, &mut errs);
+    let resilience = Resilience { queue: raw.queue, breaker: raw.breaker, retry: raw.retry, tiers: raw.tiers };
+    crate::resilience::config::check(&resilience, &raw.deployments, &mut errs);
     match listen {
         Ok(listen) if errs.is_empty() => Ok(Config {
             server: raw.server,
@@ -231,6 +261,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
             deployments: raw.deployments,
             tenancy,
             limits,
+            resilience,
         }),
         _ => Err(ConfigErrors(errs)),
     }
@@ -250,7 +281,7 @@ fn add_default_model(raw: &mut RawConfig) {
         DeploymentConfig {
             backends: vec![DEFAULT_DEPLOYMENT.into()],
             aliases: vec!["default".into()],
-            upstream_model: None,
+            ..DeploymentConfig::default()
         },
     );
 }
@@ -379,6 +410,52 @@ mod tests {
         assert!(t.database_url.expose().starts_with("sqlite://") && t.database_url.expose().ends_with("/ferrogate.db"));
         assert_eq!(t.prices["m"].output, 1.5);
         assert!(!format!("{t:?}").contains("0123456789abcdefgh"), "the master key never prints");
+    }
+
+    #[test]
+    fn resilience_problems_are_listed_with_the_others() {
+        let errs = from_toml(
+            r#"
+            [server]
+            listen = "nope"
+            [queue]
+            max_wait_ms = 0
+            [breaker]
+            failure_rate = 2.0
+            [retry]
+            budget_ratio = -1.0
+            [tiers]
+            small = "a"
+            large = "missing"
+            [tiers.keys]
+            "fg-abc" = "huge"
+            [backends.up]
+            kind = "openai"
+            base_url = "http://127.0.0.1:9/v1"
+            [deployments.a]
+            backends = ["up"]
+            weights = { other = 2 }
+            fallbacks = ["a", "nope"]
+            concurrency = 0
+            "#,
+        )
+        .unwrap_err();
+        let all = errs.0.join("\n");
+        for needle in [
+            "server.listen",
+            "queue.max_wait_ms",
+            "breaker.failure_rate",
+            "retry.budget_ratio",
+            "tiers.large",
+            "tiers.keys.fg-abc",
+            "deployments.a.weights",
+            "fall back to itself",
+            "no deployment named 'nope'",
+            "deployments.a.concurrency",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+        assert_eq!(errs.0.len(), 10, "{all}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ferrogate_core::queue::QueueError;
 use ferrogate_core::tenancy::StoreError;
 use ferrogate_core::tenancy::quota::Refusal;
 use ferrogate_core::{BackendError, Blame, GatewayError, TimeoutKind};
@@ -348,6 +349,42 @@ impl ApiError {
                 Some("rate_limiter_unavailable"),
                 "Rate limits cannot be checked right now; retry shortly",
             )
+        }
+    }
+}
+
+// === resilience: queue, breakers ===
+
+impl ApiError {
+    /// 503 when every backend of a deployment has its circuit breaker open (and no fallback
+    /// could serve): answered at once, `Retry-After` = when the first breaker half-opens.
+    pub fn circuit_open(deployment: &str, retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            blame: Blame::Upstream,
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("circuit_open"),
+                format!("The backends of model '{deployment}' are failing; retry shortly"),
+            )
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        let (code, message) = match e {
+            QueueError::Full { .. } => ("queue_full", "The model is at capacity and its queue is full; retry shortly"),
+            QueueError::Timeout { .. } => {
+                ("queue_timeout", "The model is at capacity and the request waited too long for a slot; retry shortly")
+            }
+        };
+        Self {
+            retry_after: Some(e.retry_after()),
+            cause: Some(e.to_string()),
+            blame: Blame::Gateway,
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some(code), message)
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod handlers;
 pub mod lifecycle;
 pub mod limits;
 pub mod pipeline;
+pub mod resilience;
 pub mod router;
 pub mod sse;
 pub mod state;

@@ -171,29 +171,31 @@ pub async fn fetch_models(cfg: &mut Config) -> Result<(), Vec<String>> {
     if errs.is_empty() { Ok(()) } else { Err(errs) }
 }
 
+/// One active health-check loop per backend, so a slow or hanging probe of one backend never
+/// delays another's: every `health_check_interval_secs`, or every 250 ms while the backend is
+/// not healthy (model loading, down) so `/ready` and routing follow it quickly. Results feed
+/// `/ready`, the balancer (unhealthy targets are avoided) and the deployment's concurrency
+/// (an engine reports its slots once loaded).
 fn spawn_health_checks(st: &AppState) {
-    let st2 = st.clone();
-    let backends: Vec<_> = st.backends.iter().map(Arc::clone).collect();
-    st.tasks.spawn(async move {
-        loop {
-            let mut all_healthy = true;
-            for b in &backends {
+    for b in st.backends.iter().map(Arc::clone) {
+        let st2 = st.clone();
+        st.tasks.spawn(async move {
+            loop {
                 let h = tokio::time::timeout(PROBE_TIMEOUT, b.health())
                     .await
                     .unwrap_or_else(|_| Health::Unhealthy("health check timed out".into()));
                 if h != st2.health_of(b.name()) {
                     tracing::info!(backend = b.name(), health = ?h, "backend health changed");
                 }
-                all_healthy &= h.is_healthy();
+                let wait = if h.is_healthy() { st2.health_interval } else { FAST_PROBE };
                 st2.set_health(b.name(), h);
+                tokio::select! {
+                    _ = st2.stopping.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
-            let wait = if all_healthy { st2.health_interval } else { FAST_PROBE };
-            tokio::select! {
-                _ = st2.stopping.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-    });
+        });
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,6 +1,8 @@
-//! The inference request path after the HTTP edge: plan (pure: validate, route, check the key's
-//! scopes and caps, pick a backend, check capabilities), admit (reserve against the key's and
-//! tenant's limits), then execute (call the backend, bounded in time), then settle.
+//! The inference request path after the HTTP edge: plan (pure: validate, route — aliases and the
+//! tiered virtual model —, check the key's scopes and caps and the deployment's cap, check
+//! capabilities), admit (reserve against the key's and tenant's limits), then execute (the
+//! deployment's queue, a balanced pick, the call bounded in time, retries and fallbacks before
+//! the first byte: `resilience::dispatch`), then settle.
 //!
 //! Invariant: every request that reached a backend is settled exactly once — on success, error
 //! or client disconnect — because settling happens in `Settle`'s `Drop`; settling writes its
@@ -9,17 +11,24 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::http::HeaderValue;
+use axum::response::Response;
+use ferrogate_core::queue::Priority;
 use ferrogate_core::{
-    Completion, Deployment, EventStream, GatewayError, GenParams, InferenceRequest, Input, TargetGuard, tokens,
+    BackendError, Completion, Deployment, EventStream, GatewayError, GenParams, InferenceRequest, Input, StreamEvent,
+    TimeoutKind, tokens,
 };
 use ferrogate_protocol::openai::{
     ChatCompletionRequest, CompletionRequest, FinishReason, LEGACY_DEFAULT_MAX_TOKENS, Usage,
 };
+use futures::StreamExt;
 
 use crate::error::ApiError;
 use crate::limits::{RateReservation, RequestLimits};
+use crate::resilience::dispatch::{self, Dispatched};
+use crate::resilience::tiers;
 use crate::state::{AppState, InflightGuard};
-use crate::telemetry::RequestCx;
+use crate::telemetry::{RequestCx, RouteLog};
 use crate::tenancy::{Admission, Caller, Metering};
 
 /// Which API shape the client asked for; decides response framing.
@@ -48,7 +57,6 @@ pub struct Plan {
     /// The name the client used, echoed in responses.
     pub model: String,
     pub deployment: Arc<Deployment>,
-    pub target: TargetGuard,
     pub req: InferenceRequest,
     pub stream: bool,
     pub include_usage: bool,
@@ -62,6 +70,10 @@ pub struct Plan {
     pub limits: Option<Arc<RequestLimits>>,
     /// The rate-limit counters [`admit`] charged; moves into `Settle`.
     pub rate: Option<RateReservation>,
+    /// Queue class (`x-ferrogate-priority`).
+    pub priority: Priority,
+    /// The tier decision when the virtual model was asked for (`x-ferrogate-route`).
+    pub route_note: Option<String>,
 }
 
 pub fn plan_chat(
@@ -90,8 +102,8 @@ pub fn plan_chat(
     let has_images = r.messages.iter().any(|m| m.has_non_text_parts());
     let has_tools = r.tools.as_ref().is_some_and(|t| !t.is_null());
     let input = Input::Chat { messages: r.messages, tools: r.tools, tool_choice: r.tool_choice };
-    let mut plan = route(st, cx, endpoint, r.model, input, params, r.extra)?;
-    let caps = plan.target.target().backend.capabilities();
+    let mut plan = route(st, cx, endpoint, r.model, input, params, r.extra, prompt_estimate)?;
+    let caps = plan.deployment.capabilities();
     if has_images && !caps.images {
         return Err(ApiError::invalid(
             Some("messages".into()),
@@ -124,8 +136,8 @@ pub fn plan_completion(st: &AppState, cx: &RequestCx, r: CompletionRequest) -> R
     };
     let (stream, include_usage) = (r.stream == Some(true), r.stream_options.is_some_and(|o| o.include_usage));
     let prompt_estimate = tokens::estimate(&prompt);
-    let mut plan = route(st, cx, Endpoint::Completion, r.model, Input::Text(prompt), params, r.extra)?;
-    if !plan.target.target().backend.capabilities().text_completion {
+    let mut plan = route(st, cx, Endpoint::Completion, r.model, Input::Text(prompt), params, r.extra, prompt_estimate)?;
+    if !plan.deployment.capabilities().text_completion {
         return Err(ApiError::invalid(
             Some("model".into()),
             format!("Model '{}' does not support text completions", plan.model),
@@ -142,6 +154,7 @@ fn note_model(cx: &RequestCx, model: &str) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn route(
     st: &AppState,
     cx: &RequestCx,
@@ -150,25 +163,22 @@ fn route(
     input: Input,
     mut params: GenParams,
     extra: serde_json::Map<String, serde_json::Value>,
+    prompt_estimate: u32,
 ) -> Result<Plan, ApiError> {
-    let deployment = st.registry.resolve(&model).cloned().ok_or_else(|| GatewayError::ModelNotFound(model.clone()))?;
+    let priority = cx.hints.priority()?;
+    let requested = model.clone();
+    let (deployment, model, route_note) = resolve(st, cx, model, &input, prompt_estimate, params.max_tokens)?;
     if let Some(c) = &cx.caller {
-        c.check_model(&deployment, &model)?;
+        // The name asked for (an alias, `auto`) or the deployment's own name may be in scope.
+        c.check_model(&deployment, &requested)?;
         params.max_tokens = c.cap_max_tokens(params.max_tokens, st.default_max_tokens())?;
     }
-    let target = deployment.pick().ok_or_else(|| GatewayError::NoBackend(deployment.name.clone()))?;
-    let req = InferenceRequest {
-        request_id: cx.id.clone(),
-        model: target.target().upstream_model.clone(),
-        input,
-        params,
-        extra,
-    };
+    params.max_tokens = deployment.cap_max_tokens(params.max_tokens);
+    let req = InferenceRequest { request_id: cx.id.clone(), model: deployment.name.clone(), input, params, extra };
     Ok(Plan {
         endpoint,
         model,
         deployment,
-        target,
         req,
         stream: false,
         include_usage: false,
@@ -177,7 +187,30 @@ fn route(
         admission: None,
         limits: cx.limits.clone(),
         rate: None,
+        priority,
+        route_note,
     })
+}
+
+/// Model name → deployment: aliases, and the virtual tiered model (whose choice is then the
+/// model name echoed to the client, explained in `route_note`).
+fn resolve(
+    st: &AppState,
+    cx: &RequestCx,
+    model: String,
+    input: &Input,
+    prompt_tokens: u32,
+    max_tokens: Option<u32>,
+) -> Result<(Arc<Deployment>, String, Option<String>), ApiError> {
+    if let Some(t) = st.tiers.as_ref().filter(|t| t.model == model) {
+        let header = cx.hints.tier()?;
+        let caller = cx.caller.as_deref();
+        let (name, decision) = t.decide(&tiers::Request { input, prompt_tokens, max_tokens, header, caller });
+        let d = st.registry.resolve(name).cloned().ok_or_else(|| GatewayError::ModelNotFound(name.to_owned()))?;
+        return Ok((d, name.to_owned(), Some(decision.to_string())));
+    }
+    let d = st.registry.resolve(&model).cloned().ok_or_else(|| GatewayError::ModelNotFound(model.clone()))?;
+    Ok((d, model, None))
 }
 
 /// Reserves the request's prompt estimate + `max_tokens` against its key's and tenant's budgets
@@ -192,29 +225,54 @@ pub async fn admit(st: &AppState, mut plan: Plan) -> Result<Plan, ApiError> {
     Ok(plan)
 }
 
-/// Runs a non-streaming request within the server's request timeout.
+/// Runs a non-streaming request; each attempt is bounded by the server's request timeout.
 pub async fn execute_unary(st: &AppState, mut plan: Plan) -> Result<(Completion, Usage, Settle), ApiError> {
-    let mut settle = Settle::new(st, &mut plan);
-    let backend = Arc::clone(&plan.target.target().backend);
-    let result = tokio::time::timeout(st.request_timeout, backend.chat(plan.req)).await;
-    let completion = match result {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(settle.fail(e.into())),
-        Err(_) => {
-            let e = ferrogate_core::BackendError::Timeout(ferrogate_core::TimeoutKind::Total);
-            return Err(settle.fail(e.into()));
+    let limit = st.request_timeout;
+    let call = |b: Arc<dyn ferrogate_core::Backend>, req| async move {
+        match tokio::time::timeout(limit, b.chat(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout(TimeoutKind::Total)),
         }
     };
+    let Dispatched { mut lease, value: completion, mut settle } = dispatch::run(st, &mut plan, call).await?;
+    lease.target.succeeded();
     let usage =
         completion.usage.unwrap_or_else(|| Usage::new(plan.prompt_estimate, tokens::estimate(&completion.text), None));
     settle.finish(completion.finish_reason, usage);
     Ok((completion, usage, settle))
 }
 
-/// Starts a streaming request; resolves once the backend accepted it.
-pub async fn execute_stream(plan: &Plan) -> Result<EventStream, ApiError> {
-    let backend = Arc::clone(&plan.target.target().backend);
-    backend.chat_stream(plan.req.clone()).await.map_err(ApiError::from)
+/// Starts a streaming request; resolves with the backend's first event (retries and fallbacks
+/// happen before it, never after).
+pub async fn execute_stream(
+    st: &AppState,
+    plan: &mut Plan,
+) -> Result<Dispatched<(StreamEvent, EventStream)>, ApiError> {
+    let call = |b: Arc<dyn ferrogate_core::Backend>, req| async move {
+        let mut events = b.chat_stream(req).await?;
+        match events.next().await {
+            Some(Ok(first)) => Ok((first, events)),
+            Some(Err(e)) => Err(e),
+            None => Err(BackendError::Protocol("upstream ended the stream before any event".into())),
+        }
+    };
+    dispatch::run(st, plan, call).await
+}
+
+/// What the client learns about routing: the access log's model and backend
+/// (`x-ferrogate-backend`), `x-ferrogate-fallback: from->to` when a fallback served, and
+/// `x-ferrogate-route` when the tiered model decided.
+pub fn decorate(res: &mut Response, requested: &str, s: &Settle) {
+    let h = res.headers_mut();
+    if let Some(from) = &s.fallback_from
+        && let Ok(v) = HeaderValue::from_str(&format!("{from}->{}", s.model))
+    {
+        h.insert("x-ferrogate-fallback", v);
+    }
+    if let Some(v) = s.route_note.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+        h.insert("x-ferrogate-route", v);
+    }
+    res.extensions_mut().insert(RouteLog { model: requested.to_owned(), backend: s.backend.clone() });
 }
 
 /// How a request ended, for the log (and later the usage ledger).
@@ -248,6 +306,10 @@ pub struct Settle {
     pub deltas: u32,
     pub usage: Option<Usage>,
     pub outcome: Outcome,
+    /// The deployment first planned, when a fallback deployment serves instead.
+    pub fallback_from: Option<String>,
+    /// The tier decision, if the virtual model was asked for.
+    pub route_note: Option<String>,
     /// The usage row and the budget reconciliation, done on drop.
     metering: Metering,
     _inflight: InflightGuard,
@@ -260,8 +322,9 @@ impl Settle {
             request_id: plan.req.request_id.clone(),
             endpoint: plan.endpoint,
             model: plan.deployment.name.clone(),
-            model_served: plan.req.model.clone(),
-            backend: plan.target.target().backend.name().to_owned(),
+            // Set by each dispatch attempt.
+            model_served: String::new(),
+            backend: String::new(),
             started: Instant::now(),
             stream: plan.stream,
             first_token: None,
@@ -269,6 +332,8 @@ impl Settle {
             deltas: 0,
             usage: None,
             outcome: Outcome::Cancelled,
+            fallback_from: None,
+            route_note: plan.route_note.clone(),
             _inflight: st.track(),
         }
     }

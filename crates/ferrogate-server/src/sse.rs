@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use ferrogate_core::{BackendError, EventStream, StreamEvent, TargetGuard};
+use ferrogate_core::{BackendError, EventStream, StreamEvent};
 use ferrogate_protocol::openai::{
     ChatCompletionChunk, ChunkChoice, CompletionChoice, Delta, FinishReason, Role, Usage, unix_now,
 };
@@ -26,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
 use crate::pipeline::{Endpoint, Plan, Settle};
+use crate::resilience::dispatch::{Dispatched, Lease};
 use crate::state::AppState;
 
 /// Builds the frames of one stream.
@@ -124,28 +125,19 @@ fn json_frame<T: serde::Serialize>(v: &T) -> Bytes {
     }
 }
 
-/// Starts the stream; returns an error response if the backend fails before its first event.
+/// Starts the stream; returns an error response if the backend fails before its first event
+/// (after the dispatcher's retries and fallbacks).
 pub async fn respond(st: AppState, mut plan: Plan) -> Result<Response, ApiError> {
-    let mut settle = Settle::new(&st, &mut plan);
-    let mut events = match crate::pipeline::execute_stream(&plan).await {
-        Ok(s) => s,
-        Err(e) => return Err(settle.fail(e)),
-    };
-    let first = match events.next().await {
-        Some(Ok(ev)) => ev,
-        Some(Err(e)) => return Err(settle.fail(e.into())),
-        None => {
-            let e = BackendError::Protocol("upstream ended the stream before any event".into());
-            return Err(settle.fail(e.into()));
-        }
-    };
+    let Dispatched { lease, value: (first, events), mut settle } =
+        crate::pipeline::execute_stream(&st, &mut plan).await?;
     settle.first_token = Some(Instant::now());
     let enc = Encoder::new(plan.endpoint, &settle.request_id, &plan.model, plan.include_usage);
     let (tx, rx) = mpsc::channel::<Bytes>(32);
-    let pump = Pump { enc, tx, settle, keepalive: st.keepalive, _target: plan.target, finished: None };
-    st.tasks.spawn(pump.run(first, events));
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut res = body.into_response();
+    crate::pipeline::decorate(&mut res, &plan.model, &settle);
+    let pump = Pump { enc, tx, settle, keepalive: st.keepalive, lease, finished: None };
+    st.tasks.spawn(pump.run(first, events));
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -158,8 +150,9 @@ struct Pump {
     tx: mpsc::Sender<Bytes>,
     settle: Settle,
     keepalive: Duration,
-    /// Holds the backend's in-flight slot for as long as the stream runs.
-    _target: TargetGuard,
+    /// Holds the deployment's slot and the backend's in-flight slot for as long as the stream
+    /// runs; its breaker learns how the stream ended.
+    lease: Lease,
     finished: Option<FinishReason>,
 }
 
@@ -231,6 +224,7 @@ impl Pump {
         let Some(reason) = self.finished else {
             return self.fail(BackendError::Protocol("upstream ended the stream without a finish reason".into())).await;
         };
+        self.lease.target.succeeded();
         let usage = self.settle.effective_usage();
         self.settle.finish(reason, usage);
         if let Some(f) = self.enc.usage(usage)
@@ -243,6 +237,7 @@ impl Pump {
 
     async fn fail(mut self, e: BackendError) {
         tracing::warn!(request_id = %self.settle.request_id, error = %e, "stream failed after the first byte");
+        self.lease.target.failed(&e);
         let body = self.settle.fail(e.into()).body();
         let frame = json_frame(&body);
         if self.send(frame).await.is_ok() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ferrogate_backends::BuildContext;
 use ferrogate_core::tenancy::time::{Clock, SystemClock};
+use ferrogate_core::breaker::Breaker;
 use ferrogate_core::{Backend, Deployment, Health, Registry, Target};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::StaticKeys;
 use crate::config::Config;
 use crate::limits::Limiter;
+use crate::resilience::tiers::TierRouter;
 use crate::tenancy::Tenancy;
 
 #[derive(Clone)]
@@ -23,6 +25,12 @@ pub struct Inner {
     pub registry: Registry,
     /// Every configured backend, by name (deployments may share one).
     pub backends: Vec<Arc<dyn Backend>>,
+    /// One circuit breaker per backend, by backend name (shared by the deployments using it).
+    pub breakers: HashMap<String, Arc<Breaker>>,
+    /// The virtual tiered model (`tiers.model`); `None` when tiered routing is off.
+    pub tiers: Option<TierRouter>,
+    /// Slots assumed for backends that do not report theirs (`queue.backend_concurrency`).
+    pub backend_concurrency: usize,
     pub keys: StaticKeys,
     /// Stored keys, admin API, usage ledger and quotas; `None` when tenancy is off.
     pub tenancy: Option<Arc<Tenancy>>,
@@ -75,6 +83,10 @@ impl AppState {
             return Err(errs);
         }
         let created = ferrogate_protocol::openai::unix_now();
+        let res = &cfg.resilience;
+        let now = tokio::time::Instant::now();
+        let breakers: HashMap<String, Arc<Breaker>> =
+            backends.keys().map(|k| (k.clone(), Arc::new(Breaker::new(res.breaker.to_core(), now)))).collect();
         let deployments = cfg
             .deployments
             .iter()
@@ -83,10 +95,14 @@ impl AppState {
                 let targets = d
                     .backends
                     .iter()
-                    .filter_map(|b| backends.get(b))
-                    .map(|b| Arc::new(Target::new(Arc::clone(b), upstream.clone())))
+                    .filter_map(|b| Some((b, backends.get(b)?, breakers.get(b)?)))
+                    .map(|(b, backend, breaker)| {
+                        let weight = d.weights.get(b).copied().unwrap_or(1);
+                        Arc::new(Target::with(Arc::clone(backend), upstream.clone(), weight, Arc::clone(breaker)))
+                    })
                     .collect();
-                Deployment::new(name.clone(), d.aliases.clone(), targets, created)
+                let policy = crate::resilience::policy(res, d, &cfg.backends);
+                Deployment::with_policy(name.clone(), d.aliases.clone(), targets, created, policy)
             })
             .collect();
         let registry = Registry::new(deployments)?;
@@ -96,6 +112,9 @@ impl AppState {
         Ok(AppState(Arc::new(Inner {
             registry,
             backends: backends.into_values().collect(),
+            breakers,
+            tiers: TierRouter::new(&res.tiers),
+            backend_concurrency: res.queue.backend_concurrency,
             keys: StaticKeys::new(&cfg.server.api_keys),
             tenancy,
             limits,
@@ -149,6 +168,10 @@ impl AppState {
         for d in self.registry.deployments() {
             for t in d.targets.iter().filter(|t| t.backend.name() == backend) {
                 t.set_healthy(healthy);
+            }
+            // An engine knows its slot count once its model is loaded.
+            if healthy && d.targets.iter().any(|t| t.backend.name() == backend) {
+                d.resize_to_slots(self.backend_concurrency);
             }
         }
     }

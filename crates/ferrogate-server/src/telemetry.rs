@@ -20,6 +20,8 @@ pub struct RequestCx {
     pub caller: Option<std::sync::Arc<crate::tenancy::Caller>>,
     /// Set by the limits layer when rate limits may apply: client IP, rate-limit headers.
     pub limits: Option<std::sync::Arc<crate::limits::RequestLimits>>,
+    /// The client's routing headers (priority class, tier pin), parsed by the route stage.
+    pub hints: crate::resilience::hints::RouteHints,
 }
 
 /// Filled by handlers so the access log can name the model and backend; the backend is also
@@ -40,7 +42,8 @@ fn request_id(req: &Request) -> String {
 }
 
 pub async fn layer(mut req: Request, next: Next) -> Response {
-    let cx = RequestCx { id: request_id(&req), started: Instant::now(), caller: None, limits: None };
+    let hints = crate::resilience::hints::RouteHints::from_headers(req.headers());
+    let cx = RequestCx { id: request_id(&req), started: Instant::now(), caller: None, limits: None, hints };
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     req.extensions_mut().insert(cx.clone());
     let mut res = next.run(req).await;

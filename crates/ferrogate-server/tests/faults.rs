@@ -20,13 +20,16 @@ use serde_json::{Value, json};
 
 const CHAT: &str = "/v1/chat/completions";
 const SECOND: Duration = Duration::from_secs(1);
+const NO_RETRIES: &str = "[retry]\nmax_retries = 0\n[breaker]\nconsecutive_failures = 0\nfailure_rate = 0.0\n";
 
 // === helpers ===
 
-/// A gateway whose deployment `m` is served by backend `up` over `fake`.
+/// A gateway whose deployment `m` is served by backend `up` over `fake`. Retries and the
+/// circuit breaker are off: these tests map each upstream failure as it comes (retries and
+/// breakers have their own tests in `resilience.rs`).
 async fn gateway(fake: &FakeUpstream, backend_extra: &str, server_extra: &str) -> TestGateway {
     TestGateway::start(&format!(
-        "[server]\n{server_extra}\n\
+        "{NO_RETRIES}[server]\n{server_extra}\n\
          [backends.up]\nkind = \"openai\"\nbase_url = \"{}\"\n{backend_extra}\n\
          [deployments.m]\nbackends = [\"up\"]\n",
         fake.url("/v1")

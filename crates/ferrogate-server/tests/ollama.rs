@@ -15,9 +15,11 @@ use serde_json::{Value, json};
 const CHAT: &str = "/v1/chat/completions";
 
 /// A gateway whose deployment `m` is `DEFAULT_MODEL` on the fake Ollama, plus `backend_extra`.
+/// Retries and the breaker are off: each upstream failure is mapped as it comes.
 async fn gateway(f: &FakeUpstream, backend_extra: &str) -> TestGateway {
     TestGateway::start(&format!(
-        "[backends.ol]\nkind = \"ollama\"\nbase_url = \"{}\"\n{backend_extra}\n\
+        "[retry]\nmax_retries = 0\n[breaker]\nconsecutive_failures = 0\nfailure_rate = 0.0\n\
+         [backends.ol]\nkind = \"ollama\"\nbase_url = \"{}\"\n{backend_extra}\n\
          [deployments.m]\nbackends = [\"ol\"]\nupstream_model = \"{DEFAULT_MODEL}\"\n",
         f.url("")
     ))

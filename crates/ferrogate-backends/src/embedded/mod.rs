@@ -99,4 +99,8 @@ impl Backend for EmbeddedBackend {
     async fn models(&self) -> Result<Vec<String>, BackendError> {
         Ok(self.engine.model_info().map(|i| vec![i.name]).unwrap_or_default())
     }
+
+    fn parallel_slots(&self) -> Option<usize> {
+        self.engine.model_info().map(|i| i.parallel)
+    }
 }

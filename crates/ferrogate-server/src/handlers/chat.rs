@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::handlers::decode;
 use crate::pipeline::{self, Endpoint, Plan};
 use crate::state::AppState;
-use crate::telemetry::{RequestCx, RouteLog};
+use crate::telemetry::RequestCx;
 
 pub async fn handle(
     State(st): State<AppState>,
@@ -29,18 +29,16 @@ pub async fn handle(
 
 /// Shared by every chat-shaped endpoint.
 pub async fn respond(st: AppState, plan: Plan) -> Result<Response, ApiError> {
-    let log = RouteLog { model: plan.model.clone(), backend: plan.target.target().backend.name().to_owned() };
-    let mut res = if plan.stream {
-        crate::sse::respond(st, plan).await
-    } else {
-        let (endpoint, model, id) = (plan.endpoint, plan.model.clone(), plan.req.request_id.clone());
-        let (completion, usage, _settle) = pipeline::execute_unary(&st, plan).await?;
-        Ok(match endpoint {
-            Endpoint::Generate => crate::handlers::simple::generate_body(&id, &model, completion, usage),
-            _ => axum::Json(chat_completion(&id, &model, completion, usage)).into_response(),
-        })
-    }?;
-    res.extensions_mut().insert(log);
+    if plan.stream {
+        return crate::sse::respond(st, plan).await;
+    }
+    let (endpoint, model, id) = (plan.endpoint, plan.model.clone(), plan.req.request_id.clone());
+    let (completion, usage, settle) = pipeline::execute_unary(&st, plan).await?;
+    let mut res = match endpoint {
+        Endpoint::Generate => crate::handlers::simple::generate_body(&id, &model, completion, usage),
+        _ => axum::Json(chat_completion(&id, &model, completion, usage)).into_response(),
+    };
+    pipeline::decorate(&mut res, &model, &settle);
     Ok(res)
 }
 

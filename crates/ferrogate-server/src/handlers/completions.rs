@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::handlers::decode;
 use crate::pipeline;
 use crate::state::AppState;
-use crate::telemetry::{RequestCx, RouteLog};
+use crate::telemetry::RequestCx;
 
 pub async fn handle(
     State(st): State<AppState>,
@@ -24,14 +24,13 @@ pub async fn handle(
     if plan.stream {
         return crate::handlers::chat::respond(st, plan).await;
     }
-    let log = RouteLog { model: plan.model.clone(), backend: plan.target.target().backend.name().to_owned() };
     let (model, id) = (plan.model.clone(), plan.req.request_id.clone());
-    let (c, usage, _settle) = pipeline::execute_unary(&st, plan).await?;
+    let (c, usage, settle) = pipeline::execute_unary(&st, plan).await?;
     let body = Completion {
         id: format!("cmpl-{id}"),
         object: "text_completion".into(),
         created: unix_now(),
-        model,
+        model: model.clone(),
         choices: vec![CompletionChoice {
             index: 0,
             text: c.text,
@@ -41,6 +40,6 @@ pub async fn handle(
         usage: Some(usage),
     };
     let mut res = Json(body).into_response();
-    res.extensions_mut().insert(log);
+    pipeline::decorate(&mut res, &model, &settle);
     Ok(res)
 }

@@ -1,10 +1,14 @@
 //! `GET /health` (liveness: the process answers) and `GET /ready` (readiness: not draining, and
 //! every deployment has a healthy backend with its model loaded; 503 with the reasons otherwise).
+//! `/ready` also shows each backend's circuit breaker and each deployment's queue; an open
+//! breaker does not make the instance unready (every replica sees the same upstream, and taking
+//! them all out of rotation would turn a backend fault into a full outage).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use ferrogate_core::Health;
+use ferrogate_core::breaker::BreakerSnapshot;
 use serde_json::{Value, json};
 
 use crate::state::AppState;
@@ -26,7 +30,11 @@ pub async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
             let name = t.backend.name();
             let h = st.health_of(name);
             any_ok |= h.is_healthy();
-            backends.insert(name.to_owned(), health_json(&h));
+            let mut b = health_json(&h);
+            b["weight"] = json!(t.weight);
+            b["inflight"] = json!(t.inflight());
+            b["breaker"] = breaker_json(&t.breaker.snapshot(tokio::time::Instant::now()));
+            backends.insert(name.to_owned(), b);
         }
         if !any_ok {
             let why: Vec<String> = d
@@ -36,7 +44,13 @@ pub async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
                 .collect();
             reasons.push(format!("deployment '{}' has no ready backend ({})", d.name, why.join("; ")));
         }
-        deployments.insert(d.name.clone(), json!({ "ready": any_ok, "backends": backends }));
+        let q = d.queue.stats();
+        let queue = json!({
+            "concurrency": q.concurrency, "running": q.running, "size": q.size,
+            "waiting_interactive": q.waiting_interactive, "waiting_batch": q.waiting_batch,
+            "rejected_full": q.rejected_full, "timed_out": q.timed_out,
+        });
+        deployments.insert(d.name.clone(), json!({ "ready": any_ok, "backends": backends, "queue": queue }));
     }
     let ok = reasons.is_empty();
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -54,6 +68,17 @@ fn health_json(h: &Health) -> Value {
         Health::NotReady(why) => json!({ "status": "not_ready", "reason": why }),
         Health::Unhealthy(why) => json!({ "status": "unhealthy", "reason": why }),
     }
+}
+
+fn breaker_json(b: &BreakerSnapshot) -> Value {
+    json!({
+        "state": b.state.as_str(),
+        "consecutive_failures": b.consecutive_failures,
+        "window_requests": b.window_requests,
+        "window_failures": b.window_failures,
+        "opened_total": b.opened_total,
+        "retry_in_ms": b.retry_in.map(|d| d.as_millis() as u64),
+    })
 }
 
 fn describe(h: &Health) -> String {

@@ -1,5 +1,5 @@
-//! `GET /v1/models` and `GET /v1/models/{id}`: deployments and their aliases — for a key limited
-//! to some models, only those.
+//! `GET /v1/models` and `GET /v1/models/{id}`: deployments and their aliases, and the tiered
+//! virtual model (`auto`) when it is on — for a key limited to some models, only those.
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
@@ -13,7 +13,7 @@ use crate::telemetry::RequestCx;
 const OWNER: &str = "ferrogate";
 
 pub async fn list(State(st): State<AppState>, Extension(cx): Extension<RequestCx>) -> Json<ModelList> {
-    let data = st
+    let mut data: Vec<Model> = st
         .registry
         .deployments()
         .iter()
@@ -21,7 +21,20 @@ pub async fn list(State(st): State<AppState>, Extension(cx): Extension<RequestCx
         .filter(|(d, n)| cx.caller.as_ref().is_none_or(|c| c.check_model(d, n).is_ok()))
         .map(|(d, n)| Model::new(n.clone(), d.created, OWNER))
         .collect();
+    if let Some(m) = virtual_model(&st, &cx) {
+        data.push(m);
+    }
     Json(ModelList::new(data))
+}
+
+/// The tiered virtual model, if on and the caller may use its small tier.
+fn virtual_model(st: &AppState, cx: &RequestCx) -> Option<Model> {
+    let t = st.tiers.as_ref()?;
+    let d = st.registry.resolve(t.small())?;
+    cx.caller
+        .as_ref()
+        .is_none_or(|c| c.check_model(d, &t.model).is_ok())
+        .then(|| Model::new(t.model.clone(), d.created, OWNER))
 }
 
 pub async fn get(
@@ -29,6 +42,9 @@ pub async fn get(
     Extension(cx): Extension<RequestCx>,
     Path(id): Path<String>,
 ) -> Result<Json<Model>, ApiError> {
+    if let Some(m) = virtual_model(&st, &cx).filter(|m| m.id == id) {
+        return Ok(Json(m));
+    }
     let d = st.registry.resolve(&id).ok_or(GatewayError::ModelNotFound(id.clone()))?;
     if let Some(c) = &cx.caller {
         c.check_model(d, &id)?;

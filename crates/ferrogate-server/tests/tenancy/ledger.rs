@@ -26,7 +26,8 @@ async fn send(env: &Env, key: &str, id: &str, body: impl Into<reqwest::Body>) ->
 }
 
 pub async fn one_row_per_request_whatever_happens(db: &TestDatabase) {
-    let env = Env::start(db, "[server]\nbody_limit_bytes = 4096\n").await;
+    // No retries: the upstream 500 below must reach the client as a failed request.
+    let env = Env::start(db, "[server]\nbody_limit_bytes = 4096\n[retry]\nmax_retries = 0\n").await;
     env.tenant("acme", json!({})).await;
     let (record, key) =
         env.key("acme", json!({"scopes": {"models": ["m"]}, "limits": {"tokens_per_day": 100000}})).await;

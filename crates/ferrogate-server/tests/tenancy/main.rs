@@ -10,6 +10,7 @@ mod keys;
 mod ledger;
 mod rates;
 mod scopes;
+mod tiers;
 mod usage;
 
 ferrogate_testkit::against_every_store!(
@@ -31,4 +32,5 @@ ferrogate_testkit::against_every_store!(
     embedded::ledger_tokens_equal_what_clients_received,
     rates::key_and_tenant_rates_are_rate_limits,
     rates::key_rates_hold_across_gateways_sharing_redis,
+    tiers::tiers_pin_tenants_and_respect_scopes,
 );
