@@ -25,6 +25,8 @@ pub struct InferenceRequest {
     /// Client fields ferrogate does not interpret (response_format, logit_bias, …), forwarded to
     /// HTTP upstreams verbatim.
     pub extra: Map<String, Value>,
+    /// Trace headers to forward and the engine phase recorder (observability only).
+    pub obs: crate::obs::RequestObs,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +110,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn health(&self) -> Health;
     /// Model names the upstream serves.
     async fn models(&self) -> Result<Vec<String>, BackendError>;
+    /// The engine's gauges and counters, for backends that run one in process (the embedded
+    /// engine); `None` for HTTP upstreams.
+    fn stats(&self) -> Option<crate::obs::BackendStats> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod error;
+pub mod obs;
 pub mod routing;
 pub mod stream;
 pub mod tenancy;
@@ -18,4 +19,5 @@ pub use backend::{
     StreamEvent, TimeoutKind,
 };
 pub use error::{Blame, GatewayError};
+pub use obs::{BackendStats, EnginePhases, RequestObs};
 pub use routing::{Deployment, Registry, Target, TargetGuard};

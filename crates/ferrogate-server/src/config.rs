@@ -16,6 +16,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::observability::config::{DashboardConfig, MetricsConfig, ObservabilityConfig, TracingConfig};
 pub use crate::tenancy::config::{PriceConfig, Secret, TenancyConfig, TenancySettings};
 
 /// The default model file, served when the configuration names no backend at all.
@@ -71,11 +72,14 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `info,ferrogate_engine=debug`. `RUST_LOG` wins if set.
     pub level: String,
+    /// Log prompt and response text at settle (one `request content` line, redacted: e-mail
+    /// addresses, key-like tokens and long digit runs masked). Off by default.
+    pub prompts: bool,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Json, level: "info".into() }
+        Self { format: LogFormat::Json, level: "info".into(), prompts: false }
     }
 }
 
@@ -104,6 +108,9 @@ struct RawConfig {
     tenancy: TenancyConfig,
     /// USD per million tokens, by deployment (cost budgets).
     prices: BTreeMap<String, PriceConfig>,
+    metrics: MetricsConfig,
+    tracing: TracingConfig,
+    dashboard: DashboardConfig,
 }
 
 /// A checked configuration.
@@ -117,6 +124,8 @@ pub struct Config {
     pub deployments: BTreeMap<String, DeploymentConfig>,
     /// `None`: tenancy off (no master key and no database configured).
     pub tenancy: Option<TenancySettings>,
+    /// `[metrics]`, `[tracing]`, `[dashboard]`, `log.prompts`.
+    pub obs: ObservabilityConfig,
 }
 
 /// Every problem found, one per line.
@@ -211,6 +220,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     check_deployments(&raw, &mut errs);
     let names: Vec<&str> = raw.deployments.keys().map(String::as_str).collect();
     let tenancy = crate::tenancy::config::check(&raw.tenancy, &raw.prices, &names, &mut errs);
+    let obs = crate::observability::config::check(raw.metrics, raw.tracing, raw.dashboard, raw.log.prompts, &mut errs);
     match listen {
         Ok(listen) if errs.is_empty() => Ok(Config {
             server: raw.server,
@@ -220,6 +230,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
             backends: raw.backends,
             deployments: raw.deployments,
             tenancy,
+            obs,
         }),
         _ => Err(ConfigErrors(errs)),
     }
@@ -368,6 +379,20 @@ mod tests {
         assert!(t.database_url.expose().starts_with("sqlite://") && t.database_url.expose().ends_with("/ferrogate.db"));
         assert_eq!(t.prices["m"].output, 1.5);
         assert!(!format!("{t:?}").contains("0123456789abcdefgh"), "the master key never prints");
+    }
+
+    #[test]
+    fn observability_problems_are_listed_with_the_others() {
+        let errs = from_toml(
+            "[server]\nlisten = \"nope\"\n[metrics]\nlisten = \"x\"\n[tracing]\nenabled = true\nendpoint = \"grpc://h\"\nsampling_ratio = 2.0\nprotocol = \"grpc\"\n",
+        )
+        .unwrap_err();
+        let all = errs.0.join("\n");
+        for needle in
+            ["server.listen", "metrics.listen", "tracing.sampling_ratio", "tracing.protocol", "tracing.endpoint"]
+        {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
     }
 
     #[test]

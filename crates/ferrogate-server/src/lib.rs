@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod lifecycle;
+pub mod observability;
 pub mod pipeline;
 pub mod router;
 pub mod sse;

@@ -17,6 +17,7 @@ use ferrogate_protocol::openai::{
 };
 
 use crate::error::ApiError;
+use crate::observability::{Mark, ObsCx, SettleObs};
 use crate::state::{AppState, InflightGuard};
 use crate::telemetry::RequestCx;
 use crate::tenancy::{Admission, Caller, Metering};
@@ -57,6 +58,8 @@ pub struct Plan {
     pub caller: Option<Arc<Caller>>,
     /// The reservation made by [`admit`]; moves into `Settle`.
     pub admission: Option<Admission>,
+    /// Stage marks and trace of the request (observability).
+    pub obs: Arc<ObsCx>,
 }
 
 pub fn plan_chat(
@@ -147,6 +150,7 @@ fn route(
     extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<Plan, ApiError> {
     let deployment = st.registry.resolve(&model).cloned().ok_or_else(|| GatewayError::ModelNotFound(model.clone()))?;
+    cx.obs.routed(&deployment.name);
     if let Some(c) = &cx.caller {
         c.check_model(&deployment, &model)?;
         params.max_tokens = c.cap_max_tokens(params.max_tokens, st.default_max_tokens())?;
@@ -158,6 +162,7 @@ fn route(
         input,
         params,
         extra,
+        obs: Default::default(),
     };
     Ok(Plan {
         endpoint,
@@ -170,6 +175,7 @@ fn route(
         prompt_estimate: 0,
         caller: cx.caller.clone(),
         admission: None,
+        obs: Arc::clone(&cx.obs),
     })
 }
 
@@ -179,6 +185,7 @@ pub async fn admit(st: &AppState, mut plan: Plan) -> Result<Plan, ApiError> {
     if let (Some(t), Some(who)) = (&st.tenancy, plan.caller.as_ref().and_then(|c| c.principal.key())) {
         plan.admission = t.admit(who, &plan.model, plan.prompt_estimate, plan.req.params.max_tokens).await?;
     }
+    plan.obs.mark(Mark::Admitted);
     Ok(plan)
 }
 
@@ -195,6 +202,7 @@ pub async fn execute_unary(st: &AppState, mut plan: Plan) -> Result<(Completion,
             return Err(settle.fail(e.into()));
         }
     };
+    settle.note_text(&completion.text);
     let usage =
         completion.usage.unwrap_or_else(|| Usage::new(plan.prompt_estimate, tokens::estimate(&completion.text), None));
     settle.finish(completion.finish_reason, usage);
@@ -240,12 +248,15 @@ pub struct Settle {
     pub outcome: Outcome,
     /// The usage row and the budget reconciliation, done on drop.
     metering: Metering,
+    /// Metrics, dashboard feed and spans, recorded on drop.
+    obs: SettleObs,
     _inflight: InflightGuard,
 }
 
 impl Settle {
     pub fn new(st: &AppState, plan: &mut Plan) -> Self {
         Self {
+            obs: SettleObs::start(st, plan),
             metering: Metering::start(st, plan),
             request_id: plan.req.request_id.clone(),
             endpoint: plan.endpoint,
@@ -269,6 +280,11 @@ impl Settle {
         let cause = e.cause.clone().unwrap_or_else(|| e.message.clone());
         self.outcome = Outcome::Failed { cause, status, code: e.code.unwrap_or(e.kind) };
         e
+    }
+
+    /// Answer text as it reaches the client (kept only for `log.prompts`).
+    pub fn note_text(&mut self, text: &str) {
+        self.obs.note_text(text);
     }
 
     pub fn finish(&mut self, reason: FinishReason, usage: Usage) {
@@ -306,9 +322,14 @@ impl Drop for Settle {
             completion_tokens = usage.completion_tokens,
             latency_ms,
             ttft_ms,
+            trace_id = self.obs.trace_id(),
+            tenant = self.obs.tenant(),
+            status = self.obs.status(self),
             "request settled"
         );
         let mut metering = std::mem::take(&mut self.metering);
         metering.settle(self);
+        let obs = std::mem::take(&mut self.obs);
+        obs.record(self, usage);
     }
 }

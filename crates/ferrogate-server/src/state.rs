@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::StaticKeys;
 use crate::config::Config;
+use crate::observability::Observability;
 use crate::tenancy::Tenancy;
 
 #[derive(Clone)]
@@ -39,6 +40,8 @@ pub struct Inner {
     pub tasks: TaskTracker,
     /// Cancelled when draining starts: background loops stop at once.
     pub stopping: CancellationToken,
+    /// Metrics, traces and the dashboard feed.
+    pub obs: Arc<Observability>,
 }
 
 impl std::ops::Deref for AppState {
@@ -86,6 +89,7 @@ impl AppState {
             })
             .collect();
         let registry = Registry::new(deployments)?;
+        let obs = Arc::new(observability_of(cfg)?);
         let health = backends.keys().map(|k| (k.clone(), Health::NotReady("not checked yet".into()))).collect();
         Ok(AppState(Arc::new(Inner {
             registry,
@@ -102,6 +106,7 @@ impl AppState {
             health: RwLock::new(health),
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
+            obs,
         })))
     }
 
@@ -153,6 +158,14 @@ impl AppState {
             .and_then(|m| m.get(backend).cloned())
             .unwrap_or_else(|| Health::NotReady("not checked yet".into()))
     }
+}
+
+/// Metrics pre-registered for the configured deployments and backends, and the tracer.
+fn observability_of(cfg: &Config) -> Result<Observability, Vec<String>> {
+    let deployments: Vec<(&str, Vec<&str>)> =
+        cfg.deployments.iter().map(|(n, d)| (n.as_str(), d.backends.iter().map(String::as_str).collect())).collect();
+    let backends: Vec<&str> = cfg.backends.keys().map(String::as_str).collect();
+    Observability::new(&cfg.obs, &deployments, &backends).map_err(|e| vec![e])
 }
 
 pub struct InflightGuard(AppState);
