@@ -26,7 +26,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, ErrorLog};
-use crate::observability::Mark;
 use crate::observability::dashboard::{DASHBOARD, DASHBOARD_EVENTS, METRICS};
 use crate::state::AppState;
 use crate::telemetry::RequestCx;
@@ -122,7 +121,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         return ApiError::internal("no request context before auth").into_response();
     };
     cx.caller = Some(Arc::clone(&caller));
-    cx.obs.mark(Mark::AuthDone);
+    cx.obs.authenticated(&caller);
     let Some(t) = st.tenancy.clone().filter(|_| caller.meter.is_some()) else {
         return next.run(req).await;
     };

@@ -117,7 +117,7 @@ fn record_unsettled(st: &AppState, cx: &RequestCx, endpoint: &'static str, statu
         return;
     }
     let error_type = code.unwrap_or(if status >= 400 { "error" } else { "none" });
-    let tenant = cx.caller.as_ref().and_then(|c| c.principal.key()).map(|k| k.tenant.name.as_str());
+    let tenant = cx.obs.tenant();
     let duration = cx.started.elapsed();
     let r = RequestRecord {
         endpoint,

@@ -75,7 +75,14 @@ impl Observability {
     ) -> ObsCx {
         let clock = Clock { instant: started, wall: std::time::SystemTime::now() };
         let trace = self.tracing.as_ref().filter(|_| traced).map(|t| t.root(headers, method, path, clock.wall));
-        ObsCx { clock, deployment: OnceLock::new(), marks: Default::default(), settling: AtomicBool::new(false), trace }
+        ObsCx {
+            clock,
+            deployment: OnceLock::new(),
+            tenant: OnceLock::new(),
+            marks: Default::default(),
+            settling: AtomicBool::new(false),
+            trace,
+        }
     }
 
     /// Reads state that lives elsewhere (health, engines, ledger, quotas) into the gauges.
@@ -179,6 +186,8 @@ pub struct ObsCx {
     pub clock: Clock,
     /// The deployment, once routing found it (metrics label; `unknown` otherwise).
     pub deployment: OnceLock<String>,
+    /// The caller's tenant name (stored keys), set by the auth layer.
+    tenant: OnceLock<String>,
     /// Nanoseconds after the start + 1, per [`Mark`]; 0 = not reached.
     marks: [AtomicU64; 3],
     /// Set when a `Settle` was made: it records the request, the telemetry layer must not.
@@ -203,6 +212,18 @@ impl ObsCx {
             0 => None,
             ns => Some(self.clock.instant + Duration::from_nanos(ns - 1)),
         }
+    }
+
+    /// The auth layer accepted the caller: the `auth` span ends, the tenant is known.
+    pub fn authenticated(&self, caller: &crate::tenancy::Caller) {
+        if let Some(k) = caller.principal.key() {
+            let _ = self.tenant.set(k.tenant.name.clone());
+        }
+        self.mark(Mark::AuthDone);
+    }
+
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.get().map(String::as_str)
     }
 
     /// Routing found `name`.

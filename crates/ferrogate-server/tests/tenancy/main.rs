@@ -8,6 +8,7 @@ mod embedded;
 mod env;
 mod keys;
 mod ledger;
+mod metrics;
 mod scopes;
 mod usage;
 
@@ -28,4 +29,5 @@ ferrogate_testkit::against_every_store!(
     ledger::one_row_per_request_whatever_happens,
     ledger::shutdown_writes_every_queued_row,
     embedded::ledger_tokens_equal_what_clients_received,
+    metrics::refusals_and_ledger_rows_are_counted_exactly,
 );
