@@ -186,14 +186,22 @@ async fn dashboard_events_stream_aggregates_and_recent_requests() {
     let fake = FakeUpstream::openai().await.unwrap();
     let gw = gateway(&fake, "").await;
     for _ in 0..4 {
-        assert_eq!(gw.post_json(CHAT, &chat("m", true)).await.status(), 200);
+        let res = gw.post_json(CHAT, &chat("m", true)).await;
+        assert_eq!(res.status(), 200);
+        assert!(res.text().await.unwrap().contains("[DONE]"));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A stream settles just after its last byte: read snapshots until all four are in.
     let mut res = gw.http.get(gw.url("/dashboard/events")).send().await.unwrap();
     assert_eq!(res.headers()["content-type"], "text/event-stream");
-    let chunk = tokio::time::timeout(Duration::from_secs(5), res.chunk()).await.unwrap().unwrap().unwrap();
-    let text = String::from_utf8(chunk.to_vec()).unwrap();
-    let v: Value = serde_json::from_str(text.trim().strip_prefix("data:").unwrap().trim()).unwrap();
+    let (mut text, mut v) = (String::new(), Value::Null);
+    for _ in 0..5 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), res.chunk()).await.unwrap().unwrap().unwrap();
+        text = String::from_utf8(chunk.to_vec()).unwrap();
+        v = serde_json::from_str(text.trim().strip_prefix("data:").unwrap().trim()).unwrap();
+        if v["last_60s"]["requests"] == 4 {
+            break;
+        }
+    }
     assert_eq!(v["last_60s"]["requests"], 4, "{v}");
     assert_eq!(v["last_60s"]["completion_tokens"], 16, "{v}");
     assert!(v["last_60s"]["ttft_ms"]["p50"].as_f64().unwrap() > 0.0, "{v}");

@@ -13,7 +13,7 @@
 //!   `/metrics` is scraped, not pushed from their hot paths.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ferrogate_core::BackendStats;
@@ -197,6 +197,29 @@ pub struct Metrics {
     /// Current breaker state and queue depth, for the dashboard (written on change only).
     circuits: Mutex<HashMap<String, &'static str>>,
     queues: Mutex<HashMap<String, usize>>,
+    /// Handles of the success path by deployment, backend and endpoint: a finished request
+    /// costs a read lock, two map lookups and atomic updates, no label building.
+    ok: RwLock<OkCache>,
+}
+
+type OkCache = HashMap<String, HashMap<String, [Option<Arc<OkHandles>>; 4]>>;
+
+/// Every series a successful request (without a tenant label) updates.
+struct OkHandles {
+    requests: Counter,
+    duration: Histogram,
+    genai_duration: Histogram,
+    backend_ok: Counter,
+    backend_duration: Histogram,
+    ttft: Histogram,
+    genai_ttft: Histogram,
+    tpot: Histogram,
+    genai_tpot: Histogram,
+    tokens_per_second: Histogram,
+    /// prompt, cached, completion.
+    tokens: [Counter; 3],
+    /// input, output.
+    genai_tokens: [Histogram; 2],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -263,6 +286,7 @@ impl Metrics {
             seen_rate: Default::default(),
             circuits: Mutex::default(),
             queues: Mutex::default(),
+            ok: RwLock::default(),
         };
         m.describe();
         m.preregister(deployments, backends);
@@ -349,6 +373,68 @@ impl Metrics {
 
     /// One finished inference request: counters, histograms and the GenAI equivalents.
     pub fn request(&self, r: &RequestRecord<'_>) {
+        let plain = r.error_type == "none" && r.status < 300 && r.has_usage && !self.tenant_labels;
+        if let (true, Some(backend)) = (plain, r.backend)
+            && let Some(h) = self.ok_handles(r.deployment, backend, r.endpoint)
+        {
+            return record_ok(&h, r);
+        }
+        self.request_labelled(r);
+    }
+
+    /// The cached handles of a successful request's series (built on first use).
+    fn ok_handles(&self, deployment: &str, backend: &str, endpoint: &'static str) -> Option<Arc<OkHandles>> {
+        let i = ENDPOINTS.iter().position(|e| *e == endpoint)?;
+        let cached = self.ok.read().ok()?.get(deployment).and_then(|m| m.get(backend)).and_then(|a| a[i].clone());
+        if cached.is_some() {
+            return cached;
+        }
+        let h = Arc::new(self.build_ok(deployment, backend, endpoint));
+        let mut map = self.ok.write().ok()?;
+        let slot = &mut map.entry(deployment.to_owned()).or_default().entry(backend.to_owned()).or_default()[i];
+        Some(Arc::clone(slot.get_or_insert(h)))
+    }
+
+    fn build_ok(&self, d: &str, b: &str, endpoint: &'static str) -> OkHandles {
+        let op = operation(endpoint);
+        let pair = || vec![label("deployment", d), label("backend", b)];
+        let genai = || vec![slabel("gen_ai_operation_name", op), label("gen_ai_request_model", d)];
+        let token = |t| vec![label("deployment", d), slabel("token_type", t)];
+        let genai_token = |t| {
+            vec![slabel("gen_ai_operation_name", op), label("gen_ai_request_model", d), slabel("gen_ai_token_type", t)]
+        };
+        let requests = vec![
+            slabel("endpoint", endpoint),
+            label("deployment", d),
+            slabel("status_class", "2xx"),
+            slabel("error_type", "none"),
+        ];
+        let duration = vec![slabel("endpoint", endpoint), label("deployment", d), slabel("status_class", "2xx")];
+        OkHandles {
+            requests: self.counter(REQUESTS, requests),
+            duration: self.histogram(REQUEST_DURATION, duration),
+            genai_duration: self.histogram(GENAI_DURATION, genai()),
+            backend_ok: self.counter(BACKEND_REQUESTS, vec![label("backend", b), slabel("outcome", "ok")]),
+            backend_duration: self.histogram(BACKEND_DURATION, vec![label("backend", b)]),
+            ttft: self.histogram(TTFT, pair()),
+            genai_ttft: self.histogram(GENAI_TTFT, genai()),
+            tpot: self.histogram(TPOT, pair()),
+            genai_tpot: self.histogram(GENAI_TPOT, genai()),
+            tokens_per_second: self.histogram(TOKENS_PER_SECOND, pair()),
+            tokens: [
+                self.counter(TOKENS, token("prompt")),
+                self.counter(TOKENS, token("cached")),
+                self.counter(TOKENS, token("completion")),
+            ],
+            genai_tokens: [
+                self.histogram(GENAI_TOKEN_USAGE, genai_token("input")),
+                self.histogram(GENAI_TOKEN_USAGE, genai_token("output")),
+            ],
+        }
+    }
+
+    /// Any request, labels built per call (errors, cancellations, tenant labels).
+    fn request_labelled(&self, r: &RequestRecord<'_>) {
         let class = status_class(r.status);
         let mut labels = vec![
             slabel("endpoint", r.endpoint),
@@ -568,6 +654,37 @@ impl Metrics {
     }
 }
 
+/// The success path of [`Metrics::request`], on cached handles; records exactly what
+/// `request_labelled` would.
+fn record_ok(h: &OkHandles, r: &RequestRecord<'_>) {
+    let secs = r.duration.as_secs_f64();
+    h.requests.increment(1);
+    h.duration.record(secs);
+    h.genai_duration.record(secs);
+    h.backend_ok.increment(1);
+    if let Some(d) = r.backend_duration {
+        h.backend_duration.record(d.as_secs_f64());
+    }
+    if let Some(t) = r.ttft {
+        h.ttft.record(t.as_secs_f64());
+        h.genai_ttft.record(t.as_secs_f64());
+    }
+    if let Some(d) = r.decode.filter(|_| r.completion_tokens > 1) {
+        let per_token = d.as_secs_f64() / f64::from(r.completion_tokens - 1);
+        h.tpot.record(per_token);
+        h.genai_tpot.record(per_token);
+    }
+    let generating = r.decode.or(r.backend_duration).map(|d| d.as_secs_f64()).filter(|s| *s > 0.0);
+    if let Some(s) = generating.filter(|_| r.completion_tokens > 0) {
+        h.tokens_per_second.record(f64::from(r.completion_tokens) / s);
+    }
+    for (c, n) in h.tokens.iter().zip([r.prompt_tokens, r.cached_tokens, r.completion_tokens]) {
+        c.increment(u64::from(n));
+    }
+    h.genai_tokens[0].record(f64::from(r.prompt_tokens));
+    h.genai_tokens[1].record(f64::from(r.completion_tokens));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,6 +736,24 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("t1"), "no tenant label unless configured: {text}");
+    }
+
+    #[test]
+    fn cached_and_labelled_paths_record_the_same_series() {
+        let (a, b) = (Metrics::new(false, &[], &[]), Metrics::new(false, &[], &[]));
+        for _ in 0..3 {
+            a.request(&record(200, "none"));
+            b.request_labelled(&record(200, "none"));
+        }
+        let lines = |t: String| {
+            let mut v: Vec<String> =
+                t.lines().filter(|l| !l.starts_with("ferrogate_start_time")).map(str::to_owned).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(lines(a.render()), lines(b.render()));
+        let want = r#"ferrogate_requests_total{endpoint="chat",deployment="m",status_class="2xx",error_type="none"} 3"#;
+        assert!(a.render().contains(want));
     }
 
     #[test]
