@@ -229,7 +229,17 @@ impl HttpClient for OtlpHttp {
             *out.headers_mut() = headers;
             Ok::<_, HttpError>(out)
         });
-        task.await.map_err(|e| Box::new(e) as HttpError)?
+        let result = task.await.map_err(|e| Box::new(e) as HttpError)?;
+        // The SDK's own diagnostics are compiled out (no `internal-logs`): a collector that is
+        // down or refuses spans must still show in the log (at most once per export interval).
+        match &result {
+            Ok(r) if !r.status().is_success() => {
+                tracing::warn!(status = r.status().as_u16(), "tracing: the OTLP collector refused spans");
+            }
+            Err(e) => tracing::warn!(error = %e, "tracing: cannot export spans to the OTLP collector"),
+            Ok(_) => {}
+        }
+        result
     }
 }
 
