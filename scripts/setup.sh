@@ -9,7 +9,8 @@
 #   - cargo (must already exist: Rust comes from rustup) and cargo-nextest (cargo install);
 #   - the GGUF models, via scripts/fetch-models.sh (cached in ~/.cache/ferrogate/models).
 # Options:
-#   --test       also the Python venv (.venv) for the openai-SDK tests in tests/sdk, reinstalled
+#   --test       also promtool and headless chromium (apt), and the Python venv (.venv) for the
+#                openai-SDK and dashboard tests in tests/sdk, reinstalled
 #                only when tests/sdk/requirements.txt changes (a hash stamp in .venv)
 #   --bench      also the benchmark tools: nginx-light and wrk (apt), oha (cargo install into
 #                ~/.cache/ferrogate/tools, outside the repo)
@@ -22,8 +23,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Build deps: C/C++ toolchain and cmake for llama.cpp, clang + libclang for bindgen, pkg-config for
 # -sys crates, python3-venv for the SDK tests' venv, curl for health polls, unzip for model wheels.
 BASE_DEBS=(build-essential cmake clang libclang-dev pkg-config python3-venv curl unzip)
-# promtool (Debian's prometheus package) lets tests validate the /metrics exposition format.
-TEST_DEBS=(prometheus)
+# promtool (Debian's prometheus package) lets tests validate the /metrics exposition format and the
+# alert rules in deploy/; chromium + chromium-driver run the live dashboard's browser test.
+TEST_DEBS=(prometheus chromium chromium-driver)
 # nginx is the static upstream of `make bench-overhead`; wrk is a second load generator.
 BENCH_DEBS=(nginx-light wrk)
 OHA_VERSION="1.16.0"

@@ -76,6 +76,17 @@ pub(crate) fn with_request_id(rb: reqwest::RequestBuilder, request_id: &str) -> 
     }
 }
 
+/// The request's W3C trace context (`traceparent`, `tracestate`), so the upstream's spans join the
+/// gateway's trace; nothing when tracing is off.
+pub(crate) fn with_trace(mut rb: reqwest::RequestBuilder, obs: &ferrogate_core::RequestObs) -> reqwest::RequestBuilder {
+    for (name, value) in &obs.trace_headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            rb = rb.header(*name, v);
+        }
+    }
+    rb
+}
+
 /// Sends `rb`; a non-2xx answer becomes the matching error (its body read, bounded).
 pub(crate) async fn send(rb: reqwest::RequestBuilder) -> Result<reqwest::Response, BackendError> {
     let resp = rb.send().await.map_err(transport_error)?;

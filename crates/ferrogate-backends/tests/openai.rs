@@ -35,6 +35,7 @@ fn chat_request() -> InferenceRequest {
         input: Input::Chat { messages: vec![ChatMessage::new(Role::User, "hi")], tools: None, tool_choice: None },
         params: GenParams { temperature: Some(0.3), max_tokens: Some(16), ..GenParams::default() },
         extra: json!({"logit_bias": {"50256": -100}}).as_object().unwrap().clone(),
+        obs: Default::default(),
     }
 }
 

@@ -25,6 +25,8 @@ pub struct InferenceRequest {
     /// Client fields ferrogate does not interpret (response_format, logit_bias, …), forwarded to
     /// HTTP upstreams verbatim.
     pub extra: Map<String, Value>,
+    /// Trace headers to forward and the engine phase recorder (observability only).
+    pub obs: crate::obs::RequestObs,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +113,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Requests the backend runs in parallel, when it knows (the embedded engine's slots, once
     /// its model is loaded); sizes the deployment's default concurrency.
     fn parallel_slots(&self) -> Option<usize> {
+        None
+    }
+    /// The engine's gauges and counters, for backends that run one in process (the embedded
+    /// engine); `None` for HTTP upstreams.
+    fn stats(&self) -> Option<crate::obs::BackendStats> {
         None
     }
 }

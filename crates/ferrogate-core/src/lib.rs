@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod error;
 pub mod limits;
 pub mod queue;
+pub mod obs;
 pub mod routing;
 pub mod stream;
 pub mod tenancy;
@@ -24,3 +25,4 @@ pub use backend::{
 };
 pub use error::{Blame, GatewayError};
 pub use routing::{Deployment, PickError, Policy, Registry, Target, TargetGuard};
+pub use obs::{BackendStats, EnginePhases, RequestObs};

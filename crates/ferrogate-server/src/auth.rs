@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, ErrorLog};
+use crate::observability::dashboard::{DASHBOARD, DASHBOARD_EVENTS, METRICS};
 use crate::state::AppState;
 use crate::telemetry::RequestCx;
 use crate::tenancy::cache::Rejected;
@@ -86,11 +87,12 @@ fn client_ip(st: &AppState, req: &Request) -> IpAddr {
 
 pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if !st.auth_required() || PUBLIC_PATHS.contains(&path) {
+    if !st.auth_required() || PUBLIC_PATHS.contains(&path) || public_observability(&st, path) {
         return next.run(req).await;
     }
     let tenancy = st.tenancy.as_deref();
-    let admin = tenancy.is_some() && (path == "/admin" || path.starts_with("/admin/"));
+    // The dashboard's data stream is for operators: the master key, as the admin API.
+    let admin = tenancy.is_some() && (path == "/admin" || path.starts_with("/admin/") || path == DASHBOARD_EVENTS);
     let group = endpoint_group(path);
     let endpoint = metered_endpoint(path);
     let ip = client_ip(&st, &req);
@@ -119,6 +121,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         return ApiError::internal("no request context before auth").into_response();
     };
     cx.caller = Some(Arc::clone(&caller));
+    cx.obs.authenticated(&caller);
     let Some(t) = st.tenancy.clone().filter(|_| caller.meter.is_some()) else {
         return next.run(req).await;
     };
@@ -127,6 +130,11 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     let code = res.extensions().get::<ErrorLog>().map(|e| e.code);
     guard.response = Some((res.status().as_u16(), code));
     res
+}
+
+/// The dashboard page (no data in it) and, unless `metrics.public = false`, `/metrics`.
+fn public_observability(st: &AppState, path: &str) -> bool {
+    path == DASHBOARD || (path == METRICS && st.obs.cfg.metrics.public)
 }
 
 /// The master key, for `/admin/v1`.

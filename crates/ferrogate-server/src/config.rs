@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::limits::config::{LimitSettings, LimitsConfig};
 pub use crate::resilience::config::{BreakerSection, QueueSection, Resilience, RetrySection, TiersSection};
+pub use crate::observability::config::{DashboardConfig, MetricsConfig, ObservabilityConfig, TracingConfig};
 pub use crate::tenancy::config::{PriceConfig, Secret, TenancyConfig, TenancySettings};
 
 /// The default model file, served when the configuration names no backend at all.
@@ -73,11 +74,14 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `info,ferrogate_engine=debug`. `RUST_LOG` wins if set.
     pub level: String,
+    /// Log prompt and response text at settle (one `request content` line, redacted: e-mail
+    /// addresses, key-like tokens and long digit runs masked). Off by default.
+    pub prompts: bool,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Json, level: "info".into() }
+        Self { format: LogFormat::Json, level: "info".into(), prompts: false }
     }
 }
 
@@ -133,6 +137,9 @@ struct RawConfig {
     breaker: BreakerSection,
     retry: RetrySection,
     tiers: TiersSection,
+    metrics: MetricsConfig,
+    tracing: TracingConfig,
+    dashboard: DashboardConfig,
 }
 
 /// A checked configuration.
@@ -149,6 +156,8 @@ pub struct Config {
     pub limits: LimitSettings,
     /// Queue, breaker, retry and tier defaults.
     pub resilience: Resilience,
+    /// `[metrics]`, `[tracing]`, `[dashboard]`, `log.prompts`.
+    pub obs: ObservabilityConfig,
 }
 
 /// Every problem found, one per line.
@@ -251,6 +260,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     let limits = crate::limits::config::check(&raw.limits, &models, &mut errs);
     let resilience = Resilience { queue: raw.queue, breaker: raw.breaker, retry: raw.retry, tiers: raw.tiers };
     crate::resilience::config::check(&resilience, &raw.deployments, &mut errs);
+    let obs = crate::observability::config::check(raw.metrics, raw.tracing, raw.dashboard, raw.log.prompts, &mut errs);
     match listen {
         Ok(listen) if errs.is_empty() => Ok(Config {
             server: raw.server,
@@ -262,6 +272,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
             tenancy,
             limits,
             resilience,
+            obs,
         }),
         _ => Err(ConfigErrors(errs)),
     }
@@ -456,6 +467,20 @@ mod tests {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
         assert_eq!(errs.0.len(), 10, "{all}");
+    }
+
+    #[test]
+    fn observability_problems_are_listed_with_the_others() {
+        let errs = from_toml(
+            "[server]\nlisten = \"nope\"\n[metrics]\nlisten = \"x\"\n[tracing]\nenabled = true\nendpoint = \"grpc://h\"\nsampling_ratio = 2.0\nprotocol = \"grpc\"\n",
+        )
+        .unwrap_err();
+        let all = errs.0.join("\n");
+        for needle in
+            ["server.listen", "metrics.listen", "tracing.sampling_ratio", "tracing.protocol", "tracing.endpoint"]
+        {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
     }
 
     #[test]

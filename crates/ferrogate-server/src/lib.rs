@@ -15,6 +15,7 @@ pub mod error;
 pub mod handlers;
 pub mod lifecycle;
 pub mod limits;
+pub mod observability;
 pub mod pipeline;
 pub mod resilience;
 pub mod router;

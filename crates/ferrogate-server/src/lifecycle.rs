@@ -38,6 +38,8 @@ pub enum StartError {
 /// A running gateway.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The separate `/metrics` listener's address, when `metrics.listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -84,6 +86,8 @@ pub async fn start_with_clock(
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
     tracing::info!(%addr, deployments = st.registry.deployments().len(), "ferrogate listening");
     spawn_health_checks(&st);
+    let metrics_addr = spawn_metrics_listener(&st).await?;
+    crate::observability::Observability::spawn_sampler(&st);
     if let Some(t) = &st.tenancy {
         t.spawn_background(&st.tasks, st.stopping.clone());
     }
@@ -95,7 +99,23 @@ pub async fn start_with_clock(
         }
     };
     let task = tokio::spawn(serve(listener, st.clone(), signal));
-    Ok(Running { addr, state: st, stop: Some(stop), task })
+    Ok(Running { addr, metrics_addr, state: st, stop: Some(stop), task })
+}
+
+/// Serves `/metrics` alone on `metrics.listen`, until draining starts.
+async fn spawn_metrics_listener(st: &AppState) -> Result<Option<SocketAddr>, StartError> {
+    let Some(at) = st.obs.cfg.metrics_listen.filter(|_| st.obs.cfg.metrics.enabled) else { return Ok(None) };
+    let listener = TcpListener::bind(at).await.map_err(|source| StartError::Bind { addr: at, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: at, source })?;
+    tracing::info!(%addr, "metrics listening");
+    let (app, stop) = (crate::router::metrics_router(st.clone()), st.stopping.clone());
+    st.tasks.spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "metrics listener error");
+        }
+    });
+    Ok(Some(addr))
 }
 
 async fn serve(listener: TcpListener, st: AppState, signal: impl Future<Output = ()> + Send + 'static) {
@@ -143,6 +163,8 @@ async fn serve(listener: TcpListener, st: AppState, signal: impl Future<Output =
         t.shutdown().await;
     }
     st.limits.shutdown().await;
+    // And the spans still queued.
+    st.obs.shutdown().await;
     tracing::info!("shutdown complete");
 }
 

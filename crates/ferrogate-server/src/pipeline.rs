@@ -27,6 +27,7 @@ use crate::error::ApiError;
 use crate::limits::{RateReservation, RequestLimits};
 use crate::resilience::dispatch::{self, Dispatched};
 use crate::resilience::tiers;
+use crate::observability::{Mark, ObsCx, SettleObs};
 use crate::state::{AppState, InflightGuard};
 use crate::telemetry::{RequestCx, RouteLog};
 use crate::tenancy::{Admission, Caller, Metering};
@@ -74,6 +75,8 @@ pub struct Plan {
     pub priority: Priority,
     /// The tier decision when the virtual model was asked for (`x-ferrogate-route`).
     pub route_note: Option<String>,
+    /// Stage marks and trace of the request (observability).
+    pub obs: Arc<ObsCx>,
 }
 
 pub fn plan_chat(
@@ -168,13 +171,21 @@ fn route(
     let priority = cx.hints.priority()?;
     let requested = model.clone();
     let (deployment, model, route_note) = resolve(st, cx, model, &input, prompt_estimate, params.max_tokens)?;
+    cx.obs.routed(&deployment.name);
     if let Some(c) = &cx.caller {
         // The name asked for (an alias, `auto`) or the deployment's own name may be in scope.
         c.check_model(&deployment, &requested)?;
         params.max_tokens = c.cap_max_tokens(params.max_tokens, st.default_max_tokens())?;
     }
     params.max_tokens = deployment.cap_max_tokens(params.max_tokens);
-    let req = InferenceRequest { request_id: cx.id.clone(), model: deployment.name.clone(), input, params, extra };
+    let req = InferenceRequest {
+        request_id: cx.id.clone(),
+        model: deployment.name.clone(),
+        input,
+        params,
+        extra,
+        obs: Default::default(),
+    };
     Ok(Plan {
         endpoint,
         model,
@@ -189,6 +200,7 @@ fn route(
         rate: None,
         priority,
         route_note,
+        obs: Arc::clone(&cx.obs),
     })
 }
 
@@ -222,6 +234,7 @@ pub async fn admit(st: &AppState, mut plan: Plan) -> Result<Plan, ApiError> {
     }
     // === rate limits (docs/GOVERNANCE.md) ===
     plan.rate = st.limits.admit(&mut plan, st.default_max_tokens()).await?;
+    plan.obs.mark(Mark::Admitted);
     Ok(plan)
 }
 
@@ -236,6 +249,7 @@ pub async fn execute_unary(st: &AppState, mut plan: Plan) -> Result<(Completion,
     };
     let Dispatched { mut lease, value: completion, mut settle } = dispatch::run(st, &mut plan, call).await?;
     lease.target.succeeded();
+    settle.note_text(&completion.text);
     let usage =
         completion.usage.unwrap_or_else(|| Usage::new(plan.prompt_estimate, tokens::estimate(&completion.text), None));
     settle.finish(completion.finish_reason, usage);
@@ -312,12 +326,15 @@ pub struct Settle {
     pub route_note: Option<String>,
     /// The usage row and the budget reconciliation, done on drop.
     metering: Metering,
+    /// Metrics, dashboard feed and spans, recorded on drop.
+    obs: SettleObs,
     _inflight: InflightGuard,
 }
 
 impl Settle {
     pub fn new(st: &AppState, plan: &mut Plan) -> Self {
         Self {
+            obs: SettleObs::start(st, plan),
             metering: Metering::start(st, plan),
             request_id: plan.req.request_id.clone(),
             endpoint: plan.endpoint,
@@ -344,6 +361,11 @@ impl Settle {
         let cause = e.cause.clone().unwrap_or_else(|| e.message.clone());
         self.outcome = Outcome::Failed { cause, status, code: e.code.unwrap_or(e.kind) };
         e
+    }
+
+    /// Answer text as it reaches the client (kept only for `log.prompts`).
+    pub fn note_text(&mut self, text: &str) {
+        self.obs.note_text(text);
     }
 
     pub fn finish(&mut self, reason: FinishReason, usage: Usage) {
@@ -381,9 +403,14 @@ impl Drop for Settle {
             completion_tokens = usage.completion_tokens,
             latency_ms,
             ttft_ms,
+            trace_id = self.obs.trace_id(),
+            tenant = self.obs.tenant(),
+            status = self.obs.status(self),
             "request settled"
         );
         let mut metering = std::mem::take(&mut self.metering);
         metering.settle(self);
+        let obs = std::mem::take(&mut self.obs);
+        obs.record(self, usage);
     }
 }

@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
@@ -11,12 +11,13 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::ApiError;
 use crate::handlers::{chat, completions, health, models, simple};
+use crate::observability::dashboard;
 use crate::state::AppState;
 use crate::{admin, auth, limits, telemetry};
 
 pub fn router(st: AppState) -> Router {
     let stages = ServiceBuilder::new()
-        .layer(from_fn(telemetry::layer)) // 1 request id, timing, access log
+        .layer(from_fn_with_state(st.clone(), telemetry::layer)) // 1 request id, trace, access log, metrics
         .layer(CatchPanicLayer::custom(on_panic)) // 2 a bug answers 500, never drops the connection
         .layer(from_fn_with_state(st.clone(), drain)) // 3 shutting down → 503
         .layer(from_fn_with_state(st.clone(), limits::layer)) // 3b client IP; rate-limit headers
@@ -36,7 +37,28 @@ pub fn router(st: AppState) -> Router {
         Some(_) => routes.merge(admin::routes()).route("/v1/usage", get(admin::usage::client)),
         None => routes,
     };
+    let routes = observability_routes(&st, routes);
     routes.fallback(not_found).method_not_allowed_fallback(method_not_allowed).layer(stages).with_state(st)
+}
+
+/// `/metrics` (unless it has its own listener) and the live dashboard, as configured.
+fn observability_routes(st: &AppState, routes: Router<AppState>) -> Router<AppState> {
+    let cfg = &st.obs.cfg;
+    let routes = match cfg.metrics.enabled && cfg.metrics_listen.is_none() {
+        true => routes.route(dashboard::METRICS, get(dashboard::metrics)),
+        false => routes,
+    };
+    match cfg.dashboard.enabled {
+        true => routes
+            .route(dashboard::DASHBOARD, get(dashboard::page))
+            .route(dashboard::DASHBOARD_EVENTS, get(dashboard::events)),
+        false => routes,
+    }
+}
+
+/// The separate `/metrics` listener (`metrics.listen`): that route only, no auth.
+pub fn metrics_router(st: AppState) -> Router {
+    Router::new().route(dashboard::METRICS, get(dashboard::metrics)).with_state(st)
 }
 
 async fn drain(State(st): State<AppState>, req: Request, next: Next) -> Response {

@@ -201,6 +201,7 @@ impl Pump {
                     return Ok(());
                 }
                 self.settle.deltas += 1;
+                self.settle.note_text(&text);
                 let frame = self.enc.delta(text, tool_calls);
                 self.send(frame).await
             }

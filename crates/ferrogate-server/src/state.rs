@@ -16,6 +16,7 @@ use crate::auth::StaticKeys;
 use crate::config::Config;
 use crate::limits::Limiter;
 use crate::resilience::tiers::TierRouter;
+use crate::observability::Observability;
 use crate::tenancy::Tenancy;
 
 #[derive(Clone)]
@@ -51,6 +52,8 @@ pub struct Inner {
     pub tasks: TaskTracker,
     /// Cancelled when draining starts: background loops stop at once.
     pub stopping: CancellationToken,
+    /// Metrics, traces and the dashboard feed.
+    pub obs: Arc<Observability>,
 }
 
 impl std::ops::Deref for AppState {
@@ -108,6 +111,7 @@ impl AppState {
         let registry = Registry::new(deployments)?;
         let clock = tenancy.as_ref().map_or_else(|| Arc::new(SystemClock) as Arc<dyn Clock>, |t| Arc::clone(&t.clock));
         let limits = Arc::new(Limiter::new(&cfg.limits, tenancy.is_some(), clock).map_err(|e| vec![e])?);
+        let obs = Arc::new(observability_of(cfg)?);
         let health = backends.keys().map(|k| (k.clone(), Health::NotReady("not checked yet".into()))).collect();
         Ok(AppState(Arc::new(Inner {
             registry,
@@ -128,6 +132,7 @@ impl AppState {
             health: RwLock::new(health),
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
+            obs,
         })))
     }
 
@@ -183,6 +188,14 @@ impl AppState {
             .and_then(|m| m.get(backend).cloned())
             .unwrap_or_else(|| Health::NotReady("not checked yet".into()))
     }
+}
+
+/// Metrics pre-registered for the configured deployments and backends, and the tracer.
+fn observability_of(cfg: &Config) -> Result<Observability, Vec<String>> {
+    let deployments: Vec<(&str, Vec<&str>)> =
+        cfg.deployments.iter().map(|(n, d)| (n.as_str(), d.backends.iter().map(String::as_str).collect())).collect();
+    let backends: Vec<&str> = cfg.backends.keys().map(String::as_str).collect();
+    Observability::new(&cfg.obs, &deployments, &backends).map_err(|e| vec![e])
 }
 
 pub struct InflightGuard(AppState);

@@ -82,6 +82,16 @@ pub struct LedgerStats {
     pub retries: u64,
     /// Batches written at normal priority because the idle-priority writer was behind.
     pub escalated: u64,
+    /// Unix ms at which the oldest row not yet written was taken off the channel; 0 when the
+    /// writer holds nothing (the write lag is now minus this).
+    pub pending_since_unix_ms: u64,
+}
+
+impl LedgerStats {
+    /// Rows accepted and not yet written, skipped or given up on.
+    pub fn pending(&self) -> u64 {
+        self.accepted.saturating_sub(self.written + self.duplicates + self.lost)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +103,7 @@ struct Counters {
     lost: AtomicU64,
     retries: AtomicU64,
     escalated: AtomicU64,
+    pending_since_unix_ms: AtomicU64,
 }
 
 impl Counters {
@@ -105,7 +116,15 @@ impl Counters {
             lost: self.lost.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             escalated: self.escalated.load(Ordering::Relaxed),
+            pending_since_unix_ms: self.pending_since_unix_ms.load(Ordering::Relaxed),
         }
+    }
+
+    /// Marks the start of a batch (its first row), for the write-lag gauge.
+    fn batch_started(&self) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX).max(1);
+        let _ = self.pending_since_unix_ms.compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     fn add(counter: &AtomicU64, n: usize) {
@@ -336,6 +355,7 @@ impl Worker {
                     if n == 0 {
                         break; // every sender is gone
                     }
+                    self.counters.batch_started();
                     if batch.len() >= max_batch {
                         let behind = rx.len() >= max_batch;
                         self.flush(&mut batch, behind).await;
@@ -411,6 +431,7 @@ impl Worker {
             delay = (delay * 2).min(self.config.retry_max);
         }
         batch.clear();
+        self.counters.pending_since_unix_ms.store(0, Ordering::Relaxed);
     }
 
     /// One attempt, bounded in time; counts what was written.

@@ -81,6 +81,11 @@ impl TestGateway {
         self.http.post(self.url(path)).json(body).send().await.unwrap()
     }
 
+    /// The separate `/metrics` listener, when `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.running.as_ref().and_then(|r| r.metrics_addr)
+    }
+
     pub fn state(&self) -> &ferrogate_server::AppState {
         &self.running.as_ref().expect("running").state
     }

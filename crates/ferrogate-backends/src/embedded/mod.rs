@@ -7,8 +7,11 @@ mod convert;
 pub mod source;
 
 use async_trait::async_trait;
+use std::sync::Arc;
+
 use ferrogate_core::{
-    Backend, BackendError, Capabilities, Completion, EventStream, Health, InferenceRequest, StreamEvent,
+    Backend, BackendError, BackendStats, Capabilities, Completion, EnginePhases, EventStream, Health, InferenceRequest,
+    StreamEvent,
 };
 use ferrogate_engine::{Engine, EngineConfig, EngineStatus, GenEvent};
 use ferrogate_protocol::openai::Usage;
@@ -34,8 +37,21 @@ impl EmbeddedBackend {
     }
 
     fn submit(&self, req: InferenceRequest) -> Result<ferrogate_engine::Generation, BackendError> {
+        if let Some(p) = &req.obs.phases {
+            EnginePhases::mark(&p.submitted);
+        }
         let gen_req = to_generate_request(req)?;
         self.engine.submit(gen_req).map_err(convert::submit_error)
+    }
+}
+
+/// Records the engine's phase boundaries for a sampled request's trace (`None`: not sampled).
+fn mark_phase(phases: Option<&Arc<EnginePhases>>, ev: &GenEvent) {
+    let Some(p) = phases else { return };
+    match ev {
+        GenEvent::Started { .. } => EnginePhases::mark(&p.started),
+        GenEvent::Text(_) => EnginePhases::mark(&p.first_token),
+        GenEvent::Done(_) | GenEvent::Error(_) => EnginePhases::mark(&p.done),
     }
 }
 
@@ -55,9 +71,11 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn chat(&self, req: InferenceRequest) -> Result<Completion, BackendError> {
+        let phases = req.obs.phases.clone();
         let mut generation = self.submit(req)?;
         let mut text = String::new();
         while let Some(ev) = generation.next().await {
+            mark_phase(phases.as_ref(), &ev);
             match ev {
                 GenEvent::Started { .. } => {}
                 GenEvent::Text(t) => text.push_str(&t),
@@ -72,8 +90,10 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn chat_stream(&self, req: InferenceRequest) -> Result<EventStream, BackendError> {
+        let phases = req.obs.phases.clone();
         let generation = self.submit(req)?;
-        let events = generation.flat_map(|ev| {
+        let events = generation.flat_map(move |ev| {
+            mark_phase(phases.as_ref(), &ev);
             let items: Vec<Result<StreamEvent, BackendError>> = match ev {
                 GenEvent::Started { .. } => vec![],
                 GenEvent::Text(text) => vec![Ok(StreamEvent::Delta { text, tool_calls: None })],
@@ -102,5 +122,22 @@ impl Backend for EmbeddedBackend {
 
     fn parallel_slots(&self) -> Option<usize> {
         self.engine.model_info().map(|i| i.parallel)
+    }
+
+    fn stats(&self) -> Option<BackendStats> {
+        let s = self.engine.stats();
+        Some(BackendStats {
+            model_loaded: self.engine.status() == EngineStatus::Ready,
+            slots_total: s.slots_total as u64,
+            slots_busy: s.slots_busy as u64,
+            queue_depth: s.queue_depth as u64,
+            kv_cells_used: s.kv_cells_used,
+            kv_cells_total: s.kv_cells_total,
+            prompt_tokens_total: s.prompt_tokens_total,
+            completion_tokens_total: s.completion_tokens_total,
+            cached_tokens_total: s.cached_tokens_total,
+            requests_total: s.requests_total,
+            memory_bytes: s.memory_bytes,
+        })
     }
 }

@@ -86,7 +86,7 @@ impl OllamaBackend {
     async fn send(&self, req: &InferenceRequest, stream: bool) -> Result<reqwest::Response, BackendError> {
         let (endpoint, body): (Endpoint, Value) = convert::request_body(req, self.keep_alive.as_ref(), stream)?;
         let rb = self.http.post(self.url(endpoint.path())).json(&body);
-        http::send(http::with_request_id(rb, &req.request_id)).await
+        http::send(http::with_trace(http::with_request_id(rb, &req.request_id), &req.obs)).await
     }
 
     async fn complete(&self, req: &InferenceRequest) -> Result<Completion, BackendError> {

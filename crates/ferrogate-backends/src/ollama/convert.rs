@@ -324,6 +324,7 @@ mod tests {
                 .as_object()
                 .unwrap()
                 .clone(),
+            obs: Default::default(),
         }
     }
 

@@ -85,7 +85,7 @@ impl OpenAiBackend {
             Endpoint::Completions => self.completions_url.clone(),
         };
         let rb = self.http.post(url).header(CONTENT_TYPE, "application/json").body(body);
-        http::with_request_id(rb, &req.request_id)
+        http::with_trace(http::with_request_id(rb, &req.request_id), &req.obs)
     }
 
     async fn complete(&self, req: &InferenceRequest) -> Result<Completion, BackendError> {

@@ -387,6 +387,7 @@ mod tests {
                 .as_object()
                 .unwrap()
                 .clone(),
+            obs: Default::default(),
         }
     }
 

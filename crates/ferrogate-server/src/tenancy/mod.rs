@@ -15,9 +15,11 @@ pub mod quotas;
 pub mod sharded;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferrogate_core::tenancy::quota::{Owner, Refusal};
 use ferrogate_core::tenancy::time::Clock;
 use ferrogate_core::tenancy::{KeyDigest, KeyLookup, TenancyStore, UsageStore};
 use ferrogate_store::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter, OpenStore, Store, StoreOptions};
@@ -49,6 +51,36 @@ pub struct Tenancy {
     poll_interval: Duration,
     /// Time for key expiry, budget windows and ledger rows (tests move it).
     pub clock: Arc<dyn Clock>,
+    /// Refusals by kind and owner, read by `/metrics`.
+    pub refusals: RefusalCounts,
+}
+
+/// Quota refusals since start (atomics: counted on the refusal path, read at scrape time).
+#[derive(Debug, Default)]
+pub struct RefusalCounts {
+    pub budget_key: AtomicU64,
+    pub budget_tenant: AtomicU64,
+    /// Request rate, token rate and concurrency refusals.
+    pub rate_key: AtomicU64,
+    pub rate_tenant: AtomicU64,
+}
+
+impl RefusalCounts {
+    fn count(&self, r: &Refusal) {
+        let (budget, owner) = match r {
+            Refusal::Budget { owner, .. } => (true, owner),
+            Refusal::RequestRate { owner, .. }
+            | Refusal::TokenRate { owner, .. }
+            | Refusal::Concurrency { owner, .. } => (false, owner),
+        };
+        let n = match (budget, owner) {
+            (true, Owner::Key) => &self.budget_key,
+            (true, Owner::Tenant) => &self.budget_tenant,
+            (false, Owner::Key) => &self.rate_key,
+            (false, Owner::Tenant) => &self.rate_tenant,
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Tenancy {
@@ -102,6 +134,7 @@ impl Tenancy {
             poll_interval: s.poll_interval,
             store,
             clock,
+            refusals: RefusalCounts::default(),
         }
     }
 
@@ -138,7 +171,10 @@ impl Tenancy {
         max_tokens: Option<u32>,
     ) -> Result<Option<Admission>, ApiError> {
         self.quotas.admit(who, model, prompt, max_tokens).await.map_err(|e| match e {
-            AdmitError::Refused(r) => ApiError::refused(&r, self.now_ms()),
+            AdmitError::Refused(r) => {
+                self.refusals.count(&r);
+                ApiError::refused(&r, self.now_ms())
+            }
             AdmitError::Unavailable(e) => e.into(),
         })
     }

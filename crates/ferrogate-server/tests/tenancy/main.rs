@@ -9,6 +9,7 @@ mod env;
 mod keys;
 mod ledger;
 mod rates;
+mod metrics;
 mod scopes;
 mod tiers;
 mod usage;
@@ -33,4 +34,5 @@ ferrogate_testkit::against_every_store!(
     rates::key_and_tenant_rates_are_rate_limits,
     rates::key_rates_hold_across_gateways_sharing_redis,
     tiers::tiers_pin_tenants_and_respect_scopes,
+    metrics::refusals_and_ledger_rows_are_counted_exactly,
 );

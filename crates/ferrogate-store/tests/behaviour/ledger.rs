@@ -64,8 +64,16 @@ pub async fn ledger_writes_every_request_exactly_once(db: &TestDb) {
         assert!(writer.record(r.clone()));
     }
     let stats = writer.shutdown().await;
-    let expected =
-        LedgerStats { accepted: 1200, written: 1000, duplicates: 200, dropped: 0, lost: 0, retries: 0, escalated: 0 };
+    let expected = LedgerStats {
+        accepted: 1200,
+        written: 1000,
+        duplicates: 200,
+        dropped: 0,
+        lost: 0,
+        retries: 0,
+        escalated: 0,
+        pending_since_unix_ms: 0,
+    };
     assert_eq!(stats, expected);
 
     let totals = stored(&db.store).await;

@@ -1,0 +1,170 @@
+//! `GET /metrics` (Prometheus text), `GET /dashboard` (one static page, embedded in the binary:
+//! no build step, no CDN, works offline) and `GET /dashboard/events` (SSE: one JSON snapshot
+//! per second — aggregates, health, engines, queues and the recent-request feed).
+//!
+//! Access: `/dashboard` itself holds no data and is public; `/dashboard/events` needs the master
+//! key when tenancy is on, a static key when only static keys are configured, nothing when auth
+//! is off (see `auth`). `/metrics` is public unless `metrics.public = false`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+use bytes::Bytes;
+use ferrogate_core::Health;
+use futures::StreamExt;
+use serde::Serialize;
+use tokio_stream::wrappers::IntervalStream;
+
+use super::feed::{self, Entry, Window};
+use crate::state::AppState;
+
+pub const DASHBOARD: &str = "/dashboard";
+pub const DASHBOARD_EVENTS: &str = "/dashboard/events";
+pub const METRICS: &str = "/metrics";
+
+const PAGE: &str = include_str!("dashboard.html");
+
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    st.obs.refresh(&st);
+    let mut res = st.obs.metrics.render().into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    res
+}
+
+pub async fn page() -> Response {
+    let mut res = Html(PAGE).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res
+}
+
+#[derive(Debug, Serialize)]
+struct Snapshot {
+    now_ms: u64,
+    version: &'static str,
+    active_requests: usize,
+    last_10s: Window,
+    last_60s: Window,
+    deployments: Vec<DeploymentView>,
+    backends: Vec<BackendView>,
+    recent: Vec<Entry>,
+}
+
+#[derive(Debug, Serialize)]
+struct DeploymentView {
+    name: String,
+    /// Admission queue depth (issue 5's queue; 0 until it reports).
+    queue_depth: usize,
+    targets: Vec<TargetView>,
+}
+
+#[derive(Debug, Serialize)]
+struct TargetView {
+    backend: String,
+    healthy: bool,
+    inflight: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct BackendView {
+    name: String,
+    kind: &'static str,
+    /// healthy, not_ready or unhealthy (the reason stays in the log).
+    health: &'static str,
+    circuit: &'static str,
+    engine: Option<EngineView>,
+}
+
+#[derive(Debug, Serialize)]
+struct EngineView {
+    model_loaded: bool,
+    slots_busy: u64,
+    slots_total: u64,
+    queue_depth: u64,
+    kv_usage: f64,
+    tokens_per_sec: f64,
+}
+
+fn snapshot(st: &AppState) -> Snapshot {
+    st.obs.refresh(st);
+    let now = feed::now_ms();
+    let m = &st.obs.metrics;
+    let deployments = st
+        .registry
+        .deployments()
+        .iter()
+        .map(|d| DeploymentView {
+            name: d.name.clone(),
+            queue_depth: m.queue_depth_of(&d.name),
+            targets: d
+                .targets
+                .iter()
+                .map(|t| TargetView {
+                    backend: t.backend.name().to_owned(),
+                    healthy: t.is_healthy(),
+                    inflight: t.inflight(),
+                })
+                .collect(),
+        })
+        .collect();
+    let mut backends: Vec<BackendView> = st
+        .backends
+        .iter()
+        .map(|b| BackendView {
+            name: b.name().to_owned(),
+            kind: b.kind(),
+            health: match st.health_of(b.name()) {
+                Health::Healthy => "healthy",
+                Health::NotReady(_) => "not_ready",
+                Health::Unhealthy(_) => "unhealthy",
+            },
+            circuit: m.circuit_of(b.name()),
+            engine: b.stats().map(|s| EngineView {
+                model_loaded: s.model_loaded,
+                slots_busy: s.slots_busy,
+                slots_total: s.slots_total,
+                queue_depth: s.queue_depth,
+                kv_usage: if s.kv_cells_total == 0 { 0.0 } else { s.kv_cells_used as f64 / s.kv_cells_total as f64 },
+                tokens_per_sec: st.obs.engine_tokens_per_sec(b.name()),
+            }),
+        })
+        .collect();
+    backends.sort_by(|a, b| a.name.cmp(&b.name));
+    Snapshot {
+        now_ms: now,
+        version: env!("CARGO_PKG_VERSION"),
+        active_requests: st.inflight(),
+        last_10s: st.obs.feed.window(Duration::from_secs(10), now),
+        last_60s: st.obs.feed.window(Duration::from_secs(60), now),
+        deployments,
+        backends,
+        recent: st.obs.feed.recent(feed::RECENT),
+    }
+}
+
+fn frame(st: &AppState) -> Bytes {
+    match serde_json::to_vec(&snapshot(st)) {
+        Ok(json) => ferrogate_protocol::sse::data_frame(&json),
+        Err(e) => {
+            tracing::error!(error = %e, "dashboard snapshot does not serialize");
+            Bytes::new()
+        }
+    }
+}
+
+/// One snapshot at once, then one per second until the client leaves or the server drains.
+pub async fn events(State(st): State<AppState>) -> Response {
+    let stop = st.stopping.clone();
+    let ticks = IntervalStream::new(tokio::time::interval(Duration::from_secs(1)));
+    let frames = ticks.map(move |_| Ok::<_, Infallible>(frame(&st))).take_until(async move { stop.cancelled().await });
+    let mut res = Body::from_stream(frames).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
+}
