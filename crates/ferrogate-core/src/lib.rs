@@ -11,8 +11,8 @@ pub mod balance;
 pub mod breaker;
 pub mod error;
 pub mod limits;
-pub mod queue;
 pub mod obs;
+pub mod queue;
 pub mod routing;
 pub mod stream;
 pub mod tenancy;
@@ -24,5 +24,5 @@ pub use backend::{
     StreamEvent, TimeoutKind,
 };
 pub use error::{Blame, GatewayError};
-pub use routing::{Deployment, PickError, Policy, Registry, Target, TargetGuard};
 pub use obs::{BackendStats, EnginePhases, RequestObs};
+pub use routing::{Deployment, PickError, Policy, Registry, Target, TargetGuard};

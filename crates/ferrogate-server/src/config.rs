@@ -17,8 +17,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use crate::limits::config::{LimitSettings, LimitsConfig};
-pub use crate::resilience::config::{BreakerSection, QueueSection, Resilience, RetrySection, TiersSection};
 pub use crate::observability::config::{DashboardConfig, MetricsConfig, ObservabilityConfig, TracingConfig};
+pub use crate::resilience::config::{BreakerSection, QueueSection, Resilience, RetrySection, TiersSection};
 pub use crate::tenancy::config::{PriceConfig, Secret, TenancyConfig, TenancySettings};
 
 /// The default model file, served when the configuration names no backend at all.

@@ -25,9 +25,9 @@ use futures::StreamExt;
 
 use crate::error::ApiError;
 use crate::limits::{RateReservation, RequestLimits};
+use crate::observability::{Mark, ObsCx, SettleObs};
 use crate::resilience::dispatch::{self, Dispatched};
 use crate::resilience::tiers;
-use crate::observability::{Mark, ObsCx, SettleObs};
 use crate::state::{AppState, InflightGuard};
 use crate::telemetry::{RequestCx, RouteLog};
 use crate::tenancy::{Admission, Caller, Metering};

@@ -6,8 +6,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ferrogate_backends::BuildContext;
-use ferrogate_core::tenancy::time::{Clock, SystemClock};
 use ferrogate_core::breaker::Breaker;
+use ferrogate_core::tenancy::time::{Clock, SystemClock};
 use ferrogate_core::{Backend, Deployment, Health, Registry, Target};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,8 +15,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::StaticKeys;
 use crate::config::Config;
 use crate::limits::Limiter;
-use crate::resilience::tiers::TierRouter;
 use crate::observability::Observability;
+use crate::resilience::tiers::TierRouter;
 use crate::tenancy::Tenancy;
 
 #[derive(Clone)]

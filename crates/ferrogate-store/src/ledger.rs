@@ -218,7 +218,7 @@ impl LedgerWriter {
     /// it at once.
     ///
     /// An idle-priority thread starves on a saturated machine, and the ledger must not fall
-    /// behind: once a full batch more is waiting behind the one in hand, batches are written
+    /// behind: once rows wait longer than a timely writer lets them, batches are written
     /// through `fallback` on the caller's runtime at normal priority until the backlog is gone.
     /// Writes stay one at a time, so the two connections never contend for SQLite's lock.
     pub async fn spawn_on_thread(
@@ -315,8 +315,7 @@ fn lower_priority() {
             NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
         };
         let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        if let Err(e) = set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, idle)
-        {
+        if let Err(e) = set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, idle) {
             tracing::warn!(error = ?e, "usage ledger: cannot lower the writer thread's priority");
         }
     }
@@ -346,6 +345,8 @@ impl Worker {
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut reported_drops = 0;
+        // When the oldest row in hand was taken off the channel.
+        let mut since: Option<Instant> = None;
         loop {
             let room = max_batch - batch.len(); // > 0: a full batch is flushed at once
             tokio::select! {
@@ -356,16 +357,19 @@ impl Worker {
                         break; // every sender is gone
                     }
                     self.counters.batch_started();
+                    since.get_or_insert_with(Instant::now);
                     if batch.len() >= max_batch {
-                        let behind = rx.len() >= max_batch;
+                        let behind = self.behind(since, &rx);
                         self.flush(&mut batch, behind).await;
+                        since = None;
                     }
                 }
                 _ = tick.tick() => {
                     reported_drops = self.report_drops(reported_drops);
                     if !batch.is_empty() {
-                        let behind = rx.len() >= max_batch;
+                        let behind = self.behind(since, &rx);
                         self.flush(&mut batch, behind).await;
+                        since = None;
                     }
                 }
             }
@@ -382,6 +386,16 @@ impl Worker {
             self.flush(&mut batch, true).await;
         }
         self.report_drops(reported_drops);
+    }
+
+    /// Whether the writer is behind: a row in hand waited longer than a timely writer ever lets
+    /// it (the interval's tick writes rows at most one interval after they were taken, so 1.25
+    /// intervals), or a quarter of the channel is full. Then the batch is written at normal
+    /// priority (see [`Escalation`]): an idle-priority writer on a saturated machine still writes
+    /// every row within about 1.25 flush intervals.
+    fn behind(&self, since: Option<Instant>, rx: &mpsc::Receiver<UsageRecord>) -> bool {
+        let waited = since.is_some_and(|t| t.elapsed() >= self.config.flush_interval * 5 / 4);
+        waited || rx.len() >= self.config.capacity / 4
     }
 
     fn start_deadline(&mut self) {

@@ -58,7 +58,13 @@ pub struct LimiterStats {
     pub failed_open: AtomicU64,
     /// Requests refused with 503 because the store failed (`fail_closed`).
     pub failed_closed: AtomicU64,
+    /// 429s by the scope of the counter that refused, in [`SCOPE_CLASSES`] order.
+    pub limited_by_scope: [AtomicU64; 5],
 }
+
+/// The scope classes of rate-limit refusals (the metrics' `scope` label): rules' scopes, with
+/// `model` rules as `deployment`; the stored keys' and tenants' own rates as `key`, `tenant`.
+pub const SCOPE_CLASSES: [&str; 5] = ["key", "tenant", "deployment", "ip", "global"];
 
 // (Refunds that failed are counted by the store: `LimiterSnapshot::failed_refunds`.)
 
@@ -72,6 +78,8 @@ pub struct LimiterSnapshot {
     pub failed_closed: u64,
     /// Token refunds lost to store failures (limits briefly stricter, never looser).
     pub failed_refunds: u64,
+    /// 429s by scope class, in [`SCOPE_CLASSES`] order.
+    pub limited_by_scope: [u64; 5],
 }
 
 /// Per request, in `RequestCx`: the client's address, and the headers the response will carry.
@@ -97,6 +105,8 @@ pub struct Limiter {
 /// What one check counts, for messages and headers.
 struct Meta {
     dim: Dim,
+    /// One of [`SCOPE_CLASSES`].
+    class: &'static str,
     /// "rule 'per-ip' (per client IP 10.0.0.7)", "your API key".
     scope: String,
     quota: Quota,
@@ -150,6 +160,7 @@ impl Limiter {
             failed_open: l(&s.failed_open),
             failed_closed: l(&s.failed_closed),
             failed_refunds: self.store.failed_refunds(),
+            limited_by_scope: std::array::from_fn(|i| l(&s.limited_by_scope[i])),
         }
     }
 
@@ -190,7 +201,11 @@ impl Limiter {
         let _ = rl.headers.set(RateHeaders::from_decisions(metas.iter().zip(&shown).map(|(m, d)| (m.dim, d))));
         if !acquired.allowed {
             self.stats.limited.fetch_add(1, Ordering::Relaxed);
-            return Err(refusal(&metas, &acquired.decisions));
+            let (class, err) = refusal(&metas, &acquired.decisions);
+            if let Some(i) = SCOPE_CLASSES.iter().position(|c| *c == class) {
+                self.stats.limited_by_scope[i].fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(err);
         }
         let held =
             checks.into_iter().zip(metas).map(|(c, m)| Held { key: c.key, quota: m.quota, dim: m.dim, cost: m.cost });
@@ -220,28 +235,36 @@ impl Limiter {
                 },
             };
             let scope_key = format!("r:{}:{}:{}", r.name, r.scope.as_str(), value);
+            let class = match r.scope {
+                Scope::Global => "global",
+                Scope::Ip => "ip",
+                Scope::Model => "deployment",
+                Scope::Key => "key",
+                Scope::Tenant => "tenant",
+            };
             let quota = |(rate, burst): (u64, u64)| Quota::per_minute(r.algorithm, rate).with_burst(burst);
             for (dim, rate) in [(Dim::Requests, r.requests), (Dim::Tokens, r.tokens)] {
                 if let Some(rate) = rate {
-                    push(checks, metas, format!("{scope_key}:{}", dim.as_str()), dim, quota(rate), scope.clone());
+                    let key = format!("{scope_key}:{}", dim.as_str());
+                    push(checks, metas, key, dim, quota(rate), (class, scope.clone()));
                 }
             }
         }
         // The tenancy's per-key and per-tenant rates (`requests_per_minute`, `tokens_per_minute`).
         let Some(k) = who.filter(|_| self.key_rates) else { return };
         let owners = [
-            (format!("k:{}", k.key.id), &k.key.limits, "your API key"),
-            (format!("t:{}", k.tenant.id), &k.tenant.limits, "your tenant"),
+            (format!("k:{}", k.key.id), &k.key.limits, "key", "your API key"),
+            (format!("t:{}", k.tenant.id), &k.tenant.limits, "tenant", "your tenant"),
         ];
-        for (owner, l, scope) in owners {
+        for (owner, l, class, scope) in owners {
             // Clamped to what the counters resolve (a higher rate is unreachable anyway).
             if let Some(rpm) = l.requests_per_minute {
                 let q = Quota::per_minute(Algorithm::Gcra, u64::from(rpm).min(config::MAX_RATE));
-                push(checks, metas, format!("{owner}:requests"), Dim::Requests, q, scope.into());
+                push(checks, metas, format!("{owner}:requests"), Dim::Requests, q, (class, scope.into()));
             }
             if let Some(tpm) = l.tokens_per_minute {
                 let q = Quota::per_minute(Algorithm::Gcra, tpm.min(config::MAX_RATE));
-                push(checks, metas, format!("{owner}:tokens"), Dim::Tokens, q, scope.into());
+                push(checks, metas, format!("{owner}:tokens"), Dim::Tokens, q, (class, scope.into()));
             }
         }
     }
@@ -274,16 +297,24 @@ impl Limiter {
     }
 }
 
-fn push(checks: &mut Vec<Check>, metas: &mut Vec<Meta>, key: String, dim: Dim, quota: Quota, scope: String) {
+fn push(
+    checks: &mut Vec<Check>,
+    metas: &mut Vec<Meta>,
+    key: String,
+    dim: Dim,
+    quota: Quota,
+    (class, scope): (&'static str, String),
+) {
     checks.push(Check { key, quota, cost: 1 });
-    metas.push(Meta { dim, scope, quota, cost: 1 });
+    metas.push(Meta { dim, class, scope, quota, cost: 1 });
 }
 
-/// 429 naming the counter that needs the longest wait; Retry-After covers every refused one.
-fn refusal(metas: &[Meta], decisions: &[Decision]) -> ApiError {
+/// 429 naming the counter that needs the longest wait (and that counter's scope class);
+/// Retry-After covers every refused one.
+fn refusal(metas: &[Meta], decisions: &[Decision]) -> (&'static str, ApiError) {
     let refused = metas.iter().zip(decisions).filter(|(_, d)| !d.allowed);
     let Some((m, d)) = refused.max_by_key(|(_, d)| d.retry_after_us) else {
-        return ApiError::internal("refused with no refusing counter");
+        return ("global", ApiError::internal("refused with no refusing counter"));
     };
     let wait = Duration::from_micros(d.retry_after_us.max(0).unsigned_abs());
     let per = if m.quota.period_us == MINUTE_US { "per minute".to_owned() } else { "per period".to_owned() };
@@ -307,7 +338,7 @@ fn refusal(metas: &[Meta], decisions: &[Decision]) -> ApiError {
             headers::go_duration(wait)
         )
     };
-    ApiError::rate_limited(m.dim.as_str(), message, wait)
+    (m.class, ApiError::rate_limited(m.dim.as_str(), message, wait))
 }
 
 struct Held {

@@ -49,6 +49,7 @@ pub const CIRCUIT_STATE: &str = "ferrogate_circuit_state";
 pub const RETRIES: &str = "ferrogate_retries_total";
 pub const FAILOVERS: &str = "ferrogate_failovers_total";
 pub const FALLBACKS: &str = "ferrogate_fallbacks_total";
+pub const LIMITER_STORE_ERRORS: &str = "ferrogate_rate_limiter_store_errors_total";
 pub const BACKEND_HEALTHY: &str = "ferrogate_backend_healthy";
 pub const BACKEND_INFLIGHT: &str = "ferrogate_backend_inflight_requests";
 pub const BACKEND_REQUESTS: &str = "ferrogate_backend_requests_total";
@@ -102,7 +103,12 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("gauge", CIRCUIT_STATE, "Circuit breaker state per backend, one-hot (1 for the current state)."),
     ("counter", RETRIES, "Backend attempts retried (same backend or another), by the backend that failed."),
     ("counter", FAILOVERS, "Requests moved to another backend of their deployment before the first byte."),
-    ("counter", FALLBACKS, "Requests served by a fallback deployment (tier routing)."),
+    ("counter", FALLBACKS, "Requests served by a fallback deployment, by the deployment asked for."),
+    (
+        "counter",
+        LIMITER_STORE_ERRORS,
+        "Rate-limit store (Redis) calls that failed, by what the policy did: open (admitted) or closed (503).",
+    ),
     ("gauge", BACKEND_HEALTHY, "1 if the backend's last active health check passed."),
     ("gauge", BACKEND_INFLIGHT, "Requests in flight per deployment target."),
     ("counter", BACKEND_REQUESTS, "Backend calls, by backend and outcome (ok, error, cancelled)."),
@@ -194,6 +200,8 @@ pub struct Metrics {
     tenant_labels: bool,
     /// Quota rate refusals already added to `RATE_LIMITED` (key, tenant).
     seen_rate: [std::sync::atomic::AtomicU64; 2],
+    /// Limiter refusals already added to `RATE_LIMITED`, by `limits::SCOPE_CLASSES`.
+    seen_limited: [std::sync::atomic::AtomicU64; 5],
     /// Current breaker state and queue depth, for the dashboard (written on change only).
     circuits: Mutex<HashMap<String, &'static str>>,
     queues: Mutex<HashMap<String, usize>>,
@@ -284,6 +292,7 @@ impl Metrics {
             handle,
             tenant_labels,
             seen_rate: Default::default(),
+            seen_limited: Default::default(),
             circuits: Mutex::default(),
             queues: Mutex::default(),
             ok: RwLock::default(),
@@ -533,11 +542,6 @@ impl Metrics {
         self.histogram(QUEUE_WAIT, vec![label("deployment", deployment)]).record(waited.as_secs_f64());
     }
 
-    /// A request refused because the deployment's queue was full.
-    pub fn queue_rejected(&self, deployment: &str) {
-        self.counter(QUEUE_REJECTIONS, vec![label("deployment", deployment)]).increment(1);
-    }
-
     /// A backend's breaker moved to `state` ∈ [`CIRCUIT_STATES`].
     pub fn circuit_state(&self, backend: &str, state: &'static str) {
         if let Ok(mut c) = self.circuits.lock() {
@@ -603,6 +607,27 @@ impl Metrics {
                 self.counter(RATE_LIMITED, vec![slabel("scope", scope)]).increment(n - prev);
             }
         }
+    }
+
+    /// The rate limiter's refusals by scope, and its store failures (totals since start).
+    pub fn set_limiter(&self, s: &crate::limits::LimiterSnapshot) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (i, scope) in crate::limits::SCOPE_CLASSES.iter().enumerate() {
+            let n = s.limited_by_scope[i];
+            let prev = self.seen_limited[i].swap(n, Relaxed);
+            if n > prev {
+                self.counter(RATE_LIMITED, vec![slabel("scope", scope)]).increment(n - prev);
+            }
+        }
+        for (policy, n) in [("open", s.failed_open), ("closed", s.failed_closed)] {
+            self.counter(LIMITER_STORE_ERRORS, vec![slabel("policy", policy)]).absolute(n);
+        }
+    }
+
+    /// A deployment's admission queue: depth now, and refusals since start.
+    pub fn set_queue(&self, deployment: &str, q: &ferrogate_core::queue::QueueStats) {
+        self.queue_depth(deployment, q.waiting_interactive + q.waiting_batch);
+        self.counter(QUEUE_REJECTIONS, vec![label("deployment", deployment)]).absolute(q.rejected_full);
     }
 
     /// An embedded engine's state; `per_second`: completion tokens/s since the last sample.

@@ -100,7 +100,18 @@ impl Observability {
             for t in &d.targets {
                 m.set_inflight(&d.name, t.backend.name(), t.inflight());
             }
+            m.set_queue(&d.name, &d.queue.stats());
         }
+        let now = tokio::time::Instant::now();
+        for (backend, breaker) in &st.breakers {
+            let state = match breaker.snapshot(now).state {
+                ferrogate_core::breaker::BreakerState::Closed => "closed",
+                ferrogate_core::breaker::BreakerState::Open => "open",
+                ferrogate_core::breaker::BreakerState::HalfOpen => "half_open",
+            };
+            m.circuit_state(backend, state);
+        }
+        m.set_limiter(&st.limits.stats());
         if let Some(t) = &st.tenancy {
             m.set_ledger(&t.ledger.stats());
             m.set_refusals(&t.refusals);

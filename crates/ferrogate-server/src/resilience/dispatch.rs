@@ -54,10 +54,15 @@ where
     for (i, dep) in chain.iter().enumerate() {
         if i > 0 {
             chain[i - 1].stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+            st.obs.metrics.fallback(&chain[0].name);
             tracing::info!(request_id = %plan.req.request_id, from = %chain[i - 1].name, to = %dep.name, "falling back");
         }
+        let asked = tokio::time::Instant::now();
         let permit = match dep.queue.acquire(&key, plan.priority).await {
-            Ok(p) => p,
+            Ok(p) => {
+                st.obs.metrics.queue_wait(&dep.name, asked.elapsed());
+                p
+            }
             Err(e) => {
                 last = Some(e.into());
                 continue;
@@ -66,7 +71,7 @@ where
         let s = settle.get_or_insert_with(|| Settle::new(st, plan));
         s.model = dep.name.clone();
         s.fallback_from = (i > 0).then(|| chain[0].name.clone());
-        match attempts(plan, dep, s, &mut call).await {
+        match attempts(st, plan, dep, s, &mut call).await {
             Ok((target, value)) => {
                 let settle = settle.take().ok_or_else(|| ApiError::internal("dispatch lost its settle"))?;
                 return Ok(Dispatched { lease: Lease { target, _permit: permit }, value, settle });
@@ -107,6 +112,7 @@ fn queue_key(plan: &Plan) -> String {
 
 /// Attempts on one deployment: first try, then retries on other targets when possible.
 async fn attempts<T, F, Fut>(
+    st: &AppState,
     plan: &Plan,
     dep: &Deployment,
     settle: &mut Settle,
@@ -141,6 +147,11 @@ where
         } else if may_retry {
             retries += 1;
             dep.stats.retries.fetch_add(1, Ordering::Relaxed);
+            st.obs.metrics.retry(&settle.backend);
+            if dep.targets.len() > tried.len() {
+                // Another backend of the deployment takes the next attempt.
+                st.obs.metrics.failover(&dep.name);
+            }
             let wait = with_rng(|rng| policy.backoff(retries, rng));
             tracing::info!(
                 request_id = %plan.req.request_id, backend = %settle.backend, error = %e,

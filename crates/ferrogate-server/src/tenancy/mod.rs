@@ -60,7 +60,8 @@ pub struct Tenancy {
 pub struct RefusalCounts {
     pub budget_key: AtomicU64,
     pub budget_tenant: AtomicU64,
-    /// Request rate, token rate and concurrency refusals.
+    /// Concurrency refusals (the keys' and tenants' request and token rates are rate limits:
+    /// `limits::Limiter` counts them).
     pub rate_key: AtomicU64,
     pub rate_tenant: AtomicU64,
 }
@@ -69,9 +70,7 @@ impl RefusalCounts {
     fn count(&self, r: &Refusal) {
         let (budget, owner) = match r {
             Refusal::Budget { owner, .. } => (true, owner),
-            Refusal::RequestRate { owner, .. }
-            | Refusal::TokenRate { owner, .. }
-            | Refusal::Concurrency { owner, .. } => (false, owner),
+            Refusal::Concurrency { owner, .. } => (false, owner),
         };
         let n = match (budget, owner) {
             (true, Owner::Key) => &self.budget_key,
@@ -98,7 +97,8 @@ impl Tenancy {
         let open: OpenStore = Box::new(move || {
             Box::pin(async move {
                 let options = StoreOptions { max_connections: 1, ..StoreOptions::default() };
-                let store = Store::connect_with(&url, &options).await.map_err(|e| format!("tenancy.database_url: {e}"))?;
+                let store =
+                    Store::connect_with(&url, &options).await.map_err(|e| format!("tenancy.database_url: {e}"))?;
                 Ok(Arc::new(store) as Arc<dyn UsageStore>)
             })
         });

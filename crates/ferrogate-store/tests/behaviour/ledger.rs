@@ -109,7 +109,13 @@ pub async fn ledger_on_its_own_thread_catches_up_at_normal_priority(db: &TestDb)
             Ok(Arc::new(store) as Arc<dyn UsageStore>)
         })
     });
-    let config = LedgerConfig { max_batch: 8, flush_interval: Duration::from_secs(3600), ..LedgerConfig::default() };
+    // Behind = a quarter of the channel (1024 rows) waiting; no timed flush for an hour.
+    let config = LedgerConfig {
+        capacity: 4096,
+        max_batch: 8,
+        flush_interval: Duration::from_secs(3600),
+        ..LedgerConfig::default()
+    };
     let writer = LedgerWriter::spawn_on_thread(open, Arc::new(db.store.clone()), config).await.unwrap();
     // A burst far larger than one batch: the writer is behind as soon as it starts.
     let sent = rows(2000);
