@@ -91,7 +91,8 @@ fn promtool_check_metrics(text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_and_histograms_move_by_exactly_what_happened() {
     let fake = FakeUpstream::openai().await.unwrap();
-    let gw = gateway(&fake, "").await;
+    // One retry, so the failing request below is retried once (on the only backend) and fails.
+    let gw = gateway(&fake, "[retry]\nmax_retries = 1\n").await;
     let (text, before) = scrape(&gw).await;
     assert!(
         text.contains(
@@ -111,7 +112,9 @@ async fn counters_and_histograms_move_by_exactly_what_happened() {
     }
     let res = gw.post_json(CHAT, &chat("no-such-model-x7", false)).await;
     assert_eq!(res.status(), 404);
-    fake.push(CHAT, Reply::json(500, &json!({"error": {"message": "boom"}})));
+    for _ in 0..2 {
+        fake.push(CHAT, Reply::json(500, &json!({"error": {"message": "boom"}})));
+    }
     let res = gw.post_json(CHAT, &chat("m", false)).await;
     assert_eq!(res.status(), 502);
 
@@ -148,6 +151,16 @@ async fn counters_and_histograms_move_by_exactly_what_happened() {
     let output_sum = r#"gen_ai_client_token_usage_sum{gen_ai_operation_name="chat",gen_ai_request_model="m",gen_ai_token_type="output"}"#;
     assert_eq!(get(&s, output_sum), 20.0);
     assert_eq!(get(&s, "ferrogate_active_requests"), 0.0);
+    // Governance (issue 5): one retry, on the same (only) backend: no failover, no fallback.
+    assert_eq!(get(&s, r#"ferrogate_retries_total{backend="up"}"#), 1.0);
+    assert_eq!(get(&s, r#"ferrogate_failovers_total{deployment="m"}"#), 0.0);
+    assert_eq!(get(&s, r#"ferrogate_fallbacks_total{deployment="m"}"#), 0.0);
+    let waited = r#"ferrogate_queue_wait_seconds_count{deployment="m"}"#;
+    assert_eq!(get(&s, waited), 6.0, "every request that reached the queue got a slot");
+    // Refreshed once a second: the breaker is closed, the queue empty.
+    let s = wait_for(&gw, r#"ferrogate_circuit_state{backend="up",state="closed"}"#, 1.0).await;
+    assert_eq!(get(&s, r#"ferrogate_circuit_state{backend="up",state="open"}"#), 0.0);
+    assert_eq!(get(&s, r#"ferrogate_queue_depth{deployment="m"}"#), 0.0);
 
     let (text, _) = scrape(&gw).await;
     assert!(!text.contains("no-such-model-x7"), "client input never becomes a label");
