@@ -3,51 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use ferrogate_testkit::redis::{shared_url, unique_prefix};
 use ferrogate_testkit::upstream::FakeUpstream;
 use serde_json::json;
 
-/// A `ferrogate serve` process, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    async fn start(dir: &Path, name: &str, config: &str) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let file = dir.join(format!("{name}.toml"));
-        std::fs::write(&file, config).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
-            .args(["serve", "--config"])
-            .arg(&file)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env_remove("FERROGATE_MASTER_KEY")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let server = Server { child, url: format!("http://127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("{}/ready", server.url)).await.map(|r| r.status().as_u16()).ok() != Some(200) {
-            assert!(Instant::now() < deadline, "{name} not ready:\n{}", std::fs::read_to_string(&log).unwrap());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_per_minute_hold_across_two_processes_sharing_redis() {

@@ -1,0 +1,59 @@
+//! Helpers shared by the tests that run real `ferrogate serve` processes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `ferrogate serve` process; SIGTERM and wait on drop.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub async fn start(dir: &Path, name: &str, config: &str) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, config).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("FERROGATE_MASTER_KEY")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = Server { child, url: format!("http://127.0.0.1:{port}"), log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("{}/ready", server.url)).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+            assert!(Instant::now() < deadline, "{name} not ready:\n{}", std::fs::read_to_string(&server.log).unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    /// SIGTERM (graceful: drains and flushes the ledger), then waits for the exit.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
