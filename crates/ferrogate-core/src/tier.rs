@@ -34,8 +34,9 @@ impl Tier {
     }
 }
 
-/// Feature weights; each feature is in [0, 1].
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Feature weights; each feature is in [0, 1]. Also the `[tiers.weights]` config section.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TierWeights {
     /// Prompt tokens / `length_scale` (capped at 1).
     pub length: f64,

@@ -1,7 +1,8 @@
 //! Connecting: the URL picks the engine, SQLite files are created (WAL) if missing, migrations run.
 //!
-//! Invariant: a [`Store`] that exists has an up-to-date schema; connect errors never echo the URL
-//! (it may carry a password).
+//! Invariant: a [`Store`] that exists has an up-to-date schema (it migrated, or — with
+//! `migrate: false` — it was opened beside one that did); connect errors never echo the URL (it
+//! may carry a password).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -44,11 +45,14 @@ pub struct StoreOptions {
     /// How long an operation waits for a connection before failing as unavailable: short, so a
     /// database outage is reported (and handled as configured) instead of stalling requests.
     pub acquire_timeout: Duration,
+    /// Apply the migrations on connect; off for a second pool on a database this process
+    /// already migrated (the ledger writer's own connection).
+    pub migrate: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_connections: 8, acquire_timeout: Duration::from_secs(5) }
+        Self { max_connections: 8, acquire_timeout: Duration::from_secs(5), migrate: true }
     }
 }
 
@@ -117,9 +121,11 @@ impl Store {
             .connect(url)
             .await
             .map_err(ConnectError::Connect)?;
-        let migrator = migrations::migrator().await.map_err(ConnectError::Migrate)?;
-        migrator.run(&pool).await.map_err(ConnectError::Migrate)?;
-        tracing::info!(db = ?kind, "store connected, schema up to date");
+        if options.migrate {
+            let migrator = migrations::migrator().await.map_err(ConnectError::Migrate)?;
+            migrator.run(&pool).await.map_err(ConnectError::Migrate)?;
+            tracing::info!(db = ?kind, "store connected, schema up to date");
+        }
         Ok(Store { pool, kind })
     }
 

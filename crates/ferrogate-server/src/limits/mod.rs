@@ -105,12 +105,20 @@ pub struct Limiter {
 /// What one check counts, for messages and headers.
 struct Meta {
     dim: Dim,
-    /// One of [`SCOPE_CLASSES`].
-    class: &'static str,
-    /// "rule 'per-ip' (per client IP 10.0.0.7)", "your API key".
-    scope: String,
+    origin: Origin,
     quota: Quota,
     cost: u64,
+}
+
+/// Where a check comes from; described in words only when it refuses.
+#[derive(Clone, Copy)]
+enum Origin {
+    /// `self.rules[i]`.
+    Rule(usize),
+    /// The stored key's own rates.
+    Key,
+    /// The key's tenant's own rates.
+    Tenant,
 }
 
 impl Limiter {
@@ -201,7 +209,7 @@ impl Limiter {
         let _ = rl.headers.set(RateHeaders::from_decisions(metas.iter().zip(&shown).map(|(m, d)| (m.dim, d))));
         if !acquired.allowed {
             self.stats.limited.fetch_add(1, Ordering::Relaxed);
-            let (class, err) = refusal(&metas, &acquired.decisions);
+            let (class, err) = self.refusal(plan, rl.ip, &metas, &acquired.decisions);
             if let Some(i) = SCOPE_CLASSES.iter().position(|c| *c == class) {
                 self.stats.limited_by_scope[i].fetch_add(1, Ordering::Relaxed);
             }
@@ -220,51 +228,79 @@ impl Limiter {
     fn collect(&self, plan: &Plan, ip: IpAddr, checks: &mut Vec<Check>, metas: &mut Vec<Meta>) {
         let who = plan.caller.as_ref().and_then(|c| c.principal.key());
         let deployment = plan.deployment.name.as_str();
-        for r in self.rules.iter().filter(|r| r.models.is_empty() || r.models.contains(deployment)) {
-            let (value, scope) = match r.scope {
-                Scope::Global => ("-".to_owned(), format!("rule '{}' (all traffic)", r.name)),
-                Scope::Ip => (ip.to_string(), format!("rule '{}' (per client IP {ip})", r.name)),
-                Scope::Model => (deployment.to_owned(), format!("rule '{}' (per model '{deployment}')", r.name)),
-                Scope::Key => match who {
-                    Some(k) => (k.key.id.to_string(), format!("rule '{}' (per API key {})", r.name, k.key.prefix)),
-                    None => continue,
-                },
-                Scope::Tenant => match who {
-                    Some(k) => (k.tenant.id.to_string(), format!("rule '{}' (per tenant '{}')", r.name, k.tenant.name)),
-                    None => continue,
-                },
-            };
-            let scope_key = format!("r:{}:{}:{}", r.name, r.scope.as_str(), value);
-            let class = match r.scope {
-                Scope::Global => "global",
-                Scope::Ip => "ip",
-                Scope::Model => "deployment",
-                Scope::Key => "key",
-                Scope::Tenant => "tenant",
+        for (i, r) in self.rules.iter().enumerate() {
+            if !(r.models.is_empty() || r.models.contains(deployment)) {
+                continue;
+            }
+            let value = match (r.scope, who) {
+                (Scope::Global, _) => "-".to_owned(),
+                (Scope::Ip, _) => ip.to_string(),
+                (Scope::Model, _) => deployment.to_owned(),
+                (Scope::Key, Some(k)) => k.key.id.to_string(),
+                (Scope::Tenant, Some(k)) => k.tenant.id.to_string(),
+                (Scope::Key | Scope::Tenant, None) => continue,
             };
             let quota = |(rate, burst): (u64, u64)| Quota::per_minute(r.algorithm, rate).with_burst(burst);
             for (dim, rate) in [(Dim::Requests, r.requests), (Dim::Tokens, r.tokens)] {
                 if let Some(rate) = rate {
-                    let key = format!("{scope_key}:{}", dim.as_str());
-                    push(checks, metas, key, dim, quota(rate), (class, scope.clone()));
+                    let key = format!("r:{}:{}:{value}:{}", r.name, r.scope.as_str(), dim.as_str());
+                    push(checks, metas, key, dim, quota(rate), Origin::Rule(i));
                 }
             }
         }
         // The tenancy's per-key and per-tenant rates (`requests_per_minute`, `tokens_per_minute`).
         let Some(k) = who.filter(|_| self.key_rates) else { return };
         let owners = [
-            (format!("k:{}", k.key.id), &k.key.limits, "key", "your API key"),
-            (format!("t:{}", k.tenant.id), &k.tenant.limits, "tenant", "your tenant"),
+            (format!("k:{}", k.key.id), &k.key.limits, Origin::Key),
+            (format!("t:{}", k.tenant.id), &k.tenant.limits, Origin::Tenant),
         ];
-        for (owner, l, class, scope) in owners {
+        for (owner, l, origin) in owners {
             // Clamped to what the counters resolve (a higher rate is unreachable anyway).
             if let Some(rpm) = l.requests_per_minute {
                 let q = Quota::per_minute(Algorithm::Gcra, u64::from(rpm).min(config::MAX_RATE));
-                push(checks, metas, format!("{owner}:requests"), Dim::Requests, q, (class, scope.into()));
+                push(checks, metas, format!("{owner}:requests"), Dim::Requests, q, origin);
             }
             if let Some(tpm) = l.tokens_per_minute {
                 let q = Quota::per_minute(Algorithm::Gcra, tpm.min(config::MAX_RATE));
-                push(checks, metas, format!("{owner}:tokens"), Dim::Tokens, q, (class, scope.into()));
+                push(checks, metas, format!("{owner}:tokens"), Dim::Tokens, q, origin);
+            }
+        }
+    }
+
+    /// 429 naming the counter that needs the longest wait (and that counter's scope class, one
+    /// of [`SCOPE_CLASSES`]); Retry-After covers every refused one.
+    fn refusal(&self, plan: &Plan, ip: IpAddr, metas: &[Meta], decisions: &[Decision]) -> (&'static str, ApiError) {
+        let refused = metas.iter().zip(decisions).filter(|(_, d)| !d.allowed);
+        let Some((m, d)) = refused.max_by_key(|(_, d)| d.retry_after_us) else {
+            return ("global", ApiError::internal("refused with no refusing counter"));
+        };
+        let (class, scope) = self.describe(m.origin, plan, ip);
+        (class, refusal_error(m, d, &scope))
+    }
+
+    /// The scope class and the words for a check's origin: "rule 'per-ip' (per client IP
+    /// 10.0.0.7)", "your API key".
+    fn describe(&self, origin: Origin, plan: &Plan, ip: IpAddr) -> (&'static str, String) {
+        let Origin::Rule(i) = origin else {
+            return match origin {
+                Origin::Tenant => ("tenant", "your tenant".into()),
+                _ => ("key", "your API key".into()),
+            };
+        };
+        let Some(r) = self.rules.get(i) else { return ("global", "a rate limit".into()) };
+        let who = plan.caller.as_ref().and_then(|c| c.principal.key());
+        let deployment = &plan.deployment.name;
+        match r.scope {
+            Scope::Global => ("global", format!("rule '{}' (all traffic)", r.name)),
+            Scope::Ip => ("ip", format!("rule '{}' (per client IP {ip})", r.name)),
+            Scope::Model => ("deployment", format!("rule '{}' (per model '{deployment}')", r.name)),
+            Scope::Key => {
+                let prefix = who.map_or("?", |k| k.key.prefix.as_str());
+                ("key", format!("rule '{}' (per API key {prefix})", r.name))
+            }
+            Scope::Tenant => {
+                let name = who.map_or("?", |k| k.tenant.name.as_str());
+                ("tenant", format!("rule '{}' (per tenant '{name}')", r.name))
             }
         }
     }
@@ -297,25 +333,13 @@ impl Limiter {
     }
 }
 
-fn push(
-    checks: &mut Vec<Check>,
-    metas: &mut Vec<Meta>,
-    key: String,
-    dim: Dim,
-    quota: Quota,
-    (class, scope): (&'static str, String),
-) {
+fn push(checks: &mut Vec<Check>, metas: &mut Vec<Meta>, key: String, dim: Dim, quota: Quota, origin: Origin) {
     checks.push(Check { key, quota, cost: 1 });
-    metas.push(Meta { dim, class, scope, quota, cost: 1 });
+    metas.push(Meta { dim, origin, quota, cost: 1 });
 }
 
-/// 429 naming the counter that needs the longest wait (and that counter's scope class);
-/// Retry-After covers every refused one.
-fn refusal(metas: &[Meta], decisions: &[Decision]) -> (&'static str, ApiError) {
-    let refused = metas.iter().zip(decisions).filter(|(_, d)| !d.allowed);
-    let Some((m, d)) = refused.max_by_key(|(_, d)| d.retry_after_us) else {
-        return ("global", ApiError::internal("refused with no refusing counter"));
-    };
+/// The 429 for the refusing check `m` (decision `d`), its origin described as `scope`.
+fn refusal_error(m: &Meta, d: &Decision, scope: &str) -> ApiError {
     let wait = Duration::from_micros(d.retry_after_us.max(0).unsigned_abs());
     let per = if m.quota.period_us == MINUTE_US { "per minute".to_owned() } else { "per period".to_owned() };
     let what = m.dim.as_str();
@@ -323,7 +347,7 @@ fn refusal(metas: &[Meta], decisions: &[Decision]) -> (&'static str, ApiError) {
         format!(
             "Rate limit reached for {what} {per} on {}: this request needs {} {what}, above the limit of {}; \
              it can pass only when the limit is fully replenished. Please try again in {}.",
-            m.scope,
+            scope,
             m.cost,
             d.limit,
             headers::go_duration(wait)
@@ -331,14 +355,14 @@ fn refusal(metas: &[Meta], decisions: &[Decision]) -> (&'static str, ApiError) {
     } else {
         format!(
             "Rate limit reached for {what} {per} on {}: limit {}, remaining {}, requested {}. Please try again in {}.",
-            m.scope,
+            scope,
             d.limit,
             d.remaining,
             m.cost,
             headers::go_duration(wait)
         )
     };
-    (m.class, ApiError::rate_limited(m.dim.as_str(), message, wait))
+    ApiError::rate_limited(m.dim.as_str(), message, wait)
 }
 
 struct Held {

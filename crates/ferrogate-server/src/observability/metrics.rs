@@ -198,8 +198,8 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     tenant_labels: bool,
-    /// Quota rate refusals already added to `RATE_LIMITED` (key, tenant).
-    seen_rate: [std::sync::atomic::AtomicU64; 2],
+    /// Concurrency refusals already added to `RATE_LIMITED` (key, tenant).
+    seen_concurrency: [std::sync::atomic::AtomicU64; 2],
     /// Limiter refusals already added to `RATE_LIMITED`, by `limits::SCOPE_CLASSES`.
     seen_limited: [std::sync::atomic::AtomicU64; 5],
     /// Current breaker state and queue depth, for the dashboard (written on change only).
@@ -291,7 +291,7 @@ impl Metrics {
             recorder,
             handle,
             tenant_labels,
-            seen_rate: Default::default(),
+            seen_concurrency: Default::default(),
             seen_limited: Default::default(),
             circuits: Mutex::default(),
             queues: Mutex::default(),
@@ -598,26 +598,27 @@ impl Metrics {
         for (scope, n) in [("key", &r.budget_key), ("tenant", &r.budget_tenant)] {
             self.counter(BUDGET_REJECTIONS, vec![slabel("scope", scope)]).absolute(n.load(Relaxed));
         }
-        // Issue 4's per-key and per-tenant rate refusals are added to whatever `rate_limited`
-        // counted for the same scope, so both sources sum in one series.
-        for (i, (scope, n)) in [("key", &r.rate_key), ("tenant", &r.rate_tenant)].into_iter().enumerate() {
-            let n = n.load(Relaxed);
-            let prev = self.seen_rate[i].swap(n, Relaxed);
-            if n > prev {
-                self.counter(RATE_LIMITED, vec![slabel("scope", scope)]).increment(n - prev);
-            }
+        // Concurrency refusals share the rate-limit series with the limiter's refusals.
+        let concurrency = [("key", &r.concurrency_key), ("tenant", &r.concurrency_tenant)];
+        for ((scope, n), seen) in concurrency.into_iter().zip(&self.seen_concurrency) {
+            self.add_rate_limited(scope, seen, n.load(Relaxed));
+        }
+    }
+
+    /// Adds to `RATE_LIMITED{scope}` what a source's running `total` gained since `seen`: the
+    /// series sums two sources (limiter and concurrency refusals), so neither can set it.
+    fn add_rate_limited(&self, scope: &'static str, seen: &std::sync::atomic::AtomicU64, total: u64) {
+        let prev = seen.swap(total, std::sync::atomic::Ordering::Relaxed);
+        if total > prev {
+            self.counter(RATE_LIMITED, vec![slabel("scope", scope)]).increment(total - prev);
         }
     }
 
     /// The rate limiter's refusals by scope, and its store failures (totals since start).
     pub fn set_limiter(&self, s: &crate::limits::LimiterSnapshot) {
-        use std::sync::atomic::Ordering::Relaxed;
-        for (i, scope) in crate::limits::SCOPE_CLASSES.iter().enumerate() {
-            let n = s.limited_by_scope[i];
-            let prev = self.seen_limited[i].swap(n, Relaxed);
-            if n > prev {
-                self.counter(RATE_LIMITED, vec![slabel("scope", scope)]).increment(n - prev);
-            }
+        let by_scope = crate::limits::SCOPE_CLASSES.iter().zip(s.limited_by_scope).zip(&self.seen_limited);
+        for ((scope, total), seen) in by_scope {
+            self.add_rate_limited(scope, seen, total);
         }
         for (policy, n) in [("open", s.failed_open), ("closed", s.failed_closed)] {
             self.counter(LIMITER_STORE_ERRORS, vec![slabel("policy", policy)]).absolute(n);

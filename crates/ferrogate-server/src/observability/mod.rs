@@ -160,23 +160,20 @@ impl Observability {
 
     /// Exports the spans still queued (shutdown and tests); waits on a blocking thread.
     pub async fn flush_traces(self: &Arc<Self>) {
-        if self.tracing.is_some() {
-            let me = Arc::clone(self);
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Some(t) = &me.tracing {
-                    t.flush();
-                }
-            })
-            .await;
-        }
+        self.with_tracing_blocking(|t| t.flush()).await;
     }
 
     pub async fn shutdown(self: &Arc<Self>) {
+        self.with_tracing_blocking(|t| t.shutdown()).await;
+    }
+
+    /// Runs `f` on the tracer, if tracing is on, on a blocking thread (the exporter blocks).
+    async fn with_tracing_blocking(self: &Arc<Self>, f: fn(&Tracing)) {
         if self.tracing.is_some() {
             let me = Arc::clone(self);
             let _ = tokio::task::spawn_blocking(move || {
                 if let Some(t) = &me.tracing {
-                    t.shutdown();
+                    f(t);
                 }
             })
             .await;

@@ -111,31 +111,6 @@ impl RetrySection {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct WeightsSection {
-    pub length: f64,
-    pub turns: f64,
-    pub code: f64,
-    pub math: f64,
-    pub reasoning: f64,
-    pub max_tokens: f64,
-}
-
-impl Default for WeightsSection {
-    fn default() -> Self {
-        let w = TierWeights::default();
-        Self {
-            length: w.length,
-            turns: w.turns,
-            code: w.code,
-            math: w.math,
-            reasoning: w.reasoning,
-            max_tokens: w.max_tokens,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct TiersSection {
     /// The virtual model clients send to be routed by the classifier.
     pub model: String,
@@ -150,7 +125,7 @@ pub struct TiersSection {
     pub max_tokens_scale: u32,
     /// Honour the client's `x-ferrogate-tier: small|large` header.
     pub header: bool,
-    pub weights: WeightsSection,
+    pub weights: TierWeights,
     /// Tenant name → tier.
     pub tenants: BTreeMap<String, String>,
     /// Key prefix (`fg-xxxxxxxx`) → tier.
@@ -168,7 +143,7 @@ impl Default for TiersSection {
             length_scale: d.length_scale,
             max_tokens_scale: d.max_tokens_scale,
             header: true,
-            weights: WeightsSection::default(),
+            weights: d.weights,
             tenants: BTreeMap::new(),
             keys: BTreeMap::new(),
         }
@@ -181,16 +156,8 @@ impl TiersSection {
     }
 
     pub fn to_core(&self) -> TierConfig {
-        let w = &self.weights;
         TierConfig {
-            weights: TierWeights {
-                length: w.length,
-                turns: w.turns,
-                code: w.code,
-                math: w.math,
-                reasoning: w.reasoning,
-                max_tokens: w.max_tokens,
-            },
+            weights: self.weights,
             threshold: self.threshold,
             length_scale: self.length_scale,
             max_tokens_scale: self.max_tokens_scale,

@@ -60,10 +60,10 @@ pub struct Tenancy {
 pub struct RefusalCounts {
     pub budget_key: AtomicU64,
     pub budget_tenant: AtomicU64,
-    /// Concurrency refusals (the keys' and tenants' request and token rates are rate limits:
-    /// `limits::Limiter` counts them).
-    pub rate_key: AtomicU64,
-    pub rate_tenant: AtomicU64,
+    /// `max_concurrent_requests` refusals (the keys' and tenants' request and token rates are
+    /// rate limits: `limits::Limiter` counts those).
+    pub concurrency_key: AtomicU64,
+    pub concurrency_tenant: AtomicU64,
 }
 
 impl RefusalCounts {
@@ -75,8 +75,8 @@ impl RefusalCounts {
         let n = match (budget, owner) {
             (true, Owner::Key) => &self.budget_key,
             (true, Owner::Tenant) => &self.budget_tenant,
-            (false, Owner::Key) => &self.rate_key,
-            (false, Owner::Tenant) => &self.rate_tenant,
+            (false, Owner::Key) => &self.concurrency_key,
+            (false, Owner::Tenant) => &self.concurrency_tenant,
         };
         n.fetch_add(1, Ordering::Relaxed);
     }
@@ -96,7 +96,7 @@ impl Tenancy {
         // the schema is already migrated by then.
         let open: OpenStore = Box::new(move || {
             Box::pin(async move {
-                let options = StoreOptions { max_connections: 1, ..StoreOptions::default() };
+                let options = StoreOptions { max_connections: 1, migrate: false, ..StoreOptions::default() };
                 let store =
                     Store::connect_with(&url, &options).await.map_err(|e| format!("tenancy.database_url: {e}"))?;
                 Ok(Arc::new(store) as Arc<dyn UsageStore>)
