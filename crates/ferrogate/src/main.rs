@@ -6,6 +6,7 @@
 mod admin;
 mod bench;
 mod bench_limits;
+mod logsink;
 mod table;
 
 use std::path::PathBuf;
@@ -181,19 +182,32 @@ fn serve(config: Option<PathBuf>, listen: Option<String>) -> ExitCode {
     })
 }
 
-/// Logs go to stderr through a background writer thread: request tasks format their line and
-/// queue it, and never wait on the write syscall (a slow pipe would stall a tokio worker). Not
-/// lossy: when the queue is full the caller waits rather than lines being dropped.
-fn init_logs(log: &config::LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr through a background writer thread (`logsink`): request tasks format their
+/// line and append it to a buffer, never waiting on the write syscall (a slow pipe would stall a
+/// tokio worker); the thread writes the buffer in batches. Not lossy: when the buffer is full the
+/// caller waits rather than lines being dropped.
+fn init_logs(log: &config::LogConfig) -> Option<logsink::FlushGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("ferrogate-log")
-        .finish(std::io::stderr());
+    match logsink::spawn(std::io::stderr()) {
+        Ok((writer, guard)) => {
+            install(filter, log.format, writer);
+            Some(guard)
+        }
+        Err(e) => {
+            eprintln!("cannot start the log writer thread ({e}); logging to stderr directly");
+            install(filter, log.format, std::io::stderr);
+            None
+        }
+    }
+}
+
+fn install<W>(filter: EnvFilter, format: LogFormat, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    match log.format {
+    match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Text => builder.init(),
     }
-    guard
 }
