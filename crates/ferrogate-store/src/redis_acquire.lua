@@ -5,6 +5,10 @@
 --   inc_us (GCRA: cost as time), tol_us (GCRA: burst as time), limit, period_us.
 -- Returns {allowed, now_us, then per key: present, a, b, c} where the pre-check state is
 --   GCRA {tat} or window {window, curr, prev}; the gateway derives its headers from it.
+-- Each counter is one string ('<tat>' or '<window>:<curr>:<prev>'), so a check costs one MGET
+--   for every read and one SET ... PX per counter charged: Redis runs each command of a script
+--   as a call of its own, and this is the fewest (a key of another type reads as empty and is
+--   replaced).
 -- Redis 3.2-4 replicate a script that reads TIME by its effects only when asked (5+: always).
 if redis.replicate_commands then
   redis.replicate_commands()
@@ -14,6 +18,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {0, now}
 local new = {}
 local ok = true
+local stored = redis.call('MGET', unpack(KEYS))
 for i = 1, #KEYS do
   local b = (i - 1) * 6
   local algo = ARGV[b + 1]
@@ -22,10 +27,10 @@ for i = 1, #KEYS do
   local period = tonumber(ARGV[b + 6])
   if algo == 'g' then
     local inc, tol = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-    local v = redis.call('HGET', KEYS[i], 't')
+    local v = stored[i] and tonumber(stored[i])
     local tat = now
     if v then
-      tat = tonumber(v)
+      tat = v
       out[#out + 1] = 1
     else
       out[#out + 1] = 0
@@ -41,11 +46,14 @@ for i = 1, #KEYS do
       ok = false
     end
   else
-    local v = redis.call('HMGET', KEYS[i], 'w', 'c', 'p')
+    local sw, sc, sp
+    if stored[i] then
+      sw, sc, sp = string.match(stored[i], '^(%-?%d+):(%d+):(%d+)$')
+    end
     local w = math.floor(now / period)
     local curr, prev = 0, 0
-    if v[1] then
-      local sw, sc, sp = tonumber(v[1]), tonumber(v[2]), tonumber(v[3])
+    if sw then
+      sw, sc, sp = tonumber(sw), tonumber(sc), tonumber(sp)
       out[#out + 1] = 1
       out[#out + 1] = sw
       out[#out + 1] = sc
@@ -76,12 +84,11 @@ if ok then
     local b = (i - 1) * 6
     local n = new[i]
     if ARGV[b + 1] == 'g' then
-      redis.call('HSET', KEYS[i], 't', n[1])
-      redis.call('PEXPIRE', KEYS[i], math.floor((n[1] - now) / 1000) + 1000)
+      redis.call('SET', KEYS[i], string.format('%d', n[1]), 'PX', math.floor((n[1] - now) / 1000) + 1000)
     else
       local period = tonumber(ARGV[b + 6])
-      redis.call('HSET', KEYS[i], 'w', n[1], 'c', n[2], 'p', n[3])
-      redis.call('PEXPIRE', KEYS[i], math.floor(((n[1] + 2) * period - now) / 1000) + 1000)
+      local value = string.format('%d:%d:%d', n[1], n[2], n[3])
+      redis.call('SET', KEYS[i], value, 'PX', math.floor(((n[1] + 2) * period - now) / 1000) + 1000)
     end
   end
 end

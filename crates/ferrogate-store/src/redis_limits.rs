@@ -10,12 +10,17 @@
 //!   makes a check fail fast with [`LimitError`], and the caller applies its failure policy.
 //!   The connection is lazy and reconnects by itself ([`ConnectionManager`]), so a gateway starts
 //!   while Redis is down and recovers when it is back.
-//! - Refunds run off the request path in a tracked task (`LimitStore::shutdown` waits for them).
+//! - Refunds run off the request path in a tracked task (`LimitStore::shutdown` waits for them),
+//!   coalesced: refunds released within [`REFUND_COALESCE`] of each other are summed per counter
+//!   and sent as one script call. A refund per request would double the Redis round trips (and
+//!   the gateway's CPU for them); held back a few milliseconds, a counter is only that much
+//!   longer stricter than it will be.
 //!
 //! Not supported: Redis Cluster (a check's keys would have to share a hash slot).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +31,21 @@ use tokio_util::task::TaskTracker;
 
 const ACQUIRE: &str = include_str!("redis_acquire.lua");
 const REFUND: &str = include_str!("redis_refund.lua");
+/// How long a refund waits for others to share its script call.
+pub const REFUND_COALESCE: Duration = Duration::from_millis(5);
+/// Most counters one refund call names (a larger backlog is sent in several calls).
+const REFUND_KEYS_PER_CALL: usize = 256;
+
+/// A counter's refund in the script's terms: (key, algo, window of the charge) → amount.
+type RefundKey = (String, &'static str, i64);
+
+/// Refunds waiting for their coalesced call.
+#[derive(Default)]
+struct PendingRefunds {
+    amounts: HashMap<RefundKey, i64>,
+    /// A task will send `amounts`.
+    scheduled: bool,
+}
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -44,6 +64,7 @@ pub struct RedisLimitStore {
     acquire: Script,
     refund: Script,
     tasks: TaskTracker,
+    pending: Arc<Mutex<PendingRefunds>>,
     /// Refunds that failed (Redis unreachable): they are lost, limits are briefly stricter.
     refund_errors: Arc<AtomicU64>,
 }
@@ -91,6 +112,7 @@ impl RedisLimitStore {
             acquire: Script::new(ACQUIRE),
             refund: Script::new(REFUND),
             tasks: TaskTracker::new(),
+            pending: Arc::default(),
             refund_errors: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -111,6 +133,27 @@ impl RedisLimitStore {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(LimitError(format!("redis: {}", e.kind_name()))),
             Err(_) => Err(LimitError(format!("redis: no answer within {} ms", self.timeout.as_millis()))),
+        }
+    }
+}
+
+/// One refund script call; a failure is counted (and logged at powers of two).
+async fn send_refunds(
+    script: &Script,
+    mut conn: ConnectionManager,
+    timeout: Duration,
+    refunds: &[(RefundKey, i64)],
+    errors: &AtomicU64,
+) {
+    let mut inv = script.prepare_invoke();
+    for ((key, algo, window), amount) in refunds {
+        inv.key(key).arg(*algo).arg(*amount).arg(*window);
+    }
+    let res = tokio::time::timeout(timeout, inv.invoke_async::<i64>(&mut conn)).await;
+    if !matches!(res, Ok(Ok(_))) {
+        let n = errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(failed_refunds = n, "rate-limit refund not applied: Redis unavailable");
         }
     }
 }
@@ -151,36 +194,37 @@ impl LimitStore for RedisLimitStore {
         if refunds.is_empty() {
             return;
         }
-        // (key, algo, amount, window): built here, sent from a task.
-        let args: Vec<(String, &'static str, i64, i64)> = refunds
-            .iter()
-            .map(|r| {
-                let q = &r.quota;
-                let key = format!("{}{}", self.prefix, r.key);
-                match q.algorithm {
-                    Algorithm::Gcra => {
-                        let us = q.units_us(r.units.unsigned_abs());
-                        (key, "g", if r.units >= 0 { us } else { -us }, 0)
-                    }
-                    Algorithm::SlidingWindow => (key, "w", r.units, r.charged_at_us.div_euclid(q.period_us.max(1))),
-                }
-            })
-            .collect();
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
-        let _guard = rt.enter();
-        let (script, mut conn, timeout) = (self.refund.clone(), self.conn.clone(), self.timeout);
-        let errors = Arc::clone(&self.refund_errors);
-        self.tasks.spawn(async move {
-            let mut inv = script.prepare_invoke();
-            for (key, algo, amount, window) in &args {
-                inv.key(key).arg(*algo).arg(*amount).arg(*window);
-            }
-            let res = tokio::time::timeout(timeout, inv.invoke_async::<i64>(&mut conn)).await;
-            if !matches!(res, Ok(Ok(_))) {
-                let n = errors.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(failed_refunds = n, "rate-limit refund not applied: Redis unavailable");
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        for r in &refunds {
+            let q = &r.quota;
+            let key = format!("{}{}", self.prefix, r.key);
+            let (slot, amount) = match q.algorithm {
+                Algorithm::Gcra => {
+                    let us = q.units_us(r.units.unsigned_abs());
+                    ((key, "g", 0), if r.units >= 0 { us } else { -us })
                 }
+                Algorithm::SlidingWindow => ((key, "w", r.charged_at_us.div_euclid(q.period_us.max(1))), r.units),
+            };
+            *pending.amounts.entry(slot).or_insert(0) += amount;
+        }
+        if std::mem::replace(&mut pending.scheduled, true) {
+            return; // the task already on its way sends these too
+        }
+        drop(pending);
+        let _guard = rt.enter();
+        let (script, conn, timeout) = (self.refund.clone(), self.conn.clone(), self.timeout);
+        let (pending, errors) = (Arc::clone(&self.pending), Arc::clone(&self.refund_errors));
+        self.tasks.spawn(async move {
+            tokio::time::sleep(REFUND_COALESCE).await;
+            let amounts = {
+                let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                p.scheduled = false;
+                std::mem::take(&mut p.amounts)
+            };
+            let refunds: Vec<(RefundKey, i64)> = amounts.into_iter().filter(|(_, amount)| *amount != 0).collect();
+            for chunk in refunds.chunks(REFUND_KEYS_PER_CALL) {
+                send_refunds(&script, conn.clone(), timeout, chunk, &errors).await;
             }
         });
     }

@@ -42,6 +42,8 @@ against_every_store!(
     decisions_count_down_and_reset,
     token_reservations_are_reconciled,
     sliding_window_admits_the_limit_and_says_when_to_retry,
+    sliding_window_refunds_give_units_back,
+    many_refunds_at_once_all_apply,
 );
 
 /// `acquire`, checking that the store's verdict agrees with the per-counter decisions (for Redis:
@@ -127,6 +129,78 @@ async fn sliding_window_admits_the_limit_and_says_when_to_retry(store: Arc<dyn L
     let n = passed.iter().filter(|p| **p).count();
     assert!((5..=6).contains(&n), "{passed:?}");
     assert!(passed[..5].iter().all(|p| *p), "{passed:?}");
+}
+
+async fn sliding_window_refunds_give_units_back(store: Arc<dyn LimitStore>) {
+    let quota = Quota::per_minute(Algorithm::SlidingWindow, 10);
+    let c = Check { key: "wr".into(), quota, cost: 4 };
+    let first = acq(store.as_ref(), std::slice::from_ref(&c)).await;
+    assert!(first.allowed);
+    assert!(acq(store.as_ref(), std::slice::from_ref(&c)).await.allowed);
+    assert!(!acq(store.as_ref(), std::slice::from_ref(&c)).await.allowed, "8 of 10 charged");
+    // The first request used 1 of its 4.
+    store.release(vec![Refund { key: "wr".into(), quota, units: 3, charged_at_us: first.now_us }]);
+    let t0 = Instant::now();
+    while !acq(store.as_ref(), std::slice::from_ref(&c)).await.allowed {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the refund never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!acq(store.as_ref(), std::slice::from_ref(&c)).await.allowed, "9 of 10 charged");
+}
+
+/// Refunds released together (Redis sums them per counter into one call) all count.
+async fn many_refunds_at_once_all_apply(store: Arc<dyn LimitStore>) {
+    let quota = Quota::per_minute(Algorithm::Gcra, 100);
+    let mut charged = Vec::new();
+    for _ in 0..10 {
+        let a = acq(store.as_ref(), &[gcra("m", 100, 10)]).await;
+        assert!(a.allowed);
+        charged.push(a.now_us);
+    }
+    assert!(!acq(store.as_ref(), &[gcra("m", 100, 10)]).await.allowed, "100 of 100 charged");
+    for at in charged {
+        let r = Refund { key: "m".into(), quota, units: 5, charged_at_us: at };
+        store.release(vec![r]);
+    }
+    // 50 given back: five more requests of 10 fit (GCRA drips a little more back meanwhile,
+    // far less than 10 units within the test).
+    let t0 = Instant::now();
+    let mut admitted = 0;
+    while admitted < 5 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "only {admitted} of 5 fit after the refunds");
+        if acq(store.as_ref(), &[gcra("m", 100, 10)]).await.allowed {
+            admitted += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert!(!acq(store.as_ref(), &[gcra("m", 100, 10)]).await.allowed, "no sixth");
+}
+
+/// Each counter is one string with a TTL; a key of another type under a counter's name (an older
+/// layout's hash) reads as empty and is replaced, never an error.
+#[tokio::test]
+async fn redis_counters_are_strings_with_a_ttl() {
+    let prefix = unique_prefix("layout");
+    let client = redis::Client::open(shared_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (g, w) = (format!("{prefix}g"), format!("{prefix}w"));
+    let _: () = redis::cmd("HSET").arg(&g).arg("t").arg(1).query_async(&mut conn).await.unwrap();
+    let opts = RedisOptions { key_prefix: prefix.clone(), timeout: Duration::from_secs(2) };
+    let store = RedisLimitStore::open(&shared_url(), opts).unwrap();
+    let window = Check { key: "w".into(), quota: Quota::per_minute(Algorithm::SlidingWindow, 5), cost: 2 };
+    let a = acq(&store, &[gcra("g", 5, 1), window]).await;
+    assert!(a.allowed, "{a:?}");
+    for key in [&g, &w] {
+        let kind: String = redis::cmd("TYPE").arg(key).query_async(&mut conn).await.unwrap();
+        assert_eq!(kind, "string", "{key}");
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
+        assert!(ttl > 0 && ttl <= 181_000, "{key}: {ttl}");
+    }
+    let v: String = redis::cmd("GET").arg(&w).query_async(&mut conn).await.unwrap();
+    let parts: Vec<&str> = v.split(':').collect();
+    assert_eq!(parts.len(), 3, "{v}");
+    assert_eq!(&parts[1..], ["2", "0"], "{v}");
 }
 
 #[tokio::test]
