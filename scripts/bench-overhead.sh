@@ -747,6 +747,14 @@ if any(o for *_, o in obs_rows):
         lines.append(f"| {label} | {c} | {name} | {f0(o['rps'])} | {f0(o['p50'])} / {f0(o['p99'])} | "
                      f"{f0(o['p50'] - d['p50'])} / {f0(o['p99'] - d['p99'])} | {ratio:.2f}× |")
 
+for name, target in (("100%", "obs100"), ("1%", "obs1")):
+    path = os.path.join(res, f"spans-{target}.txt")
+    if os.path.exists(path):
+        spans = {l.split('"')[1]: float(l.split()[-1]) for l in open(path) if '"' in l}
+        if spans:
+            lines.append(f"- tracing at {name}: {spans.get('ended', 0):,.0f} spans ended, "
+                         f"{spans.get('exported', 0):,.0f} exported to the collector")
+
 td, tg = load("ttft-direct.json"), load("ttft-gateway.json")
 rss = load("rss.json") or {}
 lines += ["", "| time to first token, streaming, c=1 | p50 (µs) | p99 (µs) |", "|---|---:|---:|"]
@@ -931,6 +939,18 @@ main() {
     fi
     printf '{"idle_kib": %s, "after_load_kib": %s}\n' "$idle" "$(rss_kib "$GW_PID")" >"$RESULTS/rss.json"
   fi
+  # The tracing variants export at idle priority: the spans they ended and exported show whether
+  # any were shed (waited out briefly: the last batch may still be on its way).
+  local name port
+  for name in obs100 obs1; do
+    port="OBS100_PORT"
+    [ "$name" = obs100 ] || port="OBS1_PORT"
+    port="${!port}"
+    [ -n "$port" ] || continue
+    sleep 2
+    curl -fsS "http://127.0.0.1:$port/metrics" | grep '^ferrogate_tracing_spans_total' \
+      >"$RESULTS/spans-$name.txt" || true
+  done
 
   printf -- '- load average after the load runs: %s\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS/report.md"
   local rc=0

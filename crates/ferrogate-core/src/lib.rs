@@ -7,6 +7,7 @@
 //! [`tenancy`] store traits.
 
 pub mod backend;
+pub mod background;
 pub mod balance;
 pub mod breaker;
 pub mod error;

@@ -383,5 +383,10 @@ async fn the_embedded_engine_phases_are_spans_of_the_backend_attempt() {
     assert!(prefill.end_time_unix_nano <= decode.start_time_unix_nano + 1, "prefill before decode");
     let root = by_name["POST /v1/chat/completions"];
     assert!(int_attr(root, "gen_ai.usage.output_tokens") > 0);
+    // The exporter runs at idle priority; on an idle machine every span ended is exported.
+    let exported = r#"ferrogate_tracing_spans_total{outcome="exported"}"#;
+    let s = wait_for(&gw, exported, spans.len() as f64).await;
+    assert_eq!(get(&s, r#"ferrogate_tracing_spans_total{outcome="ended"}"#), get(&s, exported));
+    assert_eq!(get(&s, exported), rx.spans().len() as f64);
     gw.shutdown().await;
 }

@@ -236,7 +236,7 @@ impl LedgerWriter {
         std::thread::Builder::new()
             .name("ferrogate-ledger".into())
             .spawn(move || {
-                lower_priority();
+                ferrogate_core::background::idle_priority("usage ledger");
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {
@@ -302,22 +302,6 @@ impl LedgerWriter {
         let stats = self.sender.stats();
         tracing::info!(?stats, "usage ledger flushed");
         stats
-    }
-}
-
-/// Puts the calling thread (and the threads it will spawn) at `SCHED_IDLE`: it runs only when
-/// a CPU has nothing else to do. Best effort: on failure, or off Linux, it stays as it was
-/// (correct, with the latency tail described at [`LedgerWriter::spawn_on_thread`]).
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::unix::{
-            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
-        };
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        if let Err(e) = set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, idle) {
-            tracing::warn!(error = ?e, "usage ledger: cannot lower the writer thread's priority");
-        }
     }
 }
 

@@ -69,6 +69,7 @@ pub const LEDGER_ROWS: &str = "ferrogate_ledger_rows_total";
 pub const LEDGER_RETRIES: &str = "ferrogate_ledger_write_retries_total";
 pub const LEDGER_PENDING: &str = "ferrogate_ledger_pending_rows";
 pub const LEDGER_LAG: &str = "ferrogate_ledger_write_lag_seconds";
+pub const TRACING_SPANS: &str = "ferrogate_tracing_spans_total";
 pub const BUILD_INFO: &str = "ferrogate_build_info";
 pub const START_TIME: &str = "ferrogate_start_time_seconds";
 // OpenTelemetry GenAI semantic conventions, under their Prometheus names (dots → underscores,
@@ -136,6 +137,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("counter", LEDGER_RETRIES, "Usage-ledger batch writes that failed and were retried."),
     ("gauge", LEDGER_PENDING, "Usage-ledger rows accepted and not yet written."),
     ("gauge", LEDGER_LAG, "Age of the oldest usage row the ledger writer holds unwritten (0 when none)."),
+    (
+        "counter",
+        TRACING_SPANS,
+        "Sampled trace spans: ended, and exported (accepted by the OTLP collector); the difference is queued or dropped.",
+    ),
     ("gauge", BUILD_INFO, "Always 1; the labels say which build runs."),
     ("gauge", START_TIME, "Unix time the gateway started, seconds."),
     (
@@ -677,6 +683,13 @@ impl Metrics {
             }
         };
         self.gauge(LEDGER_LAG, vec![]).set(lag);
+    }
+
+    pub fn set_spans(&self, c: &super::trace::SpanCounts) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (outcome, n) in [("ended", c.ended.load(Relaxed)), ("exported", c.exported.load(Relaxed))] {
+            self.counter(TRACING_SPANS, vec![slabel("outcome", outcome)]).absolute(n);
+        }
     }
 }
 

@@ -112,6 +112,9 @@ impl Observability {
             m.circuit_state(backend, state);
         }
         m.set_limiter(&st.limits.stats());
+        if let Some(t) = &self.tracing {
+            m.set_spans(t.counts());
+        }
         if let Some(t) = &st.tenancy {
             m.set_ledger(&t.ledger.stats());
             m.set_refusals(&t.refusals);
