@@ -941,16 +941,15 @@ main() {
   fi
   # The tracing variants export at idle priority: the spans they ended and exported show whether
   # any were shed (waited out briefly: the last batch may still be on its way).
-  local name port
-  for name in obs100 obs1; do
-    port="OBS100_PORT"
-    [ "$name" = obs100 ] || port="OBS1_PORT"
-    port="${!port}"
-    [ -n "$port" ] || continue
+  if [ -n "$OBS100_PORT" ]; then
     sleep 2
-    curl -fsS "http://127.0.0.1:$port/metrics" | grep '^ferrogate_tracing_spans_total' \
-      >"$RESULTS/spans-$name.txt" || true
-  done
+    local name port
+    for name in "obs100 $OBS100_PORT" "obs1 $OBS1_PORT"; do
+      read -r name port <<<"$name"
+      curl -fsS "http://127.0.0.1:$port/metrics" | grep '^ferrogate_tracing_spans_total' \
+        >"$RESULTS/spans-$name.txt" || true
+    done
+  fi
 
   printf -- '- load average after the load runs: %s\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS/report.md"
   local rc=0

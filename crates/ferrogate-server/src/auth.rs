@@ -27,10 +27,11 @@ use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, ErrorLog};
 use crate::observability::dashboard::{DASHBOARD, DASHBOARD_EVENTS, METRICS};
+use crate::pipeline::Endpoint;
 use crate::state::AppState;
 use crate::telemetry::RequestCx;
 use crate::tenancy::cache::Rejected;
-use crate::tenancy::{Caller, Principal, RequestMeter, Tenancy, metered_endpoint};
+use crate::tenancy::{Caller, Principal, RequestMeter, Tenancy};
 
 /// Paths reachable without a key: probes, and the admin API's description (no data in it).
 pub const PUBLIC_PATHS: &[&str] = &["/health", "/ready", "/admin/v1/openapi.json"];
@@ -75,7 +76,7 @@ fn endpoint_group(path: &str) -> Option<EndpointGroup> {
     match path {
         "/v1/usage" => Some(EndpointGroup::UsageRead),
         "/v1/models" => Some(EndpointGroup::Inference),
-        p if p.starts_with("/v1/models/") || metered_endpoint(p).is_some() => Some(EndpointGroup::Inference),
+        p if p.starts_with("/v1/models/") || Endpoint::from_path(p).is_some() => Some(EndpointGroup::Inference),
         _ => None,
     }
 }
@@ -94,7 +95,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     // The dashboard's data stream is for operators: the master key, as the admin API.
     let admin = tenancy.is_some() && (path == "/admin" || path.starts_with("/admin/") || path == DASHBOARD_EVENTS);
     let group = endpoint_group(path);
-    let endpoint = metered_endpoint(path);
+    let endpoint = Endpoint::from_path(path).map(Endpoint::ledger_name);
     let ip = client_ip(&st, &req);
     let Some(presented) = presented_key(req.headers()) else {
         return ApiError::unauthorized(MISSING_KEY).into_response();

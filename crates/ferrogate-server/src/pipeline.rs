@@ -42,6 +42,28 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The inference endpoint served at `path`; `None` for every other route.
+    pub fn from_path(path: &str) -> Option<Self> {
+        match path {
+            "/v1/chat/completions" => Some(Endpoint::Chat),
+            "/v1/completions" => Some(Endpoint::Completion),
+            "/generate" => Some(Endpoint::Generate),
+            "/stream" => Some(Endpoint::Stream),
+            _ => None,
+        }
+    }
+
+    /// The usage ledger's name (`chat.completions`, `completions`, `generate`, `stream`).
+    pub fn ledger_name(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat.completions",
+            Endpoint::Completion => "completions",
+            Endpoint::Generate => "generate",
+            Endpoint::Stream => "stream",
+        }
+    }
+
+    /// The metrics `endpoint` label.
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Chat => "chat",

@@ -35,17 +35,6 @@ pub struct RequestCx {
     pub obs: Arc<ObsCx>,
 }
 
-/// The metrics `endpoint` label of an inference route (`None`: not an inference request).
-pub fn inference_endpoint(path: &str) -> Option<&'static str> {
-    match path {
-        "/v1/chat/completions" => Some("chat"),
-        "/v1/completions" => Some("completion"),
-        "/generate" => Some("generate"),
-        "/stream" => Some("stream"),
-        _ => None,
-    }
-}
-
 /// Filled by handlers so the access log can name the model and backend; the backend is also
 /// returned to the client in `x-ferrogate-backend`.
 #[derive(Debug, Clone, Default)]
@@ -67,7 +56,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     let started = Instant::now();
     let hints = crate::resilience::hints::RouteHints::from_headers(req.headers());
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let endpoint = inference_endpoint(&path);
+    let endpoint = crate::pipeline::Endpoint::from_path(&path).map(crate::pipeline::Endpoint::as_str);
     let obs = Arc::new(st.obs.request(req.headers(), method.as_str(), &path, started, endpoint.is_some()));
     let cx = RequestCx { id: request_id(&req), started, caller: None, limits: None, hints, obs };
     req.extensions_mut().insert(cx.clone());

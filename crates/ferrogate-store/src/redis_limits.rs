@@ -212,10 +212,9 @@ impl LimitStore for RedisLimitStore {
             return; // the task already on its way sends these too
         }
         drop(pending);
-        let _guard = rt.enter();
         let (script, conn, timeout) = (self.refund.clone(), self.conn.clone(), self.timeout);
         let (pending, errors) = (Arc::clone(&self.pending), Arc::clone(&self.refund_errors));
-        self.tasks.spawn(async move {
+        let send = async move {
             tokio::time::sleep(REFUND_COALESCE).await;
             let amounts = {
                 let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
@@ -226,7 +225,8 @@ impl LimitStore for RedisLimitStore {
             for chunk in refunds.chunks(REFUND_KEYS_PER_CALL) {
                 send_refunds(&script, conn.clone(), timeout, chunk, &errors).await;
             }
-        });
+        };
+        self.tasks.spawn_on(send, &rt);
     }
 
     fn kind(&self) -> &'static str {

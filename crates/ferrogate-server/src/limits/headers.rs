@@ -60,25 +60,40 @@ impl RateHeaders {
     }
 
     pub fn write(&self, headers: &mut HeaderMap) {
-        for (dim, line) in [("requests", self.requests), ("tokens", self.tokens)] {
+        for (names, line) in [(REQUEST_HEADERS, self.requests), (TOKEN_HEADERS, self.tokens)] {
             let Some(l) = line else { continue };
-            put(headers, &format!("x-ratelimit-limit-{dim}"), l.limit.to_string());
-            put(headers, &format!("x-ratelimit-remaining-{dim}"), l.remaining.to_string());
-            put(headers, &format!("x-ratelimit-reset-{dim}"), go_duration(l.reset));
+            let [limit, remaining, reset] = names;
+            headers.insert(limit, l.limit.into());
+            headers.insert(remaining, l.remaining.into());
+            if let Ok(v) = HeaderValue::try_from(go_duration(l.reset)) {
+                headers.insert(reset, v);
+            }
         }
         if let Some(l) = self.requests.or(self.tokens) {
-            put(headers, "x-ratelimit-limit", l.limit.to_string());
-            put(headers, "x-ratelimit-remaining", l.remaining.to_string());
-            put(headers, "x-ratelimit-reset", l.reset.as_secs_f64().ceil().to_string());
+            let [limit, remaining, reset] = SEED_HEADERS;
+            headers.insert(limit, l.limit.into());
+            headers.insert(remaining, l.remaining.into());
+            headers.insert(reset, l.reset.as_secs().saturating_add(u64::from(l.reset.subsec_nanos() > 0)).into());
         }
     }
 }
 
-fn put(headers: &mut HeaderMap, name: &str, value: String) {
-    if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-        headers.insert(n, v);
-    }
-}
+/// OpenAI's limit, remaining and reset headers for requests and for tokens, then the seeds'.
+const REQUEST_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const TOKEN_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+const SEED_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit"),
+    HeaderName::from_static("x-ratelimit-remaining"),
+    HeaderName::from_static("x-ratelimit-reset"),
+];
 
 /// A duration as Go prints it, to the millisecond: `0s`, `120ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`.
 pub fn go_duration(d: Duration) -> String {
@@ -102,7 +117,7 @@ pub fn go_duration(d: Duration) -> String {
 /// request was checked) onto its response.
 pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     // Only inference endpoints are rate-limited.
-    if !st.limits.active() || crate::tenancy::metered_endpoint(req.uri().path()).is_none() {
+    if !st.limits.active() || crate::pipeline::Endpoint::from_path(req.uri().path()).is_none() {
         return next.run(req).await;
     }
     let ip = client_ip::client_ip(&req, &st.limits.trusted_proxies);

@@ -150,14 +150,3 @@ impl RequestMeter {
         }
     }
 }
-
-/// The ledger's endpoint name of an inference path; `None` for paths that are not metered.
-pub fn metered_endpoint(path: &str) -> Option<&'static str> {
-    match path {
-        "/v1/chat/completions" => Some("chat.completions"),
-        "/v1/completions" => Some("completions"),
-        "/generate" => Some("generate"),
-        "/stream" => Some("stream"),
-        _ => None,
-    }
-}

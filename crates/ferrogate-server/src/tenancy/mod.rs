@@ -26,7 +26,7 @@ use ferrogate_store::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter, Ope
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use caller::{Caller, Principal, RequestMeter, metered_endpoint};
+pub use caller::{Caller, Principal, RequestMeter};
 pub use meter::Metering;
 pub use quotas::Admission;
 
