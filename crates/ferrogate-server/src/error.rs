@@ -40,6 +40,16 @@ pub struct ErrorLog {
     pub blame: Blame,
 }
 
+impl ErrorLog {
+    /// A 503 that sheds load by design (full queue, waited too long, open circuit, draining):
+    /// the client retries after `Retry-After`, metrics count it, and the access log keeps it at
+    /// info. A warning per refusal would turn an overload into a flood of log writes, each
+    /// flushed at once (`logsink`), on the very core that is refusing.
+    pub fn is_load_shed(&self) -> bool {
+        matches!(self.code, "queue_full" | "queue_timeout" | "circuit_open" | "shutting_down")
+    }
+}
+
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, code: Option<&'static str>, message: impl Into<String>) -> Self {
         Self {
@@ -435,6 +445,25 @@ mod tests {
             assert_eq!(api.status.as_u16(), status, "{e:?}");
             assert!(!api.message.contains("x\""), "internal text must not leak");
         }
+    }
+
+    #[test]
+    fn load_shedding_503s_are_told_apart_from_failures() {
+        let log = |e: ApiError| {
+            let res = e.into_response();
+            res.extensions().get::<ErrorLog>().map(|l| (res.status().as_u16(), l.is_load_shed()))
+        };
+        let full = QueueError::Full { retry_after: Duration::from_secs(1) };
+        assert_eq!(log(full.into()), Some((503, true)));
+        assert_eq!(log(ApiError::circuit_open("m", Duration::from_secs(1))), Some((503, true)));
+        assert_eq!(log(ApiError::shutting_down()), Some((503, true)));
+        // The embedded engine's own full queue sheds load the same way.
+        let overloaded = BackendError::Overloaded { message: "x".into(), retry_after: Duration::from_secs(2) };
+        assert_eq!(log(overloaded.into()), Some((503, true)));
+        // An upstream that failed, or answered 503 itself, is a failure to warn about.
+        assert_eq!(log(BackendError::Connect("x".into()).into()), Some((502, false)));
+        let upstream_503 = BackendError::Status { status: 503, message: "x".into(), retry_after: None };
+        assert_eq!(log(upstream_503.into()), Some((503, false)));
     }
 
     #[test]

@@ -69,7 +69,12 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", elapsed.as_secs_f64() * 1000.0)) {
         headers.insert("x-response-time-ms", v);
     }
-    let route = res.extensions().get::<RouteLog>().cloned().unwrap_or_default();
+    let route = res.extensions_mut().remove::<RouteLog>().unwrap_or_default();
+    // A request refused after routing (429, 503 queue_full) names its deployment.
+    let model = match route.model.as_str() {
+        "" => cx.obs.deployment.get().map_or("", String::as_str),
+        m => m,
+    };
     if let Ok(v) = HeaderValue::from_str(&route.backend)
         && !route.backend.is_empty()
     {
@@ -82,16 +87,16 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     }
     let trace_id = cx.obs.trace_id();
     match res.extensions().get::<ErrorLog>() {
-        Some(e) if status >= 500 => tracing::warn!(
-            request_id = %cx.id, %method, %path, status, model = %route.model, backend = %route.backend,
+        Some(e) if status >= 500 && !e.is_load_shed() => tracing::warn!(
+            request_id = %cx.id, %method, %path, status, model = %model, backend = %route.backend,
             latency_ms = elapsed.as_millis() as u64, error.code = e.code, error.cause = %e.cause, trace_id, "request failed"
         ),
         Some(e) => tracing::info!(
-            request_id = %cx.id, %method, %path, status, model = %route.model,
+            request_id = %cx.id, %method, %path, status, model = %model,
             latency_ms = elapsed.as_millis() as u64, error.code = e.code, error.cause = %e.cause, trace_id, "request rejected"
         ),
         None => tracing::debug!(
-            request_id = %cx.id, %method, %path, status, model = %route.model, backend = %route.backend,
+            request_id = %cx.id, %method, %path, status, model = %model, backend = %route.backend,
             latency_ms = elapsed.as_millis() as u64, trace_id, "response headers sent"
         ),
     }
