@@ -472,13 +472,18 @@ mod tests {
     #[test]
     fn observability_problems_are_listed_with_the_others() {
         let errs = from_toml(
-            "[server]\nlisten = \"nope\"\n[metrics]\nlisten = \"x\"\n[tracing]\nenabled = true\nendpoint = \"grpc://h\"\nsampling_ratio = 2.0\nprotocol = \"grpc\"\n",
+            "[server]\nlisten = \"nope\"\n[metrics]\nlisten = \"x\"\n[tracing]\nenabled = true\nendpoint = \"grpc://h\"\nsampling_ratio = 2.0\nprotocol = \"grpc\"\nmax_export_batch_spans = 0\n",
         )
         .unwrap_err();
         let all = errs.0.join("\n");
-        for needle in
-            ["server.listen", "metrics.listen", "tracing.sampling_ratio", "tracing.protocol", "tracing.endpoint"]
-        {
+        for needle in [
+            "server.listen",
+            "metrics.listen",
+            "tracing.sampling_ratio",
+            "tracing.protocol",
+            "tracing.endpoint",
+            "tracing.max_export_batch_spans",
+        ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
     }

@@ -45,6 +45,10 @@ pub struct TracingConfig {
     pub export_timeout_ms: u64,
     /// Spans waiting for export; beyond this new spans are dropped (never blocks a request).
     pub max_queue_spans: usize,
+    /// Most spans in one export request. Small batches keep each export's burst short: the
+    /// kernel's loopback/TCP work of a POST is not preemptible, and a 512-span POST (~100 kB)
+    /// delays the requests that arrive meanwhile (docs/OBSERVABILITY.md).
+    pub max_export_batch_spans: usize,
 }
 
 impl Default for TracingConfig {
@@ -58,6 +62,7 @@ impl Default for TracingConfig {
             export_interval_ms: 1000,
             export_timeout_ms: 5000,
             max_queue_spans: 8192,
+            max_export_batch_spans: 64,
         }
     }
 }
@@ -113,6 +118,12 @@ pub fn check(
     }
     if tracing.enabled && !(tracing.endpoint.starts_with("http://") || tracing.endpoint.starts_with("https://")) {
         errs.push(format!("tracing.endpoint: '{}' must be an http:// or https:// URL", tracing.endpoint));
+    }
+    if tracing.max_export_batch_spans == 0 || tracing.max_export_batch_spans > tracing.max_queue_spans {
+        errs.push(format!(
+            "tracing.max_export_batch_spans must be between 1 and max_queue_spans ({}), got {}",
+            tracing.max_queue_spans, tracing.max_export_batch_spans
+        ));
     }
     for (field, v) in
         [("export_interval_ms", tracing.export_interval_ms), ("export_timeout_ms", tracing.export_timeout_ms)]

@@ -91,6 +91,7 @@ impl Tracing {
         let batch = BatchConfigBuilder::default()
             .with_scheduled_delay(Duration::from_millis(cfg.export_interval_ms))
             .with_max_queue_size(cfg.max_queue_spans)
+            .with_max_export_batch_size(cfg.max_export_batch_spans)
             .build();
         // The processor's thread inherits the policy of the thread that spawns it.
         let processor = std::thread::scope(|s| {
