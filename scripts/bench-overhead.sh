@@ -943,9 +943,9 @@ main() {
   # any were shed (waited out briefly: the last batch may still be on its way).
   if [ -n "$OBS100_PORT" ]; then
     sleep 2
-    local name port
-    for name in "obs100 $OBS100_PORT" "obs1 $OBS1_PORT"; do
-      read -r name port <<<"$name"
+    local pair name port
+    for pair in "obs100 $OBS100_PORT" "obs1 $OBS1_PORT"; do
+      read -r name port <<<"$pair"
       curl -fsS "http://127.0.0.1:$port/metrics" | grep '^ferrogate_tracing_spans_total' \
         >"$RESULTS/spans-$name.txt" || true
     done

@@ -281,13 +281,14 @@ impl Limiter {
     /// The scope class and the words for a check's origin: "rule 'per-ip' (per client IP
     /// 10.0.0.7)", "your API key".
     fn describe(&self, origin: Origin, plan: &Plan, ip: IpAddr) -> (&'static str, String) {
-        let Origin::Rule(i) = origin else {
-            return match origin {
-                Origin::Tenant => ("tenant", "your tenant".into()),
-                _ => ("key", "your API key".into()),
-            };
+        let r = match origin {
+            Origin::Key => return ("key", "your API key".into()),
+            Origin::Tenant => return ("tenant", "your tenant".into()),
+            Origin::Rule(i) => match self.rules.get(i) {
+                Some(r) => r,
+                None => return ("global", "a rate limit".into()),
+            },
         };
-        let Some(r) = self.rules.get(i) else { return ("global", "a rate limit".into()) };
         let who = plan.caller.as_ref().and_then(|c| c.principal.key());
         let deployment = &plan.deployment.name;
         match r.scope {

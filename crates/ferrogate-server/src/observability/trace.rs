@@ -15,9 +15,11 @@
 //! Exporting never takes CPU from requests either: the batch processor's thread (which encodes
 //! the spans) and the exporter's own runtime thread (`ferrogate-otlp`, which sends them) run at
 //! idle priority (`SCHED_IDLE` on Linux). At normal priority their bursts (encoding 512 spans,
-//! a 100 kB POST) preempted request workers and showed in the latency tail. On a CPU that never
-//! idles, spans wait in the queue and, once it is full, are dropped — counted: the spans ended
-//! and exported are in `ferrogate_tracing_spans_total{outcome}`.
+//! a 100 kB POST) preempted request workers and showed in the latency tail. What no priority
+//! covers is the kernel's share of sending a POST, so batches are small
+//! (`max_export_batch_spans`, 64 by default). On a CPU that never idles, spans wait in the queue
+//! and, once it is full, are dropped — counted: the spans ended and exported are in
+//! `ferrogate_tracing_spans_total{outcome}`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
