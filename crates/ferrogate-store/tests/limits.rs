@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrogate_core::limits::memory::MemoryLimitStore;
-use ferrogate_core::limits::{Acquired, Algorithm, Check, LimitStore, Quota, Refund};
+use ferrogate_core::limits::{Acquired, Algorithm, Check, Dim, LimitStore, Quota, Refund};
 use ferrogate_core::tenancy::time::SystemClock;
 use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
 use ferrogate_testkit::redis::{shared_url, unique_prefix};
@@ -44,6 +44,8 @@ against_every_store!(
     sliding_window_admits_the_limit_and_says_when_to_retry,
     sliding_window_refunds_give_units_back,
     many_refunds_at_once_all_apply,
+    a_keys_two_counters_are_kept_apart,
+    both_counters_of_a_sliding_window_key,
 );
 
 /// `acquire`, checking that the store's verdict agrees with the per-counter decisions (for Redis:
@@ -55,7 +57,7 @@ async fn acq(store: &dyn LimitStore, checks: &[Check]) -> Acquired {
 }
 
 fn gcra(key: &str, limit: u64, cost: u64) -> Check {
-    Check { key: key.into(), quota: Quota::per_minute(Algorithm::Gcra, limit), cost }
+    Check { key: key.into(), dim: Dim::Requests, quota: Quota::per_minute(Algorithm::Gcra, limit), cost }
 }
 
 /// 200 concurrent checks against 50/min (plus a roomy global counter): exactly 50 pass.
@@ -105,7 +107,7 @@ async fn token_reservations_are_reconciled(store: Arc<dyn LimitStore>) {
     assert!(!acq(store.as_ref(), &[gcra("t", 1000, 400)]).await.allowed, "800 reserved of 1000");
     // The first request used 100 of its 400.
     let quota = Quota::per_minute(Algorithm::Gcra, 1000);
-    store.release(vec![Refund { key: "t".into(), quota, units: 300, charged_at_us: first.now_us }]);
+    store.release(vec![Refund { key: "t".into(), dim: Dim::Requests, quota, units: 300, charged_at_us: first.now_us }]);
     let t0 = Instant::now();
     while !acq(store.as_ref(), &[gcra("t", 1000, 400)]).await.allowed {
         assert!(t0.elapsed() < Duration::from_secs(5), "the refund never arrived");
@@ -115,7 +117,8 @@ async fn token_reservations_are_reconciled(store: Arc<dyn LimitStore>) {
 }
 
 async fn sliding_window_admits_the_limit_and_says_when_to_retry(store: Arc<dyn LimitStore>) {
-    let c = Check { key: "w".into(), quota: Quota::per_minute(Algorithm::SlidingWindow, 5), cost: 1 };
+    let c =
+        Check { key: "w".into(), dim: Dim::Requests, quota: Quota::per_minute(Algorithm::SlidingWindow, 5), cost: 1 };
     let mut passed = Vec::new();
     for _ in 0..8 {
         let a = acq(store.as_ref(), std::slice::from_ref(&c)).await;
@@ -133,13 +136,13 @@ async fn sliding_window_admits_the_limit_and_says_when_to_retry(store: Arc<dyn L
 
 async fn sliding_window_refunds_give_units_back(store: Arc<dyn LimitStore>) {
     let quota = Quota::per_minute(Algorithm::SlidingWindow, 10);
-    let c = Check { key: "wr".into(), quota, cost: 4 };
+    let c = Check { key: "wr".into(), dim: Dim::Tokens, quota, cost: 4 };
     let first = acq(store.as_ref(), std::slice::from_ref(&c)).await;
     assert!(first.allowed);
     assert!(acq(store.as_ref(), std::slice::from_ref(&c)).await.allowed);
     assert!(!acq(store.as_ref(), std::slice::from_ref(&c)).await.allowed, "8 of 10 charged");
     // The first request used 1 of its 4.
-    store.release(vec![Refund { key: "wr".into(), quota, units: 3, charged_at_us: first.now_us }]);
+    store.release(vec![Refund { key: "wr".into(), dim: Dim::Tokens, quota, units: 3, charged_at_us: first.now_us }]);
     let t0 = Instant::now();
     while !acq(store.as_ref(), std::slice::from_ref(&c)).await.allowed {
         assert!(t0.elapsed() < Duration::from_secs(5), "the refund never arrived");
@@ -159,7 +162,7 @@ async fn many_refunds_at_once_all_apply(store: Arc<dyn LimitStore>) {
     }
     assert!(!acq(store.as_ref(), &[gcra("m", 100, 10)]).await.allowed, "100 of 100 charged");
     for at in charged {
-        let r = Refund { key: "m".into(), quota, units: 5, charged_at_us: at };
+        let r = Refund { key: "m".into(), dim: Dim::Requests, quota, units: 5, charged_at_us: at };
         store.release(vec![r]);
     }
     // 50 given back: five more requests of 10 fit (GCRA drips a little more back meanwhile,
@@ -177,30 +180,123 @@ async fn many_refunds_at_once_all_apply(store: Arc<dyn LimitStore>) {
     assert!(!acq(store.as_ref(), &[gcra("m", 100, 10)]).await.allowed, "no sixth");
 }
 
-/// Each counter is one string with a TTL; a key of another type under a counter's name (an older
-/// layout's hash) reads as empty and is replaced, never an error.
+/// A subject's request and token counters share a key (one Redis string) but not their room;
+/// refunds to both in one release (one coalesced Redis call naming the key twice) both apply.
+async fn a_keys_two_counters_are_kept_apart(store: Arc<dyn LimitStore>) {
+    let tq = Quota::per_minute(Algorithm::Gcra, 1000);
+    let tokens = |cost| Check { key: "s".into(), dim: Dim::Tokens, quota: tq, cost };
+    let first = acq(store.as_ref(), &[gcra("s", 3, 1), tokens(600)]).await;
+    assert!(first.allowed);
+    assert_eq!((first.decisions[0].remaining, first.decisions[1].remaining), (2, 400));
+    assert!(acq(store.as_ref(), &[gcra("s", 3, 1)]).await.allowed, "requests alone: their own room");
+    let refused = acq(store.as_ref(), &[gcra("s", 3, 1), tokens(600)]).await;
+    assert!(!refused.allowed && refused.decisions[0].allowed && !refused.decisions[1].allowed, "{refused:?}");
+    // Given back: the request (as a request that never reached a backend is) and its tokens.
+    let rq = Quota::per_minute(Algorithm::Gcra, 3);
+    store.release(vec![
+        Refund { key: "s".into(), dim: Dim::Requests, quota: rq, units: 1, charged_at_us: first.now_us },
+        Refund { key: "s".into(), dim: Dim::Tokens, quota: tq, units: 600, charged_at_us: first.now_us },
+    ]);
+    let t0 = Instant::now();
+    loop {
+        let a = acq(store.as_ref(), &[gcra("s", 3, 1), tokens(900)]).await;
+        if a.allowed {
+            // One request counted before this one (GCRA refills one per 20 s, so none meanwhile).
+            assert_eq!(a.decisions[0].remaining, 1, "{a:?}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "the refunds never arrived: {a:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Both counters of a sliding-window key count and refund on their own.
+async fn both_counters_of_a_sliding_window_key(store: Arc<dyn LimitStore>) {
+    let (rq, tq) = (Quota::per_minute(Algorithm::SlidingWindow, 2), Quota::per_minute(Algorithm::SlidingWindow, 100));
+    let checks = |cost| {
+        [
+            Check { key: "sw".into(), dim: Dim::Requests, quota: rq, cost: 1 },
+            Check { key: "sw".into(), dim: Dim::Tokens, quota: tq, cost },
+        ]
+    };
+    let first = acq(store.as_ref(), &checks(70)).await;
+    assert!(first.allowed);
+    let refused = acq(store.as_ref(), &checks(70)).await;
+    assert!(!refused.allowed && refused.decisions[0].allowed && !refused.decisions[1].allowed, "{refused:?}");
+    store.release(vec![Refund {
+        key: "sw".into(),
+        dim: Dim::Tokens,
+        quota: tq,
+        units: 60,
+        charged_at_us: first.now_us,
+    }]);
+    let t0 = Instant::now();
+    while !acq(store.as_ref(), &checks(70)).await.allowed {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the refund never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Two requests counted (unless the test ran across a window boundary, where fewer may).
+    let third = acq(store.as_ref(), &checks(1)).await;
+    assert!(!third.decisions[0].allowed || third.decisions[0].remaining <= 1, "{third:?}");
+}
+
+/// A subject is one string with a TTL holding both its counters and the expiry it was given; a
+/// key of another type or layout under its name (an older release's) reads as empty and is
+/// replaced, never an error. The TTL is renewed only when the counters outgrow it.
 #[tokio::test]
-async fn redis_counters_are_strings_with_a_ttl() {
+async fn redis_subjects_are_strings_with_a_ttl() {
     let prefix = unique_prefix("layout");
     let client = redis::Client::open(shared_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let (g, w) = (format!("{prefix}g"), format!("{prefix}w"));
     let _: () = redis::cmd("HSET").arg(&g).arg("t").arg(1).query_async(&mut conn).await.unwrap();
+    let _: () =
+        redis::cmd("SET").arg(&w).arg("29000000:5:5").arg("PX").arg(60_000).query_async(&mut conn).await.unwrap();
     let opts = RedisOptions { key_prefix: prefix.clone(), timeout: Duration::from_secs(2) };
     let store = RedisLimitStore::open(&shared_url(), opts).unwrap();
-    let window = Check { key: "w".into(), quota: Quota::per_minute(Algorithm::SlidingWindow, 5), cost: 2 };
-    let a = acq(&store, &[gcra("g", 5, 1), window]).await;
+    let tokens = Check { key: "g".into(), dim: Dim::Tokens, quota: Quota::per_minute(Algorithm::Gcra, 6000), cost: 30 };
+    let window =
+        Check { key: "w".into(), dim: Dim::Tokens, quota: Quota::per_minute(Algorithm::SlidingWindow, 5), cost: 2 };
+    let a = acq(&store, &[gcra("g", 10, 1), tokens.clone(), window.clone()]).await;
     assert!(a.allowed, "{a:?}");
-    for key in [&g, &w] {
-        let kind: String = redis::cmd("TYPE").arg(key).query_async(&mut conn).await.unwrap();
-        assert_eq!(kind, "string", "{key}");
-        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
-        assert!(ttl > 0 && ttl <= 181_000, "{key}: {ttl}");
-    }
-    let v: String = redis::cmd("GET").arg(&w).query_async(&mut conn).await.unwrap();
-    let parts: Vec<&str> = v.split(':').collect();
-    assert_eq!(parts.len(), 3, "{v}");
-    assert_eq!(&parts[1..], ["2", "0"], "{v}");
+    assert_eq!(a.decisions[2].remaining, 3, "the old layout's counts are not read: {a:?}");
+    let get = |key: String| {
+        let mut conn = conn.clone();
+        async move {
+            let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await.unwrap();
+            let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+            let v: String = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+            let parts: Vec<i64> = v.split(':').skip(1).map(|n| n.parse().unwrap()).collect();
+            (kind, ttl, v, parts)
+        }
+    };
+    let (kind, ttl, v, gv) = get(g.clone()).await;
+    assert_eq!(kind, "string");
+    assert!(v.starts_with("g:") && gv.len() == 3, "{v}");
+    // 1 of 10 requests per minute: a TAT 6 s ahead; 30 of 6000 tokens: 0.3 s ahead. The key
+    // lives until the later one, plus a second, plus as long again (at least 10 s) to spare.
+    let (tat_req, tat_tok) = (gv[1], gv[2]);
+    assert_eq!(tat_req - tat_tok, 6_000_000 - 300_000, "{v}");
+    assert!(ttl > 11_000 && ttl <= 17_000, "{v}: {ttl}");
+    let (kind, ttl_w, v, wv) = get(w.clone()).await;
+    assert_eq!(kind, "string");
+    assert!(v.starts_with("w:") && wv.len() == 7, "{v}");
+    assert_eq!((wv[1], wv[2], wv[3]), (0, 0, 0), "no request counted: {v}");
+    assert_eq!((wv[5], wv[6]), (2, 0), "{v}");
+    // Until the window after the current one ends (61-121 s), and as long again.
+    assert!(ttl_w > 100_000 && ttl_w <= 242_000, "{v}: {ttl_w}");
+    // A second charge within the spare time keeps the key's expiry (KEEPTTL).
+    let b = acq(&store, &[gcra("g", 10, 1), tokens]).await;
+    assert!(b.allowed, "{b:?}");
+    let (_, ttl2, v2, gv2) = get(g.clone()).await;
+    assert_eq!(gv2[0], gv[0], "expiry unchanged: {v} -> {v2}");
+    assert!(ttl2 <= ttl, "{ttl} -> {ttl2}");
+    assert!(gv2[1] - tat_req >= 6_000_000 && gv2[2] > tat_tok, "{v} -> {v2}");
+    // An over-long TAT (a big reservation) extends it.
+    let big = Check { key: "g".into(), dim: Dim::Tokens, quota: Quota::per_minute(Algorithm::Gcra, 6000), cost: 5000 };
+    assert!(acq(&store, &[big]).await.allowed);
+    let (_, ttl3, v3, gv3) = get(g).await;
+    assert!(gv3[0] > gv[0] && ttl3 > 90_000, "{v2} -> {v3}: {ttl3}");
 }
 
 #[tokio::test]

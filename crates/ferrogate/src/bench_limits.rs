@@ -1,5 +1,6 @@
-//! What one rate-limit check costs: the in-process store and Redis, for a typical request's
-//! three counters (a global rule, a per-IP rule, a per-model token rule), at concurrency 1
+//! What one rate-limit check costs: the in-process store and Redis, for the counters of the
+//! overhead benchmark's rules (a global, a per-IP and a per-model rule, each with a request and a
+//! token rate: six counters under three keys; the per-model one a sliding window), at concurrency 1
 //! (latency per check, p50/p99) and with many checks in flight (checks per second).
 //!
 //! `ferrogate bench-limits [--redis-url URL] [--quick]` (`make bench-limits` runs it on a release
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrogate_core::limits::memory::MemoryLimitStore;
-use ferrogate_core::limits::{Algorithm, Check, LimitStore, Quota, Refund};
+use ferrogate_core::limits::{Algorithm, Check, Dim, LimitStore, Quota, Refund};
 use ferrogate_core::tenancy::time::SystemClock;
 use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
 
@@ -30,15 +31,15 @@ const HUGE: u64 = 60_000_000;
 
 fn checks(i: usize) -> Vec<Check> {
     let q = |a| Quota::per_minute(a, HUGE);
-    vec![
-        Check { key: "r:global:global:-:requests".into(), quota: q(Algorithm::Gcra), cost: 1 },
-        Check {
-            key: format!("r:ip:ip:10.0.{}.{}:requests", (i / 256) % 256, i % 256),
-            quota: q(Algorithm::Gcra),
-            cost: 1,
-        },
-        Check { key: "r:model:model:m:tokens".into(), quota: q(Algorithm::SlidingWindow), cost: 10 },
-    ]
+    let ip = format!("r:ip:ip:10.0.{}.{}", (i / 256) % 256, i % 256);
+    let mut out = Vec::with_capacity(6);
+    for (key, algorithm) in
+        [("r:global:global:-", Algorithm::Gcra), (&ip, Algorithm::Gcra), ("r:model:model:m", Algorithm::SlidingWindow)]
+    {
+        out.push(Check { key: key.to_owned(), dim: Dim::Requests, quota: q(algorithm), cost: 1 });
+        out.push(Check { key: key.to_owned(), dim: Dim::Tokens, quota: q(algorithm), cost: 10 });
+    }
+    out
 }
 
 fn pct(xs: &mut [Duration], p: f64) -> f64 {
@@ -59,8 +60,14 @@ async fn sequential(store: &dyn LimitStore, n: usize, refund: bool) -> Result<(f
             return Err("a check was refused: the bench limits are too low".into());
         }
         if refund {
-            let r = Refund { key: c[2].key.clone(), quota: c[2].quota, units: 6, charged_at_us: a.now_us };
-            store.release(vec![r]);
+            let refunds = c.iter().filter(|c| c.dim == Dim::Tokens).map(|c| Refund {
+                key: c.key.clone(),
+                dim: c.dim,
+                quota: c.quota,
+                units: 6,
+                charged_at_us: a.now_us,
+            });
+            store.release(refunds.collect());
         }
         lat.push(t.elapsed());
     }

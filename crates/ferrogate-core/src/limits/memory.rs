@@ -1,10 +1,11 @@
 //! Counters in process: the default store, exact for one gateway instance.
 //!
-//! Keys are spread over independently locked shards. A check locks the shards of all its keys in
-//! ascending shard order (so two checks never wait on each other in a cycle), decides, and charges
-//! only if every counter has room — the same all-or-nothing step the Redis script takes. Idle
-//! counters (those that would read as empty) are swept from a shard when it grows past a bound,
-//! so per-IP scopes cannot grow memory without limit.
+//! Keys are spread over independently locked shards; a key holds its subject's counters (one per
+//! [`Dim`]), as a Redis key does. A check locks the shards of all its keys in ascending shard
+//! order (so two checks never wait on each other in a cycle), decides, and charges only if every
+//! counter has room — the same all-or-nothing step the Redis script takes. Idle keys (whose
+//! counters would all read as empty) are swept from a shard when it grows past a bound, so per-IP
+//! scopes cannot grow memory without limit.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -12,17 +13,25 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
-use super::{Acquired, Check, LimitError, LimitStore, Refund, State};
+use super::{Acquired, Check, Dim, LimitError, LimitStore, Refund, State};
 use crate::tenancy::time::Clock;
 
 const SHARDS: usize = 32;
-/// A shard holding more counters than this sweeps out the idle ones on insert.
+/// A shard holding more keys than this sweeps out the idle ones on insert.
 const SWEEP_AT: usize = 4096;
 
-struct Entry {
+/// A counter's state, and when it reads as empty (unix µs) and may be dropped.
+#[derive(Clone, Copy)]
+struct Counter {
     state: State,
-    /// The entry reads as empty after this time (unix µs) and may be dropped.
     idle_at_us: i64,
+}
+
+/// A key's counters, by [`Dim::slot`].
+type Entry = [Option<Counter>; 2];
+
+fn idle(e: &Entry, now_us: i64) -> bool {
+    e.iter().flatten().all(|c| c.idle_at_us <= now_us)
 }
 
 type Shard = HashMap<String, Entry>;
@@ -70,7 +79,7 @@ impl MemoryLimitStore {
         let mut updates = Vec::with_capacity(checks.len());
         for (c, &s) in checks.iter().zip(&idx) {
             let g = guards.iter().position(|(i, _)| *i == s).unwrap_or(0);
-            let state = guards[g].1.get(&c.key).map(|e| e.state);
+            let state = guards[g].1.get(&c.key).and_then(|e| e[c.dim.slot()]).map(|c| c.state);
             let (d, new) = super::check(state, now_us, &c.quota, c.cost);
             decisions.push(d);
             updates.push((g, new));
@@ -79,8 +88,8 @@ impl MemoryLimitStore {
         if allowed {
             for (c, (g, new)) in checks.iter().zip(updates) {
                 if let Some(state) = new {
-                    let idle_at_us = now_us + super::ttl_us(&state, &c.quota, now_us);
-                    insert(&mut guards[g].1, c.key.clone(), Entry { state, idle_at_us }, now_us);
+                    let counter = Counter { state, idle_at_us: now_us + super::ttl_us(&state, &c.quota, now_us) };
+                    set(&mut guards[g].1, &c.key, c.dim, counter, now_us);
                 }
             }
         }
@@ -92,14 +101,14 @@ impl MemoryLimitStore {
         let now_us = self.now_us();
         for r in refunds {
             let mut shard = self.lock(self.shard_of(&r.key));
-            if let Some(e) = shard.get_mut(&r.key) {
-                e.state = super::refund(e.state, r);
-                e.idle_at_us = now_us + super::ttl_us(&e.state, &r.quota, now_us);
+            if let Some(c) = shard.get_mut(&r.key).and_then(|e| e[r.dim.slot()].as_mut()) {
+                c.state = super::refund(c.state, r);
+                c.idle_at_us = now_us + super::ttl_us(&c.state, &r.quota, now_us);
             }
         }
     }
 
-    /// Counters held (tests, and the sweep's proof).
+    /// Keys held (tests, and the sweep's proof).
     pub fn len(&self) -> usize {
         (0..SHARDS).map(|i| self.lock(i).len()).sum()
     }
@@ -110,16 +119,22 @@ impl MemoryLimitStore {
     }
 
     /// A counter's state (tests).
-    pub fn state(&self, key: &str) -> Option<State> {
-        self.lock(self.shard_of(key)).get(key).map(|e| e.state)
+    pub fn state(&self, key: &str, dim: Dim) -> Option<State> {
+        self.lock(self.shard_of(key)).get(key).and_then(|e| e[dim.slot()]).map(|c| c.state)
     }
 }
 
-fn insert(shard: &mut Shard, key: String, e: Entry, now_us: i64) {
-    if shard.len() >= SWEEP_AT && !shard.contains_key(&key) {
-        shard.retain(|_, e| e.idle_at_us > now_us);
+fn set(shard: &mut Shard, key: &str, dim: Dim, counter: Counter, now_us: i64) {
+    if let Some(e) = shard.get_mut(key) {
+        e[dim.slot()] = Some(counter);
+        return;
     }
-    shard.insert(key, e);
+    if shard.len() >= SWEEP_AT {
+        shard.retain(|_, e| !idle(e, now_us));
+    }
+    let mut e: Entry = [None; 2];
+    e[dim.slot()] = Some(counter);
+    shard.insert(key.to_owned(), e);
 }
 
 #[async_trait]
@@ -139,13 +154,13 @@ impl LimitStore for MemoryLimitStore {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::limits::{Algorithm, MINUTE_US, Quota};
     use crate::tenancy::time::ManualClock;
 
     fn check(key: &str, limit: u64, cost: u64) -> Check {
-        Check { key: key.into(), quota: Quota::per_minute(Algorithm::Gcra, limit), cost }
+        Check { key: key.into(), dim: Dim::Requests, quota: Quota::per_minute(Algorithm::Gcra, limit), cost }
     }
 
     #[test]
@@ -160,6 +175,33 @@ mod tests {
         assert!(third.decisions[0].allowed && !third.decisions[1].allowed);
         // "a" was not charged by the refused request: 8 of 10 left.
         assert_eq!(s.acquire_now(&[check("a", 10, 1)]).decisions[0].remaining, 7);
+    }
+
+    #[test]
+    fn a_keys_two_counters_are_kept_apart() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let s = MemoryLimitStore::new(clock.clone());
+        let tokens = Check { dim: Dim::Tokens, cost: 40, ..check("k", 100, 1) };
+        assert!(s.acquire_now(&[check("k", 2, 1), tokens.clone()]).allowed);
+        assert!(s.acquire_now(&[check("k", 2, 1)]).allowed, "the request counter has its own room");
+        let third = s.acquire_now(&[check("k", 2, 1), tokens.clone()]);
+        assert!(!third.decisions[0].allowed && third.decisions[1].allowed);
+        assert_eq!(s.len(), 1, "one key holds both");
+        let (Some(State::Gcra { tat_us: r }), Some(State::Gcra { tat_us: t })) =
+            (s.state("k", Dim::Requests), s.state("k", Dim::Tokens))
+        else {
+            panic!("both counters are held")
+        };
+        assert_eq!((r - clock.now_ms() * 1000, t - clock.now_ms() * 1000), (2 * MINUTE_US / 2, 40 * MINUTE_US / 100));
+        s.release_now(&[Refund {
+            key: "k".into(),
+            dim: Dim::Tokens,
+            quota: tokens.quota,
+            units: 40,
+            charged_at_us: 0,
+        }]);
+        assert_eq!(s.state("k", Dim::Tokens), Some(State::Gcra { tat_us: clock.now_ms() * 1000 }));
+        assert_eq!(s.state("k", Dim::Requests), Some(State::Gcra { tat_us: r }), "untouched by the tokens' refund");
     }
 
     #[test]

@@ -23,6 +23,34 @@ use async_trait::async_trait;
 /// Microseconds in a minute: rates are configured per minute.
 pub const MINUTE_US: i64 = 60_000_000;
 
+/// What a counter counts. A subject (a rule's scope value, a key, a tenant) has up to one counter
+/// of each, under one store key: a check names the key and the dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dim {
+    Requests,
+    Tokens,
+}
+
+impl Dim {
+    /// Both, in slot order.
+    pub const ALL: [Dim; 2] = [Dim::Requests, Dim::Tokens];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dim::Requests => "requests",
+            Dim::Tokens => "tokens",
+        }
+    }
+
+    /// The counter's slot under its key: 0 for requests, 1 for tokens.
+    pub fn slot(self) -> usize {
+        match self {
+            Dim::Requests => 0,
+            Dim::Tokens => 1,
+        }
+    }
+}
+
 /// How a counter refills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -81,11 +109,13 @@ impl Quota {
     }
 }
 
-/// One counter to check and charge.
+/// One counter to check and charge: the counter `dim` of the subject `key`. A check names each
+/// counter once; both counters of a key use the same algorithm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    /// The store key, unique per rule, dimension and scope value (e.g. `r:per-ip:req:10.0.0.7`).
+    /// The subject's store key, unique per rule and scope value (e.g. `r:per-ip:ip:10.0.0.7`).
     pub key: String,
+    pub dim: Dim,
     pub quota: Quota,
     /// Units this request takes: 1 for a request, the reservation for tokens.
     pub cost: u64,
@@ -120,6 +150,7 @@ pub struct Acquired {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refund {
     pub key: String,
+    pub dim: Dim,
     pub quota: Quota,
     pub units: i64,
     /// The store time of the charge ([`Acquired::now_us`]): a sliding window corrects only the

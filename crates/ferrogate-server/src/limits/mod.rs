@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+pub use ferrogate_core::limits::Dim;
 use ferrogate_core::limits::memory::MemoryLimitStore;
 use ferrogate_core::limits::{Algorithm, Check, Decision, LimitStore, MINUTE_US, Quota, Refund};
 use ferrogate_core::tenancy::time::Clock;
@@ -28,22 +29,6 @@ use self::config::{FailurePolicy, LimitSettings, Rule, Scope};
 pub use self::headers::{RateHeaders, layer};
 use crate::error::ApiError;
 use crate::pipeline::Plan;
-
-/// Requests or tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dim {
-    Requests,
-    Tokens,
-}
-
-impl Dim {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dim::Requests => "requests",
-            Dim::Tokens => "tokens",
-        }
-    }
-}
 
 /// Counters of the limiter's work and of store failures (exported by the metrics layer).
 #[derive(Debug, Default)]
@@ -241,10 +226,11 @@ impl Limiter {
                 (Scope::Key | Scope::Tenant, None) => continue,
             };
             let quota = |(rate, burst): (u64, u64)| Quota::per_minute(r.algorithm, rate).with_burst(burst);
+            // One key per rule and scope value: its request and token counters live together.
+            let key = format!("r:{}:{}:{value}", r.name, r.scope.as_str());
             for (dim, rate) in [(Dim::Requests, r.requests), (Dim::Tokens, r.tokens)] {
                 if let Some(rate) = rate {
-                    let key = format!("r:{}:{}:{value}:{}", r.name, r.scope.as_str(), dim.as_str());
-                    push(checks, metas, key, dim, quota(rate), Origin::Rule(i));
+                    push(checks, metas, key.clone(), dim, quota(rate), Origin::Rule(i));
                 }
             }
         }
@@ -258,11 +244,11 @@ impl Limiter {
             // Clamped to what the counters resolve (a higher rate is unreachable anyway).
             if let Some(rpm) = l.requests_per_minute {
                 let q = Quota::per_minute(Algorithm::Gcra, u64::from(rpm).min(config::MAX_RATE));
-                push(checks, metas, format!("{owner}:requests"), Dim::Requests, q, origin);
+                push(checks, metas, owner.clone(), Dim::Requests, q, origin);
             }
             if let Some(tpm) = l.tokens_per_minute {
                 let q = Quota::per_minute(Algorithm::Gcra, tpm.min(config::MAX_RATE));
-                push(checks, metas, format!("{owner}:tokens"), Dim::Tokens, q, origin);
+                push(checks, metas, owner.clone(), Dim::Tokens, q, origin);
             }
         }
     }
@@ -335,7 +321,7 @@ impl Limiter {
 }
 
 fn push(checks: &mut Vec<Check>, metas: &mut Vec<Meta>, key: String, dim: Dim, quota: Quota, origin: Origin) {
-    checks.push(Check { key, quota, cost: 1 });
+    checks.push(Check { key, dim, quota, cost: 1 });
     metas.push(Meta { dim, origin, quota, cost: 1 });
 }
 
@@ -405,6 +391,7 @@ impl RateReservation {
                 let units = i64::try_from(back).unwrap_or(if back > 0 { i64::MAX } else { i64::MIN });
                 (units != 0).then(|| Refund {
                     key: h.key.clone(),
+                    dim: h.dim,
                     quota: h.quota,
                     units,
                     charged_at_us: self.charged_at_us,
