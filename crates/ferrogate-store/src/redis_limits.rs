@@ -43,15 +43,14 @@ const REFUND_KEYS_PER_CALL: usize = 256;
 /// A counter's refund in the script's terms: (key, algo, slot, window of the charge) → amount.
 type RefundKey = (String, &'static str, usize, i64);
 
-/// A Redis key's part of a check: its algorithm, and the checks of its two slots ([`Dim::slot`]).
+/// A Redis key's part of a check: its algorithm, and the checks of its two slots ([`Dim::slot`])
+/// with their positions in the check (the decisions' order).
 ///
 /// [`Dim::slot`]: ferrogate_core::limits::Dim::slot
 struct Group<'a> {
     key: &'a str,
     algorithm: Algorithm,
-    slots: [Option<&'a Check>; 2],
-    /// The checks' indices, for the decisions' order.
-    index: [usize; 2],
+    slots: [Option<(usize, &'a Check)>; 2],
 }
 
 /// The checks by key, in order of first appearance.
@@ -62,7 +61,7 @@ fn group(checks: &[Check]) -> Result<Vec<Group<'_>>, LimitError> {
         let g = match groups.iter().position(|g| g.key == c.key) {
             Some(g) => &mut groups[g],
             None => {
-                groups.push(Group { key: &c.key, algorithm: c.quota.algorithm, slots: [None; 2], index: [0; 2] });
+                groups.push(Group { key: &c.key, algorithm: c.quota.algorithm, slots: [None; 2] });
                 let last = groups.len() - 1;
                 &mut groups[last]
             }
@@ -74,8 +73,7 @@ fn group(checks: &[Check]) -> Result<Vec<Group<'_>>, LimitError> {
                 c.dim.as_str()
             )));
         }
-        g.slots[slot] = Some(c);
-        g.index[slot] = i;
+        g.slots[slot] = Some((i, c));
     }
     Ok(groups)
 }
@@ -176,7 +174,7 @@ impl RedisLimitStore {
             for slot in g.slots {
                 match slot {
                     None => inv.arg("-").arg(0).arg(0),
-                    Some(c) => {
+                    Some((_, c)) => {
                         let q = &c.quota;
                         match q.algorithm {
                             Algorithm::Gcra => inv.arg(q.units_us(c.cost)).arg(q.units_us(q.burst)).arg(0),
@@ -232,9 +230,9 @@ fn decode(checks: &[Check], groups: &[Group<'_>], v: &[Value]) -> Result<Acquire
             _ => None,
         };
         for (slot, c) in g.slots.iter().enumerate() {
-            let Some(c) = c else { continue };
+            let Some((i, c)) = c else { continue };
             let state = stored.map(|s| s[slot]);
-            decisions[g.index[slot]] = Some(limits::check(state, now_us, &c.quota, c.cost).0);
+            decisions[*i] = Some(limits::check(state, now_us, &c.quota, c.cost).0);
         }
     }
     let decisions = decisions.into_iter().collect::<Option<Vec<_>>>();
@@ -303,11 +301,11 @@ impl LimitStore for RedisLimitStore {
             let (slot, amount) = match q.algorithm {
                 Algorithm::Gcra => {
                     let us = q.units_us(r.units.unsigned_abs());
-                    ((key, "g", r.dim.slot(), 0), if r.units >= 0 { us } else { -us })
+                    ((key, algo(q.algorithm), r.dim.slot(), 0), if r.units >= 0 { us } else { -us })
                 }
                 Algorithm::SlidingWindow => {
                     let window = r.charged_at_us.div_euclid(q.period_us.max(1));
-                    ((key, "w", r.dim.slot(), window), r.units)
+                    ((key, algo(q.algorithm), r.dim.slot(), window), r.units)
                 }
             };
             *pending.amounts.entry(slot).or_insert(0) += amount;

@@ -63,21 +63,24 @@ for _, key in ipairs(changed) do
   if not written[key] then
     written[key] = true
     local v = vals[key]
+    -- Only a GCRA counter moved forward can outgrow the stored expiry.
+    local need = 0
+    if v[8] == 'g' then
+      need = now_ms + math.floor((math.max(v[2], v[5]) - now) / 1000) + 1000
+    end
+    local keep = need <= v[1]
+    if not keep then
+      v[1] = need + math.max(need - now_ms, 10000)
+    end
     local value
     if v[8] == 'g' then
       value = string.format('g:%d:%d:%d', v[1], v[2], v[5])
     else
       value = string.format('w:%d:%d:%d:%d:%d:%d:%d', v[1], v[2], v[3], v[4], v[5], v[6], v[7])
     end
-    local need = 0
-    if v[8] == 'g' then
-      need = now_ms + math.floor((math.max(v[2], v[5]) - now) / 1000) + 1000
-    end
-    if need <= v[1] then
+    if keep then
       redis.call('SET', key, value, 'KEEPTTL')
     else
-      v[1] = need + math.max(need - now_ms, 10000)
-      value = string.format('g:%d:%d:%d', v[1], v[2], v[5])
       redis.call('SET', key, value, 'PX', v[1] - now_ms)
     end
   end
