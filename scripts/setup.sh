@@ -4,7 +4,7 @@
 # `make run`, `make test` and `.ci/run` call this first, so a fresh Debian 12 machine goes from
 # clone to a serving gateway in one command. Every step checks before it acts, so on a machine
 # that has everything the whole script takes well under 2 s:
-#   - Debian build deps for llama.cpp (cmake, clang/libclang for bindgen, pkg-config, ...),
+#   - Debian build deps for llama.cpp (cmake, clang/libclang for bindgen, pkg-config, ccache, ...),
 #     installed only when `dpkg-query` says they are missing (`apt-get update` only then);
 #   - cargo (must already exist: Rust comes from rustup) and cargo-nextest (cargo install);
 #   - the GGUF models, via scripts/fetch-models.sh (cached in ~/.cache/ferrogate/models).
@@ -21,8 +21,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Build deps: C/C++ toolchain and cmake for llama.cpp, clang + libclang for bindgen, pkg-config for
-# -sys crates, python3-venv for the SDK tests' venv, curl for health polls, unzip for model wheels.
-BASE_DEBS=(build-essential cmake clang libclang-dev pkg-config python3-venv curl unzip)
+# -sys crates, python3-venv for the SDK tests' venv, curl for health polls, unzip for model wheels,
+# ccache so `make run` (release) and `make test` (dev) compile llama.cpp once between them
+# (scripts/llama-cc), binutils' objdump for the AMX/CPU-level check of the built binary.
+BASE_DEBS=(build-essential cmake clang libclang-dev pkg-config python3-venv curl unzip ccache binutils)
 # promtool (Debian's prometheus package) lets tests validate the /metrics exposition format and the
 # alert rules in deploy/; chromium + chromium-driver run the live dashboard's browser test.
 TEST_DEBS=(prometheus chromium chromium-driver)
