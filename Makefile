@@ -29,7 +29,7 @@ NEXTEST_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable check-cpu test test-rust test-sdk lint \
-	fmt check-config fetch-models bench-overhead bench-engine bench-limits
+	fmt check-config fetch-models bench-overhead bench-engine bench-limits bench-portable
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -139,3 +139,7 @@ bench-engine: ## embedded engine throughput vs llama.cpp's llama-server
 	@scripts/setup.sh --bench
 	@test -x scripts/bench-engine.sh || { echo "scripts/bench-engine.sh is not there yet" >&2; exit 1; }
 	scripts/bench-engine.sh
+
+bench-portable: ## the portable build's engine speed against the native build's (both demo models)
+	@scripts/setup.sh --bench
+	scripts/bench-portable.sh

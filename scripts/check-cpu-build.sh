@@ -11,6 +11,10 @@
 #    only llama.cpp, built with -march=native, is checked for level.)
 # Before checking the binary, the script checks itself: an object compiled with AMX and
 # AVX-512 must fail both checks against a CPU that lacks them, so a broken pattern cannot pass.
+# And it checks the launcher on any CPU: llama.cpp's AMX kernels (ggml-cpu/amx/mmq.cpp)
+# compiled with the flags `-march=native` expands to on Sapphire Rapids
+# (`-march=sapphirerapids -mamx-tile -mamx-int8 -mamx-bf16`) hold AMX instructions when compiled
+# directly and none through scripts/llama-cc.
 #
 # Usage: scripts/check-cpu-build.sh BINARY      Exit 1 with the offending instructions listed.
 set -euo pipefail
@@ -61,7 +65,23 @@ C
   [ -n "$(amx_found "$dir/t.o")" ] || fg_die "self-test: the AMX check missed tilezero in a probe object"
   [ "$(levels_missing "sse4_2 avx avx2" "$dir/t.o" | tr '\n' ' ')" = "avx512f amx_tile " ] ||
     fg_die "self-test: the level check did not report avx512f and amx_tile for a probe object"
+  launcher_test "$dir"
   rm -rf "$dir"
+}
+
+# launcher_test DIR: scripts/llama-cc strips AMX from llama.cpp's AMX kernels under SPR flags.
+launcher_test() {
+  local dir="$1" src flags
+  src="$(find "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/llama-cpp-sys-2-*/llama.cpp -maxdepth 0 2>/dev/null | sort | tail -n 1)"
+  [ -n "$src" ] || { fg_warn "llama.cpp sources not in the cargo registry: launcher test skipped"; return 0; }
+  flags=(-std=c++17 -O1 -I "$src/ggml/include" -I "$src/ggml/src" -I "$src/ggml/src/ggml-cpu"
+    -c "$src/ggml/src/ggml-cpu/amx/mmq.cpp" -march=sapphirerapids -mamx-tile -mamx-int8 -mamx-bf16)
+  g++ "${flags[@]}" -o "$dir/direct.o" || fg_die "self-test: cannot compile llama.cpp's AMX kernels"
+  FERROGATE_CCACHE=0 FERROGATE_LLAMA_AMX=0 "$FG_ROOT/scripts/llama-cc" g++ "${flags[@]}" -o "$dir/launched.o" ||
+    fg_die "self-test: scripts/llama-cc failed on llama.cpp's AMX kernels"
+  [ -n "$(amx_found "$dir/direct.o")" ] || fg_die "self-test: the AMX probe compiled no AMX code (flags changed?)"
+  [ -z "$(amx_found "$dir/launched.o")" ] || fg_die "scripts/llama-cc let AMX instructions through under Sapphire Rapids flags"
+  fg_log "self-test: llama.cpp's AMX kernels under Sapphire Rapids flags: AMX compiled directly, none through scripts/llama-cc"
 }
 
 main() {
