@@ -29,7 +29,7 @@ NEXTEST_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable check-cpu test test-rust test-sdk lint \
-	fmt check-config fetch-models bench-overhead bench-engine bench-limits bench-portable
+	fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -69,14 +69,18 @@ check-config: setup build ## validate CONFIG (default config/ferrogate.toml), li
 
 # `make test` runs both suites even when the first fails, so both summaries always print, and
 # fails if either failed. The SDK tests use the debug binary, so they share one build with nextest.
-test: ## set up, then run every test: the CPU-build check, Rust (nextest), the openai-SDK suite (pytest)
+test: ## set up, then run every test: the CPU-build check, deploy artifacts, Rust (nextest), the openai-SDK suite (pytest)
 	@scripts/setup.sh --test
 	@rc=0; \
 	$(call run_cpu_check) || rc=1; \
+	$(call run_deploy_check) || rc=1; \
 	$(call run_nextest) || rc=1; \
 	$(call run_sdk) || rc=1; \
 	if [ "$$rc" -ne 0 ]; then echo "make test: FAILED (see the summaries above)" >&2; fi; \
 	exit "$$rc"
+
+check-deploy: ## validate Dockerfile, compose, Kubernetes, Caddy, systemd (hadolint, checkov, kubernetes-validate, ...)
+	@$(call run_deploy_check)
 
 test-rust: ## only the Rust tests (cargo nextest, dev profile)
 	@scripts/setup.sh
@@ -91,6 +95,16 @@ test-sdk: ## only the openai-SDK tests in tests/sdk (builds the debug binary fir
 define run_cpu_check
 { echo "==> CPU build check (scripts/check-cpu-build.sh)"; \
   $(DEBUG_BUILD) && scripts/check-cpu-build.sh $(TARGET_DIR)/debug/ferrogate; }
+endef
+
+# The deployment artifacts (Dockerfile, deploy/): linters and schema validators, installed once
+# into ~/.cache/ferrogate/deploy-tools, each proven able to fail by a self-test first. Runs after
+# the CPU check, which builds the debug binary: `ferrogate config check` then checks the
+# container, compose and Kubernetes configs too. Before nextest, so the test runners' summaries
+# stay the closing lines of `make test` (.ci/run).
+define run_deploy_check
+{ echo "==> deploy artifacts (scripts/check-deploy.sh)"; \
+  FERROGATE_BIN="$${FERROGATE_BIN:-$(abspath $(TARGET_DIR))/debug/ferrogate}" scripts/check-deploy.sh; }
 endef
 
 # llama.cpp itself is optimized even in the dev profile (workspace profile overrides).
