@@ -151,7 +151,7 @@ impl From<GatewayError> for ApiError {
                     StatusCode::NOT_FOUND,
                     "invalid_request_error",
                     Some("model_not_found"),
-                    format!("The model '{m}' does not exist"),
+                    format!("The model '{}' does not exist", ferrogate_protocol::openai::shape::clip(&m)),
                 )
             },
             GatewayError::NoBackend(d) => Self {
