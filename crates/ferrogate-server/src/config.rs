@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// Largest single message (its text and the strings of its other parts), in bytes; larger →
     /// 400.
     pub max_message_bytes: usize,
+    /// A streaming client that takes none of the stream's frames for this long is cut off: the
+    /// upstream is cancelled, the slot freed, the request settled as `client_stalled`.
+    pub client_write_timeout_secs: u64,
     /// Send `x-ferrogate-backend` (the backend that served) on responses. Off by default: it
     /// shows clients the gateway's topology; useful when debugging routing.
     pub backend_header: bool,
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             max_messages: ShapeLimits::default().max_messages,
             max_message_bytes: ShapeLimits::default().max_message_bytes,
             backend_header: false,
+            client_write_timeout_secs: 30,
         }
     }
 }
@@ -88,6 +92,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_messages", &self.max_messages)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("backend_header", &self.backend_header)
+            .field("client_write_timeout_secs", &self.client_write_timeout_secs)
             .finish()
     }
 }
@@ -340,6 +345,7 @@ fn check_server(s: &ServerConfig, errs: &mut Vec<String>) {
         ("sse_keepalive_secs", s.sse_keepalive_secs),
         ("health_check_interval_secs", s.health_check_interval_secs),
         ("max_messages", s.max_messages as u64),
+        ("client_write_timeout_secs", s.client_write_timeout_secs),
         ("max_message_bytes", s.max_message_bytes as u64),
     ];
     for (field, v) in positive {

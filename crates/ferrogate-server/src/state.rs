@@ -44,6 +44,8 @@ pub struct Inner {
     pub shape: ferrogate_protocol::openai::shape::ShapeLimits,
     pub request_timeout: Duration,
     pub keepalive: Duration,
+    /// `server.client_write_timeout_secs`: a stream whose client takes nothing this long is cut.
+    pub client_write_timeout: Duration,
     pub shutdown_grace: Duration,
     pub health_interval: Duration,
     /// Set on SIGTERM/SIGINT: `/ready` turns 503 and new requests get 503 `shutting_down`.
@@ -136,6 +138,7 @@ impl AppState {
             },
             request_timeout: Duration::from_secs(cfg.server.request_timeout_secs),
             keepalive: Duration::from_secs(cfg.server.sse_keepalive_secs),
+            client_write_timeout: Duration::from_secs(cfg.server.client_write_timeout_secs),
             shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_secs),
             health_interval: Duration::from_secs(cfg.server.health_check_interval_secs),
             draining: AtomicBool::new(false),
