@@ -20,6 +20,21 @@ pub(crate) fn base_url(url: &str, problems: &mut Vec<String>) {
     }
 }
 
+/// `url` for `Debug` output: credentials in it (`http://user:pass@proxy:3128`) are replaced by
+/// `redacted`; a URL that does not parse but may hold some is not shown at all.
+pub(crate) fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_password(None);
+            let _ = u.set_username("redacted");
+            u.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) if url.contains('@') => "<redacted>".to_owned(),
+        Err(_) => url.to_owned(),
+    }
+}
+
 /// Every timeout must be positive (a zero would fail every request).
 pub(crate) fn timeouts(named: &[(&str, u64)], problems: &mut Vec<String>) {
     for (field, ms) in named {

@@ -104,6 +104,12 @@ pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn kind(&self) -> &'static str;
     fn capabilities(&self) -> Capabilities;
+    /// The untyped client fields (beyond [`GenParams`] and the input) this kind of backend
+    /// accepts; a request carrying any other is refused, unless its deployment has
+    /// `extra_body = true`. Default: OpenAI's documented request fields.
+    fn accepted_fields(&self) -> &'static [&'static str] {
+        ferrogate_protocol::openai::shape::OPENAI_EXTRA_FIELDS
+    }
     async fn chat(&self, req: InferenceRequest) -> Result<Completion, BackendError>;
     /// Resolves once the upstream has accepted the request (status known); events follow.
     async fn chat_stream(&self, req: InferenceRequest) -> Result<EventStream, BackendError>;

@@ -94,6 +94,13 @@ pub struct QueueStats {
     pub timed_out: u64,
 }
 
+impl QueueStats {
+    /// Every slot busy and no room to wait: a new request would be refused with `queue_full`.
+    pub fn is_full(&self) -> bool {
+        self.running >= self.concurrency && self.waiting_interactive + self.waiting_batch >= self.size
+    }
+}
+
 /// A cheap handle; clones share one queue.
 #[derive(Clone)]
 pub struct AdmissionQueue {

@@ -79,6 +79,9 @@ pub struct Policy {
     pub max_tokens_cap: Option<u32>,
     /// Whether `queue.concurrency` was configured (else it follows the backends' slots).
     pub concurrency_fixed: bool,
+    /// `extra_body = true`: client fields beyond every backend's allow-list are passed through
+    /// (vendor extensions); otherwise a request carrying one is refused with 400.
+    pub extra_body: bool,
 }
 
 impl Default for Policy {
@@ -89,6 +92,7 @@ impl Default for Policy {
             fallbacks: Vec::new(),
             max_tokens_cap: None,
             concurrency_fixed: false,
+            extra_body: false,
         }
     }
 }
@@ -206,6 +210,12 @@ impl Deployment {
             images: a.images && c.images,
             usage: a.usage && c.usage,
         })
+    }
+
+    /// Whether the untyped client field `name` may go to this deployment: every backend accepts
+    /// it (its kind's allow-list), or the deployment passes vendor fields through.
+    pub fn accepts_field(&self, name: &str) -> bool {
+        self.policy.extra_body || self.targets.iter().all(|t| t.backend.accepted_fields().contains(&name))
     }
 
     /// Applies the deployment's `max_tokens` cap.

@@ -1,8 +1,30 @@
 //! Server-sent events: an incremental decoder that follows the WHATWG event-stream rules and is
 //! correct for any split of the byte stream (mid-line, mid-UTF-8, `\r\n` split across chunks),
 //! and the small encoder ferrogate writes with.
+//!
+//! Invariant: one event (its unfinished line plus the data lines gathered so far) is at most the
+//! decoder's limit ([`MAX_FRAME_BYTES`] by default); a longer one is an error ([`FrameTooLarge`])
+//! and nothing more is decoded, so an upstream cannot make the gateway buffer without bound.
 
 use bytes::Bytes;
+
+/// The default bound of one SSE event or NDJSON line from an upstream: far above any real
+/// chunk (a few hundred bytes; a whole non-streamed answer rarely reaches 1 MiB).
+pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+/// An upstream event or line outgrew the decoder's limit: a protocol error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameTooLarge {
+    pub limit: usize,
+}
+
+impl std::fmt::Display for FrameTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "an upstream event is larger than {} bytes", self.limit)
+    }
+}
+
+impl std::error::Error for FrameTooLarge {}
 
 /// One dispatched event. `data` has the `data:` lines joined by `\n`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -19,7 +41,7 @@ impl SseEvent {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseDecoder {
     /// Bytes of the current, unfinished line.
     line: Vec<u8>,
@@ -32,6 +54,16 @@ pub struct SseDecoder {
     id: Option<String>,
     /// The stream's first bytes may be a UTF-8 BOM, which is skipped.
     started: bool,
+    /// Largest event, in bytes (see [`MAX_FRAME_BYTES`]).
+    limit: usize,
+    /// An event outgrew `limit`: every later push is refused.
+    overflowed: bool,
+}
+
+impl Default for SseDecoder {
+    fn default() -> Self {
+        Self::with_limit(MAX_FRAME_BYTES)
+    }
 }
 
 impl SseDecoder {
@@ -39,8 +71,44 @@ impl SseDecoder {
         Self::default()
     }
 
-    /// Feeds bytes; returns the events they complete, in order.
-    pub fn push(&mut self, mut chunk: &[u8]) -> Vec<SseEvent> {
+    /// A decoder refusing events larger than `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            line: Vec::new(),
+            pending_cr: false,
+            data: Vec::new(),
+            has_data: false,
+            event: None,
+            id: None,
+            started: false,
+            limit,
+            overflowed: false,
+        }
+    }
+
+    /// Feeds bytes; returns the events they complete, in order, or [`FrameTooLarge`] once an
+    /// event outgrew the limit (then and for every later call). The events completed before the
+    /// over-long one are lost with it: the stream is broken either way.
+    pub fn try_push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, FrameTooLarge> {
+        if self.overflowed {
+            return Err(FrameTooLarge { limit: self.limit });
+        }
+        let out = self.push_unchecked(chunk);
+        if self.overflowed || self.line.len() + self.data.len() > self.limit {
+            self.overflowed = true;
+            (self.line, self.data) = (Vec::new(), Vec::new());
+            return Err(FrameTooLarge { limit: self.limit });
+        }
+        Ok(out)
+    }
+
+    /// [`SseDecoder::try_push`], with an over-long event ending the output silently: for callers
+    /// (tests, trusted input) that do not need to tell.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+        self.try_push(chunk).unwrap_or_default()
+    }
+
+    fn push_unchecked(&mut self, mut chunk: &[u8]) -> Vec<SseEvent> {
         let mut out = Vec::new();
         if !self.started && !chunk.is_empty() {
             self.line.extend_from_slice(chunk);
@@ -106,6 +174,7 @@ impl SseDecoder {
             None => (&line[..], &b""[..]),
         };
         match field {
+            b"data" if self.data.len() + value.len() > self.limit => self.overflowed = true,
             b"data" => {
                 self.data.extend_from_slice(value);
                 self.data.push(b'\n');
@@ -146,6 +215,25 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_over_long_event_is_an_error_however_it_is_cut() {
+        let mut d = SseDecoder::with_limit(16);
+        assert_eq!(d.try_push(b"data: 0123456789\n\n").unwrap()[0].data, "0123456789");
+        // Many short data lines of one event add up.
+        assert!(d.try_push(b"data: 01234567\n").is_ok());
+        assert_eq!(d.try_push(b"data: 01234567\n"), Err(FrameTooLarge { limit: 16 }));
+        assert!(d.try_push(b"\n").is_err(), "nothing more is decoded");
+        // One line trickled without an end.
+        let mut trickled = SseDecoder::with_limit(16);
+        let errors = (0..40).filter(|_| trickled.try_push(b"d").is_err()).count();
+        assert_eq!(errors, 40 - 16);
+        // Comments and blank lines do not count.
+        let mut keepalive = SseDecoder::with_limit(16);
+        for _ in 0..100 {
+            assert!(keepalive.try_push(b": keep-alive\n\n").unwrap().is_empty());
+        }
+    }
 
     fn decode_all(parts: &[&[u8]]) -> Vec<SseEvent> {
         let mut d = SseDecoder::new();

@@ -31,6 +31,7 @@ use crate::pipeline::Endpoint;
 use crate::state::AppState;
 use crate::telemetry::RequestCx;
 use crate::tenancy::cache::Rejected;
+use crate::tenancy::failures::FailureLimiter;
 use crate::tenancy::{Caller, Principal, RequestMeter, Tenancy};
 
 /// Paths reachable without a key: probes, and the admin API's description (no data in it).
@@ -38,13 +39,22 @@ pub const PUBLIC_PATHS: &[&str] = &["/health", "/ready", "/admin/v1/openapi.json
 
 const MISSING_KEY: &str = "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'.";
 
+/// Failed static-key attempts allowed per minute and address when tenancy is off (with tenancy,
+/// `tenancy.auth_failures_per_minute` counts them with the stored keys').
+pub const STATIC_KEY_FAILURES_PER_MINUTE: u32 = 10;
+
 pub struct StaticKeys {
     digests: Vec<[u8; 32]>,
+    /// Wrong keys per address, when tenancy is off.
+    failures: FailureLimiter,
 }
 
 impl StaticKeys {
     pub fn new(keys: &[String]) -> Self {
-        Self { digests: keys.iter().map(|k| digest(k)).collect() }
+        Self {
+            digests: keys.iter().map(|k| digest(k)).collect(),
+            failures: FailureLimiter::new(STATIC_KEY_FAILURES_PER_MINUTE),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -92,8 +102,10 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         return next.run(req).await;
     }
     let tenancy = st.tenancy.as_deref();
-    // The dashboard's data stream is for operators: the master key, as the admin API.
-    let admin = tenancy.is_some() && (path == "/admin" || path.starts_with("/admin/") || path == DASHBOARD_EVENTS);
+    // The dashboard's data stream and the metrics are for operators: the master key, as the
+    // admin API (they show every tenant's traffic).
+    let operator = path == DASHBOARD_EVENTS || path == METRICS;
+    let admin = tenancy.is_some() && (path == "/admin" || path.starts_with("/admin/") || operator);
     let group = endpoint_group(path);
     let endpoint = Endpoint::from_path(path).map(Endpoint::ledger_name);
     let ip = client_ip(&st, &req);
@@ -133,21 +145,40 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     res
 }
 
-/// The dashboard page (no data in it) and, unless `metrics.public = false`, `/metrics`.
+/// The dashboard page (no data in it) and, with `metrics.public = true`, `/metrics`.
 fn public_observability(st: &AppState, path: &str) -> bool {
     path == DASHBOARD || (path == METRICS && st.obs.cfg.metrics.public)
+}
+
+/// Whether the request comes from an operator, who may see `/ready`'s details (upstream error
+/// texts, file paths, breaker and queue state): anyone when auth is off (an open gateway hides
+/// nothing), else the master key with tenancy, a static key without. A wrong key counts as a
+/// failed attempt, so the difference is no brute-force oracle.
+pub fn is_operator(st: &AppState, req: &Request) -> bool {
+    if !st.auth_required() {
+        return true;
+    }
+    let Some(presented) = presented_key(req.headers()) else { return false };
+    match st.tenancy.as_deref() {
+        Some(t) => master(t, presented, client_ip(st, req)).is_ok(),
+        None if st.keys.accepts(presented) => true,
+        None => {
+            let _counted = static_key_refused(&st.keys.failures, client_ip(st, req));
+            false
+        }
+    }
 }
 
 /// The master key, for `/admin/v1`.
 fn master(t: &Tenancy, presented: &str, ip: IpAddr) -> Result<(), ApiError> {
     let now = t.now_ms();
-    if let Some(wait) = t.failures.blocked(ip, now) {
+    if let Some(wait) = t.failures.admin.blocked(ip, now) {
         return Err(ApiError::too_many_auth_failures(Duration::from_millis(wait.unsigned_abs())));
     }
     if t.is_master(presented) {
         return Ok(());
     }
-    t.failures.record(ip, now);
+    t.failures.admin.record(ip, now);
     Err(ApiError::unauthorized(if t.has_master() {
         "The admin API needs the master key."
     } else {
@@ -160,7 +191,7 @@ async fn client(st: &AppState, t: Option<&Tenancy>, presented: &str, ip: IpAddr)
     if st.keys.accepts(presented) {
         return Ok(Principal::Static);
     }
-    let Some(t) = t else { return Err(ApiError::unauthorized("Incorrect API key provided.")) };
+    let Some(t) = t else { return static_key_refused(&st.keys.failures, ip) };
     let now = t.now_ms();
     if let Ok(parsed) = parse_key(presented)
         && let Ok(Some(hit)) = t.keys.cached(&parsed.digest())
@@ -168,7 +199,7 @@ async fn client(st: &AppState, t: Option<&Tenancy>, presented: &str, ip: IpAddr)
     {
         return Ok(Principal::Key(hit));
     }
-    if let Some(wait) = t.failures.blocked(ip, now) {
+    if let Some(wait) = t.failures.clients.blocked(ip, now) {
         return Err(ApiError::too_many_auth_failures(Duration::from_millis(wait.unsigned_abs())));
     }
     let message = match t.keys.authenticate(presented, now).await {
@@ -178,8 +209,19 @@ async fn client(st: &AppState, t: Option<&Tenancy>, presented: &str, ip: IpAddr)
         Err(Rejected::Revoked) => "This API key has been revoked.",
         Err(Rejected::Expired) => "This API key has expired.",
     };
-    t.failures.record(ip, now);
+    t.failures.clients.record(ip, now);
     Err(ApiError::unauthorized(message))
+}
+
+/// A wrong key where only static keys exist: counted per address like stored keys', 429 once
+/// the minute's attempts are used up (issue 17: static keys could be guessed without bound).
+fn static_key_refused(failures: &FailureLimiter, ip: IpAddr) -> Result<Principal, ApiError> {
+    let now = ferrogate_core::tenancy::time::now_ms();
+    if let Some(wait) = failures.blocked(ip, now) {
+        return Err(ApiError::too_many_auth_failures(Duration::from_millis(wait.unsigned_abs())));
+    }
+    failures.record(ip, now);
+    Err(ApiError::unauthorized("Incorrect API key provided."))
 }
 
 /// Writes the usage row of a metered request nobody settled: rejected after auth (400, 403, 404,

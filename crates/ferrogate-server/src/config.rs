@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ferrogate_backends::BackendConfig;
 use ferrogate_backends::embedded::source::hub_file;
+use ferrogate_protocol::openai::shape::ShapeLimits;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
@@ -25,7 +26,8 @@ pub use crate::tenancy::config::{PriceConfig, Secret, TenancyConfig, TenancySett
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const DEFAULT_DEPLOYMENT: &str = "smollm2";
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `Debug` is written by hand: the static keys never print.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
@@ -39,10 +41,22 @@ pub struct ServerConfig {
     pub sse_keepalive_secs: u64,
     /// Interval of active backend health checks (feeds `/ready`).
     pub health_check_interval_secs: u64,
-    /// Send a one-token request to every deployment at start.
+    /// Send a one-token request to every deployment at start; `/ready` is 503 until done
+    /// (`warmup`).
     pub warmup: bool,
     /// Static Bearer keys for the single-tenant case; empty → no auth.
     pub api_keys: Vec<String>,
+    /// Most messages in one chat request; more → 400 (docs/SECURITY.md).
+    pub max_messages: usize,
+    /// Largest single message (its text and the strings of its other parts), in bytes; larger →
+    /// 400.
+    pub max_message_bytes: usize,
+    /// A streaming client that takes none of the stream's frames for this long is cut off: the
+    /// upstream is cancelled, the slot freed, the request settled as `client_stalled`.
+    pub client_write_timeout_secs: u64,
+    /// Send `x-ferrogate-backend` (the backend that served) on responses. Off by default: it
+    /// shows clients the gateway's topology; useful when debugging routing.
+    pub backend_header: bool,
 }
 
 impl Default for ServerConfig {
@@ -56,7 +70,30 @@ impl Default for ServerConfig {
             health_check_interval_secs: 10,
             warmup: false,
             api_keys: Vec::new(),
+            max_messages: ShapeLimits::default().max_messages,
+            max_message_bytes: ShapeLimits::default().max_message_bytes,
+            backend_header: false,
+            client_write_timeout_secs: 30,
         }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("sse_keepalive_secs", &self.sse_keepalive_secs)
+            .field("health_check_interval_secs", &self.health_check_interval_secs)
+            .field("warmup", &self.warmup)
+            .field("api_keys", &format_args!("<{} redacted>", self.api_keys.len()))
+            .field("max_messages", &self.max_messages)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("backend_header", &self.backend_header)
+            .field("client_write_timeout_secs", &self.client_write_timeout_secs)
+            .finish()
     }
 }
 
@@ -116,6 +153,10 @@ pub struct DeploymentConfig {
     /// `max_tokens` above this is lowered to it; requests without one get it.
     #[serde(default)]
     pub max_tokens_cap: Option<u32>,
+    /// Pass client fields beyond OpenAI's documented ones (vendor extensions such as vLLM's
+    /// `guided_json`) to the upstream; off: a request carrying one is refused with 400.
+    #[serde(default)]
+    pub extra_body: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -303,6 +344,9 @@ fn check_server(s: &ServerConfig, errs: &mut Vec<String>) {
         ("request_timeout_secs", s.request_timeout_secs),
         ("sse_keepalive_secs", s.sse_keepalive_secs),
         ("health_check_interval_secs", s.health_check_interval_secs),
+        ("max_messages", s.max_messages as u64),
+        ("client_write_timeout_secs", s.client_write_timeout_secs),
+        ("max_message_bytes", s.max_message_bytes as u64),
     ];
     for (field, v) in positive {
         if v == 0 {
@@ -350,6 +394,36 @@ mod tests {
 
     fn from_toml(s: &str) -> Result<Config, ConfigErrors> {
         load_str(s)
+    }
+
+    /// Issue 17: the derived `Debug` printed `server.api_keys` (and URLs with credentials).
+    #[test]
+    fn debug_of_the_whole_config_prints_no_secret() {
+        let cfg = from_toml(
+            r#"
+            [server]
+            api_keys = ["sk-static-secret-1"]
+            [tenancy]
+            master_key = "master-secret-0123456789"
+            database_url = "postgres://u:db-secret@127.0.0.1/x"
+            [limits]
+            redis_url = "redis://:redis-secret@127.0.0.1:6379"
+            [backends.up]
+            kind = "openai"
+            base_url = "https://u:url-secret@example.com/v1"
+            api_key = "sk-upstream-secret"
+            proxy = "http://p:proxy-secret@proxy:3128"
+            headers = { "api-key" = "header-secret" }
+            [deployments.m]
+            backends = ["up"]
+            "#,
+        )
+        .unwrap();
+        let printed = format!("{cfg:?}");
+        for secret in ["static-secret", "master-secret", "db-secret", "redis-secret", "url-secret", "upstream-secret"] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(!printed.contains("proxy-secret") && !printed.contains("header-secret"), "{printed}");
     }
 
     #[test]

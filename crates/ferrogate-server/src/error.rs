@@ -99,6 +99,18 @@ impl ApiError {
         )
     }
 
+    /// A streaming client stopped reading for longer than `server.client_write_timeout_secs`:
+    /// the stream was cut and its upstream cancelled. Recorded on the request (the client gets
+    /// nothing more), so the status is only the ledger's and the metrics'.
+    pub fn client_stalled(waited: Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            Some("client_stalled"),
+            format!("The client read nothing for {} s; the stream was cut", waited.as_secs()),
+        )
+    }
+
     pub fn shutting_down() -> Self {
         Self {
             retry_after: Some(Duration::from_secs(5)),
@@ -151,7 +163,7 @@ impl From<GatewayError> for ApiError {
                     StatusCode::NOT_FOUND,
                     "invalid_request_error",
                     Some("model_not_found"),
-                    format!("The model '{m}' does not exist"),
+                    format!("The model '{}' does not exist", ferrogate_protocol::openai::shape::clip(&m)),
                 )
             },
             GatewayError::NoBackend(d) => Self {

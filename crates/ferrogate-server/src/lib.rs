@@ -23,6 +23,7 @@ pub mod sse;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;
+pub mod warmup;
 
 pub use config::{Config, ConfigErrors};
 pub use lifecycle::{Running, StartError, shutdown_signal, start, start_with_clock};

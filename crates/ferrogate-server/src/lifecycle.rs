@@ -86,6 +86,7 @@ pub async fn start_with_clock(
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
     tracing::info!(%addr, deployments = st.registry.deployments().len(), "ferrogate listening");
     spawn_health_checks(&st);
+    crate::warmup::spawn(&st);
     let metrics_addr = spawn_metrics_listener(&st).await?;
     crate::observability::Observability::spawn_sampler(&st);
     if let Some(t) = &st.tenancy {

@@ -19,7 +19,7 @@ use ferrogate_core::{
     TimeoutKind, tokens,
 };
 use ferrogate_protocol::openai::{
-    ChatCompletionRequest, CompletionRequest, FinishReason, LEGACY_DEFAULT_MAX_TOKENS, Usage,
+    ChatCompletionRequest, CompletionRequest, FinishReason, LEGACY_DEFAULT_MAX_TOKENS, Usage, shape,
 };
 use futures::StreamExt;
 
@@ -99,6 +99,8 @@ pub struct Plan {
     pub route_note: Option<String>,
     /// Stage marks and trace of the request (observability).
     pub obs: Arc<ObsCx>,
+    /// The client's address, for the access log line `Settle` writes.
+    pub client_ip: std::net::IpAddr,
 }
 
 pub fn plan_chat(
@@ -107,8 +109,11 @@ pub fn plan_chat(
     r: ChatCompletionRequest,
     endpoint: Endpoint,
 ) -> Result<Plan, ApiError> {
+    // The name is bounded before it is recorded anywhere (ledger row, logs, metrics).
+    shape::check_model(&r.model)?;
     note_model(cx, &r.model);
     r.validate()?;
+    r.check_shape(&st.shape)?;
     let (stream, include_usage) = (r.is_stream(), r.include_usage());
     let params = GenParams {
         temperature: r.temperature,
@@ -143,6 +148,7 @@ pub fn plan_chat(
 }
 
 pub fn plan_completion(st: &AppState, cx: &RequestCx, r: CompletionRequest) -> Result<Plan, ApiError> {
+    shape::check_model(&r.model)?;
     note_model(cx, &r.model);
     r.validate()?;
     let prompt = r.prompt_text().to_owned();
@@ -193,6 +199,7 @@ fn route(
     let priority = cx.hints.priority()?;
     let requested = model.clone();
     let (deployment, model, route_note) = resolve(st, cx, model, &input, prompt_estimate, params.max_tokens)?;
+    check_fields(&deployment, &extra)?;
     cx.obs.routed(&deployment.name);
     if let Some(c) = &cx.caller {
         // The name asked for (an alias, `auto`) or the deployment's own name may be in scope.
@@ -223,7 +230,40 @@ fn route(
         priority,
         route_note,
         obs: Arc::clone(&cx.obs),
+        client_ip: cx.client_ip,
     })
+}
+
+/// Untyped client fields go upstream only if every backend of the deployment accepts them (its
+/// kind's allow-list) or the deployment passes vendor fields through (`extra_body`): 400 else,
+/// like OpenAI's own "Unrecognized request argument".
+fn check_fields(deployment: &Deployment, extra: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
+    refuse_logprobs(extra)?;
+    match extra.keys().find(|k| !deployment.accepts_field(k)) {
+        None => Ok(()),
+        Some(k) => Err(ApiError::invalid(
+            Some(shape::clip(k)),
+            format!(
+                "Unrecognized request argument supplied: '{}' (model '{}' passes vendor fields only with extra_body)",
+                shape::clip(k),
+                deployment.name
+            ),
+        )),
+    }
+}
+
+/// No backend's answer carries log probabilities back to the client yet (the OpenAI adapter's
+/// responses had `logprobs: null` while the upstream was asked for them): refused clearly rather
+/// than silently answered without.
+fn refuse_logprobs(extra: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
+    use serde_json::Value;
+    for field in ["logprobs", "top_logprobs"] {
+        if extra.get(field).is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))) {
+            let msg = format!("'{field}' is not supported: ferrogate does not return log probabilities");
+            return Err(ApiError::invalid(Some(field.into()), msg));
+        }
+    }
+    Ok(())
 }
 
 /// Model name → deployment: aliases, and the virtual tiered model (whose choice is then the
@@ -346,6 +386,8 @@ pub struct Settle {
     pub fallback_from: Option<String>,
     /// The tier decision, if the virtual model was asked for.
     pub route_note: Option<String>,
+    /// The client's address (the access log's `client_ip`).
+    pub client_ip: std::net::IpAddr,
     /// The usage row and the budget reconciliation, done on drop.
     metering: Metering,
     /// Metrics, dashboard feed and spans, recorded on drop.
@@ -359,6 +401,7 @@ impl Settle {
             obs: SettleObs::start(st, plan),
             metering: Metering::start(st, plan),
             request_id: plan.req.request_id.clone(),
+            client_ip: plan.client_ip,
             endpoint: plan.endpoint,
             model: plan.deployment.name.clone(),
             // Set by each dispatch attempt.
@@ -413,6 +456,7 @@ impl Drop for Settle {
         };
         tracing::info!(
             request_id = %self.request_id,
+            client_ip = %self.client_ip,
             endpoint = self.endpoint.as_str(),
             model = %self.model,
             backend = %self.backend,

@@ -5,9 +5,12 @@
 //! Invariants: the first frame is sent only after the backend produced its first event, so errors
 //! before it get a real status; after it, a failure ends the stream with a `data: {"error":…}`
 //! event and `[DONE]`, never a silent clean end; a client disconnect ends the pump at once, which
-//! drops the backend stream (cancelling upstream work) and settles the request.
+//! drops the backend stream (cancelling upstream work) and settles the request; so does a client
+//! that stays connected but reads nothing for `server.client_write_timeout_secs` (settled as
+//! `client_stalled`).
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -136,7 +139,16 @@ pub async fn respond(st: AppState, mut plan: Plan) -> Result<Response, ApiError>
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut res = body.into_response();
     crate::pipeline::decorate(&mut res, &plan.model, &settle);
-    let pump = Pump { enc, tx, settle, keepalive: st.keepalive, lease, finished: None };
+    let pump = Pump {
+        enc,
+        tx,
+        settle,
+        keepalive: st.keepalive,
+        write_timeout: st.client_write_timeout,
+        stalled: AtomicBool::new(false),
+        lease,
+        finished: None,
+    };
     st.tasks.spawn(pump.run(first, events));
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -150,6 +162,10 @@ struct Pump {
     tx: mpsc::Sender<Bytes>,
     settle: Settle,
     keepalive: Duration,
+    /// Longest a frame may wait for the client to take it (see [`Pump::send`]).
+    write_timeout: Duration,
+    /// Set when the client stopped reading: settled as `client_stalled` when the pump ends.
+    stalled: AtomicBool,
     /// Holds the deployment's slot and the backend's in-flight slot for as long as the stream
     /// runs; its breaker learns how the stream ended.
     lease: Lease,
@@ -246,7 +262,26 @@ impl Pump {
         }
     }
 
+    /// Hands a frame to the response body. A client that stays connected but reads nothing
+    /// fills the channel (after the socket's and hyper's buffers): after `write_timeout` the
+    /// pump gives up, which drops the upstream stream (cancelling it) and the lease (freeing
+    /// the slot), and the request settles as `client_stalled`.
     async fn send(&self, frame: Bytes) -> Result<(), Gone> {
-        self.tx.send(frame).await.map_err(|_| Gone)
+        match tokio::time::timeout(self.write_timeout, self.tx.send(frame)).await {
+            Ok(sent) => sent.map_err(|_| Gone),
+            Err(_) => {
+                self.stalled.store(true, Ordering::Relaxed);
+                Err(Gone)
+            }
+        }
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        if self.stalled.load(Ordering::Relaxed) {
+            tracing::warn!(request_id = %self.settle.request_id, "client stopped reading the stream: cut");
+            self.settle.fail(ApiError::client_stalled(self.write_timeout));
+        }
     }
 }

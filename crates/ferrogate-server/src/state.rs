@@ -38,12 +38,20 @@ pub struct Inner {
     /// Rate limits (rules and the keys' rates), in process or on Redis.
     pub limits: Arc<Limiter>,
     pub body_limit: usize,
+    /// `server.backend_header`: whether responses name their backend in `x-ferrogate-backend`.
+    pub backend_header: bool,
+    /// Bounds on a request's messages (`server.max_messages`, `server.max_message_bytes`).
+    pub shape: ferrogate_protocol::openai::shape::ShapeLimits,
     pub request_timeout: Duration,
     pub keepalive: Duration,
+    /// `server.client_write_timeout_secs`: a stream whose client takes nothing this long is cut.
+    pub client_write_timeout: Duration,
     pub shutdown_grace: Duration,
     pub health_interval: Duration,
     /// Set on SIGTERM/SIGINT: `/ready` turns 503 and new requests get 503 `shutting_down`.
     draining: AtomicBool,
+    /// `server.warmup` is on and its requests have not all finished: `/ready` answers 503.
+    warming: AtomicBool,
     /// Requests (and streams) not yet finished; shutdown waits for zero.
     inflight: AtomicUsize,
     /// Latest active health check result per backend name.
@@ -123,11 +131,18 @@ impl AppState {
             tenancy,
             limits,
             body_limit: cfg.server.body_limit_bytes,
+            backend_header: cfg.server.backend_header,
+            shape: ferrogate_protocol::openai::shape::ShapeLimits {
+                max_messages: cfg.server.max_messages,
+                max_message_bytes: cfg.server.max_message_bytes,
+            },
             request_timeout: Duration::from_secs(cfg.server.request_timeout_secs),
             keepalive: Duration::from_secs(cfg.server.sse_keepalive_secs),
+            client_write_timeout: Duration::from_secs(cfg.server.client_write_timeout_secs),
             shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_secs),
             health_interval: Duration::from_secs(cfg.server.health_check_interval_secs),
             draining: AtomicBool::new(false),
+            warming: AtomicBool::new(cfg.server.warmup),
             inflight: AtomicUsize::new(0),
             health: RwLock::new(health),
             tasks: TaskTracker::new(),
@@ -148,6 +163,16 @@ impl AppState {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether the start-up warm-up (`server.warmup`) is still running.
+    pub fn is_warming(&self) -> bool {
+        self.warming.load(Ordering::Relaxed)
+    }
+
+    /// The warm-up has finished: `/ready` may turn 200.
+    pub fn warmed(&self) {
+        self.warming.store(false, Ordering::Relaxed);
     }
 
     pub fn start_draining(&self) {

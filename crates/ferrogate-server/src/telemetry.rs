@@ -25,6 +25,8 @@ use crate::state::AppState;
 pub struct RequestCx {
     pub id: String,
     pub started: Instant,
+    /// The peer, or `X-Forwarded-For` behind a trusted proxy: the access log's `client_ip`.
+    pub client_ip: std::net::IpAddr,
     /// Set by the auth layer: who is calling, and the request's usage-ledger slot.
     pub caller: Option<std::sync::Arc<crate::tenancy::Caller>>,
     /// Set by the limits layer when rate limits may apply: client IP, rate-limit headers.
@@ -36,7 +38,7 @@ pub struct RequestCx {
 }
 
 /// Filled by handlers so the access log can name the model and backend; the backend is also
-/// returned to the client in `x-ferrogate-backend`.
+/// returned to the client in `x-ferrogate-backend` when `server.backend_header` is on.
 #[derive(Debug, Clone, Default)]
 pub struct RouteLog {
     pub model: String,
@@ -58,7 +60,8 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let endpoint = crate::pipeline::Endpoint::from_path(&path).map(crate::pipeline::Endpoint::as_str);
     let obs = Arc::new(st.obs.request(req.headers(), method.as_str(), &path, started, endpoint.is_some()));
-    let cx = RequestCx { id: request_id(&req), started, caller: None, limits: None, hints, obs };
+    let client_ip = crate::limits::client_ip::client_ip(&req, &st.limits.trusted_proxies);
+    let cx = RequestCx { id: request_id(&req), started, client_ip, caller: None, limits: None, hints, obs };
     req.extensions_mut().insert(cx.clone());
     let mut res = next.run(req).await;
     let elapsed = cx.started.elapsed();
@@ -76,6 +79,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         m => m,
     };
     if let Ok(v) = HeaderValue::from_str(&route.backend)
+        && st.backend_header
         && !route.backend.is_empty()
     {
         res.headers_mut().insert("x-ferrogate-backend", v);
@@ -88,15 +92,15 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     let trace_id = cx.obs.trace_id();
     match res.extensions().get::<ErrorLog>() {
         Some(e) if status >= 500 && !e.is_load_shed() => tracing::warn!(
-            request_id = %cx.id, %method, %path, status, model = %model, backend = %route.backend,
+            request_id = %cx.id, client_ip = %cx.client_ip, %method, %path, status, model = %model, backend = %route.backend,
             latency_ms = elapsed.as_millis() as u64, error.code = e.code, error.cause = %e.cause, trace_id, "request failed"
         ),
         Some(e) => tracing::info!(
-            request_id = %cx.id, %method, %path, status, model = %model,
+            request_id = %cx.id, client_ip = %cx.client_ip, %method, %path, status, model = %model,
             latency_ms = elapsed.as_millis() as u64, error.code = e.code, error.cause = %e.cause, trace_id, "request rejected"
         ),
         None => tracing::debug!(
-            request_id = %cx.id, %method, %path, status, model = %model, backend = %route.backend,
+            request_id = %cx.id, client_ip = %cx.client_ip, %method, %path, status, model = %model, backend = %route.backend,
             latency_ms = elapsed.as_millis() as u64, trace_id, "response headers sent"
         ),
     }

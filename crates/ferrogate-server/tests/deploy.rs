@@ -142,7 +142,11 @@ async fn every_metric_deploy_uses_is_exported() {
         res.text().await.unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let text = http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let res = http.get(gw.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 401, "with tenancy on, /metrics needs the master key");
+    let res = http.get(gw.url("/metrics")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 401, "a tenant's key may not read every tenant's metrics");
+    let text = admin(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     let exported: BTreeSet<&str> =
         text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
     let missing: Vec<String> = used_metrics().into_iter().filter(|n| !exported.contains(n.as_str())).collect();

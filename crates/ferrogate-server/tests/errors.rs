@@ -191,3 +191,44 @@ async fn not_ready_until_backends_checked() {
     assert_eq!(v["status"], "not_ready");
     assert!(!v["reasons"].as_array().unwrap().is_empty());
 }
+
+/// Issue 17: wrong static keys were never counted (only stored keys were): now 10 per minute and
+/// address, then 429 — and the right key still passes.
+#[tokio::test]
+async fn wrong_static_keys_are_throttled() {
+    let toml = format!("[server]\napi_keys = [\"sk-right-key-123\"]\n{}", CONFIG.replace("[server]\n", ""));
+    let app = app(&toml);
+    let get = |key: &str| {
+        Request::get("/v1/models").header("authorization", format!("Bearer {key}")).body(Body::empty()).unwrap()
+    };
+    for i in 0..10 {
+        let (s, _, v) = call(app.clone(), get(&format!("sk-wrong-{i}"))).await;
+        assert_eq!(s, 401, "{v}");
+    }
+    let (s, h, v) = call(app.clone(), get("sk-wrong-10")).await;
+    assert_eq!(s, 429, "{v}");
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(v["error"]["code"], "too_many_auth_failures");
+    let (s, _, _) = call(app.clone(), get("sk-right-key-123")).await;
+    assert_eq!(s, 200, "a valid key is not locked out");
+}
+
+/// Issue 17: `x-ferrogate-backend` showed every client the gateway's topology; now it is opt-in
+/// (`server.backend_header`).
+#[tokio::test]
+async fn the_serving_backend_is_named_only_when_configured() {
+    use ferrogate_testkit::upstream::{FakeUpstream, chat_json};
+    let fake = FakeUpstream::openai().await.unwrap();
+    fake.on("/v1/chat/completions", chat_json("ok", Some((1, 1))));
+    let toml = format!(
+        "[backends.up]\nkind = \"openai\"\nbase_url = \"{}\"\n[deployments.m]\nbackends = [\"up\"]\n",
+        fake.url("/v1")
+    );
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let (s, h, v) = call(app(&toml), post("/v1/chat/completions", body.clone())).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!h.contains_key("x-ferrogate-backend"), "off by default");
+    let (s, h, _) =
+        call(app(&format!("[server]\nbackend_header = true\n{toml}")), post("/v1/chat/completions", body)).await;
+    assert_eq!((s, h.get("x-ferrogate-backend").and_then(|v| v.to_str().ok())), (StatusCode::OK, Some("up")));
+}

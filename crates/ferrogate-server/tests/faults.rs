@@ -376,6 +376,29 @@ async fn garbage_sse_before_the_first_event_is_502() {
     gw.shutdown().await;
 }
 
+/// An upstream event over 4 MiB is a protocol error, before the first byte (502) and after it
+/// (an error event) — issue 17: it used to be buffered without bound.
+#[tokio::test]
+async fn an_oversized_upstream_event_is_a_protocol_error() {
+    let f = FakeUpstream::openai().await.unwrap();
+    let huge = Bytes::from(format!("data: {{\"x\": \"{}\"}}\n\n", "a".repeat(5 * 1024 * 1024)));
+    f.push(CHAT, StreamReply::new("text/event-stream", vec![huge.clone(), sse_done()]).split(64 * 1024));
+    let first = sse(&json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": null}]}));
+    f.push(CHAT, StreamReply::new("text/event-stream", vec![first, huge, sse_done()]).split(64 * 1024));
+    let gw = gateway(&f, "", "").await;
+    let (status, _, v) = error_of(gw.post_json(CHAT, &stream_chat()).await).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (502, Some("backend_error")), "{v}");
+    assert_openai_error(&v, &f);
+    let res = gw.post_json(CHAT, &stream_chat()).await;
+    assert_eq!(res.status(), 200);
+    let events = sse_data(&body_text(res).await);
+    assert_eq!(contents(&events), ["ok"]);
+    let err = assert_error_then_done(&events, &f);
+    assert_eq!(err["error"]["code"], "backend_error");
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn upstream_error_event_mid_stream_is_passed_on_as_an_error_event() {
     let f = FakeUpstream::openai().await.unwrap();

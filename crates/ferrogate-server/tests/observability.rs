@@ -169,7 +169,7 @@ async fn counters_and_histograms_move_by_exactly_what_happened() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_can_have_their_own_listener_and_need_a_key_when_not_public() {
+async fn metrics_can_have_their_own_listener_and_need_a_key_unless_public() {
     let fake = FakeUpstream::openai().await.unwrap();
     let gw = gateway(&fake, "[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
     let addr = gw.metrics_addr().expect("a metrics listener");
@@ -180,14 +180,15 @@ async fn metrics_can_have_their_own_listener_and_need_a_key_when_not_public() {
     assert_eq!(gw.http.get(gw.url("/metrics")).send().await.unwrap().status(), 404, "not on the main listener");
     gw.shutdown().await;
 
-    let gw = gateway(&fake, "[server]\napi_keys = [\"sk-test-12345678\"]\n[metrics]\npublic = false\n").await;
+    // Not public by default (issue 17): a key is needed.
+    let gw = gateway(&fake, "[server]\napi_keys = [\"sk-test-12345678\"]\n").await;
     assert_eq!(gw.http.get(gw.url("/metrics")).send().await.unwrap().status(), 401);
     let res = gw.http.get(gw.url("/metrics")).bearer_auth("sk-test-12345678").send().await.unwrap();
     assert_eq!(res.status(), 200);
     gw.shutdown().await;
 
-    let gw = gateway(&fake, "[server]\napi_keys = [\"sk-test-12345678\"]\n").await;
-    assert_eq!(gw.http.get(gw.url("/metrics")).send().await.unwrap().status(), 200, "public by default");
+    let gw = gateway(&fake, "[server]\napi_keys = [\"sk-test-12345678\"]\n[metrics]\npublic = true\n").await;
+    assert_eq!(gw.http.get(gw.url("/metrics")).send().await.unwrap().status(), 200, "public when configured");
     assert_eq!(gw.http.get(gw.url("/dashboard")).send().await.unwrap().status(), 200, "the page holds no data");
     let events = gw.http.get(gw.url("/dashboard/events")).send().await.unwrap();
     assert_eq!(events.status(), 401, "the data stream needs a key");

@@ -48,11 +48,21 @@ pub struct StoreOptions {
     /// Apply the migrations on connect; off for a second pool on a database this process
     /// already migrated (the ledger writer's own connection).
     pub migrate: bool,
+    /// PostgreSQL's `statement_timeout` on every pooled connection: a statement the server
+    /// works on longer is cancelled there (migrations run on a connection of their own, without
+    /// it: rebuilding a large table may take longer). SQLite has no equivalent; callers bound
+    /// their calls with deadlines either way (a paused server enforces nothing).
+    pub statement_timeout: Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_connections: 8, acquire_timeout: Duration::from_secs(5), migrate: true }
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            migrate: true,
+            statement_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -105,27 +115,28 @@ impl Store {
         if kind == DbKind::Sqlite {
             prepare_sqlite(url).await?;
         }
+        if options.migrate {
+            migrate(url, kind).await?;
+        }
+        let set_timeout = format!("SET statement_timeout = {}", options.statement_timeout.as_millis().max(1));
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .after_connect(move |conn, _meta| {
+                let set_timeout = set_timeout.clone();
                 Box::pin(async move {
-                    if kind == DbKind::Sqlite {
+                    match kind {
                         // Per connection (sqlx's defaults, stated here so they are not lost): FKs
                         // enforced, and a locked database waited on rather than failed at once.
-                        conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;").await?;
-                    }
+                        DbKind::Sqlite => conn.execute(SQLITE_PRAGMAS).await?,
+                        DbKind::Postgres => conn.execute(set_timeout.as_str()).await?,
+                    };
                     Ok(())
                 })
             })
             .connect(url)
             .await
             .map_err(ConnectError::Connect)?;
-        if options.migrate {
-            let migrator = migrations::migrator().await.map_err(ConnectError::Migrate)?;
-            migrator.run(&pool).await.map_err(ConnectError::Migrate)?;
-            tracing::info!(db = ?kind, "store connected, schema up to date");
-        }
         Ok(Store { pool, kind })
     }
 
@@ -142,6 +153,32 @@ impl Store {
 
 /// Creates the SQLite file (and directory) if missing and switches it to WAL, which is a property
 /// of the file: every later connection, including the `Any` pool's, uses it.
+const SQLITE_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+
+/// Applies the migrations on a connection of its own (no `statement_timeout`). A pool of one,
+/// not a bare connection: sqlx's migrator over `&mut AnyConnection` is not `Send` for every
+/// lifetime, which the ledger writer's boxed future needs.
+async fn migrate(url: &str, kind: DbKind) -> Result<(), ConnectError> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if kind == DbKind::Sqlite {
+                    conn.execute(SQLITE_PRAGMAS).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .map_err(ConnectError::Connect)?;
+    let migrator = migrations::migrator().await.map_err(ConnectError::Migrate)?;
+    migrator.run(&pool).await.map_err(ConnectError::Migrate)?;
+    pool.close().await;
+    tracing::info!(db = ?kind, "schema up to date");
+    Ok(())
+}
+
 async fn prepare_sqlite(url: &str) -> Result<(), ConnectError> {
     let opts = SqliteConnectOptions::from_str(url)
         .map_err(ConnectError::Connect)?
@@ -169,5 +206,27 @@ mod tests {
         assert_eq!(DbKind::from_url("postgresql://h/db").unwrap(), DbKind::Postgres);
         let err = DbKind::from_url("mysql://root:hunter2@h/db").unwrap_err().to_string();
         assert!(err.contains("'mysql'") && !err.contains("hunter2"), "{err}");
+    }
+
+    /// Issue 17: PostgreSQL statements had no server-side bound.
+    #[tokio::test]
+    async fn postgres_connections_carry_a_statement_timeout() {
+        // A fresh database of its own (the testkit's helper would be another copy of this
+        // crate's types in a unit test).
+        let base = std::env::var("FERROGATE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+        let name = format!("fg_unit_{}", uuid::Uuid::new_v4().simple());
+        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+        let mut url = url::Url::parse(&base).unwrap();
+        url.set_path(&name);
+        let options = StoreOptions { statement_timeout: Duration::from_millis(300), ..StoreOptions::default() };
+        let store = Store::connect_with(url.as_str(), &options).await.unwrap();
+        let shown: String = sqlx::query_scalar("SHOW statement_timeout").fetch_one(&store.pool).await.unwrap();
+        let slow = sqlx::query("SELECT pg_sleep(2)").execute(&store.pool).await;
+        store.close().await;
+        admin.execute(format!("DROP DATABASE {name}").as_str()).await.unwrap();
+        assert_eq!(shown, "300ms");
+        assert!(slow.is_err(), "cancelled by the server");
     }
 }

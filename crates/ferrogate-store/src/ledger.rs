@@ -7,8 +7,9 @@
 //!   logs (once at the first drop, then a summary per interval) — the request path never stalls
 //!   on the database.
 //! - A failed batch is retried with exponential backoff, never dropped silently; each attempt
-//!   is bounded by `write_timeout`. Retries are harmless: the store skips request ids it has, so a
-//!   batch that committed before its timeout fired is not written twice.
+//!   is bounded by `write_timeout`. Retries are harmless: the store skips row ids it has (each row
+//!   carries its server-made id from the moment it is built), so a batch that committed before its
+//!   timeout fired is not written twice.
 //! - A batch the database rejects (not a transient error) is retried row by row after a few
 //!   attempts, so one bad row cannot block or lose the others; rows that still fail are logged
 //!   and counted as lost.
@@ -72,7 +73,8 @@ pub struct LedgerStats {
     pub accepted: u64,
     /// Rows written to the store.
     pub written: u64,
-    /// Rows the store already had (a repeated request id): not written again.
+    /// Rows the store already had (the same row id, e.g. a retried batch that had committed): not
+    /// written again.
     pub duplicates: u64,
     /// Rows refused because the channel was full (or the writer had shut down).
     pub dropped: u64,
@@ -467,7 +469,7 @@ impl Worker {
         for row in batch {
             if let Err(e) = self.write(std::slice::from_ref(row)).await {
                 self.counters.lost.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, request_id = %row.request_id, "usage row rejected by the store, lost");
+                tracing::error!(error = %e, row_id = %row.id, request_id = %row.request_id, "usage row rejected by the store, lost");
             }
         }
     }

@@ -7,7 +7,8 @@
 //! `$N` as the N-th argument too), one set of migrations applied by [`Store::connect`].
 //!
 //! Invariants: key plaintexts never reach the database (only digests); every usage row is keyed by
-//! its request id and inserted `ON CONFLICT DO NOTHING`; SQL errors leave this crate as
+//! its server-made row id (never the client's request id) and inserted `ON CONFLICT (id) DO
+//! NOTHING`; SQL errors leave this crate as
 //! [`StoreError`] (no sqlx type in the public API beyond the connect error's source).
 //!
 //! [`redis_limits`] holds the Redis implementation of core's `LimitStore` (shared rate-limit counters).

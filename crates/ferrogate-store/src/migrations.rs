@@ -12,7 +12,10 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 /// (version, description, SQL), in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "tenancy", include_str!("../migrations/0001_tenancy.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "tenancy", include_str!("../migrations/0001_tenancy.sql")),
+    (2, "ledger row id", include_str!("../migrations/0002_ledger_row_id.sql")),
+];
 
 /// The embedded migrations as a sqlx migration source.
 #[derive(Debug)]

@@ -1,4 +1,6 @@
-//! [`UsageStore`] for [`Store`]: batched idempotent inserts and grouped sums.
+//! [`UsageStore`] for [`Store`]: batched idempotent inserts (keyed by the server-made row id, so
+//! a retried batch writes nothing twice and a repeated client request id still gets its rows)
+//! and grouped sums.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -14,12 +16,12 @@ use sqlx::any::AnyRow;
 use crate::Store;
 use crate::error::{corrupt, db_err};
 
-const LEDGER_COLS: &str = "request_id, tenant_id, key_id, endpoint, model_requested, model_served, backend, \
+const LEDGER_COLS: &str = "id, request_id, tenant_id, key_id, endpoint, model_requested, model_served, backend, \
      prompt_tokens, cached_prompt_tokens, completion_tokens, latency_ms, ttft_ms, http_status, error_type, streamed, \
      cancelled, created_at_ms";
-const LEDGER_COL_COUNT: usize = 17;
+const LEDGER_COL_COUNT: usize = 18;
 
-/// Rows per INSERT statement: 32 × 17 = 544 parameters. Kept small on purpose: SQLite resolves
+/// Rows per INSERT statement: 32 × 18 = 576 parameters. Kept small on purpose: SQLite resolves
 /// `$N` parameters by name with a linear scan, so preparing and binding one statement costs
 /// O(parameters²) — 500 rows per statement (8 500 parameters) made the ledger write ~2 500 rows/s
 /// on a core, slower than the gateway serves requests. Full-size statements are prepared once
@@ -39,7 +41,7 @@ const TOTALS: &str = "COUNT(*) AS requests, \
 /// PostgreSQL refuses NUL in text, and a client can put one in a model name: the row must still
 /// be written (one row per request), so NULs become U+FFFD, on both engines alike.
 fn without_nul(r: &UsageRecord) -> Cow<'_, UsageRecord> {
-    let texts = [Some(r.request_id.as_str()), Some(&r.endpoint), Some(&r.model_requested)]
+    let texts = [Some(r.id.as_str()), Some(&r.request_id), Some(&r.endpoint), Some(&r.model_requested)]
         .into_iter()
         .chain([r.model_served.as_deref(), r.backend.as_deref(), r.error_type.as_deref()])
         .chain([r.tenant_id.as_ref().map(|t| t.as_str()), r.key_id.as_ref().map(|k| k.as_str())]);
@@ -48,7 +50,7 @@ fn without_nul(r: &UsageRecord) -> Cow<'_, UsageRecord> {
     }
     let clean = |s: &str| s.replace('\0', "\u{fffd}");
     let mut r = r.clone();
-    for s in [&mut r.request_id, &mut r.endpoint, &mut r.model_requested] {
+    for s in [&mut r.id, &mut r.request_id, &mut r.endpoint, &mut r.model_requested] {
         *s = clean(s);
     }
     for s in [&mut r.model_served, &mut r.backend, &mut r.error_type].into_iter().flatten() {
@@ -77,7 +79,7 @@ fn totals_from_row(row: &AnyRow) -> Result<UsageTotals, StoreError> {
     })
 }
 
-/// `INSERT … VALUES ($1 … $17), ($18 …) … ON CONFLICT (request_id) DO NOTHING` for `rows` rows.
+/// `INSERT … VALUES ($1 … $18), ($19 …) … ON CONFLICT (id) DO NOTHING` for `rows` rows.
 fn insert_sql(rows: usize) -> String {
     let mut sql = format!("INSERT INTO usage_ledger ({LEDGER_COLS}) VALUES ");
     for r in 0..rows {
@@ -88,7 +90,7 @@ fn insert_sql(rows: usize) -> String {
         }
         sql.push(')');
     }
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    sql.push_str(" ON CONFLICT (id) DO NOTHING");
     sql
 }
 
@@ -107,11 +109,11 @@ fn group_expr(group_by: GroupBy) -> &'static str {
 #[async_trait]
 impl UsageStore for Store {
     async fn insert_usage(&self, rows: &[UsageRecord]) -> Result<u64, StoreError> {
-        // Repeats inside one batch are dropped here (first wins), so one statement never names a
-        // request id twice; repeats across batches are dropped by ON CONFLICT.
+        // Repeats of a row id inside one batch are dropped here (first wins), so one statement
+        // never names an id twice; repeats across batches (a retry) are dropped by ON CONFLICT.
         let mut seen = HashSet::with_capacity(rows.len());
         let unique: Vec<Cow<'_, UsageRecord>> =
-            rows.iter().filter(|r| seen.insert(r.request_id.as_str())).map(without_nul).collect();
+            rows.iter().filter(|r| seen.insert(r.id.as_str())).map(without_nul).collect();
         if unique.is_empty() {
             return Ok(0);
         }
@@ -122,6 +124,7 @@ impl UsageStore for Store {
             let mut q = sqlx::query(&sql);
             for r in chunk {
                 q = q
+                    .bind(r.id.as_str())
                     .bind(r.request_id.as_str())
                     .bind(r.tenant_id.as_ref().map(|t| t.as_str()))
                     .bind(r.key_id.as_ref().map(|k| k.as_str()))
@@ -209,7 +212,7 @@ mod tests {
     fn insert_sql_numbers_every_parameter_once() {
         let sql = insert_sql(2);
         assert!(sql.contains("VALUES ($1, $2, "), "{sql}");
-        assert!(sql.contains("$17), ($18, "), "{sql}");
-        assert!(sql.ends_with("$34) ON CONFLICT (request_id) DO NOTHING"), "{sql}");
+        assert!(sql.contains("$18), ($19, "), "{sql}");
+        assert!(sql.ends_with("$36) ON CONFLICT (id) DO NOTHING"), "{sql}");
     }
 }

@@ -51,6 +51,9 @@ pub struct TestDatabase {
 /// One usage-ledger row, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LedgerRow {
+    /// The server-made row id (the primary key).
+    pub id: String,
+    /// The request id echoed to the client: not unique.
     pub request_id: String,
     pub tenant_id: Option<String>,
     pub key_id: Option<String>,
@@ -145,15 +148,16 @@ impl TestDatabase {
         sqlx::any::install_default_drivers();
         let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
         let rows = sqlx::query(
-            "SELECT request_id, tenant_id, key_id, endpoint, model_requested, model_served, backend, prompt_tokens, \
+            "SELECT id, request_id, tenant_id, key_id, endpoint, model_requested, model_served, backend, prompt_tokens, \
              cached_prompt_tokens, completion_tokens, ttft_ms, http_status, error_type, streamed, cancelled, \
-             created_at_ms FROM usage_ledger ORDER BY created_at_ms, request_id",
+             created_at_ms FROM usage_ledger ORDER BY created_at_ms, id",
         )
         .fetch_all(&mut conn)
         .await
         .unwrap();
         rows.iter()
             .map(|r| LedgerRow {
+                id: r.get("id"),
                 request_id: r.get("request_id"),
                 tenant_id: r.get("tenant_id"),
                 key_id: r.get("key_id"),

@@ -39,6 +39,9 @@ impl TestGateway {
     pub async fn start_with_clock(toml: &str, clock: Arc<dyn Clock>) -> TestGateway {
         let mut cfg = config::load_str(toml).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
         cfg.listen = "127.0.0.1:0".parse().unwrap();
+        // Tests read which backend served from `x-ferrogate-backend` (off by default in a real
+        // deployment: tests/shape.rs checks that default on a gateway of its own).
+        cfg.server.backend_header = true;
         let running =
             ferrogate_server::start_with_clock(&cfg, std::future::pending(), clock).await.expect("gateway starts");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();

@@ -150,6 +150,9 @@ async fn cli_round_trip_and_no_plaintext_key_in_database_or_logs() {
     assert!(log.contains("API key created"), "debug logs were written");
     let settled = log.lines().filter(|l| l.contains("request settled") && l.contains(&first[..11])).count();
     assert_eq!(settled, 1, "settle lines name the key by its prefix");
+    // Issue 17: the access log records the client's address (the seed asks for it).
+    let access = log.lines().filter(|l| l.contains("request settled") || l.contains("request rejected"));
+    assert!(access.clone().count() > 0 && access.clone().all(|l| l.contains("\"client_ip\":\"127.0.0.1\"")), "{log}");
     let stored = db.everything_stored().await;
     assert!(stored.contains(&first[..11]), "the database holds the visible prefix");
     for key in [&first, &second, &third] {

@@ -152,7 +152,7 @@ fn is_go_duration(mut s: &str) -> bool {
 impl fmt::Debug for OllamaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OllamaConfig")
-            .field("base_url", &self.base_url)
+            .field("base_url", &validate::redact_url(&self.base_url))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("first_token_timeout_ms", &self.first_token_timeout_ms)
@@ -163,7 +163,7 @@ impl fmt::Debug for OllamaConfig {
             .field("keep_alive", &self.keep_alive)
             .field("models", &self.models)
             .field("require_loaded", &self.require_loaded)
-            .field("proxy", &self.proxy)
+            .field("proxy", &self.proxy.as_deref().map(validate::redact_url))
             .finish()
     }
 }

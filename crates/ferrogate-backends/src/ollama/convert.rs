@@ -259,7 +259,11 @@ impl NdjsonLines {
 
 impl Decoder for NdjsonLines {
     fn push(&mut self, bytes: &[u8], out: &mut VecDeque<Item>) {
-        for line in self.lines.push(bytes) {
+        let lines = match self.lines.try_push(bytes) {
+            Ok(lines) => lines,
+            Err(e) => return out.push_back(Err(BackendError::Protocol(e.to_string()))),
+        };
+        for line in lines {
             if self.done {
                 break;
             }

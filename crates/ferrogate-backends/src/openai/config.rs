@@ -118,7 +118,7 @@ impl OpenAiConfig {
 impl fmt::Debug for OpenAiConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiConfig")
-            .field("base_url", &self.base_url)
+            .field("base_url", &validate::redact_url(&self.base_url))
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("api_key_env", &self.api_key_env)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
@@ -129,7 +129,7 @@ impl fmt::Debug for OpenAiConfig {
             .field("health_timeout_ms", &self.health_timeout_ms)
             .field("pool_idle_per_host", &self.pool_idle_per_host)
             .field("models", &self.models)
-            .field("proxy", &self.proxy)
+            .field("proxy", &self.proxy.as_deref().map(validate::redact_url))
             .finish()
     }
 }
@@ -147,6 +147,17 @@ mod tests {
         let s = format!("{c:?}");
         assert!(!s.contains("very-secret") && !s.contains("also-secret"), "{s}");
         assert!(s.contains("<redacted>") && s.contains("api-key"));
+    }
+
+    #[test]
+    fn debug_never_shows_credentials_in_urls() {
+        let mut c = OpenAiConfig::new("https://bob:base-secret@x/v1");
+        c.proxy = Some("http://alice:proxy-secret@proxy:3128".into());
+        let s = format!("{c:?}");
+        assert!(!s.contains("base-secret") && !s.contains("proxy-secret") && !s.contains("alice"), "{s}");
+        assert!(s.contains("http://redacted@proxy:3128"), "{s}");
+        assert_eq!(validate::redact_url("not a url but@secret"), "<redacted>");
+        assert_eq!(validate::redact_url("http://plain:8080/v1"), "http://plain:8080/v1");
     }
 
     #[test]

@@ -316,7 +316,11 @@ impl SseChunks {
 
 impl Decoder for SseChunks {
     fn push(&mut self, bytes: &[u8], out: &mut VecDeque<Item>) {
-        for ev in self.sse.push(bytes) {
+        let events = match self.sse.try_push(bytes) {
+            Ok(events) => events,
+            Err(e) => return out.push_back(Err(BackendError::Protocol(e.to_string()))),
+        };
+        for ev in events {
             if self.done {
                 break;
             }

@@ -15,6 +15,22 @@ use super::usage::{BudgetUsage, UsageQuery, UsageRecord, UsageRow, UsageSubject,
 /// The error source of a store's backend, boxed so core names no database crate.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// The deadline of a store call on the request path (a key lookup on a cache miss, seeding a
+/// budget from the ledger): a database that hangs — paused, partitioned — costs a request at most
+/// this, then 503 `store_unavailable`, never a hang.
+pub const REQUEST_PATH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `call`, or [`StoreError::Unavailable`] once `deadline` has passed.
+pub async fn within<T>(
+    deadline: std::time::Duration,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(result) => result,
+        Err(elapsed) => Err(StoreError::Unavailable(Box::new(elapsed))),
+    }
+}
+
 /// What a store operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -107,8 +123,9 @@ pub trait KeyStore: Send + Sync {
 /// The usage ledger.
 #[async_trait]
 pub trait UsageStore: Send + Sync {
-    /// Inserts rows in one transaction; rows whose `request_id` is already stored (or repeated
-    /// earlier in `rows`) are skipped, so retrying a batch is harmless. Returns the rows inserted.
+    /// Inserts rows in one transaction; rows whose `id` is already stored (or repeated earlier in
+    /// `rows`) are skipped, so retrying a batch is harmless. Rows sharing a `request_id` are all
+    /// written. Returns the rows inserted.
     async fn insert_usage(&self, rows: &[UsageRecord]) -> Result<u64, StoreError>;
     /// A grouped report, groups in ascending byte order of their labels (chronological for
     /// hours and days).
@@ -128,3 +145,21 @@ pub trait UsageStore: Send + Sync {
 pub trait TenancyStore: TenantStore + KeyStore + UsageStore {}
 
 impl<T: TenantStore + KeyStore + UsageStore + ?Sized> TenancyStore for T {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A database that never answers costs the deadline, then `Unavailable` (→ 503).
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_call_ends_at_its_deadline() {
+        let start = tokio::time::Instant::now();
+        let hung = within(REQUEST_PATH_DEADLINE, std::future::pending::<Result<(), StoreError>>()).await;
+        assert!(matches!(hung, Err(StoreError::Unavailable(_))), "{hung:?}");
+        assert_eq!(start.elapsed(), REQUEST_PATH_DEADLINE);
+        let quick = within(Duration::from_secs(1), async { Ok::<_, StoreError>(7) }).await;
+        assert_eq!(quick.ok(), Some(7));
+    }
+}

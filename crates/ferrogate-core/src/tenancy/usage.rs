@@ -1,7 +1,9 @@
 //! The usage ledger's row and the queries over it.
 //!
-//! Invariants: one [`UsageRecord`] per request, identified by its `request_id` (a store keeps the
-//! first and ignores repeats, so a retried batch is idempotent); query windows are `[from, to)`
+//! Invariants: one [`UsageRecord`] per request, identified by its server-made `id` (UUIDv7, made
+//! once when the row is built; a store keeps the first and ignores repeats of an `id`, so a
+//! retried batch is idempotent). The client's `X-Request-Id` is only a label: a client that
+//! repeats one still gets one row per request. Query windows are `[from, to)`
 //! in unix ms; a query filtered by a tenant or key never sees another's rows.
 
 use serde::Serialize;
@@ -12,7 +14,11 @@ use super::time;
 /// One request's usage, written once when the request settles (success, error or cancel).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
-    /// Unique per request; the ledger's primary key.
+    /// Made by the gateway ([`UsageRecord::new_id`]) when the row is built: the ledger's primary
+    /// key. Never taken from the client, so a client cannot make two requests share a row.
+    pub id: String,
+    /// The request id echoed to the client in `X-Request-Id` (the client's own when it sent a
+    /// usable one): for correlation only, not unique.
     pub request_id: String,
     /// `None` when the request was not authenticated (auth off, or rejected before it).
     pub tenant_id: Option<TenantId>,
@@ -49,6 +55,11 @@ pub struct UsageRecord {
 }
 
 impl UsageRecord {
+    /// A fresh row id: a UUIDv7, time-ordered so the ledger's primary-key inserts stay local.
+    pub fn new_id() -> String {
+        uuid::Uuid::now_v7().simple().to_string()
+    }
+
     /// Whether the row counts as an error in [`UsageTotals::errors`]: a 4xx/5xx status, or an
     /// error type (a stream that failed after HTTP 200 was committed).
     pub fn is_error(&self) -> bool {

@@ -3,9 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{
-    FinishReason, InvalidParam, Stop, StreamOptions, Usage, check_max_tokens, check_n, check_range, check_stop,
-};
+use super::shape;
+use super::{FinishReason, InvalidParam, Stop, StreamOptions, Usage, check_max_tokens, check_n, check_range};
 
 /// A chat completion request. Fields ferrogate acts on are typed; everything else a client
 /// sends (tools, response_format, logit_bias, …) is kept in `extra` and passed to HTTP upstreams.
@@ -55,9 +54,7 @@ pub struct ChatCompletionRequest {
 impl ChatCompletionRequest {
     /// Semantic checks serde cannot express. Caps that depend on the deployment are not here.
     pub fn validate(&self) -> Result<(), InvalidParam> {
-        if self.model.is_empty() {
-            return Err(InvalidParam::new("model", "'model' must not be empty"));
-        }
+        shape::check_model(&self.model)?;
         if self.messages.is_empty() {
             return Err(InvalidParam::new("messages", "'messages' must contain at least one message"));
         }
@@ -72,12 +69,18 @@ impl ChatCompletionRequest {
         check_range("repetition_penalty", self.repetition_penalty, 0.0, 10.0)?;
         check_max_tokens("max_tokens", self.max_tokens)?;
         check_max_tokens("max_completion_tokens", self.max_completion_tokens)?;
-        check_stop(&self.stop)?;
+        shape::check_stop(self.stop.as_ref())?;
+        shape::check_extra(&self.extra)?;
         check_n(self.n)?;
         if self.stream_options.is_some() && self.stream != Some(true) {
             return Err(InvalidParam::new("stream_options", "'stream_options' is only allowed when 'stream' is true"));
         }
         Ok(())
+    }
+
+    /// The configurable bounds: how many messages, how large each (see [`shape`]).
+    pub fn check_shape(&self, limits: &shape::ShapeLimits) -> Result<(), InvalidParam> {
+        shape::check_messages(&self.messages, limits)
     }
 
     /// `max_completion_tokens` supersedes the deprecated `max_tokens`.

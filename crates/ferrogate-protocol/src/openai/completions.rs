@@ -3,9 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{
-    FinishReason, InvalidParam, Stop, StreamOptions, Usage, check_max_tokens, check_n, check_range, check_stop,
-};
+use super::shape;
+use super::{FinishReason, InvalidParam, Stop, StreamOptions, Usage, check_max_tokens, check_n, check_range};
 
 /// OpenAI's default `max_tokens` for legacy completions.
 pub const LEGACY_DEFAULT_MAX_TOKENS: u32 = 16;
@@ -58,9 +57,7 @@ pub enum PromptInput {
 
 impl CompletionRequest {
     pub fn validate(&self) -> Result<(), InvalidParam> {
-        if self.model.is_empty() {
-            return Err(InvalidParam::new("model", "'model' must not be empty"));
-        }
+        shape::check_model(&self.model)?;
         if let PromptInput::Many(v) = &self.prompt
             && v.len() != 1
         {
@@ -72,7 +69,8 @@ impl CompletionRequest {
         check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
         check_range("min_p", self.min_p, 0.0, 1.0)?;
         check_max_tokens("max_tokens", self.max_tokens)?;
-        check_stop(&self.stop)?;
+        shape::check_stop(self.stop.as_ref())?;
+        shape::check_extra(&self.extra)?;
         check_n(self.n)?;
         if self.echo == Some(true) {
             return Err(InvalidParam::new("echo", "'echo' is not supported"));

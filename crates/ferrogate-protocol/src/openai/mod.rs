@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod completions;
 pub mod models;
+pub mod shape;
 pub mod usage;
 
 pub use chat::*;
@@ -92,17 +93,6 @@ pub(crate) fn check_range(param: &str, value: Option<f32>, lo: f32, hi: f32) -> 
         )),
         _ => Ok(()),
     }
-}
-
-pub(crate) fn check_stop(stop: &Option<Stop>) -> Result<(), InvalidParam> {
-    let Some(Stop::Many(list)) = stop else { return Ok(()) };
-    if list.len() > 4 {
-        return Err(InvalidParam::new("stop", "'stop' accepts at most 4 sequences"));
-    }
-    if list.iter().any(String::is_empty) {
-        return Err(InvalidParam::new("stop", "stop sequences must not be empty"));
-    }
-    Ok(())
 }
 
 pub(crate) fn check_n(n: Option<u32>) -> Result<(), InvalidParam> {

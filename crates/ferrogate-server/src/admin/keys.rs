@@ -6,7 +6,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferrogate_core::tenancy::{ApiKey, KeyId, KeyStatus, KeyUpdate, Limits, NewKey, NewKeySpec, Scopes};
 use serde::{Deserialize, Deserializer};
@@ -76,6 +76,9 @@ pub fn key_json(k: &ApiKey, now_ms: i64) -> Value {
     v
 }
 
+/// On the responses carrying a key's plaintext: no cache (browser, proxy) may keep them.
+const NO_STORE: [(header::HeaderName, &str); 2] = [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")];
+
 fn with_secret(t: &Tenancy, new: &NewKey) -> Value {
     let mut v = key_json(&new.record, t.now_ms());
     v["key"] = Value::from(new.plaintext.expose_secret());
@@ -95,7 +98,7 @@ pub async fn create(State(st): State<AppState>, body: Result<Bytes, BytesRejecti
     };
     let new = t.store.create_key(spec).await?;
     tracing::info!(key = %new.record.prefix, tenant = %tenant.name, "API key created");
-    Ok((StatusCode::CREATED, Json(with_secret(t, &new))).into_response())
+    Ok((StatusCode::CREATED, NO_STORE, Json(with_secret(t, &new))).into_response())
 }
 
 pub async fn list(
@@ -143,7 +146,7 @@ pub async fn rotate(State(st): State<AppState>, Path(id): Path<String>) -> Resul
     let new = t.store.rotate_key(&id).await?;
     t.keys.invalidate(std::slice::from_ref(&id), &[]);
     tracing::info!(key = %new.record.prefix, "API key rotated");
-    Ok(Json(with_secret(t, &new)).into_response())
+    Ok((NO_STORE, Json(with_secret(t, &new))).into_response())
 }
 
 pub async fn revoke(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {

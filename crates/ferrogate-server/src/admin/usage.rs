@@ -5,6 +5,7 @@
 //! Invariant: a client key never sees another tenant's rows — a filter naming another tenant or
 //! its key is 404, exactly like an id that does not exist.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -97,8 +98,15 @@ fn row_json(r: &UsageRow, labels: &HashMap<String, String>) -> Value {
     v
 }
 
+/// One CSV cell. A text starting with `=`, `+`, `-`, `@`, tab or CR is prefixed with `'`, so a
+/// spreadsheet shows it rather than evaluating it as a formula (OWASP's CSV injection advice):
+/// group labels include model names, which clients choose.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    let s = match s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        true => Cow::Owned(format!("'{s}")),
+        false => Cow::Borrowed(s),
+    };
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.into_owned() }
 }
 
 /// One header line and one line per group.
@@ -293,6 +301,21 @@ mod tests {
         let labels = HashMap::from([("a,b".to_owned(), "say \"hi\"".to_owned())]);
         let out = csv(&rows, &labels);
         assert_eq!(out.lines().nth(1), Some("\"a,b\",\"say \"\"hi\"\"\",2,3,0,4,7,0,0"));
+    }
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        for (cell, want) in [
+            ("=HYPERLINK(\"http://x\")", "\"'=HYPERLINK(\"\"http://x\"\")\""),
+            ("+1", "'+1"),
+            ("-1+2", "'-1+2"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "\"'\rx\""),
+            ("gpt-4o", "gpt-4o"),
+        ] {
+            assert_eq!(csv_field(cell), want, "{cell:?}");
+        }
     }
 
     #[test]

@@ -1,28 +1,45 @@
-//! `GET /health` (liveness: the process answers) and `GET /ready` (readiness: not draining, and
-//! every deployment has a healthy backend with its model loaded; 503 with the reasons otherwise).
+//! `GET /health` (liveness: the process answers) and `GET /ready` (readiness: not draining, warm-up
+//! done, every deployment has a healthy backend with its model loaded, and not every deployment's
+//! queue is full — a load balancer should send new work elsewhere; 503 with the reasons otherwise).
 //! `/ready` also shows each backend's circuit breaker and each deployment's queue; an open
 //! breaker does not make the instance unready (every replica sees the same upstream, and taking
 //! them all out of rotation would turn a backend fault into a full outage).
+//!
+//! Invariant: callers that are not operators (`auth::is_operator`) see only the status — no
+//! upstream error texts, file paths, backend names or queue state.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use ferrogate_core::Health;
 use ferrogate_core::breaker::BreakerSnapshot;
 use serde_json::{Value, json};
 
+use crate::auth;
 use crate::state::AppState;
 
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-pub async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn ready(State(st): State<AppState>, req: Request) -> (StatusCode, Json<Value>) {
+    let (status, body) = readiness(&st);
+    if auth::is_operator(&st, &req) {
+        return (status, Json(body));
+    }
+    (status, Json(json!({ "status": body["status"] })))
+}
+
+fn readiness(st: &AppState) -> (StatusCode, Value) {
     let mut reasons = Vec::new();
     if st.is_draining() {
         reasons.push("shutting down".to_owned());
     }
+    if st.is_warming() {
+        reasons.push("warming up".to_owned());
+    }
     let mut deployments = serde_json::Map::new();
+    let mut all_full = true;
     for d in st.registry.deployments() {
         let mut backends = serde_json::Map::new();
         let mut any_ok = false;
@@ -45,12 +62,16 @@ pub async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
             reasons.push(format!("deployment '{}' has no ready backend ({})", d.name, why.join("; ")));
         }
         let q = d.queue.stats();
+        all_full &= q.is_full();
         let queue = json!({
             "concurrency": q.concurrency, "running": q.running, "size": q.size,
             "waiting_interactive": q.waiting_interactive, "waiting_batch": q.waiting_batch,
             "rejected_full": q.rejected_full, "timed_out": q.timed_out,
         });
         deployments.insert(d.name.clone(), json!({ "ready": any_ok, "backends": backends, "queue": queue }));
+    }
+    if all_full && !deployments.is_empty() {
+        reasons.push("every deployment's queue is full".to_owned());
     }
     let ok = reasons.is_empty();
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -59,7 +80,7 @@ pub async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
         "reasons": reasons,
         "deployments": deployments,
     });
-    (status, Json(body))
+    (status, body)
 }
 
 fn health_json(h: &Health) -> Value {

@@ -24,16 +24,25 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     if trusted.is_empty() || !is_trusted(&peer) {
         return peer;
     }
-    let hops: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map_while(|s| parse_hop(s.trim()))
-        .collect();
-    // Right to left: the first hop a trusted proxy did not add itself.
-    hops.iter().rev().find(|ip| !is_trusted(ip)).or(hops.first()).copied().map_or(peer, canonical)
+    let entries: Vec<&str> =
+        headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect();
+    // Right to left, skipping garbage (issue 17: one unparsable entry, which any client can put
+    // at the left end, used to discard the whole header and make every client behind the proxy
+    // share its address): the first address a trusted proxy did not add itself. If all are
+    // trusted proxies, the leftmost of them.
+    let mut leftmost = None;
+    for hop in entries.iter().rev().take(MAX_HOPS).filter_map(|s| parse_hop(s.trim())) {
+        if !is_trusted(&hop) {
+            return canonical(hop);
+        }
+        leftmost = Some(hop);
+    }
+    leftmost.map_or(peer, canonical)
 }
+
+/// Entries of `X-Forwarded-For` looked at, from the right: more proxies than this in a chain
+/// is not a real deployment.
+const MAX_HOPS: usize = 32;
 
 /// An `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5678`, `[::1]:80`).
 fn parse_hop(s: &str) -> Option<IpAddr> {
@@ -74,5 +83,19 @@ mod tests {
         assert_eq!(resolve(ip("10.0.0.2"), &h("1.1.1.1:4444"), &trusted), ip("1.1.1.1"));
         assert_eq!(resolve(ip("10.0.0.2"), &h("garbage"), &trusted), ip("10.0.0.2"));
         assert_eq!(resolve(ip("::ffff:10.0.0.2"), &h("1.1.1.1"), &trusted), ip("1.1.1.1"));
+    }
+
+    /// Issue 17: garbage anywhere in the header discarded all of it (read left to right).
+    #[test]
+    fn garbage_is_skipped_right_to_left() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy = ip("10.0.0.2");
+        assert_eq!(resolve(proxy, &h("not-an-ip, 1.1.1.1"), &trusted), ip("1.1.1.1"), "client garbage on the left");
+        assert_eq!(resolve(proxy, &h("6.6.6.6, 1.1.1.1, ???, 10.0.0.7"), &trusted), ip("1.1.1.1"));
+        assert_eq!(resolve(proxy, &h("unknown, 10.0.0.9"), &trusted), ip("10.0.0.9"), "only proxies: the leftmost");
+        assert_eq!(resolve(proxy, &h(" , ,"), &trusted), proxy);
+        let mut two = h("6.6.6.6");
+        two.append("x-forwarded-for", "2.2.2.2, 10.0.0.3".parse().unwrap());
+        assert_eq!(resolve(proxy, &two, &trusted), ip("2.2.2.2"), "several header lines read as one list");
     }
 }

@@ -13,7 +13,9 @@ pub struct MetricsConfig {
     /// Serve `/metrics` on this address instead of the main listener (no auth there), e.g.
     /// `127.0.0.1:9464`. Empty: on the main listener.
     pub listen: String,
-    /// On the main listener: `/metrics` without a key. `false`: it needs a key like any route.
+    /// On the main listener: `/metrics` without a key. Off by default (issue 17): it needs the
+    /// master key when tenancy is on (a tenant's key must not read every tenant's traffic), else
+    /// a static key. A gateway with no keys at all is open, `/metrics` included.
     pub public: bool,
     /// Add a `tenant` label (tenant id) to request and token counters. Off by default: one
     /// series per tenant, so only for a bounded number of tenants.
@@ -22,7 +24,7 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { enabled: true, listen: String::new(), public: true, tenant_labels: false }
+        Self { enabled: true, listen: String::new(), public: false, tenant_labels: false }
     }
 }
 

@@ -42,5 +42,6 @@ pub fn policy(
         fallbacks: d.fallbacks.clone(),
         max_tokens_cap: d.max_tokens_cap,
         concurrency_fixed: d.concurrency.is_some(),
+        extra_body: d.extra_body,
     }
 }

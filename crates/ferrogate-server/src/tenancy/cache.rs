@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use ferrogate_core::tenancy::store::{REQUEST_PATH_DEADLINE, within};
 use ferrogate_core::tenancy::{KeyDigest, KeyId, KeyLookup, KeyStatus, StoreError, TenancyStore, TenantId, parse_key};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -94,7 +95,7 @@ impl KeyCache {
             return Ok(hit);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        match self.store.lookup_key(&digest).await {
+        match within(REQUEST_PATH_DEADLINE, self.store.lookup_key(&digest)).await {
             Ok(Some(found)) => {
                 let found = Arc::new(found);
                 self.known.insert(digest, Arc::clone(&found));

@@ -130,6 +130,7 @@ impl RequestMeter {
         cancelled: bool,
     ) -> UsageRecord {
         UsageRecord {
+            id: UsageRecord::new_id(),
             request_id: request_id.to_owned(),
             tenant_id: principal.tenant_id().cloned(),
             key_id: principal.key_id().cloned(),

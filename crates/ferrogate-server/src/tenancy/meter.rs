@@ -71,6 +71,7 @@ impl Metering {
         };
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let row = UsageRecord {
+            id: UsageRecord::new_id(),
             request_id: s.request_id.clone(),
             tenant_id: caller.principal.tenant_id().cloned(),
             key_id: caller.principal.key_id().cloned(),

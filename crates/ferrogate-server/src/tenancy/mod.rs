@@ -32,7 +32,7 @@ pub use quotas::Admission;
 
 use self::cache::KeyCache;
 use self::config::TenancySettings;
-use self::failures::FailureLimiter;
+use self::failures::AuthFailures;
 use self::quotas::{AdmitError, Quotas};
 use crate::config::DeploymentConfig;
 use crate::error::ApiError;
@@ -40,7 +40,8 @@ use crate::error::ApiError;
 pub struct Tenancy {
     pub store: Arc<dyn TenancyStore>,
     pub keys: Arc<KeyCache>,
-    pub failures: FailureLimiter,
+    /// Failed attempts per address: client keys (stored and static) and the master key apart.
+    pub failures: AuthFailures,
     pub quotas: Quotas,
     pub ledger: LedgerSender,
     /// Taken by [`Tenancy::shutdown`], which flushes it.
@@ -125,7 +126,7 @@ impl Tenancy {
         }
         Tenancy {
             keys: Arc::new(KeyCache::new(Arc::clone(&store))),
-            failures: FailureLimiter::new(s.auth_failures_per_minute),
+            failures: AuthFailures::new(s.auth_failures_per_minute),
             quotas: Quotas::new(Arc::clone(&store), prices, Arc::clone(&clock)),
             ledger: writer.sender(),
             writer: Mutex::new(Some(writer)),

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ferrogate_core::tenancy::quota::{self, Charge, Counters, Owner, Price, Refusal, Seed, Ticket};
+use ferrogate_core::tenancy::store::{REQUEST_PATH_DEADLINE, within};
 use ferrogate_core::tenancy::time::{self, Clock};
 use ferrogate_core::tenancy::{GroupBy, KeyId, KeyLookup, Limits, StoreError, TenancyStore, TenantId, UsageQuery};
 use tokio::sync::OnceCell;
@@ -132,7 +133,7 @@ impl Quotas {
             OwnerId::Tenant(t) => (Some(t.clone()), None),
         };
         let q = UsageQuery { from_ms, to_ms: i64::MAX, group_by: GroupBy::Model, tenant, key };
-        let rows = self.store.query_usage(&q).await?;
+        let rows = within(REQUEST_PATH_DEADLINE, self.store.query_usage(&q)).await?;
         Ok(rows.iter().fold(Charge::default(), |sum, r| {
             let c = self.price(&r.group).charge(r.totals.prompt_tokens, r.totals.completion_tokens);
             Charge { tokens: sum.tokens + c.tokens, micro_usd: sum.micro_usd + c.micro_usd }

@@ -11,7 +11,7 @@ use ferrogate_testkit::upstream::{DEFAULT_PIECES, Reply, chat_sse};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::env::{CHAT, Env, chat};
+use crate::env::{CHAT, Env, TENANCY, assert_error, chat};
 
 async fn send(env: &Env, key: &str, id: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
     env.http
@@ -130,6 +130,38 @@ pub async fn shutdown_writes_every_queued_row(db: &TestDatabase) {
     let rows = db.ledger().await;
     assert_eq!(rows.len(), 5, "graceful shutdown flushes the ledger");
     assert!(rows.iter().all(|r| r.prompt_tokens == 5 && r.completion_tokens == 4));
+}
+
+/// Issue 17: the client's `X-Request-Id` was the ledger's key, so a tenant repeating one id got
+/// one row for any number of requests and its budgets, seeded from the ledger, forgot the rest.
+/// Now 20 requests with one id leave 20 rows with exact sums, each echoing the id, and a
+/// restarted gateway's budgets count all 20.
+pub async fn repeated_request_ids_each_get_their_row(db: &TestDatabase) {
+    let env = Env::start(db, "").await;
+    env.tenant("acme", json!({})).await;
+    // 20 × 9 tokens = 180: all 20 fit (refused once the day's usage reaches the budget).
+    let (_, key) = env.key("acme", json!({"limits": {"tokens_per_day": 180}})).await;
+    for _ in 0..20 {
+        let res = send(&env, &key, "same-id", chat("m", 4).to_string()).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-request-id"], "same-id", "the client's id is still echoed");
+    }
+    let rows = db.ledger_with(20, Duration::from_secs(10)).await;
+    let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!((rows.len(), ids.len()), (20, 20), "one row per request, each with its own id");
+    assert!(rows.iter().all(|r| r.request_id == "same-id"));
+    let sums = rows.iter().fold((0, 0), |(p, c), r| (p + r.prompt_tokens, c + r.completion_tokens));
+    assert_eq!(sums, (100, 80), "5 + 4 tokens per request");
+    assert_error(env.chat(&key, &chat("m", 4)).await, 429, "insufficient_quota").await;
+    let Env { gw, fake, clock, .. } = env;
+    gw.shutdown().await;
+
+    // A new instance seeds its budget counters from the ledger: it must see all 20.
+    let gw = Env::gateway(&fake, db, TENANCY, "", &clock).await;
+    let env = Env { gw, fake, clock, http: reqwest::Client::new() };
+    let v = assert_error(env.chat(&key, &chat("m", 4)).await, 429, "insufficient_quota").await;
+    assert!(v["error"]["message"].as_str().unwrap().contains("180 of 180"), "{v}");
+    env.gw.shutdown().await;
 }
 
 /// Whether an SSE event is a chunk with (non-empty) content.

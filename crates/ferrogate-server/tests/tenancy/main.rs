@@ -6,6 +6,7 @@
 mod budgets;
 mod embedded;
 mod env;
+mod exposure;
 mod keys;
 mod ledger;
 mod metrics;
@@ -30,9 +31,11 @@ ferrogate_testkit::against_every_store!(
     usage::usage_reports_and_cross_tenant_probes,
     ledger::one_row_per_request_whatever_happens,
     ledger::shutdown_writes_every_queued_row,
+    ledger::repeated_request_ids_each_get_their_row,
     embedded::ledger_tokens_equal_what_clients_received,
     rates::key_and_tenant_rates_are_rate_limits,
     rates::key_rates_hold_across_gateways_sharing_redis,
     tiers::tiers_pin_tenants_and_respect_scopes,
     metrics::refusals_and_ledger_rows_are_counted_exactly,
+    exposure::details_and_secrets_reach_only_operators,
 );

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::env::{Env, assert_error, chat};
 
 async fn scrape(env: &Env) -> HashMap<String, f64> {
-    let text = env.http.get(env.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = env.admin(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_owned(), v.parse::<f64>().unwrap())))

@@ -67,6 +67,7 @@ pub async fn key_plaintext_is_never_stored(db: &TestDb) {
     let created = s.create_key(NewKeySpec::new(t.id.clone(), "k")).await.unwrap();
     let rotated = s.rotate_key(&created.record.id).await.unwrap();
     let row = UsageRecord {
+        id: UsageRecord::new_id(),
         request_id: "req-1".into(),
         tenant_id: Some(t.id.clone()),
         key_id: Some(created.record.id.clone()),

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use ferrogate_core::tenancy::{
     GroupBy, KeyId, StoreError, TenantId, UsageQuery, UsageRecord, UsageRow, UsageStore, UsageSubject, UsageTotals,
 };
-use ferrogate_store::{LedgerConfig, LedgerStats, LedgerWriter, OpenStore, Store};
+use ferrogate_store::{DbKind, LedgerConfig, LedgerStats, LedgerWriter, OpenStore, Store};
+use ferrogate_testkit::TestDatabase;
 use tokio::sync::Semaphore;
 
 use crate::harness::TestDb;
@@ -53,7 +54,8 @@ pub async fn ledger_writes_every_request_exactly_once(db: &TestDb) {
     for i in 0..1000 {
         sent.push(row(i, &t, &k, 1));
         if i % 5 == 4 {
-            // A repeat of a recent request id with other numbers: must not be written.
+            // A repeat of a recent row (same row id, as a retry sends it) with other numbers:
+            // must not be written.
             sent.push(row(i - 2, &t, &k, 1000));
         }
     }
@@ -77,10 +79,70 @@ pub async fn ledger_writes_every_request_exactly_once(db: &TestDb) {
     assert_eq!(stats, expected);
 
     let totals = stored(&db.store).await;
-    assert_eq!((totals.requests, totals.prompt_tokens), (1000, 1000), "one row per request id, the first one");
+    assert_eq!((totals.requests, totals.prompt_tokens), (1000, 1000), "one row per row id, the first one");
     assert_eq!(db.store.insert_usage(&sent).await.unwrap(), 0, "replaying every row writes nothing");
     let key = db.store.usage_since(&UsageSubject::Key(k), 0).await.unwrap();
     assert_eq!(key.requests, 1000);
+}
+
+/// A client that sends one `X-Request-Id` for many requests gets one row per request (issue 17:
+/// the request id was the primary key, so 20 requests left one row and the budgets saw one).
+pub async fn ledger_keeps_every_row_of_a_repeated_request_id(db: &TestDb) {
+    let (t, k) = (TenantId::generate(), KeyId::generate());
+    let sent: Vec<UsageRecord> =
+        (0..20).map(|i| UsageRecord { id: UsageRecord::new_id(), prompt_tokens: i + 1, ..row(0, &t, &k, 0) }).collect();
+    assert!(sent.iter().all(|r| r.request_id == "req-00000"));
+    let writer = LedgerWriter::spawn(Arc::new(db.store.clone()), LedgerConfig::default());
+    for r in &sent {
+        assert!(writer.record(r.clone()));
+    }
+    let stats = writer.shutdown().await;
+    assert_eq!((stats.written, stats.duplicates), (20, 0), "{stats:?}");
+    let totals = stored(&db.store).await;
+    assert_eq!((totals.requests, totals.prompt_tokens), (20, 210), "every request, its own tokens");
+    let key = db.store.usage_since(&UsageSubject::Key(k), 0).await.unwrap();
+    assert_eq!((key.requests, key.prompt_tokens, key.completion_tokens), (20, 210, 20), "what budgets are seeded from");
+    assert_eq!(db.store.insert_usage(&sent).await.unwrap(), 0, "a retried batch still writes nothing twice");
+}
+
+/// A database created before the row id existed (migration 1 only) keeps its rows through
+/// migration 2, each with its old request id as its id, and takes repeated request ids after it.
+pub async fn ledger_migration_keeps_old_rows(kind: DbKind) {
+    use sqlx::Connection as _;
+    let db = TestDatabase::open(kind).await;
+    let url = match kind {
+        DbKind::Sqlite => {
+            let path = std::path::PathBuf::from(db.url.trim_start_matches("sqlite://"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            format!("{}?mode=rwc", db.url)
+        }
+        DbKind::Postgres => db.url.clone(),
+    };
+    let old = tempfile::tempdir().unwrap();
+    std::fs::write(old.path().join("0001_tenancy.sql"), include_str!("../../migrations/0001_tenancy.sql")).unwrap();
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&mut conn).await.unwrap();
+    sqlx::query(
+        "INSERT INTO usage_ledger (request_id, tenant_id, key_id, endpoint, model_requested, prompt_tokens, \
+         cached_prompt_tokens, completion_tokens, latency_ms, http_status, streamed, cancelled, created_at_ms) \
+         VALUES ('old-1', 't', 'k', 'chat.completions', 'm', 7, 0, 3, 10, 200, 0, 0, 1710028800000)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let store = Store::connect_with(&db.url, &crate::harness::options()).await.unwrap();
+    let (t, k) = (TenantId::from("t"), KeyId::from("k"));
+    let again = UsageRecord { request_id: "old-1".into(), id: UsageRecord::new_id(), ..row(1, &t, &k, 5) };
+    assert_eq!(store.insert_usage(&[again]).await.unwrap(), 1, "the old request id no longer blocks a row");
+    let rows = db.ledger().await;
+    let ids: Vec<(&str, &str, i64)> =
+        rows.iter().map(|r| (r.id.as_str(), r.request_id.as_str(), r.prompt_tokens)).collect();
+    assert_eq!(ids.len(), 2, "{rows:#?}");
+    assert_eq!(ids[0], ("old-1", "old-1", 7), "the old row keeps its data, its request id as its id");
+    assert_eq!((ids[1].1, ids[1].2), ("old-1", 5));
 }
 
 pub async fn ledger_flushes_on_its_interval(db: &TestDb) {

@@ -49,6 +49,7 @@ against_every_store!(
     usage::budget_usage_sums_the_utc_day_and_month,
     usage::usage_rows_with_nul_bytes_are_still_written,
     ledger::ledger_writes_every_request_exactly_once,
+    ledger::ledger_keeps_every_row_of_a_repeated_request_id,
     ledger::ledger_flushes_on_its_interval,
     ledger::ledger_on_its_own_thread_catches_up_at_normal_priority,
     ledger::ledger_retries_failed_writes_without_duplicates,
@@ -56,6 +57,17 @@ against_every_store!(
     ledger::ledger_full_channel_drops_without_blocking,
     ledger::ledger_shutdown_gives_up_after_its_timeout,
 );
+
+/// Migration 2 (the ledger's server-made row id) over a database made by migration 1 alone.
+#[tokio::test]
+async fn sqlite_ledger_migration_keeps_old_rows() {
+    ledger::ledger_migration_keeps_old_rows(DbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_ledger_migration_keeps_old_rows() {
+    ledger::ledger_migration_keeps_old_rows(DbKind::Postgres).await;
+}
 
 /// SQLite only: the file is created with its directory and uses WAL.
 #[tokio::test]

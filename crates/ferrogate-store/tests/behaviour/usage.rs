@@ -22,8 +22,11 @@ pub struct Row<'a> {
     pub cancelled: bool,
 }
 
+/// A row whose request id is `id` and whose row id is derived from it (so the same `id` twice is
+/// the same row, as a retried batch would send it).
 pub fn record(id: &str, r: Row<'_>) -> UsageRecord {
     UsageRecord {
+        id: format!("row-{id}"),
         request_id: id.into(),
         tenant_id: r.tenant.cloned(),
         key_id: r.key.cloned(),
