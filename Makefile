@@ -28,7 +28,7 @@ DEBUG_BUILD := $(CARGO) build --workspace --all-targets
 NEXTEST_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run build build-release test test-rust test-sdk lint fmt check-config \
+.PHONY: help setup run build build-release install test test-rust test-sdk lint fmt check-config \
 	fetch-models bench-overhead bench-engine bench-limits
 
 help: ## list the targets (default)
@@ -51,6 +51,10 @@ build: ## debug build of the ferrogate binary (the one the SDK tests use) and of
 
 build-release: ## release build of the ferrogate binary
 	$(CARGO) build --release -p ferrogate
+
+install: ## put the ferrogate binary on the PATH (cargo install --path crates/ferrogate, into ~/.cargo/bin)
+	@scripts/setup.sh --no-models
+	$(CARGO) install --locked --path crates/ferrogate --target-dir $(TARGET_DIR)
 
 run: setup build-release ## serve smollm2 + gemma3 on 127.0.0.1:8080 (config/ferrogate.toml)
 	exec $(TARGET_DIR)/release/ferrogate serve --config $(CONFIG)

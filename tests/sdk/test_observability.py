@@ -57,6 +57,20 @@ def test_each_request_leaves_a_json_log_line_with_its_metadata(gateway, http: ht
     assert secret_prompt not in log, "prompt text is not logged unless log.prompts = true"
 
 
+def test_the_log_is_quiet_and_structured(gateway) -> None:
+    """llama.cpp's loader chatter stays below INFO, CONT fragments never warn, and fields are
+    JSON values (a health label), not Rust Debug text."""
+    text = gateway.log_path.read_text(errors="replace")
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    llama = [line for line in lines if line.get("target") == "llama.cpp"]
+    assert all(line["level"] in ("WARN", "ERROR") for line in llama), llama[:5]
+    assert len([line for line in lines if line["level"] == "INFO"]) < 30, "startup INFO lines"
+    for debug_text in ("CONT log", "NotReady(", "Healthy", "LedgerStats {"):
+        assert debug_text not in text, debug_text
+    health = [line for line in lines if line.get("message") == "backend health changed"]
+    assert health and all(h["health"] in ("healthy", "not_ready", "unhealthy") for h in health), health
+
+
 @pytest.fixture
 def browser():
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
@@ -95,6 +109,12 @@ def test_dashboard_numbers_move_with_real_traffic(gateway, browser, client: open
     _wait("the event stream connects", lambda: text("status") == "live")
     _wait("a first snapshot renders", lambda: text("version").startswith("v"))
     before = int(text("reqs60").split()[0])
+    # First sight: the chart starts with two minutes of history and labelled axes; the empty
+    # tenants panel says why (this gateway has tenancy off).
+    points = browser.find_element(By.ID, "sparkline").get_attribute("points").split()
+    assert len(points) == 120, points
+    assert text("ymax") and "now" in browser.find_element(By.CSS_SELECTOR, ".xaxis").text
+    assert "Tenancy is off" in text("tenants"), text("tenants")
 
     for _ in range(3):
         stream = client.chat.completions.create(model=model, messages=USER, max_tokens=8, stream=True)

@@ -1,27 +1,26 @@
 //! Process-wide llama.cpp glue: the backend (initialised once per process, however many
-//! engines run), llama.cpp's log lines routed into `tracing`, and a guard that turns a panic
-//! in the bindings into an `EngineError` instead of a dead scheduler.
+//! engines run), llama.cpp's log lines routed into `tracing` (`llama_log`), and a guard that
+//! turns a panic in the bindings into an `EngineError` instead of a dead scheduler.
 //!
-//! The bindings' safe API covers everything the engine needs, so this crate has no `unsafe`
-//! block of its own; llama.cpp aborts (GGML_ASSERT) cannot be caught and are avoided by
+//! The bindings' safe API covers everything else the engine needs (the log callback is the one
+//! `unsafe` block, in `llama_log`); llama.cpp aborts (GGML_ASSERT) cannot be caught and are avoided by
 //! construction (valid logits indices, positions inside the context).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::{LogOptions, send_logs_to_tracing};
 
 use crate::error::EngineError;
 
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
 /// The llama.cpp backend, initialised on first use with logs going to `tracing`
-/// (target `llama-cpp-2`, module `llama.cpp` / `ggml`).
+/// (target `llama.cpp`, see `llama_log`).
 pub(crate) fn backend() -> Result<&'static LlamaBackend, EngineError> {
     BACKEND
         .get_or_init(|| {
-            send_logs_to_tracing(LogOptions::default());
+            crate::llama_log::install();
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()

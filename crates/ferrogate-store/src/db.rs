@@ -26,6 +26,14 @@ pub enum DbKind {
 }
 
 impl DbKind {
+    /// `sqlite` or `postgres`, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DbKind::Sqlite => "sqlite",
+            DbKind::Postgres => "postgres",
+        }
+    }
+
     /// The engine a URL names, by its scheme.
     pub fn from_url(url: &str) -> Result<Self, ConnectError> {
         let scheme = url.split_once(':').map_or("", |(s, _)| s);
@@ -124,7 +132,7 @@ impl Store {
         if options.migrate {
             let migrator = migrations::migrator().await.map_err(ConnectError::Migrate)?;
             migrator.run(&pool).await.map_err(ConnectError::Migrate)?;
-            tracing::info!(db = ?kind, "store connected, schema up to date");
+            tracing::info!(db = kind.name(), location = %location(url), "store connected, schema up to date");
         }
         Ok(Store { pool, kind })
     }
@@ -142,6 +150,19 @@ impl Store {
 
 /// Creates the SQLite file (and directory) if missing and switches it to WAL, which is a property
 /// of the file: every later connection, including the `Any` pool's, uses it.
+/// Where a database URL points, safe to log: a SQLite file's path, or a PostgreSQL server's
+/// `host:port/database` — never the user or password.
+pub fn location(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        return path.split_once('?').map_or(path, |(p, _)| p).to_owned();
+    }
+    match sqlx::postgres::PgConnectOptions::from_str(url) {
+        Ok(o) => format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or("")),
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
+}
+
 async fn prepare_sqlite(url: &str) -> Result<(), ConnectError> {
     let opts = SqliteConnectOptions::from_str(url)
         .map_err(ConnectError::Connect)?
@@ -169,5 +190,13 @@ mod tests {
         assert_eq!(DbKind::from_url("postgresql://h/db").unwrap(), DbKind::Postgres);
         let err = DbKind::from_url("mysql://root:hunter2@h/db").unwrap_err().to_string();
         assert!(err.contains("'mysql'") && !err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_location_names_the_file_or_server_never_the_password() {
+        assert_eq!(location("sqlite:///var/lib/fg/fg.db?mode=rwc"), "/var/lib/fg/fg.db");
+        assert_eq!(location("sqlite://data/fg.db"), "data/fg.db");
+        assert_eq!(location("postgres://admin:hunter2@db.example:5433/fg?sslmode=require"), "db.example:5433/fg");
+        assert_eq!(location("postgresql://db/fg"), "db:5432/fg");
     }
 }
