@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -69,25 +68,8 @@ def test_the_log_is_quiet_and_structured(gateway) -> None:
         assert debug_text not in text, debug_text
     health = [line for line in lines if line.get("message") == "backend health changed"]
     assert health and all(h["health"] in ("healthy", "not_ready", "unhealthy") for h in health), health
-
-
-@pytest.fixture
-def browser():
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.fail("chromium / chromedriver not found: run scripts/setup.sh --test")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1600,1000"):
-        opts.add_argument(arg)
-    b = webdriver.Chrome(service=Service(executable_path=driver), options=opts)
-    try:
-        yield b
-    finally:
-        b.quit()
+    ready = [line for line in lines if line.get("message") == "embedded engine ready"]
+    assert ready and all(isinstance(line["load_ms"], int) for line in ready), ready
 
 
 def _wait(what: str, cond, within: float = 20.0):
