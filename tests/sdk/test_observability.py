@@ -63,7 +63,8 @@ def test_the_log_is_quiet_and_structured(gateway) -> None:
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     llama = [line for line in lines if line.get("target") == "llama.cpp"]
     assert all(line["level"] in ("WARN", "ERROR") for line in llama), llama[:5]
-    assert len([line for line in lines if line["level"] == "INFO"]) < 30, "startup INFO lines"
+    startup = [line for line in lines if line["level"] == "INFO" and "request_id" not in line]
+    assert len(startup) < 30, [line["message"] for line in startup]
     for debug_text in ("CONT log", "NotReady(", "Healthy", "LedgerStats {"):
         assert debug_text not in text, debug_text
     health = [line for line in lines if line.get("message") == "backend health changed"]
@@ -90,7 +91,7 @@ def test_dashboard_numbers_move_with_real_traffic(gateway, browser, client: open
     text = lambda id_: browser.find_element(By.ID, id_).text  # noqa: E731
     _wait("the event stream connects", lambda: text("status") == "live")
     _wait("a first snapshot renders", lambda: text("version").startswith("v"))
-    before = int(text("reqs60").split()[0])
+    assert int(text("reqs60").split()[0]) >= 0
     # First sight: the chart starts with two minutes of history and labelled axes; the empty
     # tenants panel says why (this gateway has tenancy off).
     points = browser.find_element(By.ID, "sparkline").get_attribute("points").split()
@@ -102,7 +103,8 @@ def test_dashboard_numbers_move_with_real_traffic(gateway, browser, client: open
         stream = client.chat.completions.create(model=model, messages=USER, max_tokens=8, stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
-    _wait("the request count moves", lambda: int(text("reqs60").split()[0]) >= before + 3)
+    # The 60 s count can also lose earlier tests' requests meanwhile; the 10 s rate cannot.
+    _wait("the request count moves", lambda: int(text("reqs60").split()[0]) >= 3 and float(text("rps")) >= 0.3)
     _wait("TTFT percentiles appear", lambda: text("ttft50") not in ("", "–"))
     rows = _wait("the live feed lists them", lambda: browser.find_elements(By.CSS_SELECTOR, "#recent tr"))
     assert len(rows) >= 3
