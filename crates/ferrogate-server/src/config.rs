@@ -534,6 +534,20 @@ mod tests {
     }
 
     #[test]
+    fn problems_inside_arrays_of_tables_are_all_listed_with_their_lines() {
+        let errs = from_toml(
+            "[[limits.rules]]\nname = \"a\"\nscope = \"tenat\"\nrequests_per_minute = \"x\"\n\
+             [backends.b]\nkind = \"openai\"\nbase_url = \"http://h/v1\"\n[deployments.d]\nbackends = [\"b\"]\n",
+        )
+        .unwrap_err();
+        let all = errs.0.join("\n");
+        assert!(all.contains("line 3: limits.rules.0.scope: 'tenat' is not one of"), "{all}");
+        assert!(all.contains("did you mean 'tenant'?"), "{all}");
+        assert!(all.contains("line 4: limits.rules.0.requests_per_minute: must be a non-negative integer"), "{all}");
+        assert!(!all.contains("missing"), "a replaced enum value is not reported missing: {all}");
+    }
+
+    #[test]
     fn unknown_fields_are_errors() {
         let errs = from_toml("[server]\nlisten_addr = \"x\"\n").unwrap_err();
         assert!(errs.0[0].contains("listen_addr"), "{:?}", errs.0);

@@ -10,10 +10,17 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
 
 fn exact_line(text: &str, want: &[&str]) -> Option<usize> {
     let mut table: Vec<String> = Vec::new();
+    // `[[a.b]]` tables are elements of an array: the nth one is `a.b.N`.
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if let Some(header) = header(line) {
             table = split_key(header);
+            if line.starts_with("[[") {
+                let n = seen.entry(header.to_owned()).or_default();
+                table.push(n.to_string());
+                *n += 1;
+            }
             if table == want {
                 return Some(i + 1);
             }
@@ -43,6 +50,13 @@ mod tests {
     use super::line_of;
 
     const FILE: &str = "[server]\nlisten = \"x\"\n\n[backends.ol]\nkind = \"olama\"\n\"base_url\" = \"u\"\n";
+
+    #[test]
+    fn array_tables_are_counted() {
+        let file = "[[limits.rules]]\nname = \"a\"\n[[limits.rules]]\nname = \"b\"\nscope = \"x\"\n";
+        assert_eq!(line_of(file, "limits.rules.1.scope"), Some(5));
+        assert_eq!(line_of(file, "limits.rules.0.scope"), Some(1));
+    }
 
     #[test]
     fn keys_and_tables_are_found() {

@@ -37,7 +37,7 @@ pub fn extract<T: DeserializeOwned>(fig: &Figment) -> Extracted<T> {
     let mut merged = match fig.extract::<Dict>() {
         Ok(d) => d,
         Err(e) => {
-            out.problems.extend(e.into_iter().map(|e| Problem { path: path_of(&e.path), message: e.to_string() }));
+            out.problems.extend(e.into_iter().map(|e| Problem { path: path_of(&e.path), message: e.kind.to_string() }));
             return out;
         }
     };
@@ -51,12 +51,8 @@ pub fn extract<T: DeserializeOwned>(fig: &Figment) -> Extracted<T> {
         };
         let Some(e) = errors.into_iter().next() else { return out };
         out.problems.push(Problem { path: path_of(&key_path(&e)), message: describe(&e.kind) });
-        let target = removal_target(&e);
-        if !remove(&mut merged, &target) {
+        if !repair(&mut merged, &e, &mut out.removed) {
             return out;
-        }
-        if target.len() == 2 && NAMED_TABLES.contains(&target[0].as_str()) {
-            out.removed.push(target.join("."));
         }
     }
     out
@@ -84,19 +80,51 @@ fn removal_target(e: &figment::Error) -> Vec<String> {
     path
 }
 
-fn remove(dict: &mut Dict, path: &[String]) -> bool {
+/// Changes the merged value so extraction gets past `e`: an unknown enum value outside a named
+/// entry becomes the first known one (removing it could make a required key missing, a problem
+/// the file does not have); otherwise the key, or its named entry, is removed. False when
+/// nothing could be changed (extraction stops there).
+fn repair(merged: &mut Dict, e: &figment::Error, removed: &mut Vec<String>) -> bool {
+    let target = removal_target(e);
+    if let Kind::UnknownVariant(_, known) = &e.kind
+        && let Some(first) = known.first()
+        && target == e.path
+    {
+        return at_parent(merged, &target, &mut |parent, key| {
+            parent.get_mut(key).map(|v| *v = Value::from(first.to_string())).is_some()
+        });
+    }
+    if target.len() == 2 && NAMED_TABLES.contains(&target[0].as_str()) {
+        removed.push(target.join("."));
+    }
+    at_parent(merged, &target, &mut |parent, key| parent.remove(key).is_some())
+}
+
+/// Calls `f` with the table holding the last key of `path` and that key, through tables and
+/// arrays of tables (`limits.rules.0.scope`).
+fn at_parent(dict: &mut Dict, path: &[String], f: &mut dyn FnMut(&mut Dict, &str) -> bool) -> bool {
     match path {
         [] => false,
-        [key] => dict.remove(key).is_some(),
-        [key, rest @ ..] => match dict.get_mut(key) {
-            Some(Value::Dict(_, inner)) => remove(inner, rest),
+        [key] => f(dict, key),
+        [key, rest @ ..] => dict.get_mut(key).is_some_and(|v| at_parent_in(v, rest, f)),
+    }
+}
+
+fn at_parent_in(value: &mut Value, path: &[String], f: &mut dyn FnMut(&mut Dict, &str) -> bool) -> bool {
+    match value {
+        Value::Dict(_, inner) => at_parent(inner, path, f),
+        Value::Array(_, items) => match path.split_first() {
+            Some((index, rest)) if !rest.is_empty() => {
+                index.parse::<usize>().ok().and_then(|i| items.get_mut(i)).is_some_and(|v| at_parent_in(v, rest, f))
+            }
             _ => false,
         },
+        _ => false,
     }
 }
 
 fn path_of(path: &[String]) -> String {
-    if path.is_empty() { "(top level)".to_owned() } else { path.join(".") }
+    if path.is_empty() { "the file".to_owned() } else { path.join(".") }
 }
 
 /// The problem in plain words.
