@@ -28,8 +28,8 @@ DEBUG_BUILD := $(CARGO) build --workspace --all-targets
 NEXTEST_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run build build-release build-portable check-cpu test test-rust test-sdk lint \
-	fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable
+.PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
+	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -58,6 +58,10 @@ build-portable: ## one binary for any x86-64-v2+ CPU (images, packages): target/
 
 check-cpu: build ## the debug binary has no AMX code and llama.cpp's level fits this CPU
 	scripts/check-cpu-build.sh $(TARGET_DIR)/debug/ferrogate
+
+install: ## put the ferrogate binary on the PATH (cargo install --path crates/ferrogate, into ~/.cargo/bin)
+	@scripts/setup.sh --no-models
+	$(CARGO) install --locked --path crates/ferrogate --target-dir $(TARGET_DIR)
 
 run: setup build-release ## serve smollm2 + gemma3 on 127.0.0.1:8080 (config/ferrogate.toml)
 	exec $(TARGET_DIR)/release/ferrogate serve --config $(CONFIG)

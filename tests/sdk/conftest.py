@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -213,6 +214,26 @@ def http(gateway: Gateway) -> Iterator[httpx.Client]:
 
 
 # === reporting ===
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium through selenium (scripts/setup.sh --test installs both)."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.fail("chromium / chromedriver not found: run scripts/setup.sh --test")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+        opts.add_argument(arg)
+    b = webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+    try:
+        yield b
+    finally:
+        b.quit()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001

@@ -82,6 +82,27 @@ def test_invalid_fields_are_bad_requests_naming_the_param(
     assert info.value.type == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    ("override", "param", "message"),
+    [
+        ({"max_tokens": -1}, "max_tokens", "max_tokens must be a non-negative integer"),
+        ({"temperature": "hot"}, "temperature", "temperature must be a number"),
+        ({"stream": "yes"}, "stream", "stream must be true or false"),
+    ],
+)
+def test_type_errors_speak_the_api_not_rust(
+    http: httpx.Client, model: str, override: dict, param: str, message: str
+) -> None:
+    body = {"model": model, "messages": USER, "max_tokens": 4, **override}
+    res = http.post("/v1/chat/completions", json=body)
+    assert res.status_code == 400, res.text
+    err = res.json()["error"]
+    assert err["param"] == param and err["type"] == "invalid_request_error", err
+    assert err["message"].startswith(message), err
+    for rust in ("u32", "f32", "line 1 column", "invalid type", "invalid value"):
+        assert rust not in err["message"], err
+
+
 def test_prompt_over_the_context_is_a_bad_request(client: openai.OpenAI, model: str) -> None:
     long = [{"role": "user", "content": "word " * 5000}]
     with pytest.raises(openai.BadRequestError) as info:

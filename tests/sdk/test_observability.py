@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -57,23 +56,21 @@ def test_each_request_leaves_a_json_log_line_with_its_metadata(gateway, http: ht
     assert secret_prompt not in log, "prompt text is not logged unless log.prompts = true"
 
 
-@pytest.fixture
-def browser():
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.fail("chromium / chromedriver not found: run scripts/setup.sh --test")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1600,1000"):
-        opts.add_argument(arg)
-    b = webdriver.Chrome(service=Service(executable_path=driver), options=opts)
-    try:
-        yield b
-    finally:
-        b.quit()
+def test_the_log_is_quiet_and_structured(gateway) -> None:
+    """llama.cpp's loader chatter stays below INFO, CONT fragments never warn, and fields are
+    JSON values (a health label), not Rust Debug text."""
+    text = gateway.log_path.read_text(errors="replace")
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    llama = [line for line in lines if line.get("target") == "llama.cpp"]
+    assert all(line["level"] in ("WARN", "ERROR") for line in llama), llama[:5]
+    startup = [line for line in lines if line["level"] == "INFO" and "request_id" not in line]
+    assert len(startup) < 30, [line["message"] for line in startup]
+    for debug_text in ("CONT log", "NotReady(", "Healthy", "LedgerStats {"):
+        assert debug_text not in text, debug_text
+    health = [line for line in lines if line.get("message") == "backend health changed"]
+    assert health and all(h["health"] in ("healthy", "not_ready", "unhealthy") for h in health), health
+    ready = [line for line in lines if line.get("message") == "embedded engine ready"]
+    assert ready and all(isinstance(line["load_ms"], int) for line in ready), ready
 
 
 def _wait(what: str, cond, within: float = 20.0):
@@ -94,13 +91,20 @@ def test_dashboard_numbers_move_with_real_traffic(gateway, browser, client: open
     text = lambda id_: browser.find_element(By.ID, id_).text  # noqa: E731
     _wait("the event stream connects", lambda: text("status") == "live")
     _wait("a first snapshot renders", lambda: text("version").startswith("v"))
-    before = int(text("reqs60").split()[0])
+    assert int(text("reqs60").split()[0]) >= 0
+    # First sight: the chart starts with two minutes of history and labelled axes; the empty
+    # tenants panel says why (this gateway has tenancy off).
+    points = browser.find_element(By.ID, "sparkline").get_attribute("points").split()
+    assert len(points) == 120, points
+    assert text("ymax") and "now" in browser.find_element(By.CSS_SELECTOR, ".xaxis").text
+    assert "Tenancy is off" in text("tenants"), text("tenants")
 
     for _ in range(3):
         stream = client.chat.completions.create(model=model, messages=USER, max_tokens=8, stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
-    _wait("the request count moves", lambda: int(text("reqs60").split()[0]) >= before + 3)
+    # The 60 s count can also lose earlier tests' requests meanwhile; the 10 s rate cannot.
+    _wait("the request count moves", lambda: int(text("reqs60").split()[0]) >= 3 and float(text("rps")) >= 0.3)
     _wait("TTFT percentiles appear", lambda: text("ttft50") not in ("", "–"))
     rows = _wait("the live feed lists them", lambda: browser.find_elements(By.CSS_SELECTOR, "#recent tr"))
     assert len(rows) >= 3

@@ -9,6 +9,7 @@ closed port: every case is decided before a backend is called.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -102,3 +103,18 @@ def test_revoked_key_is_an_authentication_error(tenancy_gateway: str) -> None:
 def test_the_master_key_is_not_a_client_key(tenancy_gateway: str) -> None:
     with _client(tenancy_gateway, MASTER) as c, pytest.raises(openai.AuthenticationError):
         c.models.list()
+
+
+def test_dashboard_without_a_key_shows_blanks_not_zeros(tenancy_gateway: str, browser) -> None:
+    """With tenancy on the page asks for the master key; until it has one, every tile is blank
+    (zeros would read as measurements)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{tenancy_gateway}/dashboard")
+    text = lambda id_: browser.find_element(By.ID, id_).text  # noqa: E731
+    deadline = time.monotonic() + 20
+    while text("status") != "key required" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert text("status") == "key required"
+    for tile in ("rps", "reqs60", "active", "lat50", "tps", "tokens60", "errors", "errrate"):
+        assert text(tile) == "–", (tile, text(tile))

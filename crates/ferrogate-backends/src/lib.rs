@@ -53,7 +53,7 @@ impl BackendConfig {
             BackendConfig::Ollama(c) => c.problems(),
             BackendConfig::Embedded(c) => embedded_problems(c),
         };
-        problems.into_iter().map(|p| format!("backend '{name}': {p}")).collect()
+        problems.into_iter().map(|p| format!("backends.{name}: {p}")).collect()
     }
 
     /// The adapter's name, as `Backend::kind` reports it.
@@ -123,7 +123,7 @@ mod tests {
         .unwrap();
         let problems = c.validate("up");
         assert!(problems.len() >= 3, "{problems:?}");
-        assert!(problems.iter().all(|p| p.starts_with("backend 'up': ")));
+        assert!(problems.iter().all(|p| p.starts_with("backends.up: ")));
     }
 
     #[test]
@@ -131,7 +131,7 @@ mod tests {
         let c = parse(serde_json::json!({"kind": "embedded", "model_path": "m.gguf"})).unwrap();
         assert_eq!((c.kind(), c.validate("e").len()), ("embedded", 0));
         let c = parse(serde_json::json!({"kind": "embedded"})).unwrap();
-        assert_eq!(c.validate("e"), vec!["backend 'e': model_path is required"]);
+        assert_eq!(c.validate("e"), vec!["backends.e: model_path is required"]);
         let c = parse(serde_json::json!({"kind": "embedded", "model_path": "hf://org/repo/m.gguf"})).unwrap();
         assert!(c.validate("e").is_empty());
         let c = parse(serde_json::json!({"kind": "embedded", "model_path": "hf://org/m.gguf"})).unwrap();

@@ -8,7 +8,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 /// `base_url` must be an absolute http(s) URL with a host and no query or fragment.
 pub(crate) fn base_url(url: &str, problems: &mut Vec<String>) {
     match url::Url::parse(url) {
-        Err(e) => problems.push(format!("base_url '{url}' is not a valid URL: {e}")),
+        Err(e) => problems.push(format!("base_url '{url}' is not a URL: {}", url_problem(e))),
         Ok(u) if !matches!(u.scheme(), "http" | "https") => {
             problems.push(format!("base_url '{url}' must start with http:// or https://"));
         }
@@ -32,6 +32,20 @@ pub(crate) fn redact_url(url: &str) -> String {
         Ok(_) => url.to_owned(),
         Err(_) if url.contains('@') => "<redacted>".to_owned(),
         Err(_) => url.to_owned(),
+    }
+}
+
+/// The url crate's reasons in plain words, with what a good value looks like.
+fn url_problem(e: url::ParseError) -> &'static str {
+    match e {
+        url::ParseError::RelativeUrlWithoutBase => "it needs a scheme and a host, like http://10.0.0.5:8000/v1",
+        url::ParseError::EmptyHost => "the host is missing, like http://10.0.0.5:8000/v1",
+        url::ParseError::InvalidPort => "the port must be a number from 1 to 65535",
+        url::ParseError::InvalidIpv4Address | url::ParseError::InvalidIpv6Address => "the IP address is malformed",
+        url::ParseError::InvalidDomainCharacter | url::ParseError::IdnaError => {
+            "the host name has characters a host name cannot have"
+        }
+        _ => "write it like http://10.0.0.5:8000/v1",
     }
 }
 
@@ -91,6 +105,8 @@ mod tests {
         assert_eq!(check(|p| base_url("ftp://x/v1", p)).len(), 1);
         assert_eq!(check(|p| base_url("http://x/v1?a=b", p)).len(), 1);
         assert_eq!(check(|p| base_url("", p)).len(), 1);
+        let words = check(|p| base_url("not a url", p)).join("");
+        assert!(words.contains("needs a scheme and a host") && !words.contains("relative URL"), "{words}");
     }
 
     #[test]

@@ -85,6 +85,23 @@ impl Health {
     pub fn is_healthy(&self) -> bool {
         matches!(self, Health::Healthy)
     }
+
+    /// The state as a closed label (`healthy`, `not_ready`, `unhealthy`), for logs and JSON.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::NotReady(_) => "not_ready",
+            Health::Unhealthy(_) => "unhealthy",
+        }
+    }
+
+    /// Why it is not healthy; empty when it is.
+    pub fn reason(&self) -> &str {
+        match self {
+            Health::Healthy => "",
+            Health::NotReady(why) | Health::Unhealthy(why) => why,
+        }
+    }
 }
 
 /// What a backend can do; the server refuses requests a backend cannot serve (400, not 502).

@@ -13,7 +13,7 @@ pub fn idle_priority(what: &str) {
         };
         let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
         if let Err(e) = set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, idle) {
-            tracing::warn!(error = ?e, "{what}: cannot lower the thread's priority");
+            tracing::warn!(error = %e, "{what}: cannot lower the thread's priority");
         }
     }
     #[cfg(not(target_os = "linux"))]

@@ -1,31 +1,31 @@
 //! Process-wide llama.cpp glue: the backend (initialised once per process, however many
-//! engines run), llama.cpp's log lines routed into `tracing`, the CPU features the kernels use
-//! logged once at start, and a guard that turns a panic in the bindings into an `EngineError`
-//! instead of a dead scheduler.
+//! engines run), llama.cpp's log lines routed into `tracing` (`llama_log`), the CPU features the
+//! kernels use logged once at start, and a guard that turns a panic in the bindings into an
+//! `EngineError` instead of a dead scheduler.
 //!
-//! The bindings' safe API covers the engine's work; the one `unsafe` call reads llama.cpp's
-//! static system-info string. llama.cpp aborts (GGML_ASSERT) cannot be caught and are avoided by
-//! construction (valid logits indices, positions inside the context). In the portable build
-//! (feature `portable`) the CPU kernels are shared libraries, one per x86-64 level, and ggml
-//! loads the best one this CPU runs before the backend starts (`cpu_backends_dir`).
+//! The bindings' safe API covers the engine's work; the `unsafe` calls here read llama.cpp's static
+//! system-info string and ggml's backend count (the log callback's is in `llama_log`). llama.cpp
+//! aborts (GGML_ASSERT) cannot be caught and are avoided by construction (valid logits indices,
+//! positions inside the context). In the portable build (feature `portable`) the CPU kernels are
+//! shared libraries, one per x86-64 level, and ggml loads the best one this CPU runs before the
+//! backend starts (`load_cpu_backends`).
 
 use std::ffi::CStr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::{LogOptions, send_logs_to_tracing};
 
 use crate::error::EngineError;
 
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
 /// The llama.cpp backend, initialised on first use with logs going to `tracing`
-/// (target `llama-cpp-2`, module `llama.cpp` / `ggml`).
+/// (target `llama.cpp`, see `llama_log`).
 pub(crate) fn backend() -> Result<&'static LlamaBackend, EngineError> {
     BACKEND
         .get_or_init(|| {
-            send_logs_to_tracing(LogOptions::default());
+            crate::llama_log::install();
             load_cpu_backends()?;
             let backend = LlamaBackend::init().map_err(|e| e.to_string())?;
             tracing::info!(

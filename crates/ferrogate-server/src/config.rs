@@ -9,6 +9,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod lines;
+pub mod structure;
+
 use ferrogate_backends::BackendConfig;
 use ferrogate_backends::embedded::source::hub_file;
 use ferrogate_protocol::openai::shape::ShapeLimits;
@@ -227,37 +230,77 @@ pub fn default_model_dir() -> PathBuf {
 /// Loads `path` (optional) and the environment, applies `listen` from the CLI, and checks it all.
 pub fn load(path: Option<&Path>, listen: Option<&str>) -> Result<Config, ConfigErrors> {
     let mut fig = Figment::new();
+    let mut text = String::new();
     if let Some(p) = path {
         if !p.exists() {
             return Err(ConfigErrors(vec![format!("config file {} does not exist", p.display())]));
         }
-        fig = fig.merge(Toml::file(p));
+        text = std::fs::read_to_string(p)
+            .map_err(|e| ConfigErrors(vec![format!("config file {} cannot be read: {e}", p.display())]))?;
+        fig = fig.merge(Toml::string(&text));
     }
     fig = fig.merge(env_provider());
     if let Some(l) = listen {
         fig = fig.merge(Serialized::default("server.listen", l));
     }
-    let mut raw: RawConfig = fig.extract().map_err(|e| ConfigErrors(e.into_iter().map(|e| e.to_string()).collect()))?;
-    if let Some(k) = std::env::var(crate::tenancy::config::MASTER_KEY_ENV).ok().filter(|k| !k.is_empty()) {
-        raw.tenancy.master_key = Some(Secret::new(k));
-    }
-    check(raw)
+    checked(&fig, &text, |raw| {
+        if let Some(k) = std::env::var(crate::tenancy::config::MASTER_KEY_ENV).ok().filter(|k| !k.is_empty()) {
+            raw.tenancy.master_key = Some(Secret::new(k));
+        }
+    })
 }
 
 /// Loads a configuration given as TOML text (tests, embedding), without environment overrides.
 pub fn load_str(toml: &str) -> Result<Config, ConfigErrors> {
-    let raw: RawConfig = Figment::new()
-        .merge(Toml::string(toml))
-        .extract()
-        .map_err(|e| ConfigErrors(e.into_iter().map(|e| e.to_string()).collect()))?;
-    check(raw)
+    checked(&Figment::new().merge(Toml::string(toml)), toml, |_| {})
+}
+
+/// Every problem at once: the structural ones (serde's), then the checks on what is left; each
+/// with the line of `text` that sets its key, when there is one.
+fn checked(fig: &Figment, text: &str, adjust: impl FnOnce(&mut RawConfig)) -> Result<Config, ConfigErrors> {
+    let found = structure::extract::<RawConfig>(fig);
+    let mut errs: Vec<String> = found.problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
+    if let Some(mut raw) = found.value {
+        adjust(&mut raw);
+        match check(raw) {
+            Ok(cfg) if errs.is_empty() => return Ok(cfg),
+            Ok(_) => {}
+            Err(more) => errs.extend(more.0.into_iter().filter(|e| !about_removed(e, &found.removed))),
+        }
+    }
+    let mut errs: Vec<(Option<usize>, String)> = errs.into_iter().map(|e| with_line(text, e)).collect();
+    errs.sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
+    Err(ConfigErrors(errs.into_iter().map(|(_, e)| e).collect()))
+}
+
+/// A later check's complaint about an entry structural checking already reported and removed.
+fn about_removed(error: &str, removed: &[String]) -> bool {
+    removed.iter().filter_map(|r| r.split_once('.')).any(|(_, name)| error.contains(&format!("'{name}'")))
+}
+
+/// `line 5: backends.ol.kind: …` when the problem's leading key path is set in the file. For
+/// `backends.up: base_url '…' …` the field named next is tried first (`backends.up.base_url`).
+fn with_line(text: &str, error: String) -> (Option<usize>, String) {
+    let key = error.split([':', ' ']).next().unwrap_or_default();
+    let rest = error[key.len()..].trim_start_matches(':').trim_start();
+    let field: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let line = lines::line_of(text, &format!("{key}.{field}")).filter(|_| !field.is_empty());
+    match line.or_else(|| lines::line_of(text, key)).filter(|_| key.contains('.')) {
+        Some(n) => (Some(n), format!("line {n}: {error}")),
+        None => (None, error),
+    }
 }
 
 /// `FERROGATE_MODEL_DIR` and nested keys (`FERROGATE_SERVER__LISTEN`); other `FERROGATE_*`
 /// variables (test settings, the CLI's `FERROGATE_URL`) are not configuration keys and are
-/// ignored here. `FERROGATE_MASTER_KEY` is read by [`load`] itself.
+/// ignored here. `FERROGATE_MASTER_KEY` is read by [`load`] itself. The filter sees the key as
+/// written (`MODEL_DIR`): figment lowercases only after it, so the comparison ignores case.
 fn env_provider() -> Env {
-    Env::prefixed("FERROGATE_").split("__").filter(|k| k.as_str() == "model_dir" || k.as_str().contains('.'))
+    Env::prefixed("FERROGATE_").split("__").filter(is_config_key)
+}
+
+fn is_config_key(key: &figment::value::UncasedStr) -> bool {
+    key.as_str().eq_ignore_ascii_case("model_dir") || key.as_str().contains('.')
 }
 
 fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
@@ -369,7 +412,9 @@ fn check_deployments(raw: &RawConfig, errs: &mut Vec<String>) {
         }
         for b in &d.backends {
             if !raw.backends.contains_key(b) {
-                errs.push(format!("deployments.{name}.backends: no backend named '{b}' (known: {})", known(raw)));
+                let names: Vec<&str> = raw.backends.keys().map(String::as_str).collect();
+                let hint = structure::did_you_mean(b, &names);
+                errs.push(format!("deployments.{name}.backends: no backend named '{b}'{hint} (known: {})", known(raw)));
             }
         }
         for n in std::iter::once(name.as_str()).chain(d.aliases.iter().map(String::as_str)) {
@@ -560,6 +605,20 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
+    }
+
+    #[test]
+    fn problems_inside_arrays_of_tables_are_all_listed_with_their_lines() {
+        let errs = from_toml(
+            "[[limits.rules]]\nname = \"a\"\nscope = \"tenat\"\nrequests_per_minute = \"x\"\n\
+             [backends.b]\nkind = \"openai\"\nbase_url = \"http://h/v1\"\n[deployments.d]\nbackends = [\"b\"]\n",
+        )
+        .unwrap_err();
+        let all = errs.0.join("\n");
+        assert!(all.contains("line 3: limits.rules.0.scope: 'tenat' is not one of"), "{all}");
+        assert!(all.contains("did you mean 'tenant'?"), "{all}");
+        assert!(all.contains("line 4: limits.rules.0.requests_per_minute: must be a non-negative integer"), "{all}");
+        assert!(!all.contains("missing"), "a replaced enum value is not reported missing: {all}");
     }
 
     #[test]

@@ -208,7 +208,12 @@ fn spawn_health_checks(st: &AppState) {
                     .await
                     .unwrap_or_else(|_| Health::Unhealthy("health check timed out".into()));
                 if h != st2.health_of(b.name()) {
-                    tracing::info!(backend = b.name(), health = ?h, "backend health changed");
+                    tracing::info!(
+                        backend = b.name(),
+                        health = h.label(),
+                        reason = h.reason(),
+                        "backend health changed"
+                    );
                 }
                 let wait = if h.is_healthy() { st2.health_interval } else { FAST_PROBE };
                 st2.set_health(b.name(), h);

@@ -26,6 +26,14 @@ pub enum DbKind {
 }
 
 impl DbKind {
+    /// `sqlite` or `postgres`, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DbKind::Sqlite => "sqlite",
+            DbKind::Postgres => "postgres",
+        }
+    }
+
     /// The engine a URL names, by its scheme.
     pub fn from_url(url: &str) -> Result<Self, ConnectError> {
         let scheme = url.split_once(':').map_or("", |(s, _)| s);
@@ -175,8 +183,21 @@ async fn migrate(url: &str, kind: DbKind) -> Result<(), ConnectError> {
     let migrator = migrations::migrator().await.map_err(ConnectError::Migrate)?;
     migrator.run(&pool).await.map_err(ConnectError::Migrate)?;
     pool.close().await;
-    tracing::info!(db = ?kind, "schema up to date");
+    tracing::info!(db = kind.name(), location = %location(url), "store connected, schema up to date");
     Ok(())
+}
+
+/// Where a database URL points, safe to log: a SQLite file's path, or a PostgreSQL server's
+/// `host:port/database` — never the user or password.
+pub fn location(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        return path.split_once('?').map_or(path, |(p, _)| p).to_owned();
+    }
+    match sqlx::postgres::PgConnectOptions::from_str(url) {
+        Ok(o) => format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or("")),
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
 }
 
 async fn prepare_sqlite(url: &str) -> Result<(), ConnectError> {
@@ -228,5 +249,13 @@ mod tests {
         admin.execute(format!("DROP DATABASE {name}").as_str()).await.unwrap();
         assert_eq!(shown, "300ms");
         assert!(slow.is_err(), "cancelled by the server");
+    }
+
+    #[test]
+    fn the_location_names_the_file_or_server_never_the_password() {
+        assert_eq!(location("sqlite:///var/lib/fg/fg.db?mode=rwc"), "/var/lib/fg/fg.db");
+        assert_eq!(location("sqlite://data/fg.db"), "data/fg.db");
+        assert_eq!(location("postgres://admin:hunter2@db.example:5433/fg?sslmode=require"), "db.example:5433/fg");
+        assert_eq!(location("postgresql://db/fg"), "db:5432/fg");
     }
 }

@@ -302,7 +302,16 @@ impl LedgerWriter {
             tracing::error!(error = %e, "usage ledger writer task failed");
         }
         let stats = self.sender.stats();
-        tracing::info!(?stats, "usage ledger flushed");
+        tracing::info!(
+            accepted = stats.accepted,
+            written = stats.written,
+            duplicates = stats.duplicates,
+            dropped = stats.dropped,
+            lost = stats.lost,
+            retries = stats.retries,
+            escalated = stats.escalated,
+            "usage ledger flushed"
+        );
         stats
     }
 }
@@ -424,7 +433,7 @@ impl Worker {
                 break;
             }
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %error, rows = batch.len(), retry_in = ?delay, "usage ledger write failed, retrying");
+            tracing::warn!(error = %error, rows = batch.len(), retry_in_ms = delay.as_millis() as u64, "usage ledger write failed, retrying");
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.stop.cancelled(), if self.deadline.is_none() => self.start_deadline(),

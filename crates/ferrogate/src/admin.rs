@@ -120,9 +120,15 @@ pub enum KeyCommand {
         tenant: Option<String>,
     },
     /// Issue a new secret for a key (same id, prefix, scopes, limits); prints it once.
-    Rotate { id: String },
+    Rotate {
+        /// The key's id or its shown prefix (`fg-k3j9x2ab`).
+        id: String,
+    },
     /// Revoke a key for good; every instance refuses it within about a second.
-    Revoke { id: String },
+    Revoke {
+        /// The key's id or its shown prefix (`fg-k3j9x2ab`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -176,11 +182,25 @@ impl Client {
         }
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or(text);
+        let error = serde_json::from_str::<Value>(&text).ok().map(|v| v["error"].clone()).unwrap_or_default();
+        if status == reqwest::StatusCode::NOT_FOUND && error["code"] == "unknown_url" {
+            bail!("{}", tenancy_off(&self.base));
+        }
+        let message = error["message"].as_str().map_or(text, str::to_owned);
         bail!("{status}: {message}")
+    }
+
+    /// The key whose id or shown prefix (`fg-uyjrgqlf`) is `id_or_prefix`: its id.
+    async fn key_id(&self, id_or_prefix: &str) -> anyhow::Result<String> {
+        if !id_or_prefix.starts_with("fg-") {
+            return Ok(id_or_prefix.to_owned());
+        }
+        let keys = self.json(Method::GET, "/admin/v1/keys", None).await?;
+        let data = keys["data"].as_array().cloned().unwrap_or_default();
+        match data.iter().find(|k| k["prefix"] == id_or_prefix).and_then(|k| k["id"].as_str()) {
+            Some(id) => Ok(id.to_owned()),
+            None => bail!("no key with prefix '{id_or_prefix}' (see `ferrogate keys list`)"),
+        }
     }
 
     async fn json(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
@@ -190,6 +210,15 @@ impl Client {
         }
         Ok(res.json().await?)
     }
+}
+
+/// What to say when the gateway has no admin API: tenancy is off there.
+fn tenancy_off(base: &str) -> String {
+    format!(
+        "the gateway at {base} has tenancy off, so it has no tenants, keys or usage to manage.\n\
+         Start it with FERROGATE_MASTER_KEY set (or [tenancy] master_key in its config) to turn tenancy on \
+         (README, \"Tenants, keys and usage\")."
+    )
 }
 
 /// Percent-encodes a query value.
@@ -236,6 +265,17 @@ fn when(v: &Value) -> String {
 fn limits_text(v: &Value) -> String {
     let Some(m) = v.as_object().filter(|m| !m.is_empty()) else { return "-".into() };
     m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+}
+
+/// A scope list as `a,b`, or `all` when the key is not limited.
+fn scope_text(v: &Value) -> String {
+    v.as_array()
+        .filter(|m| !m.is_empty())
+        .map_or_else(|| "all".into(), |m| m.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+}
+
+fn expiry_text(v: &Value) -> String {
+    if v.is_null() { "never".into() } else { when(v) }
 }
 
 // === tenants ===
@@ -333,19 +373,28 @@ pub async fn keys(t: Target, cmd: KeyCommand) -> anyhow::Result<()> {
                     |x| x["name"].as_str().unwrap_or("").to_owned(),
                 )
             };
-            let mut table = Table::new(["PREFIX", "NAME", "TENANT", "STATUS", "MODELS", "LIMITS", "CREATED", "ID"]);
+            let mut table = Table::new([
+                "PREFIX",
+                "NAME",
+                "TENANT",
+                "STATUS",
+                "MODELS",
+                "ENDPOINTS",
+                "LIMITS",
+                "EXPIRES",
+                "CREATED",
+                "ID",
+            ]);
             for k in v["data"].as_array().into_iter().flatten() {
-                let models = k["scopes"]["models"]
-                    .as_array()
-                    .filter(|m| !m.is_empty())
-                    .map_or_else(|| "all".into(), |m| m.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","));
                 table.row([
                     k["prefix"].as_str().unwrap_or("").to_owned(),
                     k["name"].as_str().unwrap_or("").to_owned(),
                     tenant_name(&k["tenant_id"]),
                     k["status"].as_str().unwrap_or("").to_owned(),
-                    models,
+                    scope_text(&k["scopes"]["models"]),
+                    scope_text(&k["scopes"]["endpoints"]),
                     limits_text(&k["limits"]),
+                    expiry_text(&k["expires_at_ms"]),
                     when(&k["created_at_ms"]),
                     k["id"].as_str().unwrap_or("").to_owned(),
                 ]);
@@ -353,10 +402,12 @@ pub async fn keys(t: Target, cmd: KeyCommand) -> anyhow::Result<()> {
             print!("{table}");
         }
         KeyCommand::Rotate { id } => {
+            let id = c.key_id(&id).await?;
             let v = c.json(Method::POST, &format!("/admin/v1/keys/{}/rotate", enc(&id)), None).await?;
             if t.json { print_json(&v)? } else { print_secret(&v, "Rotated") }
         }
         KeyCommand::Revoke { id } => {
+            let id = c.key_id(&id).await?;
             let v = c.json(Method::POST, &format!("/admin/v1/keys/{}/revoke", enc(&id)), None).await?;
             if t.json {
                 print_json(&v)?;
@@ -404,8 +455,7 @@ pub async fn usage(t: Target, a: UsageArgs) -> anyhow::Result<()> {
     ]);
     let mut sums = [0u64; 7];
     for r in v["data"].as_array().into_iter().flatten() {
-        let group = r["label"].as_str().or(r["group"].as_str()).filter(|g| !g.is_empty()).unwrap_or("(none)");
-        let mut cells = vec![group.to_owned()];
+        let mut cells = vec![group_text(r, &a.by)];
         for (i, col) in cols.iter().enumerate() {
             let n = r[*col].as_u64().unwrap_or(0);
             sums[i] += n;
@@ -417,6 +467,19 @@ pub async fn usage(t: Target, a: UsageArgs) -> anyhow::Result<()> {
     println!("Usage by {} from {} to {} (UTC)\n", a.by, when(&v["from"]), when(&v["to"]));
     print!("{table}");
     Ok(())
+}
+
+/// A row's group as a person reads it: a tenant's or key's label, or for models the name asked
+/// for with the deployment that served it (`default (served by smollm2)`).
+fn group_text(row: &Value, by: &str) -> String {
+    let group = row["group"].as_str().filter(|g| !g.is_empty());
+    let label = row["label"].as_str().filter(|l| !l.is_empty());
+    match (group, label) {
+        (Some(g), Some(l)) if by == "model" => format!("{g} ({l})"),
+        (_, Some(l)) => l.to_owned(),
+        (Some(g), None) => g.to_owned(),
+        (None, None) => "(none)".to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -123,3 +123,54 @@ fn serve_with_an_unreachable_database_fails_clearly() {
     assert!(err.contains("cannot start") && err.contains("tenancy.database_url"), "{err}");
     assert!(!err.contains("hunter2secret"), "the database password leaked: {err}");
 }
+
+/// `FERROGATE_MODEL_DIR` alone moves the model cache for `config check` (and `serve`, which
+/// loads the configuration the same way): the shipped config's relative model paths then point
+/// into the directory the variable names.
+#[test]
+fn model_dir_variable_alone_moves_the_model_cache() {
+    let out = ferrogate()
+        .args(["config", "check", &repo("config/ferrogate.toml")])
+        .env("FERROGATE_MODEL_DIR", "/nonexistent-fg-models")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent-fg-models/SmolLM2-135M-Instruct.Q4_1.gguf not found"), "{err}");
+}
+
+/// Structural problems (unknown key, unknown enum value, wrong type) are listed together with
+/// the checks' problems: each with its line, the key path as written, and a "did you mean" for a
+/// near miss; a bad URL is explained in plain words.
+#[test]
+fn config_check_lists_structural_problems_with_lines_and_suggestions() {
+    let dir = std::env::temp_dir().join(format!("fg-cli-six-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("six.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlistn = \"127.0.0.1:8080\"\nbody_limit_bytes = \"big\"\n\n[log]\nformat = \"jsn\"\n\n\
+         [backends.ol]\nkind = \"olama\"\nbase_url = \"http://127.0.0.1:11434\"\n\n\
+         [backends.up]\nkind = \"openai\"\nbase_url = \"not a url\"\n\n[deployments.m]\nbackends = [\"upp\"]\n",
+    )
+    .unwrap();
+    let out = ferrogate().args(["config", "check"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "6 problems",
+        "line 2: server.listn: unknown key 'listn'; did you mean 'listen'?",
+        "line 3: server.body_limit_bytes: must be a non-negative integer, not the string \"big\"",
+        "line 6: log.format: 'jsn' is not one of",
+        "did you mean 'json'?",
+        "line 9: backends.ol.kind: 'olama' is not one of",
+        "did you mean 'ollama'?",
+        "line 14: backends.up: base_url 'not a url' is not a URL: it needs a scheme and a host",
+        "line 17: deployments.m.backends: no backend named 'upp'; did you mean 'up'?",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    for rust in ["default.", "relative URL without a base", "expected `one of"] {
+        assert!(!err.contains(rust), "{rust:?} in:\n{err}");
+    }
+}

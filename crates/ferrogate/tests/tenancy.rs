@@ -111,12 +111,16 @@ async fn cli_round_trip_and_no_plaintext_key_in_database_or_logs() {
     let third = rotated["key"].as_str().unwrap().to_owned();
     assert_eq!(chat(&http, &url, &second).await, 401);
     assert_eq!(chat(&http, &url, &third).await, 200);
-    assert!(stdout(&cli(&url, &["keys", "revoke", &second_id])).contains("Revoked key"));
+    // By the prefix the key was shown with, as well as by id.
+    assert!(stdout(&cli(&url, &["keys", "revoke", &second[..11]])).contains("Revoked key"));
     assert_eq!(chat(&http, &url, &third).await, 401);
 
     let list = stdout(&cli(&url, &["keys", "list"]));
     assert!(list.contains(&first[..11]) && list.contains("revoked") && list.contains("acme"), "{list}");
     assert!(list.contains("requests_per_minute=60"), "{list}");
+    for column in ["MODELS", "ENDPOINTS", "EXPIRES", "never"] {
+        assert!(list.contains(column), "no {column} in:\n{list}");
+    }
     let tenants = stdout(&cli(&url, &["tenants", "list"]));
     assert!(tenants.contains("acme") && tenants.contains("tokens_per_day=1000"), "{tenants}");
 
@@ -148,6 +152,12 @@ async fn cli_round_trip_and_no_plaintext_key_in_database_or_logs() {
     gw.stop();
     let log = std::fs::read_to_string(&gw.log).unwrap();
     assert!(log.contains("API key created"), "debug logs were written");
+    // Where the store is, as JSON fields (never Rust Debug text), logged at start.
+    let connected = log.lines().find(|l| l.contains("store connected")).expect("a store connected line");
+    assert!(connected.contains("\"db\":\"sqlite\"") && connected.contains("\"location\":\"/"), "{connected}");
+    for debug_text in ["NotReady(", "LedgerStats {", "CONT log"] {
+        assert!(!log.contains(debug_text), "{debug_text} in the log");
+    }
     let settled = log.lines().filter(|l| l.contains("request settled") && l.contains(&first[..11])).count();
     assert_eq!(settled, 1, "settle lines name the key by its prefix");
     // Issue 17: the access log records the client's address (the seed asks for it).
@@ -162,4 +172,29 @@ async fn cli_round_trip_and_no_plaintext_key_in_database_or_logs() {
     }
     assert!(!log.contains(MASTER) && !stored.contains(MASTER), "the master key leaked");
     assert!(!log.contains(&wrong[12..]), "a presented wrong key is in the log");
+}
+
+/// Against a gateway with tenancy off the CLI says so, instead of a bare 404.
+#[tokio::test]
+async fn cli_against_a_gateway_with_tenancy_off_says_so() {
+    let fake = FakeUpstream::openai().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[backends.up]\nkind = \"openai\"\nbase_url = \"{}\"\n[deployments.m]\nbackends = [\"up\"]\n",
+        fake.url("/v1")
+    );
+    let mut gw = Server::start(dir.path(), "off", &toml).await;
+    for args in [&["tenants", "list"][..], &["keys", "list"], &["usage", "--by", "model"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+            .args(args)
+            .args(["--url", &gw.url])
+            .env("FERROGATE_MASTER_KEY", MASTER)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("has tenancy off") && err.contains("FERROGATE_MASTER_KEY"), "{args:?}: {err}");
+        assert!(!err.contains("404"), "{err}");
+    }
+    gw.stop();
 }

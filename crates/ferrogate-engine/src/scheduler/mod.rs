@@ -75,7 +75,7 @@ fn serve(shared: &Shared, jobs: &Receiver<Job>) -> Result<(), EngineError> {
         threads = cfg.threads,
         ctx_per_seq = cfg.ctx_per_seq,
         template = %model.template.source(),
-        load_ms = t0.elapsed().as_millis(),
+        load_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
         "embedded engine ready"
     );
     shared.status.send_replace(EngineStatus::Ready);

@@ -88,7 +88,7 @@ impl Scheduler<'_> {
             slot = i,
             prompt = n,
             cached = reuse,
-            queued_ms = job.submitted.elapsed().as_millis(),
+            queued_ms = u64::try_from(job.submitted.elapsed().as_millis()).unwrap_or(u64::MAX),
             "sequence started"
         );
         let gone = seq.tx.send(started).is_err();

@@ -153,6 +153,21 @@ async fn labels(
     })
 }
 
+/// For `group_by=model`, the deployment behind each name asked for: an alias's deployment, or
+/// the tiers `auto` chooses between. A deployment's own name needs no label.
+fn model_labels(st: &AppState) -> HashMap<String, String> {
+    let mut labels = HashMap::new();
+    for d in st.registry.deployments() {
+        for alias in &d.aliases {
+            labels.insert(alias.clone(), format!("served by {}", d.name));
+        }
+    }
+    if let Some(t) = &st.tiers {
+        labels.insert(t.model.clone(), format!("served by {} (small) or {} (large)", t.small(), t.large()));
+    }
+    labels
+}
+
 fn render(csv_wanted: bool, w: &Window, rows: &[UsageRow], labels: &HashMap<String, String>, extra: Value) -> Response {
     if csv_wanted {
         return ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv(rows, labels)).into_response();
@@ -194,7 +209,10 @@ pub async fn admin(
         .store
         .query_usage(&UsageQuery { from_ms: w.from_ms, to_ms: w.to_ms, group_by: w.group_by, tenant, key })
         .await?;
-    let labels = labels(t, w.group_by, None).await?;
+    let labels = match w.group_by {
+        GroupBy::Model => model_labels(&st),
+        g => labels(t, g, None).await?,
+    };
     Ok(render(csv_wanted, &w, &rows, &labels, json!({})))
 }
 
@@ -234,6 +252,7 @@ pub async fn client(
     let rows = t.store.query_usage(&q).await?;
     let labels = match w.group_by {
         GroupBy::Tenant => HashMap::from([(me.tenant.id.to_string(), me.tenant.name.clone())]),
+        GroupBy::Model => model_labels(&st),
         g => labels(t, g, Some(&me.tenant.id)).await?,
     };
     let extra = json!({

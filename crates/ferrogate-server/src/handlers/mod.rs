@@ -5,6 +5,7 @@ pub mod completions;
 pub mod health;
 pub mod models;
 pub mod simple;
+mod wording;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -43,13 +44,22 @@ fn described(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = e.path().to_string();
     let inner = e.into_inner();
     let param = (path != "." && !path.is_empty()).then_some(path);
-    let message = if inner.is_syntax() || inner.is_eof() {
-        format!("We could not parse the JSON body of your request: {inner}")
-    } else {
-        match &param {
-            Some(p) => format!("Invalid value for '{p}': {inner}"),
-            None => format!("Invalid request: {inner}"),
-        }
+    if inner.is_syntax() || inner.is_eof() {
+        let message = format!("We could not parse the JSON body of your request: {inner}");
+        return ApiError::invalid(param, message);
+    }
+    let message = wording::explain(param.as_deref(), &inner.to_string());
+    ApiError::invalid(missing_field_param(param, &inner), message)
+}
+
+/// A missing field is named by its full path (`messages[0].role`), like OpenAI's `param`.
+fn missing_field_param(param: Option<String>, inner: &serde_json::Error) -> Option<String> {
+    let text = inner.to_string();
+    let Some(field) = text.strip_prefix("missing field `").and_then(|r| r.split_once('`')).map(|(f, _)| f) else {
+        return param;
     };
-    ApiError::invalid(param, message)
+    Some(match param {
+        Some(p) => format!("{p}.{field}"),
+        None => field.to_owned(),
+    })
 }

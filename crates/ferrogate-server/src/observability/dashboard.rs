@@ -18,7 +18,6 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use bytes::Bytes;
-use ferrogate_core::Health;
 use futures::StreamExt;
 use serde::Serialize;
 use tokio_stream::wrappers::IntervalStream;
@@ -85,6 +84,10 @@ struct Snapshot {
     now_ms: u64,
     version: &'static str,
     active_requests: usize,
+    /// Tenancy on: requests carry tenants (the "Top tenants" panel says why it is empty if not).
+    tenancy: bool,
+    /// Requests per second, each of the last two minutes' seconds, oldest first.
+    rate_history: Vec<u64>,
     last_10s: Window,
     last_60s: Window,
     deployments: Vec<DeploymentView>,
@@ -155,11 +158,7 @@ fn snapshot(st: &AppState) -> Snapshot {
         .map(|b| BackendView {
             name: b.name().to_owned(),
             kind: b.kind(),
-            health: match st.health_of(b.name()) {
-                Health::Healthy => "healthy",
-                Health::NotReady(_) => "not_ready",
-                Health::Unhealthy(_) => "unhealthy",
-            },
+            health: st.health_of(b.name()).label(),
             circuit: m.circuit_of(b.name()),
             engine: b.stats().map(|s| EngineView {
                 model_loaded: s.model_loaded,
@@ -176,6 +175,8 @@ fn snapshot(st: &AppState) -> Snapshot {
         now_ms: now,
         version: env!("CARGO_PKG_VERSION"),
         active_requests: st.inflight(),
+        tenancy: st.tenancy.is_some(),
+        rate_history: st.obs.feed.per_second(now),
         last_10s: st.obs.feed.window(Duration::from_secs(10), now),
         last_60s: st.obs.feed.window(Duration::from_secs(60), now),
         deployments,

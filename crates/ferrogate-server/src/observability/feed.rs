@@ -14,6 +14,11 @@ use serde::Serialize;
 pub const CAPACITY: usize = 8192;
 /// Requests shown in the page's live feed.
 pub const RECENT: usize = 25;
+/// Fewer requests than this in a window give no error rate: one 404 after an idle minute is
+/// not "100% errors".
+pub const MIN_REQUESTS_FOR_RATE: u64 = 10;
+/// Seconds of per-second request counts the page's chart starts with.
+pub const HISTORY_SECS: usize = 120;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
@@ -59,7 +64,8 @@ pub struct Window {
     pub requests: u64,
     pub requests_per_sec: f64,
     pub errors: u64,
-    pub error_rate: f64,
+    /// `errors / requests`; `None` (JSON null) with fewer than [`MIN_REQUESTS_FOR_RATE`].
+    pub error_rate: Option<f64>,
     pub latency_ms: Percentiles,
     pub ttft_ms: Percentiles,
     pub completion_tokens_per_sec: f64,
@@ -101,6 +107,22 @@ impl Feed {
         self.ring.lock().map(|r| r.iter().rev().take(n).cloned().collect()).unwrap_or_default()
     }
 
+    /// Requests that ended in each of the last [`HISTORY_SECS`] whole seconds before `now_ms`,
+    /// oldest first: the chart's history, so a page opened late does not start empty.
+    pub fn per_second(&self, now_ms: u64) -> Vec<u64> {
+        let mut counts = vec![0u64; HISTORY_SECS];
+        let Ok(r) = self.ring.lock() else { return counts };
+        let end = now_ms / 1000;
+        for e in r.iter().rev() {
+            let ago = end.saturating_sub(e.at_ms / 1000) as usize;
+            if ago >= HISTORY_SECS {
+                break;
+            }
+            counts[HISTORY_SECS - 1 - ago] += 1;
+        }
+        counts
+    }
+
     /// Aggregates over the requests that ended in the last `window` before `now_ms`.
     pub fn window(&self, window: Duration, now_ms: u64) -> Window {
         let Ok(r) = self.ring.lock() else { return Window::default() };
@@ -124,7 +146,7 @@ impl Feed {
             requests: n,
             requests_per_sec: n as f64 / secs,
             errors,
-            error_rate: if n == 0 { 0.0 } else { errors as f64 / n as f64 },
+            error_rate: (n >= MIN_REQUESTS_FOR_RATE).then(|| errors as f64 / n as f64),
             latency_ms: percentiles(inside.iter().map(|e| e.latency_ms).collect()),
             ttft_ms: percentiles(inside.iter().filter_map(|e| e.ttft_ms).collect()),
             completion_tokens_per_sec: completion as f64 / secs,
@@ -171,6 +193,31 @@ mod tests {
         assert_eq!(w.top_tenants, vec![("b".to_owned(), 75 * 15), ("a".to_owned(), 25 * 15)]);
         assert_eq!(f.recent(2).len(), 2);
         assert_eq!(f.recent(1)[0].at_ms, 100_100);
+    }
+
+    #[test]
+    fn too_few_requests_give_no_error_rate() {
+        let f = Feed::new();
+        f.push(entry(100_000, 1.0, "t", "unknown_url"));
+        let w = f.window(Duration::from_secs(60), 100_500);
+        assert_eq!((w.requests, w.errors, w.error_rate), (1, 1, None));
+        for i in 0..9 {
+            f.push(entry(100_001 + i, 1.0, "t", "none"));
+        }
+        assert_eq!(f.window(Duration::from_secs(60), 100_500).error_rate, Some(0.1));
+    }
+
+    #[test]
+    fn per_second_history_counts_each_second_oldest_first() {
+        let f = Feed::new();
+        f.push(entry(1_000, 1.0, "t", "none")); // older than the history
+        f.push(entry(200_100, 1.0, "t", "none"));
+        f.push(entry(200_900, 1.0, "t", "none"));
+        f.push(entry(201_500, 1.0, "t", "none"));
+        let h = f.per_second(201_700);
+        assert_eq!(h.len(), HISTORY_SECS);
+        assert_eq!((h[HISTORY_SECS - 1], h[HISTORY_SECS - 2]), (1, 2));
+        assert_eq!(h.iter().sum::<u64>(), 3);
     }
 
     #[test]

@@ -56,6 +56,11 @@ impl TierRouter {
         &self.small
     }
 
+    /// The large tier's deployment name.
+    pub fn large(&self) -> &str {
+        &self.large
+    }
+
     /// Requests routed to (small, large) since start.
     pub fn decisions(&self) -> (u64, u64) {
         (self.decided[0].load(Ordering::Relaxed), self.decided[1].load(Ordering::Relaxed))

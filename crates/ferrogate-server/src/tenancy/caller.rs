@@ -52,6 +52,17 @@ impl std::fmt::Debug for Caller {
     }
 }
 
+/// Names the deployment the request would run on — for an alias or `auto` (its classifier or an
+/// `x-ferrogate-tier` pin), not the name asked for — and what the key may use instead.
+fn not_allowed(deployment: &str, requested: &str, allowed: &[String]) -> String {
+    let which = if deployment == requested {
+        format!("This API key may not use the model '{deployment}'")
+    } else {
+        format!("This API key may not use the model '{deployment}' (what '{requested}' resolved to for this request)")
+    };
+    format!("{which}; it may use: {}", allowed.join(", "))
+}
+
 impl Caller {
     /// 403 unless the key may use this deployment (by its name or the name requested).
     pub fn check_model(&self, deployment: &Deployment, requested: &str) -> Result<(), ApiError> {
@@ -63,7 +74,7 @@ impl Caller {
             Err(ApiError::permission_denied(
                 "model_not_allowed",
                 Some("model"),
-                format!("This API key may not use the model '{requested}'"),
+                not_allowed(&deployment.name, requested, &scopes.models),
             ))
         }
     }

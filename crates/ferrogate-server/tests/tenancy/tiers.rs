@@ -40,6 +40,26 @@ pub async fn tiers_pin_tenants_and_respect_scopes(db: &TestDatabase) {
     let (_, only_m) = env.key("acme", json!({"scopes": {"models": ["m"]}})).await;
     assert_eq!(routed(&env, &only_m, None).await.0, 200);
     let res = env.http.post(env.url("/v1/chat/completions")).bearer_auth(&only_m).header("x-ferrogate-tier", "large");
-    assert_error(res.json(&chat("auto", 4)).send().await.unwrap(), 403, "model_not_allowed").await;
+    let v = assert_error(res.json(&chat("auto", 4)).send().await.unwrap(), 403, "model_not_allowed").await;
+    // Names the tier's deployment it may not use, not `auto` (which it never asked to be limited on).
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("may not use the model 'other'") && message.contains("'auto' resolved to"), "{v}");
+    assert!(message.ends_with("it may use: m"), "{v}");
+
+    // Usage by model names the deployments behind `auto`.
+    let auto_row = async || {
+        let (_, v) = env.admin_json(reqwest::Method::GET, "/admin/v1/usage?group_by=model", None).await;
+        v["data"].as_array().unwrap().iter().find(|r| r["group"] == "auto").cloned()
+    };
+    let mut row = auto_row().await;
+    for _ in 0..50 {
+        if row.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        row = auto_row().await;
+    }
+    let row = row.expect("auto's usage row");
+    assert_eq!(row["label"], "served by m (small) or other (large)", "{row}");
     env.gw.shutdown().await;
 }
