@@ -16,6 +16,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::guardrails::config::{GuardrailSettings, GuardrailsConfig};
 pub use crate::limits::config::{LimitSettings, LimitsConfig};
 pub use crate::observability::config::{DashboardConfig, MetricsConfig, ObservabilityConfig, TracingConfig};
 pub use crate::resilience::config::{BreakerSection, QueueSection, Resilience, RetrySection, TiersSection};
@@ -116,6 +117,9 @@ pub struct DeploymentConfig {
     /// `max_tokens` above this is lowered to it; requests without one get it.
     #[serde(default)]
     pub max_tokens_cap: Option<u32>,
+    /// Overrides of `[guardrails]` for this deployment (docs/GUARDRAILS.md).
+    #[serde(default)]
+    pub guardrails: Option<ferrogate_core::guardrails::Overrides>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -140,6 +144,8 @@ struct RawConfig {
     metrics: MetricsConfig,
     tracing: TracingConfig,
     dashboard: DashboardConfig,
+    /// Prompt-injection and PII checks (docs/GUARDRAILS.md).
+    guardrails: GuardrailsConfig,
 }
 
 /// A checked configuration.
@@ -158,6 +164,8 @@ pub struct Config {
     pub resilience: Resilience,
     /// `[metrics]`, `[tracing]`, `[dashboard]`, `log.prompts`.
     pub obs: ObservabilityConfig,
+    /// `[guardrails]` with the deployments' overrides.
+    pub guardrails: GuardrailSettings,
 }
 
 /// Every problem found, one per line.
@@ -261,6 +269,8 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     let resilience = Resilience { queue: raw.queue, breaker: raw.breaker, retry: raw.retry, tiers: raw.tiers };
     crate::resilience::config::check(&resilience, &raw.deployments, &mut errs);
     let obs = crate::observability::config::check(raw.metrics, raw.tracing, raw.dashboard, raw.log.prompts, &mut errs);
+    let overrides = raw.deployments.iter().map(|(n, d)| (n.clone(), d.guardrails)).collect();
+    let guardrails = crate::guardrails::config::check(raw.guardrails, &overrides, &mut errs);
     match listen {
         Ok(listen) if errs.is_empty() => Ok(Config {
             server: raw.server,
@@ -273,6 +283,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
             limits,
             resilience,
             obs,
+            guardrails,
         }),
         _ => Err(ConfigErrors(errs)),
     }

@@ -328,10 +328,7 @@ impl Outcome {
         self.samples.extend(other.samples);
         self.reconnects += other.reconnects;
         for (cause, f) in other.failures {
-            self.failures
-                .entry(cause)
-                .and_modify(|mine| mine.count += f.count)
-                .or_insert(f);
+            self.failures.entry(cause).and_modify(|mine| mine.count += f.count).or_insert(f);
         }
     }
 
