@@ -52,19 +52,29 @@ const IPV6: &str = r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}";
 const PHONE: &str =
     r"\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,8})){1,5}\b|(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,3}\b";
 
+/// Rule, mask, candidate pattern, check — in priority order.
+type Spec = (&'static str, &'static str, &'static str, fn(&str) -> bool);
+
+const SPECS: [Spec; 7] = [
+    ("pii.secret", "[SECRET]", SECRET, any),
+    ("pii.email", "[EMAIL]", EMAIL, any),
+    ("pii.card", "[CARD]", CARD, is_card),
+    ("pii.iban", "[IBAN]", IBAN, is_iban),
+    ("pii.ip", "[IP]", IPV4, any),
+    ("pii.ip", "[IP]", IPV6, is_ipv6),
+    ("pii.phone", "[PHONE]", PHONE, is_phone),
+];
+
+/// The pattern alone decides.
+fn any(_: &str) -> bool {
+    true
+}
+
 impl Pii {
     pub fn new() -> Result<Self, String> {
-        let spec: [(&'static str, &'static str, &str, fn(&str) -> bool); 7] = [
-            ("pii.secret", "[SECRET]", SECRET, |_| true),
-            ("pii.email", "[EMAIL]", EMAIL, |_| true),
-            ("pii.card", "[CARD]", CARD, is_card),
-            ("pii.iban", "[IBAN]", IBAN, is_iban),
-            ("pii.ip", "[IP]", IPV4, |_| true),
-            ("pii.ip", "[IP]", IPV6, is_ipv6),
-            ("pii.phone", "[PHONE]", PHONE, is_phone),
-        ];
-        let detectors = spec
-            .into_iter()
+        let detectors = SPECS
+            .iter()
+            .copied()
             .map(|(rule, mask, pattern, valid)| {
                 let re = Regex::new(pattern).map_err(|e| format!("guardrails: PII pattern {rule}: {e}"))?;
                 Ok(Detector { rule, mask, re, valid })
@@ -136,7 +146,7 @@ pub fn luhn(d: &[u32]) -> bool {
         .enumerate()
         .map(|(i, x)| if i % 2 == 1 { (x * 2) % 9 + u32::from(*x == 9) * 9 } else { *x })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// ISO 13616: 15–34 characters whose rearranged numeric form is ≡ 1 (mod 97).
