@@ -44,12 +44,17 @@
 # size 0 whose only slot is held by a request to a stalled upstream must answer 503 `queue_full`
 # in under 1 ms at p99 (sequential probe, c=1; and oha at c=16).
 #
-# Usage: scripts/bench-overhead.sh [--direct-only] [--no-auth] [--governance] [--resilience] [--observability]
+# With --guardrails (issue 21), "guard" is a ferrogate with prompt-injection and PII checks on in
+# `flag` mode (every request scanned; the bench prompt is benign, so nothing is flagged): the
+# added p50/p99 at c=1 against the bare gateway is the guardrails' cost per request.
+#
+# Usage: scripts/bench-overhead.sh [--direct-only] [--no-auth] [--governance] [--resilience] [--observability] [--guardrails]
 #   --direct-only   measure nginx alone (checks the harness without a gateway)
 #   --no-auth       skip the "gateway + auth + ledger" variant
 #   --governance    add the "gateway + rate limits" variant (BENCH_GOV_REDIS: counters in Redis)
 #   --resilience    add the "gateway + resilience" variant and the queue_full latency check
 #   --observability also the "gateway + metrics + tracing" variants (100% and 1% sampling)
+#   --guardrails    add the "gateway + guardrails" variant (injection + PII checks, flag mode)
 # Env: BENCH_DURATION (s per run, default 8), BENCH_WARMUP (s, default 2), BENCH_CONCURRENCY
 #      ("1 16 64"), BENCH_TARGETS (default "direct proxy gateway auth"; direct and gateway are
 #      the baseline every comparison needs), BENCH_PIN (1: pin as above, 0: no pinning), BENCH_TTFT_N (default 2000),
@@ -85,6 +90,9 @@ GOV=0
 GOV_PID=""
 GOV_PORT=""
 GOV_REDIS="${BENCH_GOV_REDIS:-}"
+GUARD=0
+GUARD_PID=""
+GUARD_PORT=""
 TMP=""
 RESULTS=""
 NGINX_PID=""
@@ -120,6 +128,7 @@ cleanup() {
   [ -z "$OBS1_PID" ] || fg_stop_pid "$OBS1_PID" 10
   [ -z "$OTLP_PID" ] || fg_stop_pid "$OTLP_PID" 5
   [ -z "$GOV_PID" ] || fg_stop_pid "$GOV_PID" 10
+  [ -z "$GUARD_PID" ] || fg_stop_pid "$GUARD_PID" 10
   [ -z "$RESIL_PID" ] || fg_stop_pid "$RESIL_PID" 10
   [ -z "$GOVALL_PID" ] || fg_stop_pid "$GOVALL_PID" 10
   [ -z "$STALL_PID" ] || fg_stop_pid "$STALL_PID" 5
@@ -283,6 +292,15 @@ start_gov_gateway() {
   launch_gateway ferrogate-gov "$GOV_PORT" GOV_PID
 }
 
+# The "gateway + guardrails" variant (--guardrails): injection and PII checks in flag mode.
+start_guard_gateway() {
+  GUARD_PORT="$(fg_free_port)"
+  local file="$TMP/ferrogate-guard.toml"
+  write_gateway_config "$file" "$GUARD_PORT"
+  printf '\n[guardrails]\ninjection = "flag"\npii = "flag"\n' >>"$file"
+  launch_gateway ferrogate-guard "$GUARD_PORT" GUARD_PID
+}
+
 # append_limit_rules FILE: a global, a per-IP and a per-model rule, too high to ever refuse.
 append_limit_rules() {
   local scope
@@ -365,6 +383,7 @@ url() {
   obs100) printf 'http://127.0.0.1:%s/v1/chat/completions' "$OBS100_PORT" ;;
   obs1) printf 'http://127.0.0.1:%s/v1/chat/completions' "$OBS1_PORT" ;;
   gov) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GOV_PORT" ;;
+  guard) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GUARD_PORT" ;;
   resil) printf 'http://127.0.0.1:%s/v1/chat/completions' "$RESIL_PORT" ;;
   govall) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GOVALL_PORT" ;;
   esac
@@ -417,13 +436,14 @@ measure_load() {
   local mode conc target
   for mode in json sse; do
     for conc in "${CONCURRENCY[@]}"; do
-      for target in direct proxy gateway auth gov resil govall obs100 obs1; do
-        case "$target" in gov | resil | govall | obs*) ;; *) wanted "$target" || continue ;; esac
+      for target in direct proxy gateway auth gov guard resil govall obs100 obs1; do
+        case "$target" in gov | guard | resil | govall | obs*) ;; *) wanted "$target" || continue ;; esac
         [ "$target" != govall ] || { [ "$GOV" = 1 ] && [ "$RESIL" = 1 ]; } || continue
         case "$target" in obs*) [ "$OBS" = 1 ] || continue ;; esac
         [ "$target" = direct ] || [ "$DIRECT_ONLY" = 0 ] || continue
         [ "$target" != auth ] || [ "$AUTH" = 1 ] || continue
         [ "$target" != gov ] || [ "$GOV" = 1 ] || continue
+        [ "$target" != guard ] || [ "$GUARD" = 1 ] || continue
         [ "$target" != resil ] || [ "$RESIL" = 1 ] || continue
         fg_log "oha: $mode c=$conc $target (${DURATION}s)"
         oha_run "$target" "$mode" "$conc" "$DURATION" "$RESULTS/oha-$mode-c$conc-$target.json"
@@ -702,8 +722,10 @@ def variant_rows(target):
     return [(label, c, rows[(mode, c)][0], rows[(mode, c)][1], oha(mode, c, target))
             for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
 auth_rows, gov_rows, govall_rows = variant_rows("auth"), variant_rows("gov"), variant_rows("govall")
+guard_rows = variant_rows("guard")
 for title, vrows in (("gateway + auth + ledger", auth_rows), ("gateway + rate limits", gov_rows),
-                     ("gateway + every governance feature", govall_rows)):
+                     ("gateway + every governance feature", govall_rows),
+                     ("gateway + guardrails (injection + PII, flag)", guard_rows)):
     if not any(a for *_, a in vrows):
         continue
     lines += ["", f"| {title} | c | RPS | p50 / p99 (µs) | added p50 / p99 (µs) | "
@@ -878,6 +900,7 @@ main() {
     --no-auth) AUTH=0 ;;
     --observability) OBS=1 ;;
     --governance) GOV=1 ;;
+    --guardrails) GUARD=1 ;;
     --resilience) RESIL=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; fg_die "unknown option '$arg'" ;;
@@ -903,12 +926,14 @@ main() {
     idle="$(rss_kib "$GW_PID")"
     [ "$AUTH" = 0 ] || start_auth_gateway
     [ "$GOV" = 0 ] || start_gov_gateway
+    [ "$GUARD" = 0 ] || start_guard_gateway
     [ "$RESIL" = 0 ] || start_resil_gateway
     [ "$GOV" = 0 ] || [ "$RESIL" = 0 ] || start_govall_gateway
     [ "$OBS" = 0 ] || start_obs_gateways
   else
     AUTH=0
     GOV=0
+    GUARD=0
     RESIL=0
     OBS=0
   fi

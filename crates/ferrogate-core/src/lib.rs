@@ -11,6 +11,7 @@ pub mod background;
 pub mod balance;
 pub mod breaker;
 pub mod error;
+pub mod guardrails;
 pub mod limits;
 pub mod obs;
 pub mod queue;

@@ -60,10 +60,7 @@ fn load_cpu_backends() -> Result<(), String> {
     llama_cpp_2::llama_backend::load_backends_from_path(&dir);
     // SAFETY: ggml_backend_reg_count only reads ggml's backend registry, initialised on first use.
     if unsafe { llama_cpp_sys_2::ggml_backend_reg_count() } == 0 {
-        return Err(format!(
-            "no CPU backend (libggml-cpu-*.so) in {} usable on this CPU",
-            dir.display()
-        ));
+        return Err(format!("no CPU backend (libggml-cpu-*.so) in {} usable on this CPU", dir.display()));
     }
     Ok(())
 }

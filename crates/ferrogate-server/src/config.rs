@@ -20,6 +20,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::guardrails::config::{GuardrailSettings, GuardrailsConfig};
 pub use crate::limits::config::{LimitSettings, LimitsConfig};
 pub use crate::observability::config::{DashboardConfig, MetricsConfig, ObservabilityConfig, TracingConfig};
 pub use crate::resilience::config::{BreakerSection, QueueSection, Resilience, RetrySection, TiersSection};
@@ -160,6 +161,9 @@ pub struct DeploymentConfig {
     /// `guided_json`) to the upstream; off: a request carrying one is refused with 400.
     #[serde(default)]
     pub extra_body: bool,
+    /// Overrides of `[guardrails]` for this deployment (docs/GUARDRAILS.md).
+    #[serde(default)]
+    pub guardrails: Option<ferrogate_core::guardrails::Overrides>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -184,6 +188,8 @@ struct RawConfig {
     metrics: MetricsConfig,
     tracing: TracingConfig,
     dashboard: DashboardConfig,
+    /// Prompt-injection and PII checks (docs/GUARDRAILS.md).
+    guardrails: GuardrailsConfig,
 }
 
 /// A checked configuration.
@@ -202,6 +208,8 @@ pub struct Config {
     pub resilience: Resilience,
     /// `[metrics]`, `[tracing]`, `[dashboard]`, `log.prompts`.
     pub obs: ObservabilityConfig,
+    /// `[guardrails]` with the deployments' overrides.
+    pub guardrails: GuardrailSettings,
 }
 
 /// Every problem found, one per line.
@@ -345,6 +353,8 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     let resilience = Resilience { queue: raw.queue, breaker: raw.breaker, retry: raw.retry, tiers: raw.tiers };
     crate::resilience::config::check(&resilience, &raw.deployments, &mut errs);
     let obs = crate::observability::config::check(raw.metrics, raw.tracing, raw.dashboard, raw.log.prompts, &mut errs);
+    let overrides = raw.deployments.iter().map(|(n, d)| (n.clone(), d.guardrails)).collect();
+    let guardrails = crate::guardrails::config::check(raw.guardrails, &overrides, &mut errs);
     match listen {
         Ok(listen) if errs.is_empty() => Ok(Config {
             server: raw.server,
@@ -357,6 +367,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
             limits,
             resilience,
             obs,
+            guardrails,
         }),
         _ => Err(ConfigErrors(errs)),
     }

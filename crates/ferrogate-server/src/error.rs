@@ -111,6 +111,16 @@ impl ApiError {
         )
     }
 
+    /// A guardrail refused the request; names the rule, never what matched.
+    pub fn content_policy(rule: &'static str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("content_policy_violation"),
+            format!("The request was refused by the gateway's content policy (rule: {rule})"),
+        )
+    }
+
     pub fn shutting_down() -> Self {
         Self {
             retry_after: Some(Duration::from_secs(5)),

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod guardrails;
 pub mod handlers;
 pub mod lifecycle;
 pub mod limits;

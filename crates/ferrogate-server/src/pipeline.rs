@@ -101,6 +101,8 @@ pub struct Plan {
     pub obs: Arc<ObsCx>,
     /// The client's address, for the access log line `Settle` writes.
     pub client_ip: std::net::IpAddr,
+    /// Flagged guardrail findings (`x-ferrogate-guardrails`), set by `guardrails::inspect`.
+    pub guardrails: Option<String>,
 }
 
 pub fn plan_chat(
@@ -231,6 +233,7 @@ fn route(
         route_note,
         obs: Arc::clone(&cx.obs),
         client_ip: cx.client_ip,
+        guardrails: None,
     })
 }
 
@@ -287,10 +290,24 @@ fn resolve(
     Ok((d, model, None))
 }
 
-/// Reserves the request's prompt estimate + `max_tokens` against its key's and tenant's budgets
-/// and concurrency, then against the rate limits (rules, and the key's and tenant's rates): 429
-/// when refused. An effect, so after planning, before execution.
+/// Runs the guardrails (docs/GUARDRAILS.md: 400 when a blocking check finds something, PII
+/// redacted before dispatch when configured), then reserves the request's prompt estimate +
+/// `max_tokens` against its key's and tenant's budgets and concurrency, then against the rate
+/// limits (rules, and the key's and tenant's rates): 429 when refused. An effect, so after
+/// planning, before execution.
 pub async fn admit(st: &AppState, mut plan: Plan) -> Result<Plan, ApiError> {
+    if let Some(g) = &st.guardrails {
+        let tenant = plan.caller.as_ref().and_then(|c| c.principal.key()).map(|k| k.tenant.name.clone());
+        plan.guardrails = g
+            .inspect(crate::guardrails::Request {
+                registry: &st.registry,
+                recorder: &st.obs.metrics,
+                deployment: &plan.deployment.name,
+                tenant: tenant.as_deref(),
+                req: &mut plan.req,
+            })
+            .await?;
+    }
     if let (Some(t), Some(who)) = (&st.tenancy, plan.caller.as_ref().and_then(|c| c.principal.key())) {
         plan.admission = t.admit(who, &plan.model, plan.prompt_estimate, plan.req.params.max_tokens).await?;
     }
@@ -348,6 +365,9 @@ pub fn decorate(res: &mut Response, requested: &str, s: &Settle) {
     if let Some(v) = s.route_note.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
         h.insert("x-ferrogate-route", v);
     }
+    if let Some(v) = s.guardrails.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+        h.insert("x-ferrogate-guardrails", v);
+    }
     res.extensions_mut().insert(RouteLog { model: requested.to_owned(), backend: s.backend.clone() });
 }
 
@@ -388,6 +408,8 @@ pub struct Settle {
     pub route_note: Option<String>,
     /// The client's address (the access log's `client_ip`).
     pub client_ip: std::net::IpAddr,
+    /// Flagged guardrail findings (header and access log).
+    pub guardrails: Option<String>,
     /// The usage row and the budget reconciliation, done on drop.
     metering: Metering,
     /// Metrics, dashboard feed and spans, recorded on drop.
@@ -416,6 +438,7 @@ impl Settle {
             outcome: Outcome::Cancelled,
             fallback_from: None,
             route_note: plan.route_note.clone(),
+            guardrails: plan.guardrails.clone(),
             _inflight: st.track(),
         }
     }
@@ -472,6 +495,7 @@ impl Drop for Settle {
             trace_id = self.obs.trace_id(),
             tenant = self.obs.tenant(),
             status = self.obs.status(self),
+            guardrails = self.guardrails.as_deref(),
             "request settled"
         );
         let mut metering = std::mem::take(&mut self.metering);

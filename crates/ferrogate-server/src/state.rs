@@ -62,6 +62,8 @@ pub struct Inner {
     pub stopping: CancellationToken,
     /// Metrics, traces and the dashboard feed.
     pub obs: Arc<Observability>,
+    /// Prompt-injection and PII checks; `None` when no policy turns any on.
+    pub guardrails: Option<crate::guardrails::Guardrails>,
 }
 
 impl std::ops::Deref for AppState {
@@ -120,6 +122,7 @@ impl AppState {
         let clock = tenancy.as_ref().map_or_else(|| Arc::new(SystemClock) as Arc<dyn Clock>, |t| Arc::clone(&t.clock));
         let limits = Arc::new(Limiter::new(&cfg.limits, tenancy.is_some(), clock).map_err(|e| vec![e])?);
         let obs = Arc::new(observability_of(cfg)?);
+        let guardrails = crate::guardrails::Guardrails::new(&cfg.guardrails).map_err(|e| vec![e])?;
         let health = backends.keys().map(|k| (k.clone(), Health::NotReady("not checked yet".into()))).collect();
         Ok(AppState(Arc::new(Inner {
             registry,
@@ -148,6 +151,7 @@ impl AppState {
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
             obs,
+            guardrails,
         })))
     }
 

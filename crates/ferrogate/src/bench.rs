@@ -328,10 +328,7 @@ impl Outcome {
         self.samples.extend(other.samples);
         self.reconnects += other.reconnects;
         for (cause, f) in other.failures {
-            self.failures
-                .entry(cause)
-                .and_modify(|mine| mine.count += f.count)
-                .or_insert(f);
+            self.failures.entry(cause).and_modify(|mine| mine.count += f.count).or_insert(f);
         }
     }
 
@@ -351,7 +348,7 @@ fn status_cause(status: u16) -> &'static str {
         502 => "http 502",
         503 => "http 503",
         504 => "http 504",
-        400..=499 => "http 4xx",
+        s if s < 500 => "http 4xx",
         _ => "http 5xx",
     }
 }

@@ -2,10 +2,12 @@
 //! answer, redacted, in one `request content` log line at settle. Off by default; when off,
 //! nothing is captured (one bool check per request and per streamed chunk).
 //!
-//! Redaction masks, word by word: e-mail addresses (`[email]`), secret-looking tokens — API key
-//! prefixes (`sk-`, `fg-`, `pk-`, `ghp_`, `xox…`), `Bearer`'s argument, and long random-looking
-//! strings (`[secret]`) — and runs of 6 or more digits such as card or phone numbers (`[number]`).
-//! It is a safety net, not a guarantee: a prompt can hold secrets in forms no rule knows.
+//! Redaction first applies the guardrails' PII detectors (`ferrogate_core::guardrails::pii`,
+//! docs/GUARDRAILS.md: `[EMAIL]`, `[PHONE]`, `[CARD]`, `[IBAN]`, `[IP]`, `[SECRET]`), then masks,
+//! word by word, what they leave: other secret-looking tokens — API key prefixes (`pk-`, `rk-`,
+//! …), `Bearer`'s argument, long random-looking strings (`[secret]`) — and runs of 6 or more
+//! digits (`[number]`). It is a safety net, not a guarantee: a prompt can hold secrets in forms no
+//! rule knows.
 
 use ferrogate_core::Input;
 
@@ -43,8 +45,16 @@ fn is_number(w: &str) -> bool {
         && w.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'(' | b')' | b'.' | b'/'))
 }
 
-/// `text` with e-mail addresses, secret-looking tokens and long numbers masked.
+/// `text` with PII (the guardrails' detectors), secret-looking tokens and long numbers masked.
 pub fn redact(text: &str) -> String {
+    match ferrogate_core::guardrails::Scanner::shared() {
+        Ok(s) => mask_words(&s.pii.redact(text).0),
+        Err(_) => mask_words(text),
+    }
+}
+
+/// The word-level masks, after the PII detectors.
+fn mask_words(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_LOGGED) + 8);
     let mut after_bearer = false;
     for piece in text.split_inclusive(char::is_whitespace) {
@@ -89,9 +99,12 @@ mod tests {
     fn masks_emails_secrets_and_long_numbers() {
         let text = "Mail jane.doe@example.com, key sk-abcdefghijklmnop1234 or Bearer xyz123; card 4111-1111-1111-1111.\nOK 2024 fine";
         let r = redact(text);
-        assert_eq!(r, "Mail [email], key [secret] or Bearer [secret]; card [number].\nOK 2024 fine");
+        assert_eq!(r, "Mail [EMAIL], key [SECRET] or Bearer [secret]; card [CARD].\nOK 2024 fine");
         let t = "token fg-ABCDEFGH-0123456789abcdefghijklmnopqrstuvwxyzABCDEFG and aGVsbG8gd29ybGQgaGVsbG8gd29ybGQ1234";
         assert_eq!(redact(t), "token [secret] and [secret]");
+        let pii = "IBAN DE89 3704 0044 0532 0130 00 from 10.1.2.3, call +44 20 7946 0958";
+        assert_eq!(redact(pii), "IBAN [IBAN] from [IP], call [PHONE]");
+        assert_eq!(redact("order 4111-1111-1111-1112"), "order [number]", "not a card (Luhn), still a long number");
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub const LEDGER_RETRIES: &str = "ferrogate_ledger_write_retries_total";
 pub const LEDGER_PENDING: &str = "ferrogate_ledger_pending_rows";
 pub const LEDGER_LAG: &str = "ferrogate_ledger_write_lag_seconds";
 pub const TRACING_SPANS: &str = "ferrogate_tracing_spans_total";
+pub const GUARDRAIL_FINDINGS: &str = "ferrogate_guardrail_findings_total";
+pub const GUARDRAIL_JUDGE: &str = "ferrogate_guardrail_judge_total";
 pub const BUILD_INFO: &str = "ferrogate_build_info";
 pub const START_TIME: &str = "ferrogate_start_time_seconds";
 // OpenTelemetry GenAI semantic conventions, under their Prometheus names (dots → underscores,
@@ -105,6 +107,8 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("counter", RETRIES, "Backend attempts retried (same backend or another), by the backend that failed."),
     ("counter", FAILOVERS, "Requests moved to another backend of their deployment before the first byte."),
     ("counter", FALLBACKS, "Requests served by a fallback deployment, by the deployment asked for."),
+    ("counter", GUARDRAIL_FINDINGS, "Guardrail findings, by rule (injection.*, pii.*) and action (log, flag, block)."),
+    ("counter", GUARDRAIL_JUDGE, "Guardrail judge calls, by outcome (injection, safe, unparsable, timeout, error)."),
     (
         "counter",
         LIMITER_STORE_ERRORS,
@@ -262,6 +266,18 @@ fn label(k: &'static str, v: &str) -> Label {
 
 fn slabel(k: &'static str, v: &'static str) -> Label {
     Label::from_static_parts(k, v)
+}
+
+// === guardrails (issue 21) ===
+
+impl crate::guardrails::Recorder for Metrics {
+    fn finding(&self, rule: &'static str, action: &'static str) {
+        self.counter(GUARDRAIL_FINDINGS, vec![slabel("rule", rule), slabel("action", action)]).increment(1);
+    }
+
+    fn judge(&self, outcome: &'static str) {
+        self.counter(GUARDRAIL_JUDGE, vec![slabel("outcome", outcome)]).increment(1);
+    }
 }
 
 impl Metrics {
