@@ -31,14 +31,23 @@ fg_log "building the portable ferrogate ($PROFILE, x86-64-v2, llama.cpp CPU back
 (cd "$FG_ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --profile "$PROFILE" -p ferrogate --features portable)
 
 out_dir="$TARGET/$PROFILE"
-backends="$(find "$out_dir/build" -maxdepth 3 -type d -name backends -path '*llama-cpp-sys-2-*' | head -n 1)"
-[ -n "$backends" ] || fg_die "no llama.cpp backends directory under $out_dir/build"
+# llama-cpp-sys-2's OUT_DIR: lib/ holds the shared libraries (with their SONAME links), backends/
+# the CPU variants. Copied from there: the build script's hard links in $out_dir are links to
+# the relative symlinks, which do not resolve outside lib/.
+sys_out="$(find "$out_dir/build" -maxdepth 2 -type d -path '*llama-cpp-sys-2-*/out' -printf '%T@ %p\n' |
+  sort -rn | head -n 1 | cut -d' ' -f2-)"
+[ -n "$sys_out" ] && [ -d "$sys_out/backends" ] || fg_die "no llama.cpp build with backends under $out_dir/build"
 rm -rf "$DIST"
 mkdir -p "$DIST"
 cp "$out_dir/ferrogate" "$DIST/"
-cp -L "$out_dir"/libllama.so "$out_dir"/libggml*.so "$DIST/"
-cp -L "$backends"/libggml-cpu-*.so "$DIST/"
+cp -a "$sys_out"/lib/lib*.so* "$DIST/"
+cp -L "$sys_out"/backends/libggml-cpu-*.so "$DIST/"
 n="$(find "$DIST" -name 'libggml-cpu-*.so' | wc -l)"
 [ "$n" -gt 0 ] || fg_die "no CPU backends (libggml-cpu-*.so) were built"
+# Every library the binary needs resolves inside the directory ($ORIGIN) or from the system.
+if ldd "$DIST/ferrogate" | grep -q 'not found'; then
+  ldd "$DIST/ferrogate" >&2
+  fg_die "the portable binary does not find its libraries in $DIST"
+fi
 fg_log "portable build: $DIST ($n CPU backends)"
 printf '%s\n' "$DIST/ferrogate"

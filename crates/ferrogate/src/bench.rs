@@ -264,8 +264,9 @@ impl Bench {
     /// One request; sent once more if its pooled connection turned out to be closed.
     async fn one_with_reconnect(&self, reconnects: &mut usize) -> Result<Sample, RequestError> {
         match self.one().await {
-            Err((_, true)) => {
+            Err((e, true)) => {
                 *reconnects += 1;
+                tracing::info!(cause = e.cause, error = %e.message, "kept-alive connection found closed; sending again");
                 self.one().await.map_err(|(e, _)| e)
             }
             other => other.map_err(|(e, _)| e),
