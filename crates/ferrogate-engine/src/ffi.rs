@@ -73,8 +73,9 @@ fn load_cpu_backends() -> Result<(), String> {
 /// llama.cpp's system-info line: `CPU : SSE3 = 1 | AVX = 1 | … | AMX_INT8 = 0 | …`.
 fn system_info() -> String {
     // SAFETY: llama_print_system_info returns a pointer to a static, NUL-terminated buffer that
-    // stays valid until the next call; we copy it out at once, and only this thread (inside the
-    // OnceLock initialiser) calls it.
+    // stays valid until the next call; we copy it out at once. Its callers are the OnceLock
+    // initialiser above (once per process) and one unit test (a process of its own under nextest),
+    // so no two calls overlap.
     let raw = unsafe { llama_cpp_sys_2::llama_print_system_info() };
     if raw.is_null() {
         return String::new();
