@@ -1,6 +1,8 @@
 //! `Engine`: the cheap, cloneable handle async code holds. It validates and tokenizes on the
-//! caller's thread, then hands the job to the scheduler thread over a channel; it never blocks
-//! on inference and never touches the llama context.
+//! caller's thread — CPU work in proportion to the prompt, so async callers call `submit` from a
+//! blocking thread (`spawn_blocking`), never a runtime worker — then hands the job to the
+//! scheduler thread over a channel; it never blocks on inference and never touches the llama
+//! context. A prompt whose length alone proves it too long is refused before tokenizing.
 
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, OnceLock};
@@ -99,11 +101,18 @@ impl Engine {
     }
 
     /// Validates, tokenizes and enqueues. Refuses at once, without enqueueing, when the engine
-    /// is not ready, the queue is full, or prompt + max_tokens exceeds the context.
+    /// is not ready, the queue is full, or prompt + max_tokens exceeds the context — before
+    /// tokenizing when the rendered prompt's bytes alone prove it (`PromptTooLong`). Costs CPU
+    /// in proportion to the prompt: call it from a blocking thread.
     pub fn submit(&self, req: GenerateRequest) -> Result<Generation, SubmitError> {
         let model = self.ready_model()?;
         req.sampling.validate().map_err(SubmitError::InvalidRequest)?;
-        let tokens = model.prompt_tokens(&req.prompt).map_err(invalid)?;
+        let text = model.render(&req.prompt).map_err(invalid)?;
+        let context = self.shared().cfg.ctx_per_seq;
+        if model.provably_over(&text, context) {
+            return Err(SubmitError::PromptTooLong { bytes: text.len(), context });
+        }
+        let tokens = model.tokenize(&text, true).map_err(invalid)?;
         let max_tokens = self.budget(tokens.len(), req.max_tokens)?;
         let shared = self.shared();
         let parallel = shared.info.get().map_or(1, |i| i.parallel);

@@ -60,6 +60,13 @@ pub enum SubmitError {
          and max_tokens asks for {max_tokens} more"
     )]
     ContextLengthExceeded { prompt_tokens: u32, max_tokens: u32, context: u32 },
+    /// The prompt's length in bytes alone proves it longer than the context: refused before
+    /// tokenizing (`LoadedModel::provably_over`).
+    #[error(
+        "this model's context per sequence is {context} tokens; the prompt ({bytes} bytes) is \
+         longer than that many tokens can be"
+    )]
+    PromptTooLong { bytes: usize, context: u32 },
     /// Parameters out of range, empty prompt, template failure.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -70,13 +77,13 @@ pub enum SubmitError {
 
 impl SubmitError {
     pub fn is_caller_fault(&self) -> bool {
-        matches!(self, Self::ContextLengthExceeded { .. } | Self::InvalidRequest(_))
+        matches!(self, Self::ContextLengthExceeded { .. } | Self::PromptTooLong { .. } | Self::InvalidRequest(_))
     }
 
     pub fn retryable(&self) -> bool {
         match self {
             Self::NotReady | Self::QueueFull { .. } => true,
-            Self::ContextLengthExceeded { .. } | Self::InvalidRequest(_) => false,
+            Self::ContextLengthExceeded { .. } | Self::PromptTooLong { .. } | Self::InvalidRequest(_) => false,
             Self::Engine(e) => e.retryable(),
         }
     }

@@ -32,6 +32,42 @@ pub(crate) struct LoadedModel {
     pub n_swa: u32,
     /// f16 K+V bytes one token takes in the cache, all layers.
     pub kv_bytes_per_token: u64,
+    /// The most bytes of prompt text, ASCII whitespace aside, one token can stand for; `None`
+    /// when the tokenizer may normalize text away (only BPE and SentencePiece are bounded).
+    max_token_bytes: Option<u64>,
+}
+
+/// Tokenizers (`tokenizer.ggml.model`) whose tokens each stand for their own piece's bytes of the
+/// text: GPT-2 byte-level BPE and llama.cpp's SentencePiece, which apply no normalization that
+/// drops characters (`▁` is one space, byte fallback one byte, `<unk>` one character).
+const BOUNDED_TOKENIZERS: [&str; 2] = ["gpt2", "llama"];
+/// `<unk>` can stand for one character, four bytes at most, whatever the vocabulary's pieces.
+const MIN_TOKEN_BYTES_BOUND: u64 = 4;
+
+/// The longest piece (special tokens as their text) in bytes, at least
+/// [`MIN_TOKEN_BYTES_BOUND`]; `None` for tokenizers outside [`BOUNDED_TOKENIZERS`].
+fn max_token_bytes(llama: &LlamaModel) -> Option<u64> {
+    let kind = llama.meta_val_str("tokenizer.ggml.model").ok()?;
+    if !BOUNDED_TOKENIZERS.contains(&kind.as_str()) {
+        return None;
+    }
+    let vocab = llama.vocab();
+    let mut buf = Vec::new();
+    let longest = (0..vocab.n_tokens())
+        .map(|t| {
+            buf.clear();
+            vocab.token_to_piece_into(LlamaToken::new(t), &mut buf, true, None);
+            buf.len() as u64
+        })
+        .max()
+        .unwrap_or(0);
+    Some(longest.max(MIN_TOKEN_BYTES_BOUND))
+}
+
+/// The bytes that count toward the bound: a special token with llama.cpp's `lstrip`/`rstrip`
+/// attribute swallows the ASCII whitespace (C `isspace`) next to it without a token of its own.
+fn counted_bytes(text: &str) -> u64 {
+    text.bytes().filter(|b| !matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')).count() as u64
 }
 
 impl LoadedModel {
@@ -78,7 +114,20 @@ impl LoadedModel {
             ChatTemplate::select(template, gguf_template.as_deref(), &architecture, bos_text.clone(), eos_text)
                 .map_err(EngineError::LoadFailed)?;
         let name = path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-        Ok(Self { llama, template, architecture, name, add_bos, bos_text, n_vocab, n_swa, kv_bytes_per_token })
+        let max_token_bytes = max_token_bytes(&llama);
+        tracing::debug!(?max_token_bytes, "longest token piece");
+        Ok(Self {
+            llama,
+            template,
+            architecture,
+            name,
+            add_bos,
+            bos_text,
+            n_vocab,
+            n_swa,
+            kv_bytes_per_token,
+            max_token_bytes,
+        })
     }
 
     pub(crate) fn info(&self, parallel: usize, ctx_per_seq: u32, threads: usize) -> ModelInfo {
@@ -114,6 +163,16 @@ impl LoadedModel {
     pub(crate) fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>, EngineError> {
         let text = self.render(prompt)?;
         self.tokenize(&text, true)
+    }
+
+    /// Whether `text` certainly has more than `tokens` tokens, judged from its length alone:
+    /// every token stands for at most `max_token_bytes` of the counted bytes, so more than
+    /// `tokens × max_token_bytes` of them need more than `tokens` tokens. Linear and cheap, so a
+    /// prompt of megabytes is refused without tokenizing it. Never true for a prompt that fits.
+    pub(crate) fn provably_over(&self, text: &str, tokens: u32) -> bool {
+        let Some(per_token) = self.max_token_bytes else { return false };
+        (text.len() as u64) > u64::from(tokens).saturating_mul(per_token)
+            && counted_bytes(text) > u64::from(tokens).saturating_mul(per_token)
     }
 
     pub(crate) fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<LlamaToken>, EngineError> {
@@ -169,5 +228,16 @@ impl LoadedModel {
             .with_kv_unified(cfg.kv_unified);
         guarded("context creation", || self.llama.new_context(backend, params))?
             .map_err(|e| EngineError::LoadFailed(format!("llama context: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted_bytes;
+
+    #[test]
+    fn whitespace_a_special_token_may_swallow_is_not_counted() {
+        assert_eq!(counted_bytes(" \t\n\x0b\x0c\r"), 0);
+        assert_eq!(counted_bytes("a b\u{3000}"), 2 + 3, "only ASCII whitespace (C isspace) is left out");
     }
 }

@@ -61,6 +61,16 @@ pub struct ServerConfig {
     /// Send `x-ferrogate-backend` (the backend that served) on responses. Off by default: it
     /// shows clients the gateway's topology; useful when debugging routing.
     pub backend_header: bool,
+    /// A connection must send a complete request head within this long: after its accept (any
+    /// protocol) and, on HTTP/1, after each response — so it also ends an idle kept-alive HTTP/1
+    /// connection. Slowloris defence; needs no key.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request in flight for this long is shut down (HTTP/2: GOAWAY).
+    pub idle_timeout_secs: u64,
+    /// The whole request body must arrive within this long after its head; else 408 and close.
+    pub body_read_timeout_secs: u64,
+    /// Open client connections at most; beyond, a new connection gets 503 and is closed.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +88,10 @@ impl Default for ServerConfig {
             max_message_bytes: ShapeLimits::default().max_message_bytes,
             backend_header: false,
             client_write_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_read_timeout_secs: 30,
+            max_connections: 10_000,
         }
     }
 }
@@ -97,6 +111,10 @@ impl fmt::Debug for ServerConfig {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("backend_header", &self.backend_header)
             .field("client_write_timeout_secs", &self.client_write_timeout_secs)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .field("body_read_timeout_secs", &self.body_read_timeout_secs)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -392,6 +410,12 @@ fn add_default_model(raw: &mut RawConfig) {
     );
 }
 
+/// Upper bound of `server.max_connections`.
+const MAX_CONNECTIONS_CAP: usize = 1_000_000;
+/// Upper bound of the accept side's timeouts: beyond a day is a typo, and deadlines are
+/// `Instant + timeout`, which must not overflow.
+const MAX_ACCEPT_TIMEOUT_SECS: u64 = 86_400;
+
 fn check_server(s: &ServerConfig, errs: &mut Vec<String>) {
     let positive = [
         ("body_limit_bytes", s.body_limit_bytes as u64),
@@ -401,10 +425,29 @@ fn check_server(s: &ServerConfig, errs: &mut Vec<String>) {
         ("max_messages", s.max_messages as u64),
         ("client_write_timeout_secs", s.client_write_timeout_secs),
         ("max_message_bytes", s.max_message_bytes as u64),
+        ("header_read_timeout_secs", s.header_read_timeout_secs),
+        ("idle_timeout_secs", s.idle_timeout_secs),
+        ("body_read_timeout_secs", s.body_read_timeout_secs),
+        ("max_connections", s.max_connections as u64),
     ];
     for (field, v) in positive {
         if v == 0 {
             errs.push(format!("server.{field} must be greater than 0"));
+        }
+    }
+    // A tokio semaphore holds at most `usize::MAX >> 3` permits; a million is already more
+    // descriptors than a default process may open.
+    if s.max_connections > MAX_CONNECTIONS_CAP {
+        errs.push(format!("server.max_connections must be at most {MAX_CONNECTIONS_CAP}"));
+    }
+    let timeouts = [
+        ("header_read_timeout_secs", s.header_read_timeout_secs),
+        ("idle_timeout_secs", s.idle_timeout_secs),
+        ("body_read_timeout_secs", s.body_read_timeout_secs),
+    ];
+    for (field, v) in timeouts {
+        if v > MAX_ACCEPT_TIMEOUT_SECS {
+            errs.push(format!("server.{field} must be at most {MAX_ACCEPT_TIMEOUT_SECS} (one day)"));
         }
     }
     if s.api_keys.iter().any(|k| k.len() < 8) {
@@ -506,6 +549,26 @@ mod tests {
         assert!(all.contains("no backend named 'missing'"), "{all}");
         assert!(all.contains("model name 'a'"), "{all}");
         assert_eq!(errs.0.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn accept_side_problems_are_listed_with_the_others() {
+        let errs = from_toml(
+            "[server]\nheader_read_timeout_secs = 0\nidle_timeout_secs = 100000\nbody_read_timeout_secs = 0\n\
+             max_connections = 2000000\nsse_keepalive_secs = 0\n",
+        )
+        .unwrap_err();
+        let all = errs.0.join("\n");
+        for field in ["header_read_timeout_secs", "idle_timeout_secs", "body_read_timeout_secs", "max_connections"] {
+            assert!(all.contains(&format!("server.{field}")), "{field}: {all}");
+        }
+        assert_eq!(errs.0.len(), 5, "{all}");
+        let ok = from_toml("").unwrap();
+        assert_eq!(
+            (ok.server.header_read_timeout_secs, ok.server.idle_timeout_secs, ok.server.body_read_timeout_secs),
+            (10, 60, 30)
+        );
+        assert_eq!(ok.server.max_connections, 10_000);
     }
 
     #[test]

@@ -121,6 +121,30 @@ impl ApiError {
         )
     }
 
+    /// The request body did not arrive within `server.body_read_timeout_secs` of its headers.
+    pub fn body_read_timeout(limit: Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            Some("body_read_timeout"),
+            format!("The request body did not arrive within {} s", limit.as_secs()),
+        )
+    }
+
+    /// A connection beyond `server.max_connections` (answered by the accept loop, then closed).
+    pub fn too_many_connections() -> Self {
+        Self {
+            retry_after: Some(Duration::from_secs(1)),
+            blame: Blame::Gateway,
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("too_many_connections"),
+                "The server has too many open connections; retry shortly",
+            )
+        }
+    }
+
     pub fn shutting_down() -> Self {
         Self {
             retry_after: Some(Duration::from_secs(5)),

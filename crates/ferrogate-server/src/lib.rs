@@ -8,8 +8,10 @@
 // error path, so its size costs nothing on successful requests.
 #![allow(clippy::result_large_err)]
 
+pub mod accept;
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod guardrails;

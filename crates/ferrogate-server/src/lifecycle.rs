@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use ferrogate_backends::BackendConfig;
 use ferrogate_backends::embedded::source;
 use ferrogate_core::Health;
@@ -17,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use crate::accept::{self, AcceptLimits};
 use crate::config::Config;
 use crate::state::AppState;
 use crate::tenancy::Tenancy;
@@ -87,7 +88,7 @@ pub async fn start_with_clock(
     tracing::info!(%addr, deployments = st.registry.deployments().len(), "ferrogate listening");
     spawn_health_checks(&st);
     crate::warmup::spawn(&st);
-    let metrics_addr = spawn_metrics_listener(&st).await?;
+    let metrics_addr = spawn_metrics_listener(&st, accept_limits(cfg)).await?;
     crate::observability::Observability::spawn_sampler(&st);
     if let Some(t) = &st.tenancy {
         t.spawn_background(&st.tasks, st.stopping.clone());
@@ -99,45 +100,39 @@ pub async fn start_with_clock(
             _ = stop_rx => {}
         }
     };
-    let task = tokio::spawn(serve(listener, st.clone(), signal));
+    let task = tokio::spawn(serve(listener, st.clone(), accept_limits(cfg), signal));
     Ok(Running { addr, metrics_addr, state: st, stop: Some(stop), task })
 }
 
-/// Serves `/metrics` alone on `metrics.listen`, until draining starts.
-async fn spawn_metrics_listener(st: &AppState) -> Result<Option<SocketAddr>, StartError> {
+/// Serves `/metrics` alone on `metrics.listen` (same accept bounds), until draining starts.
+async fn spawn_metrics_listener(st: &AppState, limits: AcceptLimits) -> Result<Option<SocketAddr>, StartError> {
     let Some(at) = st.obs.cfg.metrics_listen.filter(|_| st.obs.cfg.metrics.enabled) else { return Ok(None) };
     let listener = TcpListener::bind(at).await.map_err(|source| StartError::Bind { addr: at, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: at, source })?;
     tracing::info!(%addr, "metrics listening");
     let (app, stop) = (crate::router::metrics_router(st.clone()), st.stopping.clone());
-    st.tasks.spawn(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "metrics listener error");
-        }
-    });
+    st.tasks.spawn(accept::run(listener, app, limits, stop.clone(), stop));
     Ok(Some(addr))
 }
 
-async fn serve(listener: TcpListener, st: AppState, signal: impl Future<Output = ()> + Send + 'static) {
+/// The accept side's bounds from `[server]`.
+fn accept_limits(cfg: &Config) -> AcceptLimits {
+    AcceptLimits {
+        header_read: Duration::from_secs(cfg.server.header_read_timeout_secs),
+        idle: Duration::from_secs(cfg.server.idle_timeout_secs),
+        max_connections: cfg.server.max_connections,
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    st: AppState,
+    limits: AcceptLimits,
+    signal: impl Future<Output = ()> + Send + 'static,
+) {
     let app = crate::router::router(st.clone());
-    let (close_tx, close_rx) = oneshot::channel::<()>();
-    // SSE writes many small frames: without TCP_NODELAY, Nagle + the client's delayed ACK hold
-    // each second frame ~40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = close_rx.await;
-    });
-    let server = tokio::spawn(async move {
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "server error");
-        }
-    });
+    let (close, kill) = (CancellationToken::new(), CancellationToken::new());
+    let server = tokio::spawn(accept::run(listener, app, limits, close.clone(), kill.clone()));
     signal.await;
     let deadline = Instant::now() + st.shutdown_grace;
     st.start_draining();
@@ -145,7 +140,7 @@ async fn serve(listener: TcpListener, st: AppState, signal: impl Future<Output =
     while st.inflight() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = close_tx.send(());
+    close.cancel();
     st.tasks.close();
     let rest = deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(200);
     let mut server = server;
@@ -157,7 +152,8 @@ async fn serve(listener: TcpListener, st: AppState, signal: impl Future<Output =
     .is_err()
     {
         tracing::warn!(inflight = st.inflight(), "grace period over: closing remaining connections");
-        server.abort();
+        kill.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut server).await;
     }
     // Every request has settled (or the grace period is over): write the usage rows still queued.
     if let Some(t) = &st.tenancy {

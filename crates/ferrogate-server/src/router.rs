@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::handlers::{chat, completions, health, models, simple};
 use crate::observability::dashboard;
 use crate::state::AppState;
-use crate::{admin, auth, limits, telemetry};
+use crate::{admin, auth, body, limits, telemetry};
 
 pub fn router(st: AppState) -> Router {
     let stages = ServiceBuilder::new()
@@ -22,7 +22,8 @@ pub fn router(st: AppState) -> Router {
         .layer(from_fn_with_state(st.clone(), drain)) // 3 shutting down → 503
         .layer(from_fn_with_state(st.clone(), limits::layer)) // 3b client IP; rate-limit headers
         .layer(from_fn_with_state(st.clone(), auth::layer)) // 4 who is calling
-        .layer(DefaultBodyLimit::max(st.body_limit)); // 5 bounded input
+        .layer(from_fn_with_state(st.clone(), body::layer)) // 5 bounded input: size and read time
+        .layer(DefaultBodyLimit::max(st.body_limit));
     let routes = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))

@@ -38,6 +38,8 @@ pub struct Inner {
     /// Rate limits (rules and the keys' rates), in process or on Redis.
     pub limits: Arc<Limiter>,
     pub body_limit: usize,
+    /// `server.body_read_timeout_secs`: the whole body within this long of the head, else 408.
+    pub body_read_timeout: Duration,
     /// `server.backend_header`: whether responses name their backend in `x-ferrogate-backend`.
     pub backend_header: bool,
     /// Bounds on a request's messages (`server.max_messages`, `server.max_message_bytes`).
@@ -134,6 +136,7 @@ impl AppState {
             tenancy,
             limits,
             body_limit: cfg.server.body_limit_bytes,
+            body_read_timeout: Duration::from_secs(cfg.server.body_read_timeout_secs),
             backend_header: cfg.server.backend_header,
             shape: ferrogate_protocol::openai::shape::ShapeLimits {
                 max_messages: cfg.server.max_messages,

@@ -169,6 +169,25 @@ async fn context_length_exceeded_is_400() {
     gw.shutdown().await;
 }
 
+/// Issue 17, item 6: a prompt whose bytes alone prove it longer than the context is refused
+/// before the engine tokenizes it (the message counts bytes, not tokens), with the same 400; and
+/// the gateway still serves the next request.
+#[tokio::test]
+async fn a_prompt_too_long_by_its_bytes_is_refused_before_tokenizing() {
+    let gw = TestGateway::embedded(1, "").await;
+    let huge = "word ".repeat(200_000);
+    let started = std::time::Instant::now();
+    let res = gw.post_json("/v1/chat/completions", &chat(&huge, json!({"max_tokens": 10}))).await;
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("bytes"), "refused from its length: {v}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    let res = gw.post_json("/v1/chat/completions", &chat("Hi", json!({"max_tokens": 2}))).await;
+    assert_eq!(res.status(), 200);
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn unsupported_options_are_refused_not_ignored() {
     let gw = TestGateway::embedded(1, "").await;

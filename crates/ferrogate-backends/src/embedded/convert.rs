@@ -91,7 +91,9 @@ pub fn submit_error(e: SubmitError) -> BackendError {
         SubmitError::QueueFull { retry_after } => {
             BackendError::Overloaded { message: "The model's request queue is full; retry shortly".into(), retry_after }
         }
-        e @ SubmitError::ContextLengthExceeded { .. } => BackendError::ContextLength { message: e.to_string() },
+        e @ (SubmitError::ContextLengthExceeded { .. } | SubmitError::PromptTooLong { .. }) => {
+            BackendError::ContextLength { message: e.to_string() }
+        }
         SubmitError::InvalidRequest(message) => BackendError::InvalidRequest { param: None, message },
         SubmitError::Engine(e) => engine_error(e),
     }

@@ -1,7 +1,8 @@
 //! The embedded backend: ferrogate's own llama.cpp engine behind the `Backend` trait.
 //!
-//! Invariant: dropping a request's future or stream drops the engine `Generation`, which frees
-//! the sequence slot and its KV cache at the scheduler's next step.
+//! Invariants: dropping a request's future or stream drops the engine `Generation`, which frees
+//! the sequence slot and its KV cache at the scheduler's next step; rendering and tokenizing a
+//! prompt run on a blocking thread, never on a runtime worker.
 
 mod convert;
 pub mod source;
@@ -36,12 +37,19 @@ impl EmbeddedBackend {
         &self.engine
     }
 
-    fn submit(&self, req: InferenceRequest) -> Result<ferrogate_engine::Generation, BackendError> {
+    /// Renders, tokenizes and enqueues on a blocking thread: a prompt of megabytes costs CPU
+    /// there, not on a runtime worker that other requests' futures need. Dropped before it
+    /// finishes, the `Generation` it made is dropped too, which frees its slot.
+    async fn submit(&self, req: InferenceRequest) -> Result<ferrogate_engine::Generation, BackendError> {
         if let Some(p) = &req.obs.phases {
             EnginePhases::mark(&p.submitted);
         }
         let gen_req = to_generate_request(req)?;
-        self.engine.submit(gen_req).map_err(convert::submit_error)
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.submit(gen_req))
+            .await
+            .map_err(|e| BackendError::Internal(format!("the engine's submit task failed: {e}")))?
+            .map_err(convert::submit_error)
     }
 }
 
@@ -72,7 +80,7 @@ impl Backend for EmbeddedBackend {
 
     async fn chat(&self, req: InferenceRequest) -> Result<Completion, BackendError> {
         let phases = req.obs.phases.clone();
-        let mut generation = self.submit(req)?;
+        let mut generation = self.submit(req).await?;
         let mut text = String::new();
         while let Some(ev) = generation.next().await {
             mark_phase(phases.as_ref(), &ev);
@@ -91,7 +99,7 @@ impl Backend for EmbeddedBackend {
 
     async fn chat_stream(&self, req: InferenceRequest) -> Result<EventStream, BackendError> {
         let phases = req.obs.phases.clone();
-        let generation = self.submit(req)?;
+        let generation = self.submit(req).await?;
         let events = generation.flat_map(move |ev| {
             mark_phase(phases.as_ref(), &ev);
             let items: Vec<Result<StreamEvent, BackendError>> = match ev {

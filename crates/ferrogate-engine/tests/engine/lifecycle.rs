@@ -1,7 +1,7 @@
 //! Lifecycle and limits: refusals before enqueueing (context, queue, not ready), a missing model
 //! reported as Failed, the Gemma fallback template, and flat memory over 300 requests.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrogate_engine::{
     Engine, EngineConfig, EngineError, EngineStatus, FallbackTemplate, GenerateRequest, Prompt, SubmitError,
@@ -9,6 +9,25 @@ use ferrogate_engine::{
 };
 
 use crate::common::{GEMMA, GUARD, collect, greedy, model_path, run, smollm2, start, user};
+
+/// Issue 17, item 6: 16 MB of prompt is refused from its length alone — `PromptTooLong` is only
+/// ever returned before tokenizing — and quickly, while a normal prompt is still served.
+#[tokio::test]
+async fn a_prompt_too_long_by_its_bytes_alone_is_refused_before_tokenizing() {
+    let engine = start(smollm2()).await;
+    let huge = "word ".repeat(3_200_000);
+    let started = Instant::now();
+    match engine.submit(greedy(vec![user(&huge)], 4)) {
+        Err(e @ SubmitError::PromptTooLong { bytes, context: 512 }) => {
+            assert!(bytes >= huge.len(), "{bytes}");
+            assert!(e.is_caller_fault() && !e.retryable());
+        }
+        other => panic!("expected PromptTooLong, got {:?}", other.err()),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "refused in {:?}", started.elapsed());
+    let out = run(&engine, greedy(vec![user("Hi")], 2)).await;
+    assert!(out.finish.completion_tokens >= 1);
+}
 
 #[tokio::test]
 async fn too_long_requests_and_a_full_queue_are_refused_at_once() {

@@ -1,0 +1,185 @@
+//! One accepted connection: the hyper-util connection future, raced against the first-head and
+//! idle deadlines, the graceful stop and the hard kill. Requests in flight are counted by a
+//! guard that lives in the response body, so a stream counts until its last frame is written.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::{AcceptLimits, Shared};
+
+/// Serves one connection until it ends, is found idle, or the server stops. `_slot` is its place
+/// under `max_connections`, given back when this returns.
+pub(super) async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    shared: Arc<Shared>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let activity = Arc::new(Activity::new());
+    let svc = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let guard = InFlight::start(&activity);
+            let app = app.clone();
+            async move {
+                let res = app.oneshot(req.map(Body::new)).await;
+                res.map(|r| r.map(|inner| Tracked { inner, _guard: guard }))
+            }
+        })
+    };
+    let conn = shared.builder.serve_connection(TokioIo::new(tcp), svc);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shared.kill.cancelled() => return,
+            _ = shared.stop.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            why = activity.expired(shared.limits), if !closing => match why {
+                Expiry::FirstHead => {
+                    tracing::debug!(%peer, "connection closed: no complete request head in time");
+                    return;
+                }
+                Expiry::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            },
+        }
+    }
+}
+
+/// Why a connection's deadline passed.
+enum Expiry {
+    /// No complete request head within `header_read_timeout` of the accept: dropped at once
+    /// (hyper's own header timer covers the later requests of an HTTP/1 connection).
+    FirstHead,
+    /// No request in flight for `idle_timeout`: shut down gracefully.
+    Idle,
+}
+
+/// What the deadlines read: requests in flight, whether one ever came, and since when idle.
+struct Activity {
+    accepted: Instant,
+    in_flight: AtomicUsize,
+    served: AtomicBool,
+    /// Milliseconds after `accepted` when the last request finished.
+    idle_since_ms: AtomicU64,
+    /// Woken on every request start and end.
+    changed: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            accepted: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The deadline now in force, if any (none while a request is in flight).
+    fn deadline(&self, limits: AcceptLimits) -> Option<(Instant, Expiry)> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        if !self.served.load(Ordering::Acquire) {
+            return Some((self.accepted + limits.header_read, Expiry::FirstHead));
+        }
+        let idle_since = self.accepted + std::time::Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        Some((idle_since + limits.idle, Expiry::Idle))
+    }
+
+    /// Resolves when the deadline in force passes. A stale wake-up (the `Notify` keeps one
+    /// permit) only costs one more look at the state.
+    async fn expired(&self, limits: AcceptLimits) -> Expiry {
+        loop {
+            let changed = self.changed.notified();
+            match self.deadline(limits) {
+                None => changed.await,
+                Some((at, why)) if Instant::now() >= at => return why,
+                Some((at, _)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = changed => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request in flight on its connection; dropped with the response body (or with the request
+/// if it never got one).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.served.store(true, Ordering::Release);
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.changed.notify_one();
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let since = u64::try_from(a.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.idle_since_ms.store(since, Ordering::Release);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+        a.changed.notify_one();
+    }
+}
+
+/// A response body that keeps its request counted as in flight until hyper drops it.
+struct Tracked {
+    inner: Body,
+    _guard: InFlight,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
