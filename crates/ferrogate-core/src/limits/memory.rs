@@ -224,13 +224,30 @@ mod tests {
     fn idle_counters_are_swept() {
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
         let s = MemoryLimitStore::new(clock.clone());
-        for i in 0..(SHARDS * SWEEP_AT) {
-            s.acquire_now(&[check(&format!("ip:{i}"), 100, 1)]);
+        // Every shard filled to exactly SWEEP_AT (keys spread by a seeded hash, not evenly: a
+        // fixed count left about half the shards below it, and the test failed by chance).
+        let mut per_shard = [0usize; SHARDS];
+        let mut i = 0;
+        while per_shard.iter().any(|&n| n < SWEEP_AT) {
+            let key = format!("ip:{i}");
+            i += 1;
+            let shard = s.shard_of(&key);
+            if per_shard[shard] < SWEEP_AT {
+                per_shard[shard] += 1;
+                s.acquire_now(&[check(&key, 100, 1)]);
+            }
         }
         let before = s.len();
+        assert_eq!(before, SHARDS * SWEEP_AT);
         clock.advance(2 * MINUTE_US / 1000);
-        for i in 0..(SHARDS * 8) {
-            s.acquire_now(&[check(&format!("new:{i}"), 100, 1)]);
+        // One new key into every shard: each insert finds its shard full and sweeps it.
+        let mut swept = [false; SHARDS];
+        let mut i = 0;
+        while swept.iter().any(|&done| !done) {
+            let key = format!("new:{i}");
+            i += 1;
+            swept[s.shard_of(&key)] = true;
+            s.acquire_now(&[check(&key, 100, 1)]);
         }
         assert!(s.len() < before / 2, "{} of {before} left", s.len());
     }
