@@ -12,7 +12,7 @@ use ferrogate_protocol::openai::{ChatMessage, FinishReason, Usage};
 use futures::Stream;
 use serde_json::{Map, Value};
 
-use crate::error::Blame;
+use crate::blame::Blame;
 
 /// A normalized inference request, already routed: `model` is the upstream's model name.
 #[derive(Debug, Clone)]

@@ -5,14 +5,7 @@ use std::time::Duration;
 use ferrogate_protocol::openai::InvalidParam;
 
 use crate::backend::BackendError;
-
-/// Who is at fault: decides logging level and whether a backend's health suffers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Blame {
-    Caller,
-    Upstream,
-    Gateway,
-}
+pub use crate::blame::Blame;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {

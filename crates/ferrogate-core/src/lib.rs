@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod background;
 pub mod balance;
+pub mod blame;
 pub mod breaker;
 pub mod error;
 pub mod guardrails;
@@ -25,6 +26,7 @@ pub use backend::{
     Backend, BackendError, Capabilities, Completion, EventStream, GenParams, Health, InferenceRequest, Input,
     StreamEvent, TimeoutKind,
 };
-pub use error::{Blame, GatewayError};
+pub use blame::Blame;
+pub use error::GatewayError;
 pub use obs::{BackendStats, EnginePhases, RequestObs};
 pub use routing::{Deployment, PickError, Policy, Registry, Target, TargetGuard};

@@ -8,36 +8,16 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc as tokio_mpsc, watch};
 
-use crate::config::{EngineConfig, Resolved, resolve};
+use crate::config::{EngineConfig, resolve};
 use crate::error::{EngineError, SubmitError};
 use crate::generation::Generation;
+use crate::job::{Job, Shared};
 use crate::model::LoadedModel;
-use crate::request::{GenEvent, GenerateRequest, Prompt, SamplingParams};
+use crate::request::{GenerateRequest, Prompt};
 use crate::scheduler;
 use crate::stats::{EngineStats, EngineStatus, ModelInfo, Stats};
-
-/// State shared by the handle and the scheduler thread.
-pub(crate) struct Shared {
-    pub cfg: Resolved,
-    pub status: watch::Sender<EngineStatus>,
-    /// Set by the scheduler once loaded; read by callers to tokenize.
-    pub model: OnceLock<Arc<LoadedModel>>,
-    pub info: OnceLock<ModelInfo>,
-    pub stats: Stats,
-}
-
-/// A validated, tokenized request on its way to the scheduler.
-pub(crate) struct Job {
-    pub tokens: Vec<LlamaToken>,
-    pub max_tokens: u32,
-    pub sampling: SamplingParams,
-    pub stop: Vec<String>,
-    pub tx: tokio_mpsc::UnboundedSender<GenEvent>,
-    pub submitted: Instant,
-}
 
 /// The embedded llama.cpp engine. Clones share one model, one context and one scheduler.
 #[derive(Clone)]

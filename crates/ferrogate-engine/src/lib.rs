@@ -30,6 +30,7 @@ mod engine;
 mod error;
 mod ffi;
 mod generation;
+mod job;
 mod llama_log;
 mod model;
 mod request;

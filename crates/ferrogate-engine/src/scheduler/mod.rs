@@ -18,9 +18,9 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 
 use crate::config::default_parallel;
-use crate::engine::{Job, Shared};
 use crate::error::EngineError;
 use crate::ffi;
+use crate::job::{Job, Shared};
 use crate::model::LoadedModel;
 use crate::request::GenEvent;
 use crate::slots::{Slot, pick_slot};

@@ -11,8 +11,8 @@ use llama_cpp_2::DecodeError;
 use llama_cpp_2::token::LlamaToken;
 
 use super::Scheduler;
-use crate::engine::Job;
 use crate::error::EngineError;
+use crate::job::Job;
 use crate::request::{Finish, FinishReason, GenEvent};
 use crate::sampling::{argmax, is_plain_greedy, sampler_for};
 use crate::slots::{Sequence, Slot};
