@@ -141,8 +141,8 @@ fn refusal_response() -> Vec<u8> {
     let retry = err.retry_after.map_or(1, |d| d.as_secs().max(1));
     format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nretry-after: {retry}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        err.status.as_u16(),
-        err.status.canonical_reason().unwrap_or(""),
+        err.status().as_u16(),
+        err.status().canonical_reason().unwrap_or(""),
         body.len()
     )
     .into_bytes()

@@ -1,8 +1,10 @@
-//! The HTTP edge of ferrogate: configuration, the axum router and its stages, handlers, SSE
-//! framing, OpenAI-shaped errors, health and readiness, start-up and graceful shutdown.
+//! The HTTP edge of ferrogate: the accept loop, the axum router and its stages, handlers (one
+//! module per front protocol), the request pipeline they call, SSE framing, OpenAI-shaped errors,
+//! health and readiness, graceful shutdown — over the services the composition root (the
+//! `ferrogate` binary) builds and hands in as core's traits ([`Services`]).
 //!
-//! Invariant: handlers are thin — they decode, call `pipeline` (plan, then execute, then settle)
-//! and encode. Engine internals are never visible here; backends come from `ferrogate-backends`.
+//! Invariant: handlers are thin — they decode, call `pipeline::run` and encode. Backends, stores
+//! and engines are never named here: the server sees `Backend`, `TenancyStore`, `LimitStore`.
 
 // `ApiError` carries the public message, the logged cause and headers; it exists only on the
 // error path, so its size costs nothing on successful requests.
@@ -12,7 +14,6 @@ pub mod accept;
 pub mod admin;
 pub mod auth;
 pub mod body;
-pub mod config;
 pub mod error;
 pub mod guardrails;
 pub mod handlers;
@@ -20,14 +21,18 @@ pub mod lifecycle;
 pub mod limits;
 pub mod observability;
 pub mod pipeline;
+pub mod request;
 pub mod resilience;
 pub mod router;
+pub mod sampler;
+pub mod settings;
+pub mod settle;
 pub mod sse;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;
 pub mod warmup;
 
-pub use config::{Config, ConfigErrors};
-pub use lifecycle::{Running, StartError, shutdown_signal, start, start_with_clock};
-pub use state::AppState;
+pub use lifecycle::{Running, StartError, shutdown_signal, start};
+pub use settings::Settings;
+pub use state::{AppState, Services};

@@ -8,10 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrogate_backends::BackendConfig;
-use ferrogate_backends::embedded::source;
 use ferrogate_core::Health;
-use ferrogate_core::tenancy::time::{Clock, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -19,9 +16,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::accept::{self, AcceptLimits};
-use crate::config::Config;
-use crate::state::AppState;
-use crate::tenancy::Tenancy;
+use crate::settings::Settings;
+use crate::state::{AppState, Services};
 
 /// Bound of one health probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,27 +57,14 @@ impl Running {
     }
 }
 
-/// Builds everything from `cfg`, binds and serves until `signal` resolves, then drains.
-pub async fn start(cfg: &Config, signal: impl Future<Output = ()> + Send + 'static) -> Result<Running, StartError> {
-    start_with_clock(cfg, signal, Arc::new(SystemClock)).await
-}
-
-/// As [`start`], reading time for key expiry, budgets and usage rows from `clock` (tests).
-pub async fn start_with_clock(
-    cfg: &Config,
+/// Serves `services` as `cfg` says: binds, starts the background work (health checks, warm-up,
+/// the gauge sampler, the key poller) and serves until `signal` resolves, then drains.
+pub async fn start(
+    cfg: &Settings,
+    services: Services,
     signal: impl Future<Output = ()> + Send + 'static,
-    clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
-    let mut cfg = cfg.clone();
-    fetch_models(&mut cfg).await.map_err(StartError::Build)?;
-    let cfg = &cfg;
-    let tenancy = match &cfg.tenancy {
-        Some(t) => {
-            Some(Arc::new(Tenancy::connect(t, &cfg.deployments, clock).await.map_err(|e| StartError::Build(vec![e]))?))
-        }
-        None => None,
-    };
-    let st = AppState::build_with(cfg, tenancy).map_err(StartError::Build)?;
+    let st = AppState::new(cfg, services).map_err(StartError::Build)?;
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
@@ -89,7 +72,7 @@ pub async fn start_with_clock(
     spawn_health_checks(&st);
     crate::warmup::spawn(&st);
     let metrics_addr = spawn_metrics_listener(&st, accept_limits(cfg)).await?;
-    crate::observability::Observability::spawn_sampler(&st);
+    crate::sampler::spawn(&st);
     if let Some(t) = &st.tenancy {
         t.spawn_background(&st.tasks, st.stopping.clone());
     }
@@ -116,7 +99,7 @@ async fn spawn_metrics_listener(st: &AppState, limits: AcceptLimits) -> Result<O
 }
 
 /// The accept side's bounds from `[server]`.
-fn accept_limits(cfg: &Config) -> AcceptLimits {
+fn accept_limits(cfg: &Settings) -> AcceptLimits {
     AcceptLimits {
         header_read: Duration::from_secs(cfg.server.header_read_timeout_secs),
         idle: Duration::from_secs(cfg.server.idle_timeout_secs),
@@ -163,31 +146,6 @@ async fn serve(
     // And the spans still queued.
     st.obs.shutdown().await;
     tracing::info!("shutdown complete");
-}
-
-/// Fetches every `hf://` model into `<model_dir>/hf` (a cached file needs no network) and points
-/// its backend at the local file. Runs before the port is bound, as llama-server's `-hf` does: a
-/// gateway that cannot get its model refuses to start, naming the source and the cause.
-pub async fn fetch_models(cfg: &mut Config) -> Result<(), Vec<String>> {
-    let cache = source::hub_cache_dir(&cfg.model_dir);
-    let endpoint = source::hub_endpoint();
-    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut errs = Vec::new();
-    for (name, backend) in &mut cfg.backends {
-        let BackendConfig::Embedded(engine) = backend else { continue };
-        match source::hub_file(&engine.model_path) {
-            None => {}
-            Some(Err(e)) => errs.push(format!("backends.{name}: {e}")),
-            Some(Ok(hub)) => match source::fetch(&hub, &cache, &endpoint, progress).await {
-                Ok(path) => {
-                    tracing::info!(backend = %name, source = %hub, path = %path.display(), "model file ready");
-                    engine.model_path = path;
-                }
-                Err(e) => errs.push(format!("backends.{name}: {e}")),
-            },
-        }
-    }
-    if errs.is_empty() { Ok(()) } else { Err(errs) }
 }
 
 /// One active health-check loop per backend, so a slow or hanging probe of one backend never

@@ -10,8 +10,8 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::ApiError;
+use crate::handlers::dashboard;
 use crate::handlers::{chat, completions, health, models, simple};
-use crate::observability::dashboard;
 use crate::state::AppState;
 use crate::{admin, auth, body, limits, telemetry};
 
@@ -20,7 +20,7 @@ pub fn router(st: AppState) -> Router {
         .layer(from_fn_with_state(st.clone(), telemetry::layer)) // 1 request id, trace, access log, metrics
         .layer(CatchPanicLayer::custom(on_panic)) // 2 a bug answers 500, never drops the connection
         .layer(from_fn_with_state(st.clone(), drain)) // 3 shutting down → 503
-        .layer(from_fn_with_state(st.clone(), limits::layer)) // 3b client IP; rate-limit headers
+        .layer(from_fn_with_state(st.clone(), limits::layer::layer)) // 3b client IP; rate-limit headers
         .layer(from_fn_with_state(st.clone(), auth::layer)) // 4 who is calling
         .layer(from_fn_with_state(st.clone(), body::layer)) // 5 bounded input: size and read time
         .layer(DefaultBodyLimit::max(st.body_limit));

@@ -28,8 +28,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
-use crate::pipeline::{Endpoint, Plan, Settle};
-use crate::resilience::dispatch::{Dispatched, Lease};
+use crate::handlers::decorate;
+use crate::pipeline::{Answer, Body as Answered};
+use crate::request::Endpoint;
+use crate::resilience::dispatch::Lease;
+use crate::settle::Settle;
 use crate::state::AppState;
 
 /// Builds the frames of one stream.
@@ -128,17 +131,23 @@ fn json_frame<T: serde::Serialize>(v: &T) -> Bytes {
     }
 }
 
-/// Starts the stream; returns an error response if the backend fails before its first event
-/// (after the dispatcher's retries and fallbacks).
-pub async fn respond(st: AppState, mut plan: Plan) -> Result<Response, ApiError> {
-    let Dispatched { lease, value: (first, events), mut settle } =
-        crate::pipeline::execute_stream(&st, &mut plan).await?;
+/// Streams an answer whose backend produced its first event (errors before it were answered
+/// with a status by the pipeline). A whole answer is not expected here; it is encoded as a
+/// one-event stream all the same.
+pub fn respond(st: AppState, answer: Answer) -> Response {
+    let Answer { endpoint, shown, include_usage, body } = answer;
+    let (first, events, lease, mut settle) = match body {
+        Answered::Stream { first, events, lease, settle } => (first, events, lease, settle),
+        Answered::Whole { .. } => {
+            return ApiError::internal("a whole answer was sent to the stream encoder").into_response();
+        }
+    };
     settle.first_token = Some(Instant::now());
-    let enc = Encoder::new(plan.endpoint, &settle.request_id, &plan.model, plan.include_usage);
+    let enc = Encoder::new(endpoint, &settle.request_id, &shown, include_usage);
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut res = body.into_response();
-    crate::pipeline::decorate(&mut res, &plan.model, &settle);
+    decorate(&mut res, &shown, &settle);
     let pump = Pump {
         enc,
         tx,
@@ -154,7 +163,7 @@ pub async fn respond(st: AppState, mut plan: Plan) -> Result<Response, ApiError>
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(res)
+    res
 }
 
 struct Pump {

@@ -5,19 +5,36 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ferrogate_backends::BuildContext;
 use ferrogate_core::breaker::Breaker;
-use ferrogate_core::tenancy::time::{Clock, SystemClock};
-use ferrogate_core::{Backend, Deployment, Health, Registry, Target};
+use ferrogate_core::limits::LimitStore;
+use ferrogate_core::tenancy::time::Clock;
+use ferrogate_core::{Backend, Health, Registry};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::StaticKeys;
-use crate::config::Config;
+use crate::auth::keys::StaticKeys;
 use crate::limits::Limiter;
 use crate::observability::Observability;
 use crate::resilience::tiers::TierRouter;
+use crate::settings::Settings;
 use crate::tenancy::Tenancy;
+
+/// What the composition root (the binary) builds and hands the server: the backends and the
+/// deployments over them, the stores behind core's traits, and the clock.
+pub struct Services {
+    /// Deployments by name and alias, their targets over `backends`.
+    pub registry: Registry,
+    /// Every configured backend (deployments may share one).
+    pub backends: Vec<Arc<dyn Backend>>,
+    /// One circuit breaker per backend, by backend name.
+    pub breakers: HashMap<String, Arc<Breaker>>,
+    /// Stored keys, the usage ledger and quotas; `None` when tenancy is off.
+    pub tenancy: Option<Arc<Tenancy>>,
+    /// The rate-limit counters: in process, or shared (Redis).
+    pub limit_store: Arc<dyn LimitStore>,
+    /// Time for key expiry, budgets, limits and usage rows (tests move it).
+    pub clock: Arc<dyn Clock>,
+}
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -76,59 +93,18 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Builds backends and deployments, without tenancy. Errors list every backend that failed.
-    pub fn build(cfg: &Config) -> Result<AppState, Vec<String>> {
-        Self::build_with(cfg, None)
-    }
-
-    /// As [`AppState::build`], with the tenancy service (connected by `lifecycle::start`).
-    pub fn build_with(cfg: &Config, tenancy: Option<Arc<Tenancy>>) -> Result<AppState, Vec<String>> {
-        let cx = BuildContext { model_dir: cfg.model_dir.clone() };
-        let mut errs = Vec::new();
-        let mut backends: HashMap<String, Arc<dyn Backend>> = HashMap::new();
-        for (name, bc) in &cfg.backends {
-            match ferrogate_backends::build(name, bc.clone(), &cx) {
-                Ok(b) => {
-                    backends.insert(name.clone(), b);
-                }
-                Err(e) => errs.push(format!("backends.{name}: {e}")),
-            }
-        }
-        if !errs.is_empty() {
-            return Err(errs);
-        }
-        let created = ferrogate_protocol::openai::unix_now();
+    /// The state of a server over `services`, configured by `cfg`.
+    pub fn new(cfg: &Settings, services: Services) -> Result<AppState, Vec<String>> {
+        let Services { registry, backends, breakers, tenancy, limit_store, clock } = services;
         let res = &cfg.resilience;
-        let now = tokio::time::Instant::now();
-        let breakers: HashMap<String, Arc<Breaker>> =
-            backends.keys().map(|k| (k.clone(), Arc::new(Breaker::new(res.breaker.to_core(), now)))).collect();
-        let deployments = cfg
-            .deployments
-            .iter()
-            .map(|(name, d)| {
-                let upstream = d.upstream_model.clone().unwrap_or_else(|| name.clone());
-                let targets = d
-                    .backends
-                    .iter()
-                    .filter_map(|b| Some((b, backends.get(b)?, breakers.get(b)?)))
-                    .map(|(b, backend, breaker)| {
-                        let weight = d.weights.get(b).copied().unwrap_or(1);
-                        Arc::new(Target::with(Arc::clone(backend), upstream.clone(), weight, Arc::clone(breaker)))
-                    })
-                    .collect();
-                let policy = crate::resilience::policy(res, d, &cfg.backends);
-                Deployment::with_policy(name.clone(), d.aliases.clone(), targets, created, policy)
-            })
-            .collect();
-        let registry = Registry::new(deployments)?;
-        let clock = tenancy.as_ref().map_or_else(|| Arc::new(SystemClock) as Arc<dyn Clock>, |t| Arc::clone(&t.clock));
-        let limits = Arc::new(Limiter::new(&cfg.limits, tenancy.is_some(), clock).map_err(|e| vec![e])?);
-        let obs = Arc::new(observability_of(cfg)?);
+        let limits = Arc::new(Limiter::with_store(&cfg.limits, tenancy.is_some(), limit_store, clock));
+        let obs = Arc::new(observability_of(cfg, &backends)?);
         let guardrails = crate::guardrails::Guardrails::new(&cfg.guardrails).map_err(|e| vec![e])?;
-        let health = backends.keys().map(|k| (k.clone(), Health::NotReady("not checked yet".into()))).collect();
+        let health =
+            backends.iter().map(|b| (b.name().to_owned(), Health::NotReady("not checked yet".into()))).collect();
         Ok(AppState(Arc::new(Inner {
             registry,
-            backends: backends.into_values().collect(),
+            backends,
             breakers,
             tiers: TierRouter::new(&res.tiers),
             backend_concurrency: res.queue.backend_concurrency,
@@ -223,11 +199,12 @@ impl AppState {
 }
 
 /// Metrics pre-registered for the configured deployments and backends, and the tracer.
-fn observability_of(cfg: &Config) -> Result<Observability, Vec<String>> {
+fn observability_of(cfg: &Settings, backends: &[Arc<dyn Backend>]) -> Result<Observability, Vec<String>> {
     let deployments: Vec<(&str, Vec<&str>)> =
         cfg.deployments.iter().map(|(n, d)| (n.as_str(), d.backends.iter().map(String::as_str).collect())).collect();
-    let backends: Vec<&str> = cfg.backends.keys().map(String::as_str).collect();
-    Observability::new(&cfg.obs, &deployments, &backends).map_err(|e| vec![e])
+    let mut names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+    names.sort_unstable();
+    Observability::new(&cfg.obs, &deployments, &names).map_err(|e| vec![e])
 }
 
 pub struct InflightGuard(AppState);

@@ -1,9 +1,10 @@
 //! Request identity and the access log: accepts or generates `X-Request-Id`, puts a `RequestCx`
 //! in the request extensions, adds `X-Request-Id` and `X-Response-Time-Ms` to every response and
 //! writes one structured log line per request (never prompt text or keys). It also starts the
-//! request's observability context (`ObsCx`: its trace, when tracing is on) and records the
-//! metrics of inference requests that never reached a backend (404, 429, …); those that did are
-//! recorded by `Settle`.
+//! request's observability context (`ObsCx`: its trace, when tracing is on) and records, through
+//! the one settle path (`settle::emit`), every inference request that no `Settle` records —
+//! refused before reaching a backend (400, 401, 404, 429, 503 …), or dropped before its response
+//! (client gone: 499; a handler panic: 500).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,36 +15,12 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::error::ErrorLog;
-use crate::observability::ObsCx;
-use crate::observability::feed::{self, Entry};
-use crate::observability::metrics::RequestRecord;
+use crate::error::{ErrorCode, ErrorLog};
+use crate::request::record::{Charged, Outcome, RequestRecord};
+use crate::request::{Endpoint, RequestCx, RouteLog};
+use crate::resilience::hints::RouteHints;
+use crate::settle;
 use crate::state::AppState;
-
-/// Per-request context handlers read from the extensions.
-#[derive(Debug, Clone)]
-pub struct RequestCx {
-    pub id: String,
-    pub started: Instant,
-    /// The peer, or `X-Forwarded-For` behind a trusted proxy: the access log's `client_ip`.
-    pub client_ip: std::net::IpAddr,
-    /// Set by the auth layer: who is calling, and the request's usage-ledger slot.
-    pub caller: Option<std::sync::Arc<crate::tenancy::Caller>>,
-    /// Set by the limits layer when rate limits may apply: client IP, rate-limit headers.
-    pub limits: Option<std::sync::Arc<crate::limits::RequestLimits>>,
-    /// The client's routing headers (priority class, tier pin), parsed by the route stage.
-    pub hints: crate::resilience::hints::RouteHints,
-    /// Stage marks, deployment and trace of this request (metrics, spans).
-    pub obs: Arc<ObsCx>,
-}
-
-/// Filled by handlers so the access log can name the model and backend; the backend is also
-/// returned to the client in `x-ferrogate-backend` when `server.backend_header` is on.
-#[derive(Debug, Clone, Default)]
-pub struct RouteLog {
-    pub model: String,
-    pub backend: String,
-}
 
 /// A client-supplied id is kept if it is short and printable; otherwise a new one is made.
 fn request_id(req: &Request) -> String {
@@ -56,13 +33,14 @@ fn request_id(req: &Request) -> String {
 
 pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let hints = crate::resilience::hints::RouteHints::from_headers(req.headers());
+    let hints = RouteHints::from_headers(req.headers());
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let endpoint = crate::pipeline::Endpoint::from_path(&path).map(crate::pipeline::Endpoint::as_str);
+    let endpoint = Endpoint::from_path(&path);
     let obs = Arc::new(st.obs.request(req.headers(), method.as_str(), &path, started, endpoint.is_some()));
     let client_ip = crate::limits::client_ip::client_ip(&req, &st.limits.trusted_proxies);
-    let cx = RequestCx { id: request_id(&req), started, client_ip, caller: None, limits: None, hints, obs };
+    let cx = RequestCx { id: request_id(&req), started, endpoint, client_ip, caller: None, limits: None, hints, obs };
     req.extensions_mut().insert(cx.clone());
+    let mut unsettled = endpoint.map(|e| Unsettled { st: st.clone(), cx: cx.clone(), endpoint: e, done: false });
     let mut res = next.run(req).await;
     let elapsed = cx.started.elapsed();
     let headers = res.headers_mut();
@@ -85,19 +63,21 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         res.headers_mut().insert("x-ferrogate-backend", v);
     }
     let status = res.status().as_u16();
-    let code = res.extensions().get::<ErrorLog>().map(|e| e.code);
-    if let Some(ep) = endpoint {
-        record_unsettled(&st, &cx, ep, status, code);
+    let error = res.extensions().get::<ErrorLog>();
+    root_span_status(&cx, status, error.map(|e| e.code));
+    if let Some(u) = unsettled.as_mut() {
+        u.finish(status, error);
+        return res;
     }
     let trace_id = cx.obs.trace_id();
-    match res.extensions().get::<ErrorLog>() {
+    match error {
         Some(e) if status >= 500 && !e.is_load_shed() => tracing::warn!(
             request_id = %cx.id, client_ip = %cx.client_ip, %method, %path, status, model = %model, backend = %route.backend,
-            latency_ms = elapsed.as_millis() as u64, error.code = e.code, error.cause = %e.cause, trace_id, "request failed"
+            latency_ms = elapsed.as_millis() as u64, error.code = e.code.as_str(), error.cause = %e.cause, trace_id, "request failed"
         ),
         Some(e) => tracing::info!(
             request_id = %cx.id, client_ip = %cx.client_ip, %method, %path, status, model = %model,
-            latency_ms = elapsed.as_millis() as u64, error.code = e.code, error.cause = %e.cause, trace_id, "request rejected"
+            latency_ms = elapsed.as_millis() as u64, error.code = e.code.as_str(), error.cause = %e.cause, trace_id, "request rejected"
         ),
         None => tracing::debug!(
             request_id = %cx.id, client_ip = %cx.client_ip, %method, %path, status, model = %model, backend = %route.backend,
@@ -107,55 +87,85 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     res
 }
 
-/// Status on the root span; metrics and the dashboard feed for an inference request that no
-/// `Settle` records (rejected before reaching a backend).
-fn record_unsettled(st: &AppState, cx: &RequestCx, endpoint: &'static str, status: u16, code: Option<&'static str>) {
+/// The HTTP status on the root span (and its error, if any).
+fn root_span_status(cx: &RequestCx, status: u16, code: Option<ErrorCode>) {
     if let Some(t) = cx.obs.sampled() {
         t.set([opentelemetry::KeyValue::new("http.response.status_code", i64::from(status))]);
         if let Some(c) = code.filter(|_| status >= 400) {
-            t.error(c);
+            t.error(c.as_str());
         }
     }
-    if cx.obs.settling.load(Ordering::Relaxed) {
-        return;
+}
+
+/// An inference request not yet recorded. Unless a `Settle` took over (it reached a backend),
+/// it is recorded when its response leaves ([`Unsettled::finish`]) or, if it never gets one,
+/// when dropped: 499 when the client went away, 500 when a handler panicked.
+struct Unsettled {
+    st: AppState,
+    cx: RequestCx,
+    endpoint: Endpoint,
+    done: bool,
+}
+
+impl Unsettled {
+    fn finish(&mut self, status: u16, error: Option<&ErrorLog>) {
+        if std::mem::replace(&mut self.done, true) || self.cx.obs.settling.load(Ordering::Relaxed) {
+            return;
+        }
+        let outcome = match error {
+            Some(e) => Outcome::Refused { code: e.code, cause: e.cause.clone() },
+            // A 2xx without a `Settle` does not happen on inference routes; recorded as refused
+            // by nobody rather than lost.
+            None if status < 400 => Outcome::Cancelled,
+            None => Outcome::Refused { code: ErrorCode::InvalidRequest, cause: String::new() },
+        };
+        self.record(status, &outcome);
     }
-    let error_type = code.unwrap_or(if status >= 400 { "error" } else { "none" });
-    let tenant = cx.obs.tenant();
-    let duration = cx.started.elapsed();
-    let r = RequestRecord {
-        endpoint,
-        deployment: cx.obs.deployment(),
-        backend: None,
-        status,
-        error_type,
-        tenant,
-        duration,
-        ttft: None,
-        backend_duration: None,
-        decode: None,
-        prompt_tokens: 0,
-        cached_tokens: 0,
-        completion_tokens: 0,
-        has_usage: false,
-    };
-    if st.obs.cfg.metrics.enabled {
-        st.obs.metrics.request(&r);
+
+    fn record(&self, status: u16, outcome: &Outcome) {
+        let obs = &self.cx.obs;
+        let caller = obs.caller();
+        let requested = caller.and_then(|c| c.meter.as_ref()).map_or("", |m| m.model());
+        let r = RequestRecord {
+            request_id: &self.cx.id,
+            endpoint: self.endpoint,
+            client_ip: self.cx.client_ip,
+            caller: caller.map(|c| c.as_ref()),
+            tenant: obs.tenant(),
+            requested,
+            deployment: obs.deployment(),
+            backend: None,
+            model_served: None,
+            stream: false,
+            outcome,
+            status,
+            usage: Default::default(),
+            charged: Charged::default(),
+            dispatched: false,
+            started: self.cx.started,
+            duration: self.cx.started.elapsed(),
+            ttft: None,
+            backend_duration: None,
+            decode: None,
+            guardrails: None,
+        };
+        let metered = caller.and_then(|c| c.meter.as_ref()).is_some_and(|m| m.take());
+        settle::emit(&self.st, &r, metered, obs.trace_id().as_deref());
     }
-    if !st.obs.cfg.dashboard.enabled {
-        return;
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if self.done || self.cx.obs.settling.load(Ordering::Relaxed) {
+            return;
+        }
+        self.done = true;
+        let outcome = if std::thread::panicking() {
+            Outcome::Refused { code: ErrorCode::InternalError, cause: "handler panicked".into() }
+        } else {
+            Outcome::Cancelled
+        };
+        let status = if std::thread::panicking() { 500 } else { 499 };
+        self.record(status, &outcome);
     }
-    st.obs.feed.push(Entry {
-        at_ms: feed::now_ms(),
-        request_id: cx.id.clone(),
-        endpoint,
-        deployment: r.deployment.to_owned(),
-        backend: None,
-        status,
-        error_type,
-        latency_ms: duration.as_secs_f64() * 1000.0,
-        ttft_ms: None,
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        tenant: tenant.map(str::to_owned),
-    });
 }

@@ -6,7 +6,8 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ferrogate_server::{AppState, config};
+use ferrogate::config;
+use ferrogate_server::AppState;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -23,9 +24,11 @@ backends = ["up"]
 aliases = ["alias-m"]
 "#;
 
-fn app(toml: &str) -> axum::Router {
+async fn app(toml: &str) -> axum::Router {
     let cfg = config::load_str(toml).unwrap();
-    ferrogate_server::router::router(AppState::build(&cfg).unwrap())
+    let clock = std::sync::Arc::new(ferrogate_core::tenancy::time::SystemClock);
+    let services = ferrogate::compose::services(&cfg, clock).await.unwrap();
+    ferrogate_server::router::router(AppState::new(&cfg.settings, services).unwrap())
 }
 
 async fn call(app: axum::Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
@@ -49,7 +52,7 @@ fn assert_openai_error(v: &Value) {
 
 #[tokio::test]
 async fn malformed_json_is_400() {
-    let (s, _, v) = call(app(CONFIG), post("/v1/chat/completions", "{\"model\": \"m\", ")).await;
+    let (s, _, v) = call(app(CONFIG).await, post("/v1/chat/completions", "{\"model\": \"m\", ")).await;
     assert_eq!(s, 400);
     assert_openai_error(&v);
     assert!(v["error"]["message"].as_str().unwrap().contains("parse"), "{v}");
@@ -58,7 +61,7 @@ async fn malformed_json_is_400() {
 #[tokio::test]
 async fn wrong_type_names_the_param() {
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"});
-    let (s, _, v) = call(app(CONFIG), post("/v1/chat/completions", body.to_string())).await;
+    let (s, _, v) = call(app(CONFIG).await, post("/v1/chat/completions", body.to_string())).await;
     assert_eq!(s, 400);
     assert_eq!(v["error"]["param"], "temperature", "{v}");
 }
@@ -66,7 +69,7 @@ async fn wrong_type_names_the_param() {
 #[tokio::test]
 async fn bad_role_names_the_nested_param() {
     let body = json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]});
-    let (s, _, v) = call(app(CONFIG), post("/v1/chat/completions", body.to_string())).await;
+    let (s, _, v) = call(app(CONFIG).await, post("/v1/chat/completions", body.to_string())).await;
     assert_eq!(s, 400);
     assert_eq!(v["error"]["param"], "messages[0].role", "{v}");
 }
@@ -82,7 +85,7 @@ async fn out_of_range_and_missing_fields() {
         (json!({"messages": [{"role": "user", "content": "x"}]}), "model"),
     ];
     for (body, param) in cases {
-        let (s, _, v) = call(app(CONFIG), post("/v1/chat/completions", body.to_string())).await;
+        let (s, _, v) = call(app(CONFIG).await, post("/v1/chat/completions", body.to_string())).await;
         assert_eq!(s, 400, "{body} → {v}");
         assert_openai_error(&v);
         let got = v["error"]["param"].as_str().unwrap_or_default();
@@ -93,11 +96,11 @@ async fn out_of_range_and_missing_fields() {
 #[tokio::test]
 async fn unknown_model_is_404_model_not_found() {
     let body = json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]});
-    let (s, _, v) = call(app(CONFIG), post("/v1/chat/completions", body.to_string())).await;
+    let (s, _, v) = call(app(CONFIG).await, post("/v1/chat/completions", body.to_string())).await;
     assert_eq!(s, 404);
     assert_eq!(v["error"]["code"], "model_not_found");
     assert_eq!(v["error"]["param"], "model");
-    let (s, _, v) = call(app(CONFIG), Request::get("/v1/models/nope").body(Body::empty()).unwrap()).await;
+    let (s, _, v) = call(app(CONFIG).await, Request::get("/v1/models/nope").body(Body::empty()).unwrap()).await;
     assert_eq!(s, 404);
     assert_eq!(v["error"]["code"], "model_not_found");
 }
@@ -106,20 +109,20 @@ async fn unknown_model_is_404_model_not_found() {
 async fn body_over_the_limit_is_413() {
     let big = "x".repeat(4096);
     let body = json!({"model": "m", "messages": [{"role": "user", "content": big}]});
-    let (s, _, v) = call(app(CONFIG), post("/v1/chat/completions", body.to_string())).await;
+    let (s, _, v) = call(app(CONFIG).await, post("/v1/chat/completions", body.to_string())).await;
     assert_eq!(s, 413, "{v}");
     assert_openai_error(&v);
 }
 
 #[tokio::test]
 async fn empty_body_unknown_route_and_wrong_method() {
-    let (s, _, v) = call(app(CONFIG), post("/v1/chat/completions", "")).await;
+    let (s, _, v) = call(app(CONFIG).await, post("/v1/chat/completions", "")).await;
     assert_eq!(s, 400);
     assert_openai_error(&v);
-    let (s, _, v) = call(app(CONFIG), Request::get("/v2/whatever").body(Body::empty()).unwrap()).await;
+    let (s, _, v) = call(app(CONFIG).await, Request::get("/v2/whatever").body(Body::empty()).unwrap()).await;
     assert_eq!(s, 404);
     assert_openai_error(&v);
-    let (s, _, v) = call(app(CONFIG), Request::get("/v1/chat/completions").body(Body::empty()).unwrap()).await;
+    let (s, _, v) = call(app(CONFIG).await, Request::get("/v1/chat/completions").body(Body::empty()).unwrap()).await;
     assert_eq!(s, 405);
     assert_openai_error(&v);
 }
@@ -127,7 +130,7 @@ async fn empty_body_unknown_route_and_wrong_method() {
 #[tokio::test]
 async fn unreachable_backend_is_502_without_internal_details() {
     let body = json!({"model": "alias-m", "messages": [{"role": "user", "content": "x"}]});
-    let (s, h, v) = call(app(CONFIG), post("/v1/chat/completions", body.to_string())).await;
+    let (s, h, v) = call(app(CONFIG).await, post("/v1/chat/completions", body.to_string())).await;
     assert!(s == 502 || s == 504, "{s} {v}");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(!msg.contains("127.0.0.1"), "no upstream address in public errors: {msg}");
@@ -137,12 +140,12 @@ async fn unreachable_backend_is_502_without_internal_details() {
 
 #[tokio::test]
 async fn models_list_names_deployments_and_aliases() {
-    let (s, _, v) = call(app(CONFIG), Request::get("/v1/models").body(Body::empty()).unwrap()).await;
+    let (s, _, v) = call(app(CONFIG).await, Request::get("/v1/models").body(Body::empty()).unwrap()).await;
     assert_eq!(s, 200);
     assert_eq!(v["object"], "list");
     let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec!["m", "alias-m"]);
-    let (s, _, v) = call(app(CONFIG), Request::get("/v1/models/alias-m").body(Body::empty()).unwrap()).await;
+    let (s, _, v) = call(app(CONFIG).await, Request::get("/v1/models/alias-m").body(Body::empty()).unwrap()).await;
     assert_eq!(s, 200);
     assert_eq!(v["object"], "model");
 }
@@ -150,12 +153,12 @@ async fn models_list_names_deployments_and_aliases() {
 #[tokio::test]
 async fn request_id_is_accepted_or_generated() {
     let req = Request::get("/health").header("x-request-id", "abc-123").body(Body::empty()).unwrap();
-    let (_, h, _) = call(app(CONFIG), req).await;
+    let (_, h, _) = call(app(CONFIG).await, req).await;
     assert_eq!(h["x-request-id"], "abc-123");
-    let (_, h, _) = call(app(CONFIG), Request::get("/health").body(Body::empty()).unwrap()).await;
+    let (_, h, _) = call(app(CONFIG).await, Request::get("/health").body(Body::empty()).unwrap()).await;
     assert_eq!(h["x-request-id"].len(), 32);
     let bad = Request::get("/health").header("x-request-id", "a".repeat(300)).body(Body::empty()).unwrap();
-    let (_, h, _) = call(app(CONFIG), bad).await;
+    let (_, h, _) = call(app(CONFIG).await, bad).await;
     assert_eq!(h["x-request-id"].len(), 32, "over-long ids are replaced");
 }
 
@@ -164,29 +167,29 @@ async fn static_keys_guard_everything_but_probes() {
     let toml = format!("{CONFIG}\n");
     let toml = toml.replacen("[server]\n", "[server]\napi_keys = [\"sk-test-123456\"]\n", 1);
     let body = json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}).to_string();
-    let (s, _, v) = call(app(&toml), post("/v1/chat/completions", body.clone())).await;
+    let (s, _, v) = call(app(&toml).await, post("/v1/chat/completions", body.clone())).await;
     assert_eq!(s, 401);
     assert_eq!(v["error"]["code"], "invalid_api_key");
     let wrong = Request::post("/v1/chat/completions")
         .header("authorization", "Bearer sk-wrong-key")
         .body(Body::from(body.clone()))
         .unwrap();
-    assert_eq!(call(app(&toml), wrong).await.0, 401);
+    assert_eq!(call(app(&toml).await, wrong).await.0, 401);
     let good = Request::post("/v1/chat/completions")
         .header("authorization", "Bearer sk-test-123456")
         .body(Body::from(body.clone()))
         .unwrap();
-    assert_eq!(call(app(&toml), good).await.0, 404, "authenticated: reaches routing");
+    assert_eq!(call(app(&toml).await, good).await.0, 404, "authenticated: reaches routing");
     let good =
         Request::post("/v1/chat/completions").header("x-api-key", "sk-test-123456").body(Body::from(body)).unwrap();
-    assert_eq!(call(app(&toml), good).await.0, 404);
-    assert_eq!(call(app(&toml), Request::get("/health").body(Body::empty()).unwrap()).await.0, 200);
-    assert_eq!(call(app(&toml), Request::get("/v1/models").body(Body::empty()).unwrap()).await.0, 401);
+    assert_eq!(call(app(&toml).await, good).await.0, 404);
+    assert_eq!(call(app(&toml).await, Request::get("/health").body(Body::empty()).unwrap()).await.0, 200);
+    assert_eq!(call(app(&toml).await, Request::get("/v1/models").body(Body::empty()).unwrap()).await.0, 401);
 }
 
 #[tokio::test]
 async fn not_ready_until_backends_checked() {
-    let (s, _, v) = call(app(CONFIG), Request::get("/ready").body(Body::empty()).unwrap()).await;
+    let (s, _, v) = call(app(CONFIG).await, Request::get("/ready").body(Body::empty()).unwrap()).await;
     assert_eq!(s, 503);
     assert_eq!(v["status"], "not_ready");
     assert!(!v["reasons"].as_array().unwrap().is_empty());
@@ -197,7 +200,7 @@ async fn not_ready_until_backends_checked() {
 #[tokio::test]
 async fn wrong_static_keys_are_throttled() {
     let toml = format!("[server]\napi_keys = [\"sk-right-key-123\"]\n{}", CONFIG.replace("[server]\n", ""));
-    let app = app(&toml);
+    let app = app(&toml).await;
     let get = |key: &str| {
         Request::get("/v1/models").header("authorization", format!("Bearer {key}")).body(Body::empty()).unwrap()
     };
@@ -225,10 +228,10 @@ async fn the_serving_backend_is_named_only_when_configured() {
         fake.url("/v1")
     );
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
-    let (s, h, v) = call(app(&toml), post("/v1/chat/completions", body.clone())).await;
+    let (s, h, v) = call(app(&toml).await, post("/v1/chat/completions", body.clone())).await;
     assert_eq!(s, 200, "{v}");
     assert!(!h.contains_key("x-ferrogate-backend"), "off by default");
     let (s, h, _) =
-        call(app(&format!("[server]\nbackend_header = true\n{toml}")), post("/v1/chat/completions", body)).await;
+        call(app(&format!("[server]\nbackend_header = true\n{toml}")).await, post("/v1/chat/completions", body)).await;
     assert_eq!((s, h.get("x-ferrogate-backend").and_then(|v| v.to_str().ok())), (StatusCode::OK, Some("up")));
 }

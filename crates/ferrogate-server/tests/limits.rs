@@ -345,7 +345,7 @@ fn limit_config_errors_are_all_listed() {
                 [[limits.rules]]\nname = \"a\"\nscope = \"ip\"\n\
                 [[limits.rules]]\nname = \"a\"\nscope = \"global\"\nrequests_per_minute = 0\nmodels = [\"ghost\"]\n\
                 [[limits.rules]]\nscope = \"key\"\nalgorithm = \"sliding_window\"\ntokens_per_minute = 5\nburst_tokens = 9\n";
-    let errs = ferrogate_server::config::load_str(toml).unwrap_err().0;
+    let errs = ferrogate::config::load_str(toml).unwrap_err().0;
     let all = errs.join("\n");
     for needle in [
         "limits.redis_url",

@@ -1,6 +1,5 @@
 //! SQLite and PostgreSQL implementations of core's tenancy store traits ([`TenantStore`],
-//! [`KeyStore`], [`UsageStore`]), and the [`LedgerWriter`] that takes usage rows off the request
-//! path in batches.
+//! [`KeyStore`], [`UsageStore`]); core's [`LedgerWriter`] writes the usage rows through them.
 //!
 //! One [`Store`] over sqlx's `Any` driver serves both engines, chosen by the database URL
 //! (`sqlite://PATH`, `postgres://…`): one set of SQL text, `$N` placeholders (SQLite reads
@@ -23,11 +22,12 @@
 mod db;
 mod error;
 mod keys;
-mod ledger;
 mod migrations;
 pub mod redis_limits;
 mod tenants;
 mod usage;
 
 pub use db::{ConnectError, DbKind, Store, StoreOptions};
-pub use ledger::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter, OpenStore};
+/// The usage ledger's writer lives in core (ledger semantics); re-exported for the callers that
+/// open a store and start its writer together.
+pub use ferrogate_core::tenancy::ledger::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter, OpenStore};

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use ferrogate_core::tenancy::time::{Clock, SystemClock};
 
-use ferrogate_server::{Running, config};
+use ferrogate::config;
+use ferrogate_server::Running;
 
 /// The default small model, as fetched by `scripts/fetch-models.sh`.
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -42,8 +43,7 @@ impl TestGateway {
         // Tests read which backend served from `x-ferrogate-backend` (off by default in a real
         // deployment: tests/shape.rs checks that default on a gateway of its own).
         cfg.server.backend_header = true;
-        let running =
-            ferrogate_server::start_with_clock(&cfg, std::future::pending(), clock).await.expect("gateway starts");
+        let running = ferrogate::start_with_clock(&cfg, std::future::pending(), clock).await.expect("gateway starts");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
         TestGateway { addr: running.addr, running: Some(running), http }
     }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferrogate_server::config::{self, LogFormat};
+use ferrogate::config::{self, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -168,7 +168,7 @@ fn serve(config: Option<PathBuf>, listen: Option<String>) -> ExitCode {
         }
     };
     rt.block_on(async {
-        match ferrogate_server::start(&cfg, ferrogate_server::shutdown_signal()).await {
+        match ferrogate::start(&cfg, ferrogate_server::shutdown_signal()).await {
             Ok(running) => {
                 running.wait().await;
                 ExitCode::SUCCESS

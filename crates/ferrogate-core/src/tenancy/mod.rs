@@ -13,6 +13,7 @@
 
 pub mod ids;
 pub mod key;
+pub mod ledger;
 pub mod model;
 pub mod quota;
 pub mod store;

@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 
 use super::{query, tenancy};
 use crate::error::ApiError;
+use crate::request::RequestCx;
 use crate::state::AppState;
-use crate::telemetry::RequestCx;
 use crate::tenancy::Tenancy;
 use crate::tenancy::quotas::OwnerId;
 
@@ -226,7 +226,7 @@ pub async fn client(
     let t = tenancy(&st)?;
     let Some(me) = cx.caller.as_ref().and_then(|c| c.principal.key()).cloned() else {
         return Err(ApiError::permission_denied(
-            "endpoint_not_allowed",
+            crate::error::ErrorCode::EndpointNotAllowed,
             None,
             "Usage is reported per tenant: use a stored API key with the usage-read scope",
         ));

@@ -8,10 +8,10 @@ use axum::{Extension, Json};
 use ferrogate_protocol::openai::{Completion, CompletionChoice, CompletionRequest, unix_now};
 
 use crate::error::ApiError;
-use crate::handlers::decode;
-use crate::pipeline;
+use crate::handlers::{decode, decorate};
+use crate::pipeline::{self, Answer, Ask, Body};
+use crate::request::RequestCx;
 use crate::state::AppState;
-use crate::telemetry::RequestCx;
 
 pub async fn handle(
     State(st): State<AppState>,
@@ -19,18 +19,19 @@ pub async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = decode(body, st.body_limit)?;
-    let plan = pipeline::plan_completion(&st, &cx, req)?;
-    let plan = pipeline::admit(&st, plan).await?;
-    if plan.stream {
-        return crate::handlers::chat::respond(st, plan).await;
-    }
-    let (model, id) = (plan.model.clone(), plan.req.request_id.clone());
-    let (c, usage, settle) = pipeline::execute_unary(&st, plan).await?;
+    let answer = pipeline::run(&st, &cx, Ask::Completion(req)).await?;
+    let Answer { endpoint, shown, include_usage, body } = answer;
+    let (c, usage, settle) = match body {
+        Body::Whole { completion, usage, settle } => (completion, usage, settle),
+        stream @ Body::Stream { .. } => {
+            return Ok(crate::sse::respond(st, Answer { endpoint, shown, include_usage, body: stream }));
+        }
+    };
     let body = Completion {
-        id: format!("cmpl-{id}"),
+        id: format!("cmpl-{}", settle.request_id),
         object: "text_completion".into(),
         created: unix_now(),
-        model: model.clone(),
+        model: shown.to_string(),
         choices: vec![CompletionChoice {
             index: 0,
             text: c.text,
@@ -40,6 +41,6 @@ pub async fn handle(
         usage: Some(usage),
     };
     let mut res = Json(body).into_response();
-    pipeline::decorate(&mut res, &model, &settle);
+    decorate(&mut res, &shown, &settle);
     Ok(res)
 }

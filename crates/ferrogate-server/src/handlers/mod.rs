@@ -2,6 +2,8 @@
 
 pub mod chat;
 pub mod completions;
+pub mod dashboard;
+pub mod encode;
 pub mod health;
 pub mod models;
 pub mod simple;
@@ -9,9 +11,13 @@ mod wording;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderValue;
+use axum::response::Response;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::request::RouteLog;
+use crate::settle::Settle;
 
 /// Reads a JSON body into `T`; a failure names the offending field (`messages[0].role`).
 pub fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<T, ApiError> {
@@ -62,4 +68,24 @@ fn missing_field_param(param: Option<String>, inner: &serde_json::Error) -> Opti
         Some(p) => format!("{p}.{field}"),
         None => field.to_owned(),
     })
+}
+
+/// What the client learns about routing: the access log's model and backend
+/// (`x-ferrogate-backend`), `x-ferrogate-fallback: from->to` when a fallback served,
+/// `x-ferrogate-route` when the tiered model decided, and `x-ferrogate-guardrails` when a
+/// guardrail flagged the request.
+pub fn decorate(res: &mut Response, shown: &str, s: &Settle) {
+    let h = res.headers_mut();
+    if let Some(from) = &s.fallback_from
+        && let Ok(v) = HeaderValue::from_str(&format!("{from}->{}", s.deployment))
+    {
+        h.insert("x-ferrogate-fallback", v);
+    }
+    if let Some(v) = s.route_note.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+        h.insert("x-ferrogate-route", v);
+    }
+    if let Some(v) = s.guardrails.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+        h.insert("x-ferrogate-guardrails", v);
+    }
+    res.extensions_mut().insert(RouteLog { model: shown.to_owned(), backend: s.backend.clone() });
 }

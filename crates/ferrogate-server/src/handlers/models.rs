@@ -7,8 +7,8 @@ use ferrogate_core::GatewayError;
 use ferrogate_protocol::openai::{Model, ModelList};
 
 use crate::error::ApiError;
+use crate::request::RequestCx;
 use crate::state::AppState;
-use crate::telemetry::RequestCx;
 
 const OWNER: &str = "ferrogate";
 

@@ -2,20 +2,19 @@
 //! `POST /generate` (`{"prompt": …}` in, text out) and `POST /stream` (SSE of text, ends `[DONE]`).
 //! `model` is optional and defaults to the deployment named or aliased `default` (else the first).
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use ferrogate_core::Completion;
-use ferrogate_protocol::openai::{ChatCompletionRequest, ChatMessage, Role, Stop, Usage};
+use axum::response::Response;
+use ferrogate_protocol::openai::{ChatCompletionRequest, ChatMessage, Role, Stop};
 use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::handlers::decode;
-use crate::pipeline::{self, Endpoint};
+use crate::pipeline::{self, Ask};
+use crate::request::{Endpoint, RequestCx};
 use crate::state::AppState;
-use crate::telemetry::RequestCx;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,22 +76,10 @@ async fn run(
         stream: Some(endpoint == Endpoint::Stream),
         ..ChatCompletionRequest::default()
     };
-    let plan = pipeline::plan_chat(&st, &cx, req, endpoint)?;
-    let plan = pipeline::admit(&st, plan).await?;
-    crate::handlers::chat::respond(st, plan).await
+    let answer = pipeline::run(&st, &cx, Ask::Chat(req, endpoint)).await?;
+    Ok(crate::handlers::encode::respond(st, answer))
 }
 
 fn default_model(st: &AppState) -> Option<String> {
     st.registry.resolve("default").or_else(|| st.registry.deployments().first()).map(|d| d.name.clone())
-}
-
-pub fn generate_body(request_id: &str, model: &str, c: Completion, usage: Usage) -> Response {
-    Json(serde_json::json!({
-        "id": request_id,
-        "model": model,
-        "text": c.text,
-        "finish_reason": c.finish_reason.as_str(),
-        "usage": usage,
-    }))
-    .into_response()
 }

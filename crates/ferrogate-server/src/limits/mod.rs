@@ -11,7 +11,9 @@
 
 pub mod client_ip;
 pub mod config;
-pub mod headers;
+pub mod layer;
+pub mod rate_headers;
+pub mod reservation;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -19,16 +21,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use ferrogate_core::limits::Dim;
-use ferrogate_core::limits::memory::MemoryLimitStore;
-use ferrogate_core::limits::{Algorithm, Check, Decision, LimitStore, MINUTE_US, Quota, Refund};
+use ferrogate_core::limits::{Algorithm, Check, Decision, LimitStore, MINUTE_US, Quota};
+use ferrogate_core::tenancy::KeyLookup;
 use ferrogate_core::tenancy::time::Clock;
-use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
 use ipnet::IpNet;
 
 use self::config::{FailurePolicy, LimitSettings, Rule, Scope};
-pub use self::headers::{RateHeaders, layer};
+use self::rate_headers::RateHeaders;
+use self::reservation::{Held, RateReservation};
 use crate::error::ApiError;
-use crate::pipeline::Plan;
 
 /// Counters of the limiter's work and of store failures (exported by the metrics layer).
 #[derive(Debug, Default)]
@@ -67,11 +68,41 @@ pub struct LimiterSnapshot {
     pub limited_by_scope: [u64; 5],
 }
 
-/// Per request, in `RequestCx`: the client's address, and the headers the response will carry.
-#[derive(Debug)]
-pub struct RequestLimits {
+/// Who and what a request's rate-limit checks count.
+#[derive(Clone, Copy)]
+pub struct Subject<'a> {
+    /// The stored key and its tenant, if one is calling.
+    pub who: Option<&'a KeyLookup>,
+    /// The deployment planned.
+    pub deployment: &'a str,
+    /// The client's address.
     pub ip: IpAddr,
-    pub headers: OnceLock<RateHeaders>,
+}
+
+/// The counters that apply to one request (from [`Limiter::checks`]); token counters cost 1
+/// until [`Checks::set_tokens`] gives the request's token demand.
+pub struct Checks {
+    checks: Vec<Check>,
+    metas: Vec<Meta>,
+}
+
+impl Checks {
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+
+    /// Whether a token rate applies (then the request's reservation must be bounded).
+    pub fn counts_tokens(&self) -> bool {
+        self.metas.iter().any(|m| m.dim == Dim::Tokens)
+    }
+
+    /// Charges every token counter `tokens` (prompt estimate + `max_tokens`).
+    pub fn set_tokens(&mut self, tokens: u64) {
+        let pairs = self.checks.iter_mut().zip(self.metas.iter_mut());
+        for (c, m) in pairs.filter(|(_, m)| m.dim == Dim::Tokens) {
+            (c.cost, m.cost) = (tokens, tokens);
+        }
+    }
 }
 
 pub struct Limiter {
@@ -107,19 +138,7 @@ enum Origin {
 }
 
 impl Limiter {
-    /// In process, or on Redis when `redis_url` is set (connects lazily: a Redis that is down at
-    /// start follows `on_store_error` until it is back).
-    pub fn new(s: &LimitSettings, key_rates: bool, clock: Arc<dyn Clock>) -> Result<Limiter, String> {
-        let store: Arc<dyn LimitStore> = match &s.redis_url {
-            Some(url) => {
-                let opts = RedisOptions { key_prefix: s.key_prefix.clone(), timeout: s.redis_timeout };
-                Arc::new(RedisLimitStore::open(url.expose(), opts).map_err(|e| format!("limits.redis_url: {e}"))?)
-            }
-            None => Arc::new(MemoryLimitStore::new(Arc::clone(&clock))),
-        };
-        Ok(Self::with_store(s, key_rates, store, clock))
-    }
-
+    /// Over `store` (in process, or Redis shared by replicas: built by the composition root).
     pub fn with_store(s: &LimitSettings, key_rates: bool, store: Arc<dyn LimitStore>, clock: Arc<dyn Clock>) -> Self {
         Self {
             rules: s.rules.clone(),
@@ -162,22 +181,25 @@ impl Limiter {
         self.store.shutdown().await;
     }
 
-    /// Checks and charges every counter that applies to `plan` (a request, and its prompt
-    /// estimate + `max_tokens` as tokens); 429 when one has no room. Requests without
-    /// `max_tokens` that meet a token rate get `default_max_tokens`, so the reservation bounds them.
-    pub async fn admit(&self, plan: &mut Plan, default_max_tokens: u32) -> Result<Option<RateReservation>, ApiError> {
-        let Some(rl) = plan.limits.clone() else { return Ok(None) };
-        let (mut checks, mut metas) = (Vec::new(), Vec::new());
-        self.collect(plan, rl.ip, &mut checks, &mut metas);
+    /// The counters that apply to `s`: the rules matching its deployment and scope, and the
+    /// stored key's and tenant's own rates.
+    pub fn checks(&self, s: &Subject<'_>) -> Checks {
+        let mut out = Checks { checks: Vec::new(), metas: Vec::new() };
+        self.collect(s, &mut out.checks, &mut out.metas);
+        out
+    }
+
+    /// Checks and charges `checks` in one store call; 429 when one counter has no room. The
+    /// headers of the tightest counters are left in `headers` either way.
+    pub async fn acquire(
+        &self,
+        s: &Subject<'_>,
+        checks: Checks,
+        headers: &OnceLock<RateHeaders>,
+    ) -> Result<Option<RateReservation>, ApiError> {
+        let Checks { checks, metas } = checks;
         if checks.is_empty() {
             return Ok(None);
-        }
-        if metas.iter().any(|m| m.dim == Dim::Tokens) {
-            let max = *plan.req.params.max_tokens.get_or_insert(default_max_tokens);
-            let demand = u64::from(plan.prompt_estimate) + u64::from(max);
-            for (c, m) in checks.iter_mut().zip(metas.iter_mut()).filter(|(_, m)| m.dim == Dim::Tokens) {
-                (c.cost, m.cost) = (demand, demand);
-            }
         }
         self.stats.checked.fetch_add(1, Ordering::Relaxed);
         let acquired = match self.store.acquire(&checks).await {
@@ -191,10 +213,10 @@ impl Limiter {
                 d.remaining = d.remaining.saturating_add(m.cost).min(d.limit);
             }
         }
-        let _ = rl.headers.set(RateHeaders::from_decisions(metas.iter().zip(&shown).map(|(m, d)| (m.dim, d))));
+        let _ = headers.set(RateHeaders::from_decisions(metas.iter().zip(&shown).map(|(m, d)| (m.dim, d))));
         if !acquired.allowed {
             self.stats.limited.fetch_add(1, Ordering::Relaxed);
-            let (class, err) = self.refusal(plan, rl.ip, &metas, &acquired.decisions);
+            let (class, err) = self.refusal(s, &metas, &acquired.decisions);
             if let Some(i) = SCOPE_CLASSES.iter().position(|c| *c == class) {
                 self.stats.limited_by_scope[i].fetch_add(1, Ordering::Relaxed);
             }
@@ -202,17 +224,11 @@ impl Limiter {
         }
         let held =
             checks.into_iter().zip(metas).map(|(c, m)| Held { key: c.key, quota: m.quota, dim: m.dim, cost: m.cost });
-        Ok(Some(RateReservation {
-            store: Arc::clone(&self.store),
-            held: held.collect(),
-            charged_at_us: acquired.now_us,
-            settled: false,
-        }))
+        Ok(Some(RateReservation::new(Arc::clone(&self.store), held.collect(), acquired.now_us)))
     }
 
-    fn collect(&self, plan: &Plan, ip: IpAddr, checks: &mut Vec<Check>, metas: &mut Vec<Meta>) {
-        let who = plan.caller.as_ref().and_then(|c| c.principal.key());
-        let deployment = plan.deployment.name.as_str();
+    fn collect(&self, s: &Subject<'_>, checks: &mut Vec<Check>, metas: &mut Vec<Meta>) {
+        let (who, deployment, ip) = (s.who, s.deployment, s.ip);
         for (i, r) in self.rules.iter().enumerate() {
             if !(r.models.is_empty() || r.models.contains(deployment)) {
                 continue;
@@ -255,18 +271,18 @@ impl Limiter {
 
     /// 429 naming the counter that needs the longest wait (and that counter's scope class, one
     /// of [`SCOPE_CLASSES`]); Retry-After covers every refused one.
-    fn refusal(&self, plan: &Plan, ip: IpAddr, metas: &[Meta], decisions: &[Decision]) -> (&'static str, ApiError) {
+    fn refusal(&self, s: &Subject<'_>, metas: &[Meta], decisions: &[Decision]) -> (&'static str, ApiError) {
         let refused = metas.iter().zip(decisions).filter(|(_, d)| !d.allowed);
         let Some((m, d)) = refused.max_by_key(|(_, d)| d.retry_after_us) else {
             return ("global", ApiError::internal("refused with no refusing counter"));
         };
-        let (class, scope) = self.describe(m.origin, plan, ip);
+        let (class, scope) = self.describe(m.origin, s);
         (class, refusal_error(m, d, &scope))
     }
 
     /// The scope class and the words for a check's origin: "rule 'per-ip' (per client IP
     /// 10.0.0.7)", "your API key".
-    fn describe(&self, origin: Origin, plan: &Plan, ip: IpAddr) -> (&'static str, String) {
+    fn describe(&self, origin: Origin, s: &Subject<'_>) -> (&'static str, String) {
         let r = match origin {
             Origin::Key => return ("key", "your API key".into()),
             Origin::Tenant => return ("tenant", "your tenant".into()),
@@ -275,8 +291,7 @@ impl Limiter {
                 None => return ("global", "a rate limit".into()),
             },
         };
-        let who = plan.caller.as_ref().and_then(|c| c.principal.key());
-        let deployment = &plan.deployment.name;
+        let (who, deployment, ip) = (s.who, s.deployment, s.ip);
         match r.scope {
             Scope::Global => ("global", format!("rule '{}' (all traffic)", r.name)),
             Scope::Ip => ("ip", format!("rule '{}' (per client IP {ip})", r.name)),
@@ -337,7 +352,7 @@ fn refusal_error(m: &Meta, d: &Decision, scope: &str) -> ApiError {
             scope,
             m.cost,
             d.limit,
-            headers::go_duration(wait)
+            rate_headers::go_duration(wait)
         )
     } else {
         format!(
@@ -346,64 +361,8 @@ fn refusal_error(m: &Meta, d: &Decision, scope: &str) -> ApiError {
             d.limit,
             d.remaining,
             m.cost,
-            headers::go_duration(wait)
+            rate_headers::go_duration(wait)
         )
     };
-    ApiError::rate_limited(m.dim.as_str(), message, wait)
-}
-
-struct Held {
-    key: String,
-    quota: Quota,
-    dim: Dim,
-    cost: u64,
-}
-
-/// The counters a request charged. [`RateReservation::finish`] reconciles the token reservation
-/// with the tokens used; dropped unfinished (the request never reached a backend), it gives
-/// everything back. Either happens exactly once.
-pub struct RateReservation {
-    store: Arc<dyn LimitStore>,
-    held: Vec<Held>,
-    charged_at_us: i64,
-    settled: bool,
-}
-
-impl RateReservation {
-    /// Settles with `tokens` actually used (prompt + completion).
-    pub fn finish(mut self, tokens: u64) {
-        self.settle(Some(tokens));
-    }
-
-    fn settle(&mut self, used: Option<u64>) {
-        if std::mem::replace(&mut self.settled, true) {
-            return;
-        }
-        let refunds: Vec<Refund> = self
-            .held
-            .iter()
-            .filter_map(|h| {
-                let back = match (h.dim, used) {
-                    (Dim::Requests, Some(_)) => return None,
-                    (Dim::Tokens, Some(t)) => i128::from(h.cost) - i128::from(t),
-                    (_, None) => i128::from(h.cost),
-                };
-                let units = i64::try_from(back).unwrap_or(if back > 0 { i64::MAX } else { i64::MIN });
-                (units != 0).then(|| Refund {
-                    key: h.key.clone(),
-                    dim: h.dim,
-                    quota: h.quota,
-                    units,
-                    charged_at_us: self.charged_at_us,
-                })
-            })
-            .collect();
-        self.store.release(refunds);
-    }
-}
-
-impl Drop for RateReservation {
-    fn drop(&mut self) {
-        self.settle(None);
-    }
+    ApiError::rate_limited(m.dim == Dim::Tokens, message, wait)
 }

@@ -20,8 +20,10 @@ use ferrogate_core::BackendStats;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+use crate::request::record::RequestRecord;
+
 /// The label value of a model that names no deployment.
-pub const UNKNOWN: &str = "unknown";
+pub use super::cx::UNKNOWN;
 
 /// Every endpoint label value.
 pub const ENDPOINTS: &[&str] = &["chat", "completion", "generate", "stream"];
@@ -175,9 +177,10 @@ const GENAI_TOKEN_BUCKETS: &[f64] = &[
 
 static META: Metadata<'static> = Metadata::new("ferrogate", metrics::Level::INFO, Some(module_path!()));
 
-/// What one finished inference request contributes. Label values borrow closed sets.
+/// What one finished inference request contributes (read off its `RequestRecord`). Label
+/// values borrow closed sets.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestRecord<'a> {
+pub struct RequestSample<'a> {
     pub endpoint: &'static str,
     /// The deployment's configured name, or [`UNKNOWN`].
     pub deployment: &'a str,
@@ -202,6 +205,27 @@ pub struct RequestRecord<'a> {
     pub completion_tokens: u32,
     /// The tokens above were counted (false for requests that never reached a backend).
     pub has_usage: bool,
+}
+
+impl<'a> RequestSample<'a> {
+    pub fn of(r: &'a RequestRecord<'a>) -> Self {
+        Self {
+            endpoint: r.endpoint.as_str(),
+            deployment: r.deployment,
+            backend: r.backend,
+            status: r.status,
+            error_type: r.outcome.error_type(),
+            tenant: r.tenant,
+            duration: r.duration,
+            ttft: r.ttft,
+            backend_duration: r.backend_duration,
+            decode: r.decode,
+            prompt_tokens: r.usage.prompt_tokens,
+            cached_tokens: r.usage.cached_tokens(),
+            completion_tokens: r.usage.completion_tokens,
+            has_usage: r.dispatched,
+        }
+    }
 }
 
 pub struct Metrics {
@@ -403,7 +427,7 @@ impl Metrics {
     // === request path (called once per request) ===
 
     /// One finished inference request: counters, histograms and the GenAI equivalents.
-    pub fn request(&self, r: &RequestRecord<'_>) {
+    pub fn request(&self, r: &RequestSample<'_>) {
         let plain = r.error_type == "none" && r.status < 300 && r.has_usage && !self.tenant_labels;
         if let (true, Some(backend)) = (plain, r.backend)
             && let Some(h) = self.ok_handles(r.deployment, backend, r.endpoint)
@@ -465,7 +489,7 @@ impl Metrics {
     }
 
     /// Any request, labels built per call (errors, cancellations, tenant labels).
-    fn request_labelled(&self, r: &RequestRecord<'_>) {
+    fn request_labelled(&self, r: &RequestSample<'_>) {
         let class = status_class(r.status);
         let mut labels = vec![
             slabel("endpoint", r.endpoint),
@@ -496,10 +520,10 @@ impl Metrics {
         }
     }
 
-    fn backend_call(&self, r: &RequestRecord<'_>, backend: &str) {
-        let outcome = match (r.status, r.error_type) {
-            (499, _) => "cancelled",
-            (_, "none") => "ok",
+    fn backend_call(&self, r: &RequestSample<'_>, backend: &str) {
+        let outcome = match r.error_type {
+            "cancelled" => "cancelled",
+            "none" => "ok",
             _ => "error",
         };
         self.counter(BACKEND_REQUESTS, vec![label("backend", backend), slabel("outcome", outcome)]).increment(1);
@@ -525,7 +549,7 @@ impl Metrics {
         }
     }
 
-    fn tokens(&self, r: &RequestRecord<'_>, tenant: Option<&str>) {
+    fn tokens(&self, r: &RequestSample<'_>, tenant: Option<&str>) {
         for (t, n) in [("prompt", r.prompt_tokens), ("cached", r.cached_tokens), ("completion", r.completion_tokens)] {
             let mut labels = vec![label("deployment", r.deployment), slabel("token_type", t)];
             if let Some(t) = tenant {
@@ -678,7 +702,7 @@ impl Metrics {
     }
 
     /// The usage ledger's counters.
-    pub fn set_ledger(&self, s: &ferrogate_store::LedgerStats) {
+    pub fn set_ledger(&self, s: &ferrogate_core::tenancy::ledger::LedgerStats) {
         let rows = [
             ("accepted", s.accepted),
             ("written", s.written),
@@ -711,7 +735,7 @@ impl Metrics {
 
 /// The success path of [`Metrics::request`], on cached handles; records exactly what
 /// `request_labelled` would.
-fn record_ok(h: &OkHandles, r: &RequestRecord<'_>) {
+fn record_ok(h: &OkHandles, r: &RequestSample<'_>) {
     let secs = r.duration.as_secs_f64();
     h.requests.increment(1);
     h.duration.record(secs);
@@ -744,8 +768,8 @@ fn record_ok(h: &OkHandles, r: &RequestRecord<'_>) {
 mod tests {
     use super::*;
 
-    fn record(status: u16, error_type: &'static str) -> RequestRecord<'static> {
-        RequestRecord {
+    fn record(status: u16, error_type: &'static str) -> RequestSample<'static> {
+        RequestSample {
             endpoint: "chat",
             deployment: "m",
             backend: Some("b"),

@@ -39,7 +39,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
 };
 
-use crate::config::TracingConfig;
+use super::config::TracingConfig;
 
 /// The tracer and its provider (which owns the batch processor's thread).
 pub struct Tracing {

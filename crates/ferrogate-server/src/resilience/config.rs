@@ -176,7 +176,11 @@ pub struct Resilience {
 
 /// Every problem of the sections; `deployments` maps each deployment to its (backends,
 /// fallbacks, weights' backend names).
-pub fn check(r: &Resilience, deployments: &BTreeMap<String, crate::config::DeploymentConfig>, errs: &mut Vec<String>) {
+pub fn check(
+    r: &Resilience,
+    deployments: &BTreeMap<String, crate::settings::sections::DeploymentConfig>,
+    errs: &mut Vec<String>,
+) {
     if r.queue.max_wait_ms == 0 {
         errs.push("queue.max_wait_ms must be greater than 0".into());
     }
@@ -209,7 +213,7 @@ pub fn check(r: &Resilience, deployments: &BTreeMap<String, crate::config::Deplo
 
 fn check_tiers(
     t: &TiersSection,
-    deployments: &BTreeMap<String, crate::config::DeploymentConfig>,
+    deployments: &BTreeMap<String, crate::settings::sections::DeploymentConfig>,
     errs: &mut Vec<String>,
 ) {
     if !t.enabled() {
@@ -256,8 +260,8 @@ fn check_tiers(
 
 fn check_deployment(
     name: &str,
-    d: &crate::config::DeploymentConfig,
-    all: &BTreeMap<String, crate::config::DeploymentConfig>,
+    d: &crate::settings::sections::DeploymentConfig,
+    all: &BTreeMap<String, crate::settings::sections::DeploymentConfig>,
     errs: &mut Vec<String>,
 ) {
     if d.concurrency == Some(0) {

@@ -19,7 +19,9 @@ use ferrogate_core::routing::with_rng;
 use ferrogate_core::{Backend, BackendError, Blame, Deployment, InferenceRequest, PickError, TargetGuard};
 
 use crate::error::ApiError;
-use crate::pipeline::{Plan, Settle};
+use crate::request::names::{DeploymentName, UpstreamModel};
+use crate::request::plan::Plan;
+use crate::settle::{Reservations, Settle};
 use crate::state::AppState;
 
 /// What a successful dispatch holds for as long as the response runs: the deployment slot and
@@ -41,8 +43,14 @@ struct Failed {
     fallback: bool,
 }
 
-/// Runs `call` against the plan's deployment chain until one attempt succeeds.
-pub async fn run<T, F, Fut>(st: &AppState, plan: &mut Plan, mut call: F) -> Result<Dispatched<T>, ApiError>
+/// Runs `call` against the plan's deployment chain until one attempt succeeds. `held` moves into
+/// the request's `Settle` when the first slot is granted (dropped unused: given back whole).
+pub async fn run<T, F, Fut>(
+    st: &AppState,
+    plan: &mut Plan,
+    held: Reservations,
+    mut call: F,
+) -> Result<Dispatched<T>, ApiError>
 where
     F: FnMut(Arc<dyn Backend>, InferenceRequest) -> Fut,
     Fut: Future<Output = Result<T, BackendError>>,
@@ -50,6 +58,7 @@ where
     let chain = chain(st, plan);
     let key = queue_key(plan);
     let mut settle: Option<Settle> = None;
+    let mut held = Some(held);
     let mut last: Option<ApiError> = None;
     for (i, dep) in chain.iter().enumerate() {
         if i > 0 {
@@ -68,9 +77,9 @@ where
                 continue;
             }
         };
-        let s = settle.get_or_insert_with(|| Settle::new(st, plan));
-        s.model = dep.name.clone();
-        s.fallback_from = (i > 0).then(|| chain[0].name.clone());
+        let s = settle.get_or_insert_with(|| Settle::new(st, plan, held.take().unwrap_or_default()));
+        s.deployment = DeploymentName::new(dep.name.as_str());
+        s.fallback_from = (i > 0).then(|| DeploymentName::new(chain[0].name.as_str()));
         match attempts(st, plan, dep, s, &mut call).await {
             Ok((target, value)) => {
                 let settle = settle.take().ok_or_else(|| ApiError::internal("dispatch lost its settle"))?;
@@ -131,7 +140,7 @@ where
         tried.push(guard.index());
         let target = guard.target();
         settle.backend = target.backend.name().to_owned();
-        settle.model_served = target.upstream_model.clone();
+        settle.model_served = UpstreamModel::new(target.upstream_model.as_str());
         let mut req = plan.req.clone();
         req.model = target.upstream_model.clone();
         req.params.max_tokens = dep.cap_max_tokens(req.params.max_tokens);

@@ -70,6 +70,6 @@ mod tests {
         assert_eq!((r.priority().unwrap(), r.tier().unwrap()), (Priority::Batch, Some(Tier::Large)));
         h.insert(PRIORITY_HEADER, "urgent".parse().unwrap());
         let e = RouteHints::from_headers(&h).priority().unwrap_err();
-        assert_eq!((e.status.as_u16(), e.param.as_deref()), (400, Some(PRIORITY_HEADER)));
+        assert_eq!((e.status().as_u16(), e.param.as_deref()), (400, Some(PRIORITY_HEADER)));
     }
 }

@@ -11,27 +11,19 @@ pub mod tiers;
 
 use std::time::Duration;
 
-use ferrogate_backends::BackendConfig;
 use ferrogate_core::Policy;
 use ferrogate_core::queue::QueueConfig;
 
-use crate::config::{DeploymentConfig, Resilience};
+use self::config::Resilience;
+use crate::settings::sections::DeploymentConfig;
 
 /// A deployment's policy from its config and the defaults. Concurrency not configured starts
-/// at the backends' known slots (the engine's configured `parallel`, else 1 until its model is
-/// loaded and reports its slots; `queue.backend_concurrency` for HTTP backends) and follows
-/// them afterwards (`Deployment::resize_to_slots`, run by the health checker).
-pub fn policy(
-    r: &Resilience,
-    d: &DeploymentConfig,
-    backends: &std::collections::BTreeMap<String, BackendConfig>,
-) -> Policy {
-    let slots = |b: &String| match backends.get(b) {
-        Some(BackendConfig::Embedded(e)) => e.parallel.unwrap_or(1),
-        Some(_) => r.queue.backend_concurrency,
-        None => 0,
-    };
-    let concurrency = d.concurrency.unwrap_or_else(|| d.backends.iter().map(slots).sum::<usize>().max(1));
+/// at the backends' known slots (`slots` of a backend name: the engine's configured `parallel`,
+/// else 1 until its model is loaded and reports its slots; `queue.backend_concurrency` for HTTP
+/// backends) and follows them afterwards (`Deployment::resize_to_slots`, run by the health
+/// checker).
+pub fn policy(r: &Resilience, d: &DeploymentConfig, slots: impl Fn(&str) -> usize) -> Policy {
+    let concurrency = d.concurrency.unwrap_or_else(|| d.backends.iter().map(|b| slots(b)).sum::<usize>().max(1));
     Policy {
         queue: QueueConfig {
             concurrency,

@@ -9,7 +9,7 @@ use ferrogate_core::Input;
 use ferrogate_core::tier::{self, Decision, Tier, TierConfig, TierInput};
 
 use super::config::TiersSection;
-use crate::tenancy::Caller;
+use crate::request::caller::Caller;
 
 pub struct TierRouter {
     pub model: String,

@@ -1,13 +1,13 @@
 //! Tenants, stored API keys, the usage ledger and quotas on the server: the [`Tenancy`] service
 //! (built once at start when a master key or database is configured), the key cache and its
-//! change poller, the failed-auth limiter, per-owner quota counters, and the metering that
-//! `pipeline::Settle` runs on drop. See docs/TENANCY.md.
+//! change poller, the failed-auth limiter, per-owner quota counters, and the usage row every
+//! finished request leaves (`meter`). Who is calling lives in `request::caller`. See
+//! docs/TENANCY.md.
 //!
 //! Invariants: the plaintext of a key is never held (digests only); every authenticated request
 //! to an inference endpoint leaves exactly one usage row; reservations are always settled.
 
 pub mod cache;
-pub mod caller;
 pub mod config;
 pub mod failures;
 pub mod meter;
@@ -19,23 +19,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferrogate_core::tenancy::ledger::{LedgerSender, LedgerStats, LedgerWriter};
 use ferrogate_core::tenancy::quota::{Owner, Refusal};
 use ferrogate_core::tenancy::time::Clock;
-use ferrogate_core::tenancy::{KeyDigest, KeyLookup, TenancyStore, UsageStore};
-use ferrogate_store::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter, OpenStore, Store, StoreOptions};
+use ferrogate_core::tenancy::{KeyDigest, KeyLookup, TenancyStore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use caller::{Caller, Principal, RequestMeter};
-pub use meter::Metering;
 pub use quotas::Admission;
 
 use self::cache::KeyCache;
 use self::config::TenancySettings;
 use self::failures::AuthFailures;
 use self::quotas::{AdmitError, Quotas};
-use crate::config::DeploymentConfig;
 use crate::error::ApiError;
+use crate::settings::sections::DeploymentConfig;
 
 pub struct Tenancy {
     pub store: Arc<dyn TenancyStore>,
@@ -84,32 +82,8 @@ impl RefusalCounts {
 }
 
 impl Tenancy {
-    /// Opens the database (creating and migrating it) and starts the ledger writer.
-    pub async fn connect(
-        s: &TenancySettings,
-        deployments: &BTreeMap<String, DeploymentConfig>,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Tenancy, String> {
-        let url = s.database_url.expose().to_owned();
-        let store = Store::connect(&url).await.map_err(|e| format!("tenancy.database_url: {e}"))?;
-        // The ledger writer runs on its own idle-priority thread, over a connection of its own,
-        // and through the shared pool when it falls behind (see `LedgerWriter::spawn_on_thread`);
-        // the schema is already migrated by then.
-        let open: OpenStore = Box::new(move || {
-            Box::pin(async move {
-                let options = StoreOptions { max_connections: 1, migrate: false, ..StoreOptions::default() };
-                let store =
-                    Store::connect_with(&url, &options).await.map_err(|e| format!("tenancy.database_url: {e}"))?;
-                Ok(Arc::new(store) as Arc<dyn UsageStore>)
-            })
-        });
-        let ledger_cfg = LedgerConfig { flush_interval: s.ledger_flush_interval, ..LedgerConfig::default() };
-        let store = Arc::new(store);
-        let writer = LedgerWriter::spawn_on_thread(open, Arc::clone(&store) as Arc<dyn UsageStore>, ledger_cfg).await?;
-        Ok(Self::with_parts(store, writer, s, deployments, clock))
-    }
-
-    fn with_parts(
+    /// Over an opened store and its running ledger writer (both built by the composition root).
+    pub fn new(
         store: Arc<dyn TenancyStore>,
         writer: LedgerWriter,
         s: &TenancySettings,

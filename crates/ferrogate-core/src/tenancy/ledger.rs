@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ferrogate_core::tenancy::{StoreError, UsageRecord, UsageStore};
+use super::{StoreError, UsageRecord, UsageStore};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
@@ -238,7 +238,7 @@ impl LedgerWriter {
         std::thread::Builder::new()
             .name("ferrogate-ledger".into())
             .spawn(move || {
-                ferrogate_core::background::idle_priority("usage ledger");
+                crate::background::idle_priority("usage ledger");
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {

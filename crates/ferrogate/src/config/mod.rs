@@ -14,110 +14,21 @@ pub mod structure;
 
 use ferrogate_backends::BackendConfig;
 use ferrogate_backends::embedded::source::hub_file;
-use ferrogate_protocol::openai::shape::ShapeLimits;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::guardrails::config::{GuardrailSettings, GuardrailsConfig};
-pub use crate::limits::config::{LimitSettings, LimitsConfig};
-pub use crate::observability::config::{DashboardConfig, MetricsConfig, ObservabilityConfig, TracingConfig};
-pub use crate::resilience::config::{BreakerSection, QueueSection, Resilience, RetrySection, TiersSection};
-pub use crate::tenancy::config::{PriceConfig, Secret, TenancyConfig, TenancySettings};
+pub use ferrogate_server::guardrails::config::{GuardrailSettings, GuardrailsConfig};
+pub use ferrogate_server::limits::config::{LimitSettings, LimitsConfig};
+pub use ferrogate_server::observability::config::{DashboardConfig, MetricsConfig, ObservabilityConfig, TracingConfig};
+pub use ferrogate_server::resilience::config::{BreakerSection, QueueSection, Resilience, RetrySection, TiersSection};
+pub use ferrogate_server::settings::{DeploymentConfig, ServerConfig, Settings};
+pub use ferrogate_server::tenancy::config::{PriceConfig, Secret, TenancyConfig, TenancySettings};
 
 /// The default model file, served when the configuration names no backend at all.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const DEFAULT_DEPLOYMENT: &str = "smollm2";
-
-/// `Debug` is written by hand: the static keys never print.
-#[derive(Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    pub listen: String,
-    /// Largest accepted request body; larger → 413.
-    pub body_limit_bytes: usize,
-    /// Bound of a whole non-streaming request (streams are bounded by the backend's timeouts).
-    pub request_timeout_secs: u64,
-    /// On SIGTERM/SIGINT: how long in-flight requests and streams may take to finish.
-    pub shutdown_grace_secs: u64,
-    /// Interval of `: keep-alive` comments on idle SSE streams.
-    pub sse_keepalive_secs: u64,
-    /// Interval of active backend health checks (feeds `/ready`).
-    pub health_check_interval_secs: u64,
-    /// Send a one-token request to every deployment at start; `/ready` is 503 until done
-    /// (`warmup`).
-    pub warmup: bool,
-    /// Static Bearer keys for the single-tenant case; empty → no auth.
-    pub api_keys: Vec<String>,
-    /// Most messages in one chat request; more → 400 (docs/SECURITY.md).
-    pub max_messages: usize,
-    /// Largest single message (its text and the strings of its other parts), in bytes; larger →
-    /// 400.
-    pub max_message_bytes: usize,
-    /// A streaming client that takes none of the stream's frames for this long is cut off: the
-    /// upstream is cancelled, the slot freed, the request settled as `client_stalled`.
-    pub client_write_timeout_secs: u64,
-    /// Send `x-ferrogate-backend` (the backend that served) on responses. Off by default: it
-    /// shows clients the gateway's topology; useful when debugging routing.
-    pub backend_header: bool,
-    /// A connection must send a complete request head within this long: after its accept (any
-    /// protocol) and, on HTTP/1, after each response — so it also ends an idle kept-alive HTTP/1
-    /// connection. Slowloris defence; needs no key.
-    pub header_read_timeout_secs: u64,
-    /// A connection with no request in flight for this long is shut down (HTTP/2: GOAWAY).
-    pub idle_timeout_secs: u64,
-    /// The whole request body must arrive within this long after its head; else 408 and close.
-    pub body_read_timeout_secs: u64,
-    /// Open client connections at most; beyond, a new connection gets 503 and is closed.
-    pub max_connections: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-            body_limit_bytes: 4 * 1024 * 1024,
-            request_timeout_secs: 600,
-            shutdown_grace_secs: 30,
-            sse_keepalive_secs: 15,
-            health_check_interval_secs: 10,
-            warmup: false,
-            api_keys: Vec::new(),
-            max_messages: ShapeLimits::default().max_messages,
-            max_message_bytes: ShapeLimits::default().max_message_bytes,
-            backend_header: false,
-            client_write_timeout_secs: 30,
-            header_read_timeout_secs: 10,
-            idle_timeout_secs: 60,
-            body_read_timeout_secs: 30,
-            max_connections: 10_000,
-        }
-    }
-}
-
-impl fmt::Debug for ServerConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("listen", &self.listen)
-            .field("body_limit_bytes", &self.body_limit_bytes)
-            .field("request_timeout_secs", &self.request_timeout_secs)
-            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
-            .field("sse_keepalive_secs", &self.sse_keepalive_secs)
-            .field("health_check_interval_secs", &self.health_check_interval_secs)
-            .field("warmup", &self.warmup)
-            .field("api_keys", &format_args!("<{} redacted>", self.api_keys.len()))
-            .field("max_messages", &self.max_messages)
-            .field("max_message_bytes", &self.max_message_bytes)
-            .field("backend_header", &self.backend_header)
-            .field("client_write_timeout_secs", &self.client_write_timeout_secs)
-            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
-            .field("idle_timeout_secs", &self.idle_timeout_secs)
-            .field("body_read_timeout_secs", &self.body_read_timeout_secs)
-            .field("max_connections", &self.max_connections)
-            .finish()
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -142,46 +53,6 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self { format: LogFormat::Json, level: "info".into(), prompts: false }
     }
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeploymentConfig {
-    /// Backend names; requests are spread over them (weighted least outstanding requests).
-    pub backends: Vec<String>,
-    /// Other names clients may use for this deployment.
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    /// The model name sent upstream; defaults to the deployment's name.
-    #[serde(default)]
-    pub upstream_model: Option<String>,
-    // --- resilience (docs/GOVERNANCE.md) ---
-    /// Backend name → weight (default 1).
-    #[serde(default)]
-    pub weights: BTreeMap<String, u32>,
-    /// Requests running at once; default: the backends' slots (`queue.backend_concurrency` for
-    /// backends that do not report theirs).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
-    /// Overrides `queue.size`.
-    #[serde(default)]
-    pub queue_size: Option<usize>,
-    /// Overrides `queue.max_wait_ms`.
-    #[serde(default)]
-    pub queue_max_wait_ms: Option<u64>,
-    /// Deployments tried in order when this one fails or is overloaded.
-    #[serde(default)]
-    pub fallbacks: Vec<String>,
-    /// `max_tokens` above this is lowered to it; requests without one get it.
-    #[serde(default)]
-    pub max_tokens_cap: Option<u32>,
-    /// Pass client fields beyond OpenAI's documented ones (vendor extensions such as vLLM's
-    /// `guided_json`) to the upstream; off: a request carrying one is refused with 400.
-    #[serde(default)]
-    pub extra_body: bool,
-    /// Overrides of `[guardrails]` for this deployment (docs/GUARDRAILS.md).
-    #[serde(default)]
-    pub guardrails: Option<ferrogate_core::guardrails::Overrides>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -210,24 +81,27 @@ struct RawConfig {
     guardrails: GuardrailsConfig,
 }
 
-/// A checked configuration.
+/// A checked configuration: the server's run-time [`Settings`], and what only start-up reads —
+/// the backends to build, where model files live, how to log.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub server: ServerConfig,
-    pub listen: SocketAddr,
+    pub settings: Settings,
     pub log: LogConfig,
     pub model_dir: PathBuf,
     pub backends: BTreeMap<String, BackendConfig>,
-    pub deployments: BTreeMap<String, DeploymentConfig>,
-    /// `None`: tenancy off (no master key and no database configured).
-    pub tenancy: Option<TenancySettings>,
-    pub limits: LimitSettings,
-    /// Queue, breaker, retry and tier defaults.
-    pub resilience: Resilience,
-    /// `[metrics]`, `[tracing]`, `[dashboard]`, `log.prompts`.
-    pub obs: ObservabilityConfig,
-    /// `[guardrails]` with the deployments' overrides.
-    pub guardrails: GuardrailSettings,
+}
+
+impl std::ops::Deref for Config {
+    type Target = Settings;
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+impl std::ops::DerefMut for Config {
+    fn deref_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
 }
 
 /// Every problem found, one per line.
@@ -270,7 +144,8 @@ pub fn load(path: Option<&Path>, listen: Option<&str>) -> Result<Config, ConfigE
         fig = fig.merge(Serialized::default("server.listen", l));
     }
     checked(&fig, &text, |raw| {
-        if let Some(k) = std::env::var(crate::tenancy::config::MASTER_KEY_ENV).ok().filter(|k| !k.is_empty()) {
+        if let Some(k) = std::env::var(ferrogate_server::tenancy::config::MASTER_KEY_ENV).ok().filter(|k| !k.is_empty())
+        {
             raw.tenancy.master_key = Some(Secret::new(k));
         }
     })
@@ -340,7 +215,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     });
     check_server(&raw.server, &mut errs);
     for (name, backend) in &mut raw.backends {
-        // `hf://…` sources are fetched at start (`lifecycle::fetch_models`), not looked up here.
+        // `hf://…` sources are fetched at start (`compose::fetch_models`), not looked up here.
         let local = |e: &ferrogate_backends::EngineConfig| hub_file(&e.model_path).is_none();
         if let BackendConfig::Embedded(engine) = backend
             && local(engine)
@@ -361,31 +236,44 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
     check_deployments(&raw, &mut errs);
     let names: Vec<&str> = raw.deployments.keys().map(String::as_str).collect();
-    let tenancy = crate::tenancy::config::check(&raw.tenancy, &raw.prices, &names, &mut errs);
+    let tenancy = ferrogate_server::tenancy::config::check(&raw.tenancy, &raw.prices, &names, &mut errs);
     let models: Vec<_> = raw
         .deployments
         .iter()
-        .map(|(name, d)| crate::limits::config::ModelNames { name, aliases: &d.aliases })
+        .map(|(name, d)| ferrogate_server::limits::config::ModelNames { name, aliases: &d.aliases })
         .collect();
-    let limits = crate::limits::config::check(&raw.limits, &models, &mut errs);
+    let limits = ferrogate_server::limits::config::check(&raw.limits, &models, &mut errs);
+    if let Some(url) = &raw.limits.redis_url
+        && let Err(e) = ferrogate_store::redis_limits::check_url(url.expose())
+    {
+        errs.push(format!("limits.redis_url: {e}"));
+    }
     let resilience = Resilience { queue: raw.queue, breaker: raw.breaker, retry: raw.retry, tiers: raw.tiers };
-    crate::resilience::config::check(&resilience, &raw.deployments, &mut errs);
-    let obs = crate::observability::config::check(raw.metrics, raw.tracing, raw.dashboard, raw.log.prompts, &mut errs);
+    ferrogate_server::resilience::config::check(&resilience, &raw.deployments, &mut errs);
+    let obs = ferrogate_server::observability::config::check(
+        raw.metrics,
+        raw.tracing,
+        raw.dashboard,
+        raw.log.prompts,
+        &mut errs,
+    );
     let overrides = raw.deployments.iter().map(|(n, d)| (n.clone(), d.guardrails)).collect();
-    let guardrails = crate::guardrails::config::check(raw.guardrails, &overrides, &mut errs);
+    let guardrails = ferrogate_server::guardrails::config::check(raw.guardrails, &overrides, &mut errs);
     match listen {
         Ok(listen) if errs.is_empty() => Ok(Config {
-            server: raw.server,
-            listen,
+            settings: Settings {
+                server: raw.server,
+                listen,
+                deployments: raw.deployments,
+                tenancy,
+                limits,
+                resilience,
+                obs,
+                guardrails,
+            },
             log: raw.log,
             model_dir,
             backends: raw.backends,
-            deployments: raw.deployments,
-            tenancy,
-            limits,
-            resilience,
-            obs,
-            guardrails,
         }),
         _ => Err(ConfigErrors(errs)),
     }
@@ -610,7 +498,7 @@ mod tests {
             "{base}[tenancy]\nmaster_key = \"0123456789abcdefgh\"\n[prices.m]\ninput = 0.5\noutput = 1.5\n"
         ))
         .unwrap();
-        let t = on.tenancy.unwrap();
+        let t = on.settings.tenancy.unwrap();
         assert!(t.database_url.expose().starts_with("sqlite://") && t.database_url.expose().ends_with("/ferrogate.db"));
         assert_eq!(t.prices["m"].output, 1.5);
         assert!(!format!("{t:?}").contains("0123456789abcdefgh"), "the master key never prints");

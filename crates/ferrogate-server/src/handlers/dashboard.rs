@@ -22,7 +22,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio_stream::wrappers::IntervalStream;
 
-use super::feed::{self, Entry, Window};
+use crate::observability::feed::{self, Entry, Window};
 use crate::state::AppState;
 
 pub const DASHBOARD: &str = "/dashboard";
@@ -32,7 +32,7 @@ pub const METRICS: &str = "/metrics";
 const PAGE: &str = include_str!("dashboard.html");
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    st.obs.refresh(&st);
+    crate::sampler::refresh(&st);
     let mut res = st.obs.metrics.render().into_response();
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -131,7 +131,7 @@ struct EngineView {
 }
 
 fn snapshot(st: &AppState) -> Snapshot {
-    st.obs.refresh(st);
+    crate::sampler::refresh(st);
     let now = feed::now_ms();
     let m = &st.obs.metrics;
     let deployments = st

@@ -9,77 +9,34 @@
 //! - `/admin/v1` accepts only the master key; every other route only client keys.
 //! - Auth is required on every route but [`PUBLIC_PATHS`] once any static key, master key or key
 //!   database is configured. A stored key must hold the endpoint group of the route (403).
-//! - Authenticated requests to inference endpoints get their usage-ledger slot here; the guard
-//!   writes the row of any such request that the pipeline did not settle (rejected after auth,
-//!   or dropped before reaching a backend), so every one leaves exactly one row.
+//! - Authenticated requests to inference endpoints get their usage-ledger slot here; whoever
+//!   records the request takes it (`settle`), so every one leaves exactly one row.
+
+pub mod keys;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ferrogate_core::tenancy::{EndpointGroup, KeyStatus, parse_key};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use crate::error::{ApiError, ErrorLog};
-use crate::observability::dashboard::{DASHBOARD, DASHBOARD_EVENTS, METRICS};
-use crate::pipeline::Endpoint;
+pub use self::keys::{STATIC_KEY_FAILURES_PER_MINUTE, StaticKeys, presented_key};
+use crate::error::{ApiError, ErrorCode};
+use crate::handlers::dashboard::{DASHBOARD, DASHBOARD_EVENTS, METRICS};
+use crate::request::caller::{Caller, Principal, RequestMeter};
+use crate::request::{Endpoint, RequestCx};
 use crate::state::AppState;
-use crate::telemetry::RequestCx;
+use crate::tenancy::Tenancy;
 use crate::tenancy::cache::Rejected;
 use crate::tenancy::failures::FailureLimiter;
-use crate::tenancy::{Caller, Principal, RequestMeter, Tenancy};
 
 /// Paths reachable without a key: probes, and the admin API's description (no data in it).
 pub const PUBLIC_PATHS: &[&str] = &["/health", "/ready", "/admin/v1/openapi.json"];
 
 const MISSING_KEY: &str = "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'.";
-
-/// Failed static-key attempts allowed per minute and address when tenancy is off (with tenancy,
-/// `tenancy.auth_failures_per_minute` counts them with the stored keys').
-pub const STATIC_KEY_FAILURES_PER_MINUTE: u32 = 10;
-
-pub struct StaticKeys {
-    digests: Vec<[u8; 32]>,
-    /// Wrong keys per address, when tenancy is off.
-    failures: FailureLimiter,
-}
-
-impl StaticKeys {
-    pub fn new(keys: &[String]) -> Self {
-        Self {
-            digests: keys.iter().map(|k| digest(k)).collect(),
-            failures: FailureLimiter::new(STATIC_KEY_FAILURES_PER_MINUTE),
-        }
-    }
-
-    pub fn enabled(&self) -> bool {
-        !self.digests.is_empty()
-    }
-
-    /// Constant time in the key's content; every stored digest is compared.
-    pub fn accepts(&self, presented: &str) -> bool {
-        let d = digest(presented);
-        self.digests.iter().fold(false, |ok, k| ok | bool::from(k.ct_eq(&d)))
-    }
-}
-
-fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
-/// `Authorization: Bearer <key>` or `x-api-key: <key>`.
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        let v = v.trim();
-        return v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim);
-    }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
-}
 
 /// The endpoint group a route belongs to, for key scopes.
 fn endpoint_group(path: &str) -> Option<EndpointGroup> {
@@ -126,7 +83,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         && !k.key.scopes.allows(group)
     {
         let msg = format!("This API key may not call '{}' endpoints", group.as_str());
-        return ApiError::permission_denied("endpoint_not_allowed", None, msg).into_response();
+        return ApiError::permission_denied(ErrorCode::EndpointNotAllowed, None, msg).into_response();
     }
     let meter = tenancy.zip(endpoint).map(|(t, e)| RequestMeter::new(e, t.now_ms()));
     let caller = Arc::new(Caller { principal, meter });
@@ -135,14 +92,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     };
     cx.caller = Some(Arc::clone(&caller));
     cx.obs.authenticated(&caller);
-    let Some(t) = st.tenancy.clone().filter(|_| caller.meter.is_some()) else {
-        return next.run(req).await;
-    };
-    let mut guard = UnsettledRow { tenancy: t, caller, request_id: cx.id.clone(), response: None };
-    let res = next.run(req).await;
-    let code = res.extensions().get::<ErrorLog>().map(|e| e.code);
-    guard.response = Some((res.status().as_u16(), code));
-    res
+    next.run(req).await
 }
 
 /// The dashboard page (no data in it) and, with `metrics.public = true`, `/metrics`.
@@ -224,32 +174,10 @@ fn static_key_refused(failures: &FailureLimiter, ip: IpAddr) -> Result<Principal
     Err(ApiError::unauthorized("Incorrect API key provided."))
 }
 
-/// Writes the usage row of a metered request nobody settled: rejected after auth (400, 403, 404,
-/// 413, 429, 503 …), or dropped before reaching a backend (client gone: 499; handler panic: 500).
-struct UnsettledRow {
-    tenancy: Arc<Tenancy>,
-    caller: Arc<Caller>,
-    request_id: String,
-    /// Status and error code of the response, once there is one.
-    response: Option<(u16, Option<&'static str>)>,
-}
-
-impl Drop for UnsettledRow {
-    fn drop(&mut self) {
-        let Some(meter) = self.caller.meter.as_ref().filter(|m| m.take()) else { return };
-        let (status, code, cancelled) = match self.response {
-            Some((status, code)) => (status, code, false),
-            None if std::thread::panicking() => (500, Some("internal_error"), false),
-            None => (499, None, true),
-        };
-        let row = meter.rejected_row(&self.caller.principal, &self.request_id, status, code, cancelled);
-        self.tenancy.ledger.record(row);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderMap;
 
     #[test]
     fn accepts_only_configured_keys() {

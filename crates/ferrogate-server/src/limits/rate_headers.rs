@@ -6,21 +6,13 @@
 //! - The seeds': `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (whole seconds
 //!   until fully replenished), for requests if a request rate applies, else for tokens.
 //!
-//! [`layer`] resolves the client address for the request (`RequestCx::limits`) and writes the
-//! headers the pipeline's admission left there onto whatever response goes out.
+//! `limits::layer` resolves the client address for the request (`RequestCx::limits`) and writes
+//! the headers the pipeline's admission left there onto whatever response goes out.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
-use ferrogate_core::limits::Decision;
-
-use super::{Dim, RequestLimits, client_ip};
-use crate::state::AppState;
-use crate::telemetry::RequestCx;
+use ferrogate_core::limits::{Decision, Dim};
 
 /// One kind's most restrictive counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,25 +103,6 @@ pub fn go_duration(d: Duration) -> String {
         (0, m) => format!("{m}m{secs}"),
         (h, m) => format!("{h}h{m}m{secs}"),
     }
-}
-
-/// Puts the client address into the request's context, and the rate-limit headers (if the
-/// request was checked) onto its response.
-pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    // Only inference endpoints are rate-limited.
-    if !st.limits.active() || crate::pipeline::Endpoint::from_path(req.uri().path()).is_none() {
-        return next.run(req).await;
-    }
-    let ip = client_ip::client_ip(&req, &st.limits.trusted_proxies);
-    let rl = Arc::new(RequestLimits { ip, headers: OnceLock::new() });
-    if let Some(cx) = req.extensions_mut().get_mut::<RequestCx>() {
-        cx.limits = Some(Arc::clone(&rl));
-    }
-    let mut res = next.run(req).await;
-    if let Some(h) = rl.headers.get() {
-        h.write(res.headers_mut());
-    }
-    res
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use ferrogate_core::Deployment;
-use ferrogate_core::tenancy::{KeyId, KeyLookup, TenantId, UsageRecord};
+use ferrogate_core::tenancy::{KeyId, KeyLookup, TenantId};
 
 use crate::error::ApiError;
 
@@ -72,7 +72,7 @@ impl Caller {
             Ok(())
         } else {
             Err(ApiError::permission_denied(
-                "model_not_allowed",
+                crate::error::ErrorCode::ModelNotAllowed,
                 Some("model"),
                 not_allowed(&deployment.name, requested, &scopes.models),
             ))
@@ -106,7 +106,7 @@ impl Caller {
 }
 
 /// One request's ledger slot. Whoever [`take`](RequestMeter::take)s it writes the row: the
-/// pipeline's `Settle` for requests that reached a backend, else the auth layer's guard.
+/// `Settle` of a request that reached a backend, else the telemetry layer's record.
 pub struct RequestMeter {
     /// The ledger's endpoint name (`chat.completions`, `completions`, `generate`, `stream`).
     pub endpoint: &'static str,
@@ -129,36 +129,5 @@ impl RequestMeter {
 
     pub fn model(&self) -> &str {
         self.model.get().map_or("", String::as_str)
-    }
-
-    /// The row of a request that never reached a backend (rejected after auth, or dropped).
-    pub fn rejected_row(
-        &self,
-        principal: &Principal,
-        request_id: &str,
-        status: u16,
-        error: Option<&str>,
-        cancelled: bool,
-    ) -> UsageRecord {
-        UsageRecord {
-            id: UsageRecord::new_id(),
-            request_id: request_id.to_owned(),
-            tenant_id: principal.tenant_id().cloned(),
-            key_id: principal.key_id().cloned(),
-            endpoint: self.endpoint.to_owned(),
-            model_requested: self.model().to_owned(),
-            model_served: None,
-            backend: None,
-            prompt_tokens: 0,
-            cached_prompt_tokens: 0,
-            completion_tokens: 0,
-            latency_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            ttft_ms: None,
-            http_status: status,
-            error_type: error.map(str::to_owned),
-            streamed: false,
-            cancelled,
-            created_at_ms: self.started_ms,
-        }
     }
 }

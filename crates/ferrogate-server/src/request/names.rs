@@ -1,0 +1,54 @@
+//! The three names of a model, as distinct types so one is never taken for another:
+//! - [`RequestedModel`]: what the client asked for (`smollm2`, an alias, the tiered `auto`) —
+//!   checked against the key's scopes, recorded as the ledger's `model_requested`;
+//! - [`DeploymentName`]: the configured deployment that serves (the tier's choice, or a
+//!   fallback) — the metrics label and the name responses echo for `auto`;
+//! - [`UpstreamModel`]: the model name the chosen backend is sent (`upstream_model`) — the
+//!   ledger's `model_served`.
+
+use std::fmt;
+use std::sync::Arc;
+
+macro_rules! name {
+    ($(#[$doc:meta])* $t:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+        pub struct $t(Arc<str>);
+
+        impl $t {
+            pub fn new(name: impl Into<Arc<str>>) -> Self {
+                Self(name.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::ops::Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+name!(
+    /// The model name the client asked for.
+    RequestedModel
+);
+name!(
+    /// A configured deployment's name.
+    DeploymentName
+);
+name!(
+    /// The model name a backend is sent.
+    UpstreamModel
+);

@@ -1,0 +1,34 @@
+//! [`Settings`]: everything the server reads at run time, checked — `[server]` and the
+//! `[deployments.NAME]` tables (`sections`), and the sections of each concern. The whole file
+//! (with `[backends]`, model files and logs) is read and checked by the binary's `config`.
+
+pub mod sections;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+pub use self::sections::{DeploymentConfig, ServerConfig};
+
+use crate::guardrails::config::GuardrailSettings;
+use crate::limits::config::LimitSettings;
+use crate::observability::config::ObservabilityConfig;
+use crate::resilience::config::Resilience;
+use crate::tenancy::config::TenancySettings;
+
+/// Everything the server reads at run time, checked (the binary's `Config` holds it beside what
+/// only start-up needs: backends, model files, logs).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerConfig,
+    pub listen: SocketAddr,
+    pub deployments: BTreeMap<String, DeploymentConfig>,
+    /// `None`: tenancy off (no master key and no database configured).
+    pub tenancy: Option<TenancySettings>,
+    pub limits: LimitSettings,
+    /// Queue, breaker, retry and tier defaults.
+    pub resilience: Resilience,
+    /// `[metrics]`, `[tracing]`, `[dashboard]`, `log.prompts`.
+    pub obs: ObservabilityConfig,
+    /// `[guardrails]` with the deployments' overrides.
+    pub guardrails: GuardrailSettings,
+}

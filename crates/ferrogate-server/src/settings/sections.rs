@@ -1,0 +1,137 @@
+//! The server's own sections: `[server]` and the `[deployments.NAME]` tables (a leaf: the
+//! concerns' own config checks read them).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ferrogate_protocol::openai::shape::ShapeLimits;
+use serde::{Deserialize, Serialize};
+
+/// `Debug` is written by hand: the static keys never print.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Largest accepted request body; larger → 413.
+    pub body_limit_bytes: usize,
+    /// Bound of a whole non-streaming request (streams are bounded by the backend's timeouts).
+    pub request_timeout_secs: u64,
+    /// On SIGTERM/SIGINT: how long in-flight requests and streams may take to finish.
+    pub shutdown_grace_secs: u64,
+    /// Interval of `: keep-alive` comments on idle SSE streams.
+    pub sse_keepalive_secs: u64,
+    /// Interval of active backend health checks (feeds `/ready`).
+    pub health_check_interval_secs: u64,
+    /// Send a one-token request to every deployment at start; `/ready` is 503 until done
+    /// (`warmup`).
+    pub warmup: bool,
+    /// Static Bearer keys for the single-tenant case; empty → no auth.
+    pub api_keys: Vec<String>,
+    /// Most messages in one chat request; more → 400 (docs/SECURITY.md).
+    pub max_messages: usize,
+    /// Largest single message (its text and the strings of its other parts), in bytes; larger →
+    /// 400.
+    pub max_message_bytes: usize,
+    /// A streaming client that takes none of the stream's frames for this long is cut off: the
+    /// upstream is cancelled, the slot freed, the request settled as `client_stalled`.
+    pub client_write_timeout_secs: u64,
+    /// Send `x-ferrogate-backend` (the backend that served) on responses. Off by default: it
+    /// shows clients the gateway's topology; useful when debugging routing.
+    pub backend_header: bool,
+    /// A connection must send a complete request head within this long: after its accept (any
+    /// protocol) and, on HTTP/1, after each response — so it also ends an idle kept-alive HTTP/1
+    /// connection. Slowloris defence; needs no key.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request in flight for this long is shut down (HTTP/2: GOAWAY).
+    pub idle_timeout_secs: u64,
+    /// The whole request body must arrive within this long after its head; else 408 and close.
+    pub body_read_timeout_secs: u64,
+    /// Open client connections at most; beyond, a new connection gets 503 and is closed.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            body_limit_bytes: 4 * 1024 * 1024,
+            request_timeout_secs: 600,
+            shutdown_grace_secs: 30,
+            sse_keepalive_secs: 15,
+            health_check_interval_secs: 10,
+            warmup: false,
+            api_keys: Vec::new(),
+            max_messages: ShapeLimits::default().max_messages,
+            max_message_bytes: ShapeLimits::default().max_message_bytes,
+            backend_header: false,
+            client_write_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_read_timeout_secs: 30,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("sse_keepalive_secs", &self.sse_keepalive_secs)
+            .field("health_check_interval_secs", &self.health_check_interval_secs)
+            .field("warmup", &self.warmup)
+            .field("api_keys", &format_args!("<{} redacted>", self.api_keys.len()))
+            .field("max_messages", &self.max_messages)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("backend_header", &self.backend_header)
+            .field("client_write_timeout_secs", &self.client_write_timeout_secs)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .field("body_read_timeout_secs", &self.body_read_timeout_secs)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Backend names; requests are spread over them (weighted least outstanding requests).
+    pub backends: Vec<String>,
+    /// Other names clients may use for this deployment.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The model name sent upstream; defaults to the deployment's name.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    // --- resilience (docs/GOVERNANCE.md) ---
+    /// Backend name → weight (default 1).
+    #[serde(default)]
+    pub weights: BTreeMap<String, u32>,
+    /// Requests running at once; default: the backends' slots (`queue.backend_concurrency` for
+    /// backends that do not report theirs).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Overrides `queue.size`.
+    #[serde(default)]
+    pub queue_size: Option<usize>,
+    /// Overrides `queue.max_wait_ms`.
+    #[serde(default)]
+    pub queue_max_wait_ms: Option<u64>,
+    /// Deployments tried in order when this one fails or is overloaded.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// `max_tokens` above this is lowered to it; requests without one get it.
+    #[serde(default)]
+    pub max_tokens_cap: Option<u32>,
+    /// Pass client fields beyond OpenAI's documented ones (vendor extensions such as vLLM's
+    /// `guided_json`) to the upstream; off: a request carrying one is refused with 400.
+    #[serde(default)]
+    pub extra_body: bool,
+    /// Overrides of `[guardrails]` for this deployment (docs/GUARDRAILS.md).
+    #[serde(default)]
+    pub guardrails: Option<ferrogate_core::guardrails::Overrides>,
+}

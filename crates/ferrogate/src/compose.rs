@@ -1,0 +1,165 @@
+//! The composition root: from a checked [`Config`], build what the server serves — the backends
+//! (`ferrogate-backends`), the deployments and breakers over them, the tenancy store and its
+//! ledger writer and the rate-limit store (`ferrogate-store`) — and hand them to the server as
+//! core's traits ([`Services`]). The server never names a backend or a store.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use ferrogate_backends::embedded::source;
+use ferrogate_backends::{BackendConfig, BuildContext};
+use ferrogate_core::breaker::Breaker;
+use ferrogate_core::limits::LimitStore;
+use ferrogate_core::limits::memory::MemoryLimitStore;
+use ferrogate_core::tenancy::UsageStore;
+use ferrogate_core::tenancy::ledger::{LedgerConfig, LedgerWriter, OpenStore};
+use ferrogate_core::tenancy::time::{Clock, SystemClock};
+use ferrogate_core::{Backend, Deployment, Registry, Target};
+use ferrogate_server::tenancy::Tenancy;
+use ferrogate_server::tenancy::config::TenancySettings;
+use ferrogate_server::{Running, Services, StartError};
+use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
+use ferrogate_store::{Store, StoreOptions};
+
+use crate::config::Config;
+
+/// Builds everything from `cfg`, binds and serves until `signal` resolves, then drains.
+pub async fn start(cfg: &Config, signal: impl Future<Output = ()> + Send + 'static) -> Result<Running, StartError> {
+    start_with_clock(cfg, signal, Arc::new(SystemClock)).await
+}
+
+/// As [`start`], reading time for key expiry, budgets and usage rows from `clock` (tests).
+pub async fn start_with_clock(
+    cfg: &Config,
+    signal: impl Future<Output = ()> + Send + 'static,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, StartError> {
+    let mut cfg = cfg.clone();
+    fetch_models(&mut cfg).await.map_err(StartError::Build)?;
+    let services = services(&cfg, clock).await.map_err(StartError::Build)?;
+    ferrogate_server::start(&cfg.settings, services, signal).await
+}
+
+/// The server's services from `cfg`; errors list every backend that failed.
+pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Services, Vec<String>> {
+    let backends = backends(cfg)?;
+    let now = tokio::time::Instant::now();
+    let breakers: HashMap<String, Arc<Breaker>> =
+        backends.keys().map(|k| (k.clone(), Arc::new(Breaker::new(cfg.resilience.breaker.to_core(), now)))).collect();
+    let registry = registry(cfg, &backends, &breakers)?;
+    let tenancy = match &cfg.tenancy {
+        Some(t) => Some(Arc::new(tenancy(cfg, t, Arc::clone(&clock)).await.map_err(|e| vec![e])?)),
+        None => None,
+    };
+    let clock = tenancy.as_ref().map_or(clock, |t| Arc::clone(&t.clock));
+    let limit_store = limit_store(cfg, Arc::clone(&clock)).map_err(|e| vec![e])?;
+    Ok(Services { registry, backends: backends.into_values().collect(), breakers, tenancy, limit_store, clock })
+}
+
+fn backends(cfg: &Config) -> Result<HashMap<String, Arc<dyn Backend>>, Vec<String>> {
+    let cx = BuildContext { model_dir: cfg.model_dir.clone() };
+    let mut errs = Vec::new();
+    let mut out = HashMap::new();
+    for (name, bc) in &cfg.backends {
+        match ferrogate_backends::build(name, bc.clone(), &cx) {
+            Ok(b) => {
+                out.insert(name.clone(), b);
+            }
+            Err(e) => errs.push(format!("backends.{name}: {e}")),
+        }
+    }
+    if errs.is_empty() { Ok(out) } else { Err(errs) }
+}
+
+/// The deployments over the built backends, each with its resilience policy.
+fn registry(
+    cfg: &Config,
+    backends: &HashMap<String, Arc<dyn Backend>>,
+    breakers: &HashMap<String, Arc<Breaker>>,
+) -> Result<Registry, Vec<String>> {
+    let created = ferrogate_protocol::openai::unix_now();
+    let res = &cfg.resilience;
+    let slots = |b: &str| match cfg.backends.get(b) {
+        Some(BackendConfig::Embedded(e)) => e.parallel.unwrap_or(1),
+        Some(_) => res.queue.backend_concurrency,
+        None => 0,
+    };
+    let deployments = cfg
+        .deployments
+        .iter()
+        .map(|(name, d)| {
+            let upstream = d.upstream_model.clone().unwrap_or_else(|| name.clone());
+            let targets = d
+                .backends
+                .iter()
+                .filter_map(|b| Some((b, backends.get(b)?, breakers.get(b)?)))
+                .map(|(b, backend, breaker)| {
+                    let weight = d.weights.get(b).copied().unwrap_or(1);
+                    Arc::new(Target::with(Arc::clone(backend), upstream.clone(), weight, Arc::clone(breaker)))
+                })
+                .collect();
+            let policy = ferrogate_server::resilience::policy(res, d, slots);
+            Deployment::with_policy(name.clone(), d.aliases.clone(), targets, created, policy)
+        })
+        .collect();
+    Registry::new(deployments)
+}
+
+/// Opens the database (creating and migrating it), starts the ledger writer on its own
+/// idle-priority thread over a connection of its own (the shared pool when it falls behind, see
+/// `LedgerWriter::spawn_on_thread`), and builds the tenancy service over them.
+async fn tenancy(cfg: &Config, s: &TenancySettings, clock: Arc<dyn Clock>) -> Result<Tenancy, String> {
+    let url = s.database_url.expose().to_owned();
+    let store = Store::connect(&url).await.map_err(|e| format!("tenancy.database_url: {e}"))?;
+    let open: OpenStore = Box::new(move || {
+        Box::pin(async move {
+            // The schema is already migrated by then.
+            let options = StoreOptions { max_connections: 1, migrate: false, ..StoreOptions::default() };
+            let store = Store::connect_with(&url, &options).await.map_err(|e| format!("tenancy.database_url: {e}"))?;
+            Ok(Arc::new(store) as Arc<dyn UsageStore>)
+        })
+    });
+    let ledger_cfg = LedgerConfig { flush_interval: s.ledger_flush_interval, ..LedgerConfig::default() };
+    let store = Arc::new(store);
+    let writer = LedgerWriter::spawn_on_thread(open, Arc::clone(&store) as Arc<dyn UsageStore>, ledger_cfg).await?;
+    Ok(Tenancy::new(store, writer, s, &cfg.deployments, clock))
+}
+
+/// In process, or on Redis when `limits.redis_url` is set (connects lazily: a Redis that is down
+/// at start follows `on_store_error` until it is back).
+fn limit_store(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn LimitStore>, String> {
+    let s = &cfg.limits;
+    Ok(match &s.redis_url {
+        Some(url) => {
+            let opts = RedisOptions { key_prefix: s.key_prefix.clone(), timeout: s.redis_timeout };
+            Arc::new(RedisLimitStore::open(url.expose(), opts).map_err(|e| format!("limits.redis_url: {e}"))?)
+        }
+        None => Arc::new(MemoryLimitStore::new(clock)),
+    })
+}
+
+/// Fetches every `hf://` model into `<model_dir>/hf` (a cached file needs no network) and points
+/// its backend at the local file. Runs before the port is bound, as llama-server's `-hf` does: a
+/// gateway that cannot get its model refuses to start, naming the source and the cause.
+pub async fn fetch_models(cfg: &mut Config) -> Result<(), Vec<String>> {
+    let cache = source::hub_cache_dir(&cfg.model_dir);
+    let endpoint = source::hub_endpoint();
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut errs = Vec::new();
+    for (name, backend) in &mut cfg.backends {
+        let BackendConfig::Embedded(engine) = backend else { continue };
+        match source::hub_file(&engine.model_path) {
+            None => {}
+            Some(Err(e)) => errs.push(format!("backends.{name}: {e}")),
+            Some(Ok(hub)) => match source::fetch(&hub, &cache, &endpoint, progress).await {
+                Ok(path) => {
+                    tracing::info!(backend = %name, source = %hub, path = %path.display(), "model file ready");
+                    engine.model_path = path;
+                }
+                Err(e) => errs.push(format!("backends.{name}: {e}")),
+            },
+        }
+    }
+    if errs.is_empty() { Ok(()) } else { Err(errs) }
+}

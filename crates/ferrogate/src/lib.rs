@@ -1,0 +1,11 @@
+//! The `ferrogate` binary's library half: the configuration file ([`config`]) and the
+//! composition root ([`compose`]) that builds backends and stores from it and starts the server.
+//! The CLI (`main.rs`) and the test kit start gateways through it.
+
+// The server's `StartError` and `ApiError` are large on their error paths only.
+#![allow(clippy::result_large_err)]
+
+pub mod compose;
+pub mod config;
+
+pub use compose::{start, start_with_clock};
