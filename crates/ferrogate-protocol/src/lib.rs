@@ -5,6 +5,20 @@
 //! Invariant: serde only, no I/O — everything here is a pure function of bytes, so it can be
 //! property-tested and fuzzed. Types are tolerant when reading upstream output (unknown fields
 //! ignored, most fields optional) and exact when writing to clients.
+//!
+//! The pipeline speaks one language, OpenAI chat ([`openai::ChatCompletionRequest`],
+//! [`openai::ChatCompletion`], [`openai::ChatCompletionChunk`]); the other front protocols are
+//! translated at the edge, on the way in and on the way out:
+//!
+//! - [`anthropic`]: `MessagesRequest::to_chat_request`, `message_from_completion`, the
+//!   `StreamTranslator` (chunks → Anthropic events, `sse_frame`), `ErrorResponse::from_openai`;
+//! - [`ollama::front`]: `ChatRequest::to_chat_request`, `GenerateRequest::to_openai`,
+//!   `chat_response` / `generate_response`, the `NdjsonTranslator` (chunks → NDJSON lines);
+//! - [`ollama::wire`] is the other direction: what the Ollama *backend* sends upstream.
+//!
+//! Each module's documentation lists the calls in request order. Request conversions fail with
+//! [`openai::InvalidParam`] naming the client's own field (→ 400); answers a front protocol can
+//! not express fail with [`ResponseError`] (→ 502).
 
 pub mod anthropic;
 pub mod error;
@@ -13,4 +27,4 @@ pub mod ollama;
 pub mod openai;
 pub mod sse;
 
-pub use error::{ErrorBody, ErrorObject};
+pub use error::{ErrorBody, ErrorObject, ResponseError};

@@ -432,3 +432,22 @@ fn the_documented_error_body_parses_and_is_written_back() {
     assert_eq!(e.error.kind.status(), 404);
     assert_eq!(serde_json::to_value(&e).unwrap(), body);
 }
+
+#[test]
+fn local_counts_fill_in_when_the_upstream_reports_no_usage() {
+    let finish = |upstream: Option<Usage>| {
+        let mut t = StreamTranslator::new("msg_1", "m", 7);
+        let mut events = t.push(&chunk(text("hi"), Some(FinishReason::Stop), None));
+        if let Some(u) = upstream {
+            events.extend(t.push(&chunk(Delta::default(), None, Some(u))));
+        }
+        t.fill_usage(Usage::new(7, 1, None));
+        let events = t.finish();
+        serde_json::to_value(&events[events.len() - 2]).unwrap()["usage"].clone()
+    };
+    assert_eq!(finish(None)["output_tokens"], 1);
+    assert_eq!(finish(Some(Usage::new(9, 4, None)))["output_tokens"], 4, "the upstream's numbers win");
+    let empty_system =
+        request(json!({"model": "m", "max_tokens": 5, "system": [], "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(empty_system.to_chat_request().unwrap().messages.len(), 1, "an empty system prompt adds no message");
+}

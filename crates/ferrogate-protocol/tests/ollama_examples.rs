@@ -393,3 +393,41 @@ fn embed_takes_one_or_many_inputs() {
         json!({"error": "model 'x' not found"})
     );
 }
+
+#[test]
+fn raw_generate_streams_from_legacy_chunks_and_local_counts_fill_in() {
+    use ferrogate_protocol::openai::{Completion, CompletionChoice};
+    let piece = |text: &str, finish: Option<FinishReason>| Completion {
+        id: "cmpl-1".into(),
+        object: "text_completion".into(),
+        created: 1,
+        model: "mistral".into(),
+        choices: vec![CompletionChoice { index: 0, text: text.into(), logprobs: None, finish_reason: finish }],
+        usage: None,
+    };
+    let mut t = NdjsonTranslator::new(Endpoint::Generate, "mistral");
+    let mut lines = t.push_completion(&piece(" The sky", None), "x");
+    lines.extend(t.push_completion(&piece("", Some(FinishReason::Length)), "x"));
+    t.fill_usage(Usage::new(14, 2, None));
+    lines.extend(t.finish("x", &Timings::default()));
+    let [Line::Generate(first), Line::Generate(last)] = &lines[..] else { panic!("{lines:?}") };
+    assert_eq!((first.response.as_str(), first.done), (" The sky", false));
+    assert_eq!((last.done, last.done_reason.as_deref()), (true, Some("length")));
+    let stats = last.stats.unwrap();
+    assert_eq!((stats.prompt_eval_count, stats.eval_count), (14, 2), "the gateway's count when the upstream gave none");
+}
+
+#[test]
+fn listed_models_have_every_key_clients_read() {
+    use ferrogate_protocol::ollama::front::{ListedModel, RunningModel};
+    let v = serde_json::to_value(ListResponse { models: vec![ListedModel::named("llama3.2", CREATED)] }).unwrap();
+    let keys: Vec<&String> = v["models"][0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["details", "digest", "model", "modified_at", "name", "size"]);
+    assert_eq!(
+        (v["models"][0]["name"].as_str(), v["models"][0]["model"].as_str()),
+        (Some("llama3.2"), Some("llama3.2"))
+    );
+    let ps = serde_json::to_value(RunningModel::named("llama3.2", CREATED)).unwrap();
+    assert_eq!(ps["expires_at"], CREATED);
+    assert!(ps.get("context_length").is_none());
+}

@@ -100,6 +100,7 @@ impl ErrorType {
 }
 
 impl ErrorResponse {
+    /// An error body of `kind`.
     pub fn new(kind: ErrorType, message: impl Into<String>) -> Self {
         Self { kind: "error".to_owned(), error: ErrorObject { kind, message: message.into() }, request_id: None }
     }

@@ -88,6 +88,7 @@ pub struct InputMessage {
     pub content: InputContent,
 }
 
+/// Who speaks a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InputRole {

@@ -97,6 +97,12 @@ impl StreamTranslator {
         self.matched_stop = stop;
     }
 
+    /// The gateway's own count, used when the upstream reported no usage (call before
+    /// [`finish`](Self::finish)); the upstream's numbers win when it did.
+    pub fn fill_usage(&mut self, usage: openai::Usage) {
+        self.usage.get_or_insert(usage);
+    }
+
     /// The events one upstream chunk gives. Only choice 0 is read (n > 1 is not served here).
     pub fn push(&mut self, chunk: &ChatCompletionChunk) -> Vec<StreamEvent> {
         let mut out = Vec::new();

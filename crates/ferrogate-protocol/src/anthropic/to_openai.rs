@@ -85,7 +85,10 @@ fn prompt(
 ) -> Result<ChatCompletionRequest, InvalidParam> {
     let mut chat: Vec<ChatMessage> = Vec::with_capacity(messages.len() + 1);
     if let Some(system) = system {
-        chat.push(system_message(system)?);
+        let message = system_message(system)?;
+        if !message.text().is_empty() {
+            chat.push(message);
+        }
     }
     for (i, m) in messages.iter().enumerate() {
         chat.extend(turn(i, m)?);

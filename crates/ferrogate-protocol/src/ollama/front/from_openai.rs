@@ -148,6 +148,12 @@ impl NdjsonTranslator {
         }
     }
 
+    /// The gateway's own count, used when the upstream reported no usage (call before
+    /// [`finish`](Self::finish)).
+    pub fn fill_usage(&mut self, usage: Usage) {
+        self.usage.get_or_insert(usage);
+    }
+
     /// The lines of one chat chunk (`created_at` is the time it arrived).
     pub fn push(&mut self, chunk: &ChatCompletionChunk, created_at: &str) -> Vec<Line> {
         if self.ended {
@@ -189,7 +195,7 @@ impl NdjsonTranslator {
             match gathered_calls(&calls) {
                 Ok(tool_calls) => {
                     let message = ChatMessage { tool_calls: Some(tool_calls), ..assistant("") };
-                    out.push(self.chat_line(message, created_at, None));
+                    out.push(Line::Chat(ChatResponse { message, ..self.chat("", created_at) }));
                 }
                 Err(e) => return vec![Line::Error(ErrorResponse::new(e.to_string()))],
             }
@@ -227,10 +233,6 @@ impl NdjsonTranslator {
             Endpoint::Chat => Line::Chat(self.chat(text, created_at)),
             Endpoint::Generate => Line::Generate(self.generate(text, created_at)),
         }]
-    }
-
-    fn chat_line(&self, message: ChatMessage, created_at: &str, stats: Option<Stats>) -> Line {
-        Line::Chat(ChatResponse { message, stats, ..self.chat("", created_at) })
     }
 
     fn chat(&self, text: &str, created_at: &str) -> ChatResponse {

@@ -24,6 +24,14 @@ pub struct ListedModel {
     pub details: ModelDetails,
 }
 
+impl ListedModel {
+    /// A model known by name only (size, digest and details unknown, as for a remote backend).
+    pub fn named(name: impl Into<String>, modified_at: impl Into<String>) -> Self {
+        let name = name.into();
+        Self { model: name.clone(), name, modified_at: modified_at.into(), ..Self::default() }
+    }
+}
+
 /// `details` of a model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelDetails {
@@ -92,6 +100,14 @@ pub struct RunningModel {
     pub size_vram: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_length: Option<u32>,
+}
+
+impl RunningModel {
+    /// A loaded model known by name, kept loaded until `expires_at` (RFC 3339).
+    pub fn named(name: impl Into<String>, expires_at: impl Into<String>) -> Self {
+        let name = name.into();
+        Self { model: name.clone(), name, expires_at: expires_at.into(), ..Self::default() }
+    }
 }
 
 /// `GET /api/version`.

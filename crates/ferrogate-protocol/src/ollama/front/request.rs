@@ -96,6 +96,7 @@ pub struct ToolCall {
     pub function: ToolCallFunction,
 }
 
+/// The function an Ollama tool call names, with its arguments as an object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCallFunction {
     pub name: String,
