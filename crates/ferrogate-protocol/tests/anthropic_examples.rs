@@ -451,3 +451,25 @@ fn local_counts_fill_in_when_the_upstream_reports_no_usage() {
         request(json!({"model": "m", "max_tokens": 5, "system": [], "messages": [{"role": "user", "content": "x"}]}));
     assert_eq!(empty_system.to_chat_request().unwrap().messages.len(), 1, "an empty system prompt adds no message");
 }
+
+/// Servers that send each whole call in its own chunk without `index` (every call reads as
+/// position 0): calls are told apart by their ids.
+#[test]
+fn whole_tool_calls_without_index_become_separate_blocks() {
+    let whole = |id: &str, name: &str, args: &str| {
+        tool(json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+    };
+    let events = run(&[
+        chunk(whole("call_a", "get_weather", "{\"city\":\"Paris\"}"), None, None),
+        chunk(whole("call_b", "get_time", "{\"tz\":\"CET\"}"), None, None),
+        chunk(Delta::default(), Some(FinishReason::ToolCalls), None),
+    ]);
+    let starts: Vec<&Value> = events.iter().filter(|e| e["type"] == "content_block_start").collect();
+    assert_eq!(starts.len(), 2, "{events:#?}");
+    assert_eq!(
+        (starts[0]["content_block"]["id"].as_str(), starts[1]["content_block"]["id"].as_str()),
+        (Some("call_a"), Some("call_b"))
+    );
+    let args: Vec<&str> = events.iter().filter_map(|e| e["delta"]["partial_json"].as_str()).collect();
+    assert_eq!(args, ["{\"city\":\"Paris\"}", "{\"tz\":\"CET\"}"]);
+}

@@ -16,7 +16,7 @@ use super::error::ErrorType;
 use super::events::{BlockDelta, MessageDeltaBody, StreamEvent};
 use super::from_openai::{fallback_tool_id, stop_reason, usage};
 use super::response::{DeltaUsage, Message, Usage};
-use crate::openai::tools::ToolCallView;
+use crate::openai::tools::{CallNumbering, ToolCallView};
 use crate::openai::{self, ChatCompletionChunk, FinishReason};
 
 /// State of one streamed Messages response.
@@ -33,6 +33,8 @@ pub struct StreamTranslator {
     /// The Anthropic index the next block gets.
     next_index: u32,
     open: Option<Open>,
+    numbering: CallNumbering,
+    /// Indexed by call number.
     calls: Vec<Call>,
     finish: Option<FinishReason>,
     usage: Option<openai::Usage>,
@@ -43,14 +45,13 @@ pub struct StreamTranslator {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Open {
     Text(u32),
-    /// A tool block and the OpenAI index of its call.
+    /// A tool block and its call's number.
     Tool(u32, usize),
 }
 
 /// One OpenAI tool call of the stream.
 #[derive(Debug)]
 struct Call {
-    openai_index: usize,
     id: Option<String>,
     name: Option<String>,
     /// Argument fragments received before the block opened.
@@ -76,6 +77,7 @@ impl StreamTranslator {
             ended: false,
             next_index: 0,
             open: None,
+            numbering: CallNumbering::default(),
             calls: Vec::new(),
             finish: None,
             usage: None,
@@ -209,20 +211,11 @@ impl StreamTranslator {
 
     /// Handles one fragment; false when it ended the stream.
     fn tool_fragment(&mut self, view: ToolCallView<'_>, out: &mut Vec<StreamEvent>) -> bool {
-        let i = match self.calls.iter().position(|c| c.openai_index == view.index) {
-            Some(i) => i,
-            None => {
-                self.calls.push(Call {
-                    openai_index: view.index,
-                    id: None,
-                    name: None,
-                    held: String::new(),
-                    state: CallState::Waiting,
-                });
-                self.calls.len() - 1
-            }
-        };
-        let call = &mut self.calls[i];
+        let i = self.numbering.number(&view);
+        if i == self.calls.len() {
+            self.calls.push(Call { id: None, name: None, held: String::new(), state: CallState::Waiting });
+        }
+        let Some(call) = self.calls.get_mut(i) else { return true };
         call.id = call.id.take().or_else(|| view.id.filter(|s| !s.is_empty()).map(str::to_owned));
         call.name = call.name.take().or_else(|| view.name.filter(|s| !s.is_empty()).map(str::to_owned));
         let fragment = view.arguments.unwrap_or("");
@@ -253,17 +246,17 @@ impl StreamTranslator {
 
     fn open_tool(&mut self, i: usize, out: &mut Vec<StreamEvent>) {
         self.close(out);
-        let fallback = fallback_tool_id(&self.id, self.calls[i].openai_index);
-        let call = &mut self.calls[i];
+        let fallback = fallback_tool_id(&self.id, i);
+        let Some(call) = self.calls.get_mut(i) else { return };
         call.state = CallState::Open;
         let block = ContentBlock::tool_use(
             call.id.clone().unwrap_or(fallback),
             call.name.clone().unwrap_or_default(),
             serde_json::Value::Object(serde_json::Map::new()),
         );
-        let (held, openai_index) = (std::mem::take(&mut call.held), call.openai_index);
+        let held = std::mem::take(&mut call.held);
         let index = self.begin(block, out);
-        self.open = Some(Open::Tool(index, openai_index));
+        self.open = Some(Open::Tool(index, i));
         if !held.is_empty() {
             out.push(json_delta(index, held));
         }
@@ -287,8 +280,8 @@ impl StreamTranslator {
         let Some(open) = self.open.take() else { return };
         let index = match open {
             Open::Text(index) => index,
-            Open::Tool(index, openai_index) => {
-                if let Some(call) = self.calls.iter_mut().find(|c| c.openai_index == openai_index) {
+            Open::Tool(index, number) => {
+                if let Some(call) = self.calls.get_mut(number) {
                     call.state = CallState::Closed;
                 }
                 index

@@ -51,6 +51,35 @@ pub fn arguments_object(arguments: &str) -> Option<Map<String, Value>> {
     }
 }
 
+/// Numbers the tool calls of a stream 0, 1, 2… in order of appearance. A fragment continues the
+/// latest call with its `index`, unless it carries an `id` other than that call's: some servers
+/// send each whole call in its own chunk without an `index`, so every call reads as position 0.
+#[derive(Debug, Clone, Default)]
+pub struct CallNumbering {
+    /// Per call number: its OpenAI index and id.
+    calls: Vec<(usize, Option<String>)>,
+}
+
+impl CallNumbering {
+    /// The number of the call `view` belongs to (a new number for a new call).
+    pub fn number(&mut self, view: &ToolCallView<'_>) -> usize {
+        let id = view.id.filter(|id| !id.is_empty());
+        let latest = self.calls.iter().rposition(|(index, _)| *index == view.index);
+        match latest {
+            Some(n) if !matches!((self.calls[n].1.as_deref(), id), (Some(a), Some(b)) if a != b) => {
+                if self.calls[n].1.is_none() {
+                    self.calls[n].1 = id.map(str::to_owned);
+                }
+                n
+            }
+            _ => {
+                self.calls.push((view.index, id.map(str::to_owned)));
+                self.calls.len() - 1
+            }
+        }
+    }
+}
+
 /// A tool call gathered from stream fragments.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GatheredCall {
@@ -62,9 +91,12 @@ pub struct GatheredCall {
     pub arguments: String,
 }
 
-/// Joins streamed tool-call fragments by their `index`, keeping the order calls first appeared.
+/// Joins streamed tool-call fragments into calls (see [`CallNumbering`]), keeping the order
+/// calls first appeared.
 #[derive(Debug, Clone, Default)]
 pub struct ToolCallGatherer {
+    numbering: CallNumbering,
+    /// Indexed by call number.
     calls: Vec<GatheredCall>,
 }
 
@@ -73,14 +105,11 @@ impl ToolCallGatherer {
     pub fn push(&mut self, fragments: &[Value]) {
         for (position, fragment) in fragments.iter().enumerate() {
             let view = ToolCallView::read(fragment, position);
-            let call = match self.calls.iter().position(|c| c.index == view.index) {
-                Some(i) => &mut self.calls[i],
-                None => {
-                    self.calls.push(GatheredCall { index: view.index, ..GatheredCall::default() });
-                    let last = self.calls.len() - 1;
-                    &mut self.calls[last]
-                }
-            };
+            let n = self.numbering.number(&view);
+            if n == self.calls.len() {
+                self.calls.push(GatheredCall { index: view.index, ..GatheredCall::default() });
+            }
+            let Some(call) = self.calls.get_mut(n) else { continue };
             call.id = call.id.take().or_else(|| view.id.map(str::to_owned));
             call.name = call.name.take().or_else(|| view.name.map(str::to_owned));
             call.arguments.push_str(view.arguments.unwrap_or(""));
@@ -94,6 +123,7 @@ impl ToolCallGatherer {
 
     /// The calls gathered so far, leaving the gatherer empty.
     pub fn take(&mut self) -> Vec<GatheredCall> {
+        self.numbering = CallNumbering::default();
         std::mem::take(&mut self.calls)
     }
 }
@@ -134,5 +164,16 @@ mod tests {
         assert_eq!((calls[0].id.as_deref(), calls[0].arguments.as_str()), (Some("b"), "{}"));
         assert_eq!((calls[1].name.as_deref(), calls[1].arguments.as_str()), (Some("f"), "{}"));
         assert!(g.is_empty());
+    }
+
+    #[test]
+    fn whole_calls_without_index_are_told_apart_by_id() {
+        let mut g = ToolCallGatherer::default();
+        g.push(&[function_call("a", "f", "{\"x\":1}")]);
+        g.push(&[function_call("b", "g", "{}")]);
+        g.push(&[json!({"function": {"arguments": ""}})]);
+        let calls = g.take();
+        assert_eq!(calls.len(), 2);
+        assert_eq!((calls[0].arguments.as_str(), calls[1].name.as_deref()), ("{\"x\":1}", Some("g")));
     }
 }

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone)]
 pub enum Step {
     Text(String),
-    /// A tool-call fragment: OpenAI index, id, name, arguments fragment.
-    Tool(usize, Option<String>, Option<String>, String),
+    /// A tool-call fragment: OpenAI index, whether it carries the id, name, arguments fragment.
+    Tool(usize, bool, Option<String>, String),
     /// A fragment whose fields have the wrong types.
     OddTool(Value),
     Finish(FinishReason),
@@ -33,7 +33,7 @@ pub fn step() -> impl Strategy<Value = Step> {
     ];
     prop_oneof![
         4 => "[a-zé🦀 \n]{0,6}".prop_map(Step::Text),
-        4 => (0usize..3, proptest::option::of("call_[a-z]{1,3}"), proptest::option::of("[a-z_]{0,5}"), "[{}\":a-z0-9, ]{0,6}")
+        4 => (0usize..3, any::<bool>(), proptest::option::of("[a-z_]{0,5}"), "[{}\":a-z0-9, ]{0,6}")
             .prop_map(|(i, id, name, args)| Step::Tool(i, id, name, args)),
         1 => prop_oneof![
             Just(json!({"index": "zero", "function": {"arguments": 5}})),
@@ -80,8 +80,9 @@ pub fn to_chunk(step: &Step) -> ChatCompletionChunk {
                 function["name"] = json!(name);
             }
             let mut call = json!({"index": i, "type": "function", "function": function});
-            if let Some(id) = id {
-                call["id"] = json!(id);
+            if *id {
+                // One id per index, as servers send them (a different id is a different call).
+                call["id"] = json!(format!("call_{i}"));
             }
             one(Delta { tool_calls: Some(vec![call]), ..Delta::default() }, None)
         }
