@@ -473,3 +473,16 @@ fn whole_tool_calls_without_index_become_separate_blocks() {
     let args: Vec<&str> = events.iter().filter_map(|e| e["delta"]["partial_json"].as_str()).collect();
     assert_eq!(args, ["{\"city\":\"Paris\"}", "{\"tz\":\"CET\"}"]);
 }
+
+#[test]
+fn refusals_tell_a_malformed_block_from_an_unsupported_one() {
+    let message = |content: Value| {
+        request(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]}))
+            .to_chat_request()
+            .unwrap_err()
+            .message
+    };
+    assert!(message(json!([{"type": "text", "text": 5}])).contains("malformed"));
+    assert!(message(json!([{"type": "document", "source": {}}])).contains("'document' blocks are not supported"));
+    assert!(message(json!([{"type": "tool_use", "id": "t", "name": "f", "input": {}}])).contains("not supported here"));
+}

@@ -26,7 +26,7 @@ pub(crate) fn system_message(system: &SystemPrompt) -> Result<ChatMessage, Inval
             for (i, block) in blocks.iter().enumerate() {
                 match block {
                     InputBlock::Known(ContentBlock::Text { text, .. }) => texts.push(text.as_str()),
-                    other => return Err(unsupported(&format!("system[{i}]"), other.kind(), "only text blocks")),
+                    other => return Err(unsupported(&format!("system[{i}]"), other, "only text blocks")),
                 }
             }
             texts.join(BLOCK_SEPARATOR)
@@ -59,7 +59,7 @@ fn user_turn(path: &str, blocks: &[InputBlock]) -> Result<Vec<ChatMessage>, Inva
             }
             InputBlock::Known(ContentBlock::Text { text, .. }) => parts.text(text),
             InputBlock::Known(ContentBlock::Image { source, .. }) => parts.image(source.to_url()),
-            other => return Err(unsupported(&path, other.kind(), "text, image and tool_result blocks")),
+            other => return Err(unsupported(&path, other, "text, image and tool_result blocks")),
         }
     }
     if !parts.is_empty() || out.is_empty() {
@@ -79,7 +79,7 @@ fn assistant_turn(path: &str, blocks: &[InputBlock]) -> Result<ChatMessage, Inva
             }
             InputBlock::Known(ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. }) => {}
             other => {
-                return Err(unsupported(&format!("{path}.content[{j}]"), other.kind(), "text and tool_use blocks"));
+                return Err(unsupported(&format!("{path}.content[{j}]"), other, "text and tool_use blocks"));
             }
         }
     }
@@ -107,7 +107,7 @@ fn tool_message(
                     InputBlock::Known(ContentBlock::Text { text, .. }) => texts.push(text.as_str()),
                     other => {
                         let path = format!("{path}.content[{k}]");
-                        return Err(unsupported(&path, other.kind(), "text blocks in a tool_result"));
+                        return Err(unsupported(&path, other, "text blocks in a tool_result"));
                     }
                 }
             }
@@ -118,9 +118,18 @@ fn tool_message(
     Ok(ChatMessage { tool_call_id: Some(tool_use_id.to_owned()), ..ChatMessage::new(Role::Tool, text) })
 }
 
-fn unsupported(path: &str, kind: &str, allowed: &str) -> InvalidParam {
-    let kind = crate::openai::shape::clip(kind);
-    InvalidParam::new(path, format!("'{kind}' blocks (or malformed blocks) are not supported here: {allowed} are"))
+/// Block types serde knows: an `Other` block of one of these is malformed, not unsupported.
+const KNOWN_KINDS: &[&str] = &["text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking"];
+
+fn unsupported(path: &str, block: &InputBlock, allowed: &str) -> InvalidParam {
+    let kind = crate::openai::shape::clip(block.kind());
+    let message = match block {
+        InputBlock::Other(_) if KNOWN_KINDS.contains(&block.kind()) => {
+            format!("this '{kind}' block is malformed: a field is missing or has the wrong type")
+        }
+        _ => format!("'{kind}' blocks are not supported here: {allowed} are"),
+    };
+    InvalidParam::new(path, message)
 }
 
 /// A user turn's text and images: plain text when there is no image, OpenAI parts otherwise.
