@@ -1,4 +1,5 @@
-//! The OpenAI error body: `{"error":{"message","type","param","code"}}`, used for every error.
+//! The OpenAI error body: `{"error":{"message","type","param","code"}}`, used for every error,
+//! and [`ResponseError`], a backend answer another protocol can not express.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,4 +33,14 @@ impl ErrorBody {
             },
         }
     }
+}
+
+/// A backend answer that can not be expressed in a front protocol's shape (Anthropic's `input`
+/// and Ollama's `arguments` must be JSON objects): an upstream fault, 502 at the edge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    #[error("the upstream answer has no choices")]
+    NoChoice,
+    #[error("the upstream's tool call {index} has arguments that are not a JSON object")]
+    ToolArguments { index: usize },
 }

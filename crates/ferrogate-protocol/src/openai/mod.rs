@@ -4,6 +4,7 @@ pub mod chat;
 pub mod completions;
 pub mod models;
 pub mod shape;
+pub mod tools;
 pub mod usage;
 
 pub use chat::*;
@@ -72,7 +73,8 @@ impl FinishReason {
 }
 
 /// A validation failure that names the offending parameter (→ HTTP 400).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{param}: {message}")]
 pub struct InvalidParam {
     pub param: String,
     pub message: String,

@@ -1,4 +1,6 @@
-//! Ollama's native API: `/api/chat` (NDJSON stream), `/api/generate`, `/api/tags`, `/api/ps`.
+//! Ollama's native API as ferrogate *sends* it to an Ollama backend: `/api/chat` (NDJSON stream),
+//! `/api/generate`, `/api/tags`, `/api/ps`. The front side (what Ollama clients send to ferrogate)
+//! is in [`super::front`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -122,4 +124,11 @@ pub struct ModelEntry {
 pub struct ErrorResponse {
     #[serde(default)]
     pub error: String,
+}
+
+impl ErrorResponse {
+    /// The body `{"error": message}` Ollama answers every failure with (the front side too).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { error: message.into() }
+    }
 }
