@@ -19,6 +19,7 @@ use ferrogate_core::routing::with_rng;
 use ferrogate_core::{Backend, BackendError, Blame, Deployment, InferenceRequest, PickError, TargetGuard};
 
 use crate::error::ApiError;
+use crate::observability::metrics::ResilienceEvent;
 use crate::request::names::{DeploymentName, UpstreamModel};
 use crate::request::plan::Plan;
 use crate::settle::{Reservations, Settle};
@@ -63,13 +64,15 @@ where
     for (i, dep) in chain.iter().enumerate() {
         if i > 0 {
             chain[i - 1].stats.fallbacks.fetch_add(1, Ordering::Relaxed);
-            st.obs.metrics.fallback(&chain[0].name);
+            st.obs.metrics.resilience(ResilienceEvent::Fallback { deployment: &chain[0].name });
             tracing::info!(request_id = %plan.req.request_id, from = %chain[i - 1].name, to = %dep.name, "falling back");
         }
         let asked = tokio::time::Instant::now();
         let permit = match dep.queue.acquire(&key, plan.priority).await {
             Ok(p) => {
-                st.obs.metrics.queue_wait(&dep.name, asked.elapsed());
+                st.obs
+                    .metrics
+                    .resilience(ResilienceEvent::QueueWait { deployment: &dep.name, waited: asked.elapsed() });
                 p
             }
             Err(e) => {
@@ -156,10 +159,10 @@ where
         } else if may_retry {
             retries += 1;
             dep.stats.retries.fetch_add(1, Ordering::Relaxed);
-            st.obs.metrics.retry(&settle.backend);
+            st.obs.metrics.resilience(ResilienceEvent::Retry { backend: &settle.backend });
             if dep.targets.len() > tried.len() {
                 // Another backend of the deployment takes the next attempt.
-                st.obs.metrics.failover(&dep.name);
+                st.obs.metrics.resilience(ResilienceEvent::Failover { deployment: &dep.name });
             }
             let wait = with_rng(|rng| policy.backoff(retries, rng));
             tracing::info!(
