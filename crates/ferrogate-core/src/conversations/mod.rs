@@ -25,6 +25,10 @@ pub mod store;
 
 pub use context::{ContextLengthExceeded, ContextRequest, Fitted, fit_context};
 pub use error::ConversationError;
+/// The Responses API wire types items and responses are made of.
+pub use ferrogate_protocol::openai::responses as wire;
+/// The metadata map of conversations and responses (the wire type).
+pub use ferrogate_protocol::openai::responses::Metadata;
 pub use ids::{ConversationId, ItemId, ResponseId};
 pub use model::{Conversation, Item, ItemPage, ListQuery, NewConversation, Order, Owner, Purged, StoredResponse, Turn};
 pub use retention::Retention;

@@ -23,7 +23,7 @@ pub type ConvResult<T> = Result<T, ConversationError>;
 /// Conversations, items and stored responses.
 #[async_trait]
 pub trait ConversationStore: Send + Sync {
-    /// Creates a conversation with its initial items (version = 1 after them, 0 without).
+    /// Creates a conversation with its initial items (at version 0).
     /// [`ConversationError::CapReached`] when the tenant already holds `new.cap` conversations;
     /// creations of one tenant are serialized, so the cap is exact under concurrency.
     async fn create_conversation(&self, new: NewConversation) -> ConvResult<Conversation>;
@@ -71,7 +71,7 @@ pub trait ConversationStore: Send + Sync {
     /// Removes conversations (with their items) and responses that expired at or before
     /// `now_ms`.
     async fn purge_expired(&self, now_ms: i64) -> ConvResult<Purged>;
-    /// How many conversations a tenant holds (expired ones not yet purged included).
+    /// How many conversations a tenant holds (expired ones not counted).
     async fn count_conversations(&self, tenant: &TenantId) -> ConvResult<u64>;
 
     /// A page of a response's input items (`GET /v1/responses/{id}/input_items`).
