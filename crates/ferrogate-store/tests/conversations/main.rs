@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod crash;
 mod fixtures;
 #[path = "../behaviour/harness.rs"]
 #[allow(dead_code)]
@@ -49,4 +50,12 @@ against_every_store!(
     lifecycle::item_pages_follow_the_cursor_both_ways,
     lifecycle::responses_chain_through_previous_ids,
     lifecycle::metadata_updates_and_conversation_delete,
+    crash::a_killed_writer_leaves_whole_turns,
 );
+
+/// The writer that `crash::a_killed_writer_leaves_whole_turns` runs in a child process and kills.
+#[tokio::test]
+#[ignore = "run as a child process by a_killed_writer_leaves_whole_turns"]
+async fn crash_child() {
+    crash::child_writer().await;
+}
