@@ -38,8 +38,14 @@ pub struct ResponseError {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputTokensDetails {
+    /// Prompt tokens served from a prefix cache (the embedded engine's KV cache, or the
+    /// upstream's).
     #[serde(default)]
     pub cached_tokens: u32,
+    /// Prompt tokens written to an explicit prompt cache; the current SDK requires the key.
+    /// ferrogate has no explicit prompt cache: always 0.
+    #[serde(default)]
+    pub cache_write_tokens: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +68,7 @@ impl From<Usage> for ResponseUsage {
     fn from(u: Usage) -> Self {
         Self {
             input_tokens: u.prompt_tokens,
-            input_tokens_details: InputTokensDetails { cached_tokens: u.cached_tokens() },
+            input_tokens_details: InputTokensDetails { cached_tokens: u.cached_tokens(), cache_write_tokens: 0 },
             output_tokens: u.completion_tokens,
             output_tokens_details: OutputTokensDetails::default(),
             total_tokens: u.prompt_tokens.saturating_add(u.completion_tokens),
