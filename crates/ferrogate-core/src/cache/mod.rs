@@ -2,7 +2,8 @@
 //! the answer, tenant and deployment included), the cacheability rule ([`decide`], with the
 //! client's [`CacheControl`]), the cached entry ([`CachedCompletion`]: answer again as JSON or
 //! replay as a stream), and the [`ResponseCache`] trait with its in-process implementation
-//! ([`MemoryCache`], moka); `ferrogate-store` has the Redis one.
+//! ([`MemoryCache`], moka); `ferrogate-store` has the Redis one, and [`TieredCache`] puts a near
+//! (in-process) cache in front of it.
 //!
 //! How the edge uses it, per chat request (after routing, so the deployment is known):
 //! 1. [`decide`] with the deployment's [`CachePolicy`] and `CacheControl::parse(headers)`;
@@ -23,6 +24,7 @@ pub mod key;
 pub mod memory;
 pub mod policy;
 pub mod store;
+pub mod tiered;
 
 pub use control::CacheControl;
 pub use entry::CachedCompletion;
@@ -30,3 +32,4 @@ pub use key::{CacheKey, cache_key};
 pub use memory::MemoryCache;
 pub use policy::{Bypass, CachePolicy, CacheUse, decide, is_deterministic};
 pub use store::{CacheError, ResponseCache};
+pub use tiered::TieredCache;
