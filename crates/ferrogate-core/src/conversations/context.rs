@@ -8,8 +8,9 @@
 //! `disabled`: nothing is dropped; a prompt that does not fit is [`ContextLengthExceeded`]
 //! (400 `context_length_exceeded`, as OpenAI answers).
 
-use ferrogate_protocol::openai::ChatMessage;
-use ferrogate_protocol::openai::responses::{ItemRole, MessageItem, Truncation, chat_messages};
+use ferrogate_protocol::openai::responses::convert::chat_message;
+use ferrogate_protocol::openai::responses::{ItemRole, MessageItem, Truncation};
+use ferrogate_protocol::openai::{ChatMessage, Role};
 
 /// The prompt plus the output budget is larger than the model's context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -50,23 +51,31 @@ pub struct Fitted {
 }
 
 /// Applies the policy; `count` measures one message in tokens (template overhead included).
+/// Each message is measured once, whatever the number of turns tried.
 pub fn fit_context(
     req: &ContextRequest<'_>,
     count: impl Fn(&ChatMessage) -> u32,
 ) -> Result<Fitted, ContextLengthExceeded> {
-    let limit = u64::from(req.context_length);
-    let budget = u64::from(req.max_output_tokens);
+    let measure = |m: &ChatMessage| u64::from(count(m));
+    let system = req.instructions.map(|i| ChatMessage::new(Role::System, i));
+    let history: Vec<ChatMessage> = req.history.iter().map(chat_message).collect();
+    let input: Vec<ChatMessage> = req.input.iter().map(chat_message).collect();
+    let history_tokens: Vec<u64> = history.iter().map(measure).collect();
+    let fixed: u64 = system.iter().chain(&input).map(measure).sum();
+    let (limit, budget) = (u64::from(req.context_length), u64::from(req.max_output_tokens));
     let starts = turn_starts(req.history);
     let candidates = if req.truncation == Truncation::Auto { starts.len() } else { 0 };
     let mut needed = 0;
     // Try dropping 0, 1, 2, … of the oldest turns; the first arrangement that fits wins.
     for drop in 0..=candidates {
-        let kept = kept_history(req.history, &starts, drop);
-        let messages = chat_messages(req.instructions, &kept, req.input);
-        let prompt: u64 = messages.iter().map(|m| u64::from(count(m))).sum();
+        let keep = kept(req.history, &starts, drop);
+        let prompt = fixed + history_tokens.iter().zip(&keep).filter(|(_, k)| **k).map(|(t, _)| t).sum::<u64>();
         needed = prompt + budget;
         if needed <= limit {
-            return Ok(Fitted { messages, prompt_tokens: prompt, dropped_items: req.history.len() - kept.len() });
+            let kept_history = history.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(m, _)| m);
+            let messages: Vec<ChatMessage> = system.into_iter().chain(kept_history).chain(input).collect();
+            let dropped_items = keep.iter().filter(|k| !**k).count();
+            return Ok(Fitted { messages, prompt_tokens: prompt, dropped_items });
         }
     }
     Err(ContextLengthExceeded { needed, limit })
@@ -78,8 +87,9 @@ fn turn_starts(history: &[MessageItem]) -> Vec<usize> {
     history.iter().enumerate().filter(|(_, i)| i.role == ItemRole::User).map(|(n, _)| n).collect()
 }
 
-/// The history without its `drop` oldest turns; system and developer items are always kept.
-fn kept_history(history: &[MessageItem], starts: &[usize], drop: usize) -> Vec<MessageItem> {
+/// Which history items stay when the `drop` oldest turns go; system and developer items always
+/// stay, as do items before the first user item.
+fn kept(history: &[MessageItem], starts: &[usize], drop: usize) -> Vec<bool> {
     let cut_end = match drop {
         0 => 0,
         d if d >= starts.len() => history.len(),
@@ -89,15 +99,15 @@ fn kept_history(history: &[MessageItem], starts: &[usize], drop: usize) -> Vec<M
     history
         .iter()
         .enumerate()
-        .filter(|(n, item)| *n < first || *n >= cut_end || matches!(item.role, ItemRole::System | ItemRole::Developer))
-        .map(|(_, item)| item.clone())
+        .map(|(n, item)| n < first || n >= cut_end || matches!(item.role, ItemRole::System | ItemRole::Developer))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use ferrogate_protocol::openai::Role;
+    use std::cell::Cell;
+
     use ferrogate_protocol::openai::responses::Part;
 
     use super::*;
@@ -168,6 +178,18 @@ mod tests {
         let err = fit_context(&req(&h, &input, 37, Truncation::Disabled), count).unwrap_err();
         assert_eq!(err, ContextLengthExceeded { needed: 38, limit: 37 });
         assert!(fit_context(&req(&h, &input, 38, Truncation::Disabled), count).is_ok());
+    }
+
+    #[test]
+    fn each_message_is_measured_once() {
+        let (h, input) = (history(), [item(ItemRole::User, "q")]);
+        let calls = Cell::new(0);
+        let counting = |m: &ChatMessage| {
+            calls.set(calls.get() + 1);
+            count(m)
+        };
+        fit_context(&req(&h, &input, 27, Truncation::Auto), counting).unwrap();
+        assert_eq!(calls.get(), 7, "instructions, five history items, one input");
     }
 
     #[test]
