@@ -116,15 +116,23 @@ impl ConversationStore for Store {
         self.items_page(id, after, query).await
     }
 
-    async fn history(&self, owner: &Owner, id: &ConversationId) -> ConvResult<(Conversation, Vec<Item>)> {
+    async fn history(
+        &self,
+        owner: &Owner,
+        id: &ConversationId,
+        max_items: u32,
+    ) -> ConvResult<(Conversation, Vec<Item>)> {
         // The version first: a turn appended after this read makes the caller's append conflict.
         let conv = self.get_conversation(owner, id).await?;
-        let rows = sqlx::query("SELECT body FROM conversation_items WHERE conversation_id = $1 ORDER BY seq")
-            .bind(id.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(cerr)?;
-        let items = rows.iter().map(item_from_row).collect::<Result<Vec<_>, _>>()?;
+        let rows =
+            sqlx::query("SELECT body FROM conversation_items WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2")
+                .bind(id.as_str())
+                .bind(i64::from(max_items))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(cerr)?;
+        let mut items = rows.iter().map(item_from_row).collect::<Result<Vec<_>, _>>()?;
+        items.reverse();
         Ok((conv, items))
     }
 

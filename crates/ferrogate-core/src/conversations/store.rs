@@ -38,10 +38,17 @@ pub trait ConversationStore: Send + Sync {
 
     /// A page of the conversation's items.
     async fn list_items(&self, owner: &Owner, id: &ConversationId, query: &ListQuery) -> ConvResult<ItemPage>;
-    /// The conversation (with the version to pass to [`Self::append_turn`]) and all its items,
-    /// oldest first. The version is read before the items, so a turn appended in between makes
-    /// the later append conflict rather than go unseen.
-    async fn history(&self, owner: &Owner, id: &ConversationId) -> ConvResult<(Conversation, Vec<Item>)>;
+    /// The conversation (with the version to pass to [`Self::append_turn`]) and its latest
+    /// `max_items` items, oldest first (the context policy drops old turns anyway; the bound
+    /// keeps a very long conversation from being read whole every turn). The version is read
+    /// before the items, so a turn appended in between makes the later append conflict rather
+    /// than go unseen.
+    async fn history(
+        &self,
+        owner: &Owner,
+        id: &ConversationId,
+        max_items: u32,
+    ) -> ConvResult<(Conversation, Vec<Item>)>;
     /// One item.
     async fn get_item(&self, owner: &Owner, id: &ConversationId, item: &ItemId) -> ConvResult<Item>;
     /// Deletes one item (bumps the version); returns the conversation.

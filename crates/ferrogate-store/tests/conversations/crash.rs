@@ -36,7 +36,7 @@ pub async fn a_killed_writer_leaves_whole_turns(db: &TestDb) {
     child.wait().unwrap();
 
     let reopened = Store::connect_with(&db.url, &options()).await.unwrap();
-    let (after, items) = reopened.history(&a, &conv.id).await.unwrap();
+    let (after, items) = reopened.history(&a, &conv.id, ALL).await.unwrap();
     let turns = whole_turns(&items);
     assert_eq!(i64::try_from(turns).unwrap(), after.version, "every version is one whole turn");
     // The conversation takes the next turn at its version.
@@ -65,7 +65,7 @@ pub async fn child_writer() {
     let a = owner("t");
     let id = ConversationId::parse(&conv).unwrap();
     loop {
-        let (c, _) = store.history(&a, &id).await.unwrap();
+        let (c, _) = store.history(&a, &id, ALL).await.unwrap();
         let n = c.version;
         let mut t = turn(&a, &c, n, &format!("q{n}"), "unused");
         t.output = (0..ANSWERS).map(|k| assistant(&format!("a{n}.{k}"))).collect();

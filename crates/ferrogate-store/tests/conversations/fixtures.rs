@@ -9,6 +9,9 @@ use ferrogate_core::tenancy::TenantId;
 use ferrogate_core::tenancy::time::now_ms;
 use ferrogate_store::Store;
 
+/// `history`'s bound when a test wants every item.
+pub const ALL: u32 = u32::MAX;
+
 pub fn owner(tenant: &str) -> Owner {
     Owner::new(TenantId::from(tenant), None)
 }

@@ -19,12 +19,12 @@ pub async fn another_tenant_sees_nothing(db: &TestDb) {
     let s = &db.store;
     let (a, b) = (owner("tenant-a"), owner("tenant-b"));
     let conv = create(s, &a, vec![user("secret question")]).await;
-    let item = s.history(&a, &conv.id).await.unwrap().1[0].clone();
+    let item = s.history(&a, &conv.id, ALL).await.unwrap().1[0].clone();
     let resp = response(&a, None, None, &[assistant("secret answer")]);
     s.store_response(resp.clone(), vec![user("q")]).await.unwrap();
 
     is_not_found(s.get_conversation(&b, &conv.id).await, "conversation");
-    is_not_found(s.history(&b, &conv.id).await, "conversation");
+    is_not_found(s.history(&b, &conv.id, ALL).await, "conversation");
     is_not_found(s.list_items(&b, &conv.id, &ListQuery::default()).await, "conversation");
     is_not_found(s.get_item(&b, &conv.id, &item.id).await, "conversation");
     is_not_found(s.delete_item(&b, &conv.id, &item.id).await, "conversation");
@@ -38,7 +38,7 @@ pub async fn another_tenant_sees_nothing(db: &TestDb) {
     assert_eq!(s.count_conversations(&TenantId::from("tenant-b")).await.unwrap(), 0);
 
     // Nothing of A's was touched by B's attempts.
-    let (still, items) = s.history(&a, &conv.id).await.unwrap();
+    let (still, items) = s.history(&a, &conv.id, ALL).await.unwrap();
     assert_eq!((still.version, texts(&items)), (0, vec!["secret question".to_owned()]));
     assert_eq!(s.get_response(&a, &resp.id).await.unwrap(), resp);
     assert_eq!(s.count_conversations(&TenantId::from("tenant-a")).await.unwrap(), 1);

@@ -21,7 +21,7 @@ pub async fn everything_survives_reopening_the_store(db: &TestDb) {
         (conv, resp)
     };
     let reopened = Store::connect_with(&db.url, &options()).await.unwrap();
-    let (c, items) = reopened.history(&a, &conv.id).await.unwrap();
+    let (c, items) = reopened.history(&a, &conv.id, ALL).await.unwrap();
     assert_eq!((c.version, texts(&items)), (1, vec!["hello".to_owned(), "q".into(), "a".into()]));
     assert_eq!(reopened.get_response(&a, &resp.id).await.unwrap(), resp);
     assert_eq!(texts(&reopened.response_input(&a, &resp.id).await.unwrap()), ["q"]);
@@ -75,6 +75,8 @@ pub async fn item_pages_follow_the_cursor_both_ways(db: &TestDb) {
         q.after = page.items.last().map(|i| i.id.clone());
     }
     assert_eq!(seen, ["0", "1", "2", "3", "4", "5", "6"]);
+    let (_, tail) = s.history(&a, &conv.id, 3).await.unwrap();
+    assert_eq!(texts(&tail), ["4", "5", "6"], "the latest items, oldest first");
     let desc = s.list_items(&a, &conv.id, &ListQuery { after: None, limit: 2, order: Order::Desc }).await.unwrap();
     assert_eq!((texts(&desc.items), desc.has_more), (vec!["6".to_owned(), "5".into()], true));
     let next = ListQuery { after: desc.items.last().map(|i| i.id.clone()), limit: 100, order: Order::Desc };

@@ -12,19 +12,19 @@ pub async fn a_failed_turn_leaves_nothing_behind(db: &TestDb) {
     let s = &db.store;
     let a = owner("t");
     let conv = create(s, &a, vec![user("first")]).await;
-    let taken = s.history(&a, &conv.id).await.unwrap().1[0].clone();
+    let taken = s.history(&a, &conv.id, ALL).await.unwrap().1[0].clone();
     // The output reuses an existing item id: the last insert of the turn fails.
     let mut bad = turn(&a, &conv, 0, "lost question", "lost answer");
     bad.output.push(taken);
     let response_id = bad.response.as_ref().unwrap().id.clone();
     assert!(s.append_turn(&a, bad).await.is_err());
-    let (after, items) = s.history(&a, &conv.id).await.unwrap();
+    let (after, items) = s.history(&a, &conv.id, ALL).await.unwrap();
     assert_eq!(after.version, 0, "the version bump was rolled back");
     assert_eq!(texts(&items), ["first"], "no item of the failed turn landed");
     assert!(matches!(s.get_response(&a, &response_id).await, Err(ConversationError::NotFound { .. })));
     // The same version still works: the failed turn claimed nothing.
     s.append_turn(&a, turn(&a, &conv, 0, "q", "a")).await.unwrap();
-    let (_, items) = s.history(&a, &conv.id).await.unwrap();
+    let (_, items) = s.history(&a, &conv.id, ALL).await.unwrap();
     assert_eq!(texts(&items), ["first", "q", "a"]);
 }
 
@@ -47,7 +47,7 @@ pub async fn concurrent_turns_on_one_version_one_wins(db: &TestDb) {
         }
     }
     assert_eq!((won, conflicts), (vec![1], 9));
-    let (_, items) = s.history(&a, &conv.id).await.unwrap();
+    let (_, items) = s.history(&a, &conv.id, ALL).await.unwrap();
     assert_eq!(items.len(), 2, "only the winner's turn");
 }
 
@@ -61,7 +61,7 @@ pub async fn retried_turns_all_land_in_order(db: &TestDb) {
             tokio::spawn(async move {
                 let mut conflicts = 0;
                 loop {
-                    let (now, _) = s.history(&a, &conv.id).await.unwrap();
+                    let (now, _) = s.history(&a, &conv.id, ALL).await.unwrap();
                     let t = turn(&a, &conv, now.version, &format!("q{i}"), &format!("a{i}"));
                     match s.append_turn(&a, t).await {
                         Ok(_) => return conflicts,
@@ -75,7 +75,7 @@ pub async fn retried_turns_all_land_in_order(db: &TestDb) {
     for t in tasks {
         t.await.unwrap();
     }
-    let (after, items) = s.history(&a, &conv.id).await.unwrap();
+    let (after, items) = s.history(&a, &conv.id, ALL).await.unwrap();
     assert_eq!(after.version, 10);
     let got = texts(&items);
     assert_eq!(got.len(), 20);
@@ -97,7 +97,7 @@ pub async fn items_added_and_deleted_bump_the_version(db: &TestDb) {
     let conv = create(s, &a, vec![user("one")]).await;
     let c = s.add_items(&a, &conv.id, vec![user("two"), assistant("three")], None).await.unwrap();
     assert_eq!(c.version, 1);
-    let (_, items) = s.history(&a, &conv.id).await.unwrap();
+    let (_, items) = s.history(&a, &conv.id, ALL).await.unwrap();
     assert_eq!(texts(&items), ["one", "two", "three"]);
     assert_eq!(s.get_item(&a, &conv.id, &items[1].id).await.unwrap(), items[1]);
     let c = s.delete_item(&a, &conv.id, &items[1].id).await.unwrap();
