@@ -11,6 +11,8 @@ pub mod background;
 pub mod balance;
 pub mod blame;
 pub mod breaker;
+pub mod cache;
+pub mod conversations;
 pub mod error;
 pub mod guardrails;
 pub mod limits;

@@ -12,6 +12,11 @@
 //!
 //! [`redis_limits`] holds the Redis implementation of core's `LimitStore` (shared rate-limit counters).
 //!
+//! [`Store`] also implements core's `ConversationStore` (conversations, items, stored responses;
+//! migration 3, see docs/STATE.md): every query is scoped by the owner's tenant, and a turn is
+//! appended in one transaction guarded by the conversation's version. [`redis_cache`] holds the
+//! Redis implementation of core's `ResponseCache`.
+//!
 //! [`TenantStore`]: ferrogate_core::tenancy::TenantStore
 //! [`KeyStore`]: ferrogate_core::tenancy::KeyStore
 //! [`UsageStore`]: ferrogate_core::tenancy::UsageStore
@@ -19,10 +24,14 @@
 
 #![warn(missing_docs)]
 
+mod conv_rows;
+mod conv_writes;
+mod conversations;
 mod db;
 mod error;
 mod keys;
 mod migrations;
+pub mod redis_cache;
 pub mod redis_limits;
 mod tenants;
 mod usage;

@@ -2,7 +2,9 @@
 
 pub mod chat;
 pub mod completions;
+pub mod conversations;
 pub mod models;
+pub mod responses;
 pub mod shape;
 pub mod tools;
 pub mod usage;
