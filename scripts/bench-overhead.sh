@@ -48,6 +48,10 @@
 # `flag` mode (every request scanned; the bench prompt is benign, so nothing is flagged): the
 # added p50/p99 at c=1 against the bare gateway is the guardrails' cost per request.
 #
+# With BENCH_BASE_BIN=/path/to/an/older/ferrogate, "base" is that binary as a bare gateway (the
+# same config as "gateway") measured in the same run: a change's cost or gain side by side with
+# the binary before it (issue 16: no worse than before at c=1).
+#
 # Usage: scripts/bench-overhead.sh [--direct-only] [--no-auth] [--governance] [--resilience] [--observability] [--guardrails]
 #   --direct-only   measure nginx alone (checks the harness without a gateway)
 #   --no-auth       skip the "gateway + auth + ledger" variant
@@ -93,6 +97,9 @@ GOV_REDIS="${BENCH_GOV_REDIS:-}"
 GUARD=0
 GUARD_PID=""
 GUARD_PORT=""
+BASE_BIN="${BENCH_BASE_BIN:-}"
+BASE_PID=""
+BASE_PORT=""
 TMP=""
 RESULTS=""
 NGINX_PID=""
@@ -129,6 +136,7 @@ cleanup() {
   [ -z "$OTLP_PID" ] || fg_stop_pid "$OTLP_PID" 5
   [ -z "$GOV_PID" ] || fg_stop_pid "$GOV_PID" 10
   [ -z "$GUARD_PID" ] || fg_stop_pid "$GUARD_PID" 10
+  [ -z "$BASE_PID" ] || fg_stop_pid "$BASE_PID" 10
   [ -z "$RESIL_PID" ] || fg_stop_pid "$RESIL_PID" 10
   [ -z "$GOVALL_PID" ] || fg_stop_pid "$GOVALL_PID" 10
   [ -z "$STALL_PID" ] || fg_stop_pid "$STALL_PID" 5
@@ -238,8 +246,8 @@ build_gateway() {
 # $TMP/NAME.log; stores its pid in the variable PIDVAR at once (so cleanup can stop it), then
 # waits for /health.
 launch_gateway() {
-  local name="$1" port="$2" pidvar="$3" pid rc=0
-  "${SERVER_PIN[@]}" "$GATEWAY_BIN" serve --config "$TMP/$name.toml" \
+  local name="$1" port="$2" pidvar="$3" bin="${4:-$GATEWAY_BIN}" pid rc=0
+  "${SERVER_PIN[@]}" "$bin" serve --config "$TMP/$name.toml" \
     </dev/null >"$TMP/$name.log" 2>&1 &
   pid=$!
   printf -v "$pidvar" '%s' "$pid"
@@ -290,6 +298,14 @@ start_gov_gateway() {
   write_gateway_config "$file" "$GOV_PORT"
   append_limit_rules "$file"
   launch_gateway ferrogate-gov "$GOV_PORT" GOV_PID
+}
+
+# The "base" variant (BENCH_BASE_BIN): an older binary as a bare gateway, same config.
+start_base_gateway() {
+  [ -x "$BASE_BIN" ] || fg_die "BENCH_BASE_BIN=$BASE_BIN is not an executable"
+  BASE_PORT="$(fg_free_port)"
+  write_gateway_config "$TMP/ferrogate-base.toml" "$BASE_PORT"
+  launch_gateway ferrogate-base "$BASE_PORT" BASE_PID "$BASE_BIN"
 }
 
 # The "gateway + guardrails" variant (--guardrails): injection and PII checks in flag mode.
@@ -384,6 +400,7 @@ url() {
   obs1) printf 'http://127.0.0.1:%s/v1/chat/completions' "$OBS1_PORT" ;;
   gov) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GOV_PORT" ;;
   guard) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GUARD_PORT" ;;
+  base) printf 'http://127.0.0.1:%s/v1/chat/completions' "$BASE_PORT" ;;
   resil) printf 'http://127.0.0.1:%s/v1/chat/completions' "$RESIL_PORT" ;;
   govall) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GOVALL_PORT" ;;
   esac
@@ -436,8 +453,9 @@ measure_load() {
   local mode conc target
   for mode in json sse; do
     for conc in "${CONCURRENCY[@]}"; do
-      for target in direct proxy gateway auth gov guard resil govall obs100 obs1; do
-        case "$target" in gov | guard | resil | govall | obs*) ;; *) wanted "$target" || continue ;; esac
+      for target in direct proxy gateway base auth gov guard resil govall obs100 obs1; do
+        case "$target" in base | gov | guard | resil | govall | obs*) ;; *) wanted "$target" || continue ;; esac
+        [ "$target" != base ] || [ -n "$BASE_BIN" ] || continue
         [ "$target" != govall ] || { [ "$GOV" = 1 ] && [ "$RESIL" = 1 ]; } || continue
         case "$target" in obs*) [ "$OBS" = 1 ] || continue ;; esac
         [ "$target" = direct ] || [ "$DIRECT_ONLY" = 0 ] || continue
@@ -723,7 +741,8 @@ def variant_rows(target):
             for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
 auth_rows, gov_rows, govall_rows = variant_rows("auth"), variant_rows("gov"), variant_rows("govall")
 guard_rows = variant_rows("guard")
-for title, vrows in (("gateway + auth + ledger", auth_rows), ("gateway + rate limits", gov_rows),
+for title, vrows in (("baseline binary (BENCH_BASE_BIN), bare gateway", variant_rows("base")),
+                     ("gateway + auth + ledger", auth_rows), ("gateway + rate limits", gov_rows),
                      ("gateway + every governance feature", govall_rows),
                      ("gateway + guardrails (injection + PII, flag)", guard_rows)):
     if not any(a for *_, a in vrows):
@@ -927,6 +946,7 @@ main() {
     [ "$AUTH" = 0 ] || start_auth_gateway
     [ "$GOV" = 0 ] || start_gov_gateway
     [ "$GUARD" = 0 ] || start_guard_gateway
+    [ -z "$BASE_BIN" ] || start_base_gateway
     [ "$RESIL" = 0 ] || start_resil_gateway
     [ "$GOV" = 0 ] || [ "$RESIL" = 0 ] || start_govall_gateway
     [ "$OBS" = 0 ] || start_obs_gateways
@@ -945,6 +965,7 @@ main() {
   [ "$AUTH" = 0 ] || warm_up auth
   [ "$GOV" = 0 ] || warm_up gov
   [ "$RESIL" = 0 ] || warm_up resil
+  [ -z "$BASE_BIN" ] || warm_up base
   [ "$GOV" = 0 ] || [ "$RESIL" = 0 ] || warm_up govall
   if [ "$OBS" = 1 ]; then
     warm_up obs100

@@ -74,6 +74,8 @@ pub struct Settle {
     pub route_note: Option<String>,
     /// Flagged guardrail findings (header and access log).
     pub guardrails: Option<String>,
+    /// `x-ferrogate-cache`: `hit` or `miss` for a cacheable request, `None` otherwise.
+    pub cache: Option<&'static str>,
     requested: RequestedModel,
     client_ip: std::net::IpAddr,
     arrived: Instant,
@@ -110,6 +112,7 @@ impl Settle {
             fallback_from: None,
             route_note: plan.route_note.clone(),
             guardrails: plan.guardrails.clone(),
+            cache: None,
             requested: plan.requested.clone(),
             client_ip: plan.client_ip,
             arrived: plan.obs.clock.instant,
@@ -144,6 +147,11 @@ impl Settle {
         self.usage.unwrap_or_else(|| Usage::new(self.prompt_estimate, self.deltas, None))
     }
 
+    /// Answered from the response cache: no backend was called.
+    pub fn cache_hit(&self) -> bool {
+        self.cache == Some("hit")
+    }
+
     /// What the client got: the error's status before the first byte, 200 after it (or on
     /// success), 499 when it went away before any response.
     fn status(&self) -> u16 {
@@ -162,6 +170,7 @@ impl Drop for Settle {
         let charged = meter::charged(self.usage, started, self.prompt_estimate, self.deltas);
         self.held.settle(charged);
         let tenant = self.caller.as_ref().and_then(|c| c.principal.key()).map(|k| k.tenant.name.as_str());
+        let hit = self.cache_hit();
         let r = RequestRecord {
             request_id: &self.request_id,
             endpoint: self.endpoint,
@@ -170,8 +179,8 @@ impl Drop for Settle {
             tenant,
             requested: &self.requested,
             deployment: &self.deployment,
-            backend: Some(&self.backend),
-            model_served: Some(&self.model_served),
+            backend: (!hit).then_some(self.backend.as_str()),
+            model_served: (!hit).then_some(self.model_served.as_str()),
             stream: self.stream,
             outcome: &self.outcome,
             status: self.status(),
@@ -184,6 +193,7 @@ impl Drop for Settle {
             backend_duration: Some(end - self.started),
             decode: self.first_token.filter(|_| self.stream).map(|t| end - t),
             guardrails: self.guardrails.as_deref(),
+            cache_hit: hit,
         };
         let trace_id = self.obs.trace_id();
         emit(&self.st, &r, self.metered, trace_id.as_deref());

@@ -250,7 +250,7 @@ impl Pump {
         let Some(reason) = self.finished else {
             return self.fail(BackendError::Protocol("upstream ended the stream without a finish reason".into())).await;
         };
-        self.lease.target.succeeded();
+        self.lease.succeeded();
         let usage = self.settle.effective_usage();
         self.settle.finish(reason, usage);
         if let Some(f) = self.enc.usage(usage)
@@ -263,7 +263,7 @@ impl Pump {
 
     async fn fail(mut self, e: BackendError) {
         tracing::warn!(request_id = %self.settle.request_id, error = %e, "stream failed after the first byte");
-        self.lease.target.failed(&e);
+        self.lease.failed(&e);
         let body = self.settle.fail(e.into()).body();
         let frame = json_frame(&body);
         if self.send(frame).await.is_ok() {

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ferrogate_core::breaker::Breaker;
+use ferrogate_core::cache::{CachePolicy, ResponseCache};
 use ferrogate_core::limits::LimitStore;
 use ferrogate_core::tenancy::time::Clock;
 use ferrogate_core::{Backend, Health, Registry};
@@ -32,6 +33,8 @@ pub struct Services {
     pub tenancy: Option<Arc<Tenancy>>,
     /// The rate-limit counters: in process, or shared (Redis).
     pub limit_store: Arc<dyn LimitStore>,
+    /// The response cache, when a deployment opts in.
+    pub cache: Option<Arc<dyn ResponseCache>>,
     /// Time for key expiry, budgets, limits and usage rows (tests move it).
     pub clock: Arc<dyn Clock>,
 }
@@ -83,6 +86,9 @@ pub struct Inner {
     pub obs: Arc<Observability>,
     /// Prompt-injection and PII checks; `None` when no policy turns any on.
     pub guardrails: Option<crate::guardrails::Guardrails>,
+    /// The response cache (`None`: no deployment caches) and each deployment's policy.
+    pub cache: Option<Arc<dyn ResponseCache>>,
+    cache_policies: HashMap<String, CachePolicy>,
 }
 
 impl std::ops::Deref for AppState {
@@ -95,7 +101,9 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// The state of a server over `services`, configured by `cfg`.
     pub fn new(cfg: &Settings, services: Services) -> Result<AppState, Vec<String>> {
-        let Services { registry, backends, breakers, tenancy, limit_store, clock } = services;
+        let Services { registry, backends, breakers, tenancy, limit_store, cache, clock } = services;
+        let cache_policies =
+            cfg.deployments.iter().map(|(name, d)| (name.clone(), d.cache_policy(&cfg.cache))).collect();
         let res = &cfg.resilience;
         let limits = Arc::new(Limiter::with_store(&cfg.limits, tenancy.is_some(), limit_store, clock));
         let obs = Arc::new(observability_of(cfg, &backends)?);
@@ -131,6 +139,8 @@ impl AppState {
             stopping: CancellationToken::new(),
             obs,
             guardrails,
+            cache,
+            cache_policies,
         })))
     }
 
@@ -142,6 +152,11 @@ impl AppState {
     /// `max_tokens` given to requests of token-limited keys that set none.
     pub fn default_max_tokens(&self) -> u32 {
         self.tenancy.as_ref().map_or(4096, |t| t.default_max_tokens)
+    }
+
+    /// `deployment`'s response-cache policy (off when it has none).
+    pub fn cache_policy(&self, deployment: &str) -> CachePolicy {
+        self.cache_policies.get(deployment).copied().unwrap_or_default()
     }
 
     pub fn is_draining(&self) -> bool {

@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use ferrogate_core::cache::CacheControl;
 
 use crate::error::{ErrorCode, ErrorLog};
 use crate::request::record::{Charged, Outcome, RequestRecord};
@@ -38,7 +39,19 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     let endpoint = Endpoint::from_path(&path);
     let obs = Arc::new(st.obs.request(req.headers(), method.as_str(), &path, started, endpoint.is_some()));
     let client_ip = crate::limits::client_ip::client_ip(&req, &st.limits.trusted_proxies);
-    let cx = RequestCx { id: request_id(&req), started, endpoint, client_ip, caller: None, limits: None, hints, obs };
+    let cache_control =
+        CacheControl::parse(req.headers().get_all("cache-control").iter().filter_map(|v| v.to_str().ok()));
+    let cx = RequestCx {
+        id: request_id(&req),
+        started,
+        endpoint,
+        client_ip,
+        caller: None,
+        limits: None,
+        hints,
+        cache_control,
+        obs,
+    };
     req.extensions_mut().insert(cx.clone());
     let mut unsettled = endpoint.map(|e| Unsettled { st: st.clone(), cx: cx.clone(), endpoint: e, done: false });
     let mut res = next.run(req).await;
@@ -148,6 +161,7 @@ impl Unsettled {
             backend_duration: None,
             decode: None,
             guardrails: None,
+            cache_hit: false,
         };
         let metered = caller.and_then(|c| c.meter.as_ref()).is_some_and(|m| m.take());
         settle::emit(&self.st, &r, metered, obs.trace_id().as_deref());

@@ -18,8 +18,8 @@ use crate::error::{corrupt, db_err};
 
 const LEDGER_COLS: &str = "id, request_id, tenant_id, key_id, endpoint, model_requested, model_served, backend, \
      prompt_tokens, cached_prompt_tokens, completion_tokens, latency_ms, ttft_ms, http_status, error_type, streamed, \
-     cancelled, created_at_ms";
-const LEDGER_COL_COUNT: usize = 18;
+     cancelled, created_at_ms, cache_hit";
+const LEDGER_COL_COUNT: usize = 19;
 
 /// Rows per INSERT statement: 32 × 18 = 576 parameters. Kept small on purpose: SQLite resolves
 /// `$N` parameters by name with a linear scan, so preparing and binding one statement costs
@@ -141,7 +141,8 @@ impl UsageStore for Store {
                     .bind(r.error_type.as_deref())
                     .bind(i64::from(r.streamed))
                     .bind(i64::from(r.cancelled))
-                    .bind(r.created_at_ms);
+                    .bind(r.created_at_ms)
+                    .bind(i64::from(r.cache_hit));
             }
             // Full chunks share one prepared statement; the odd-sized tail is not cached.
             let persistent = chunk.len() == ROWS_PER_STATEMENT;

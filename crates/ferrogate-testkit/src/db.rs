@@ -69,6 +69,8 @@ pub struct LedgerRow {
     pub error_type: Option<String>,
     pub streamed: bool,
     pub cancelled: bool,
+    /// Served from the response cache.
+    pub cache_hit: bool,
     pub created_at_ms: i64,
 }
 
@@ -149,7 +151,7 @@ impl TestDatabase {
         let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
         let rows = sqlx::query(
             "SELECT id, request_id, tenant_id, key_id, endpoint, model_requested, model_served, backend, prompt_tokens, \
-             cached_prompt_tokens, completion_tokens, ttft_ms, http_status, error_type, streamed, cancelled, \
+             cached_prompt_tokens, completion_tokens, ttft_ms, http_status, error_type, streamed, cancelled, cache_hit, \
              created_at_ms FROM usage_ledger ORDER BY created_at_ms, id",
         )
         .fetch_all(&mut conn)
@@ -173,6 +175,7 @@ impl TestDatabase {
                 error_type: r.get("error_type"),
                 streamed: r.get::<i64, _>("streamed") == 1,
                 cancelled: r.get::<i64, _>("cancelled") == 1,
+                cache_hit: r.get::<i64, _>("cache_hit") == 1,
                 created_at_ms: r.get("created_at_ms"),
             })
             .collect()

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use ferrogate_backends::embedded::source;
 use ferrogate_backends::{BackendConfig, BuildContext};
 use ferrogate_core::breaker::Breaker;
+use ferrogate_core::cache::{MemoryCache, ResponseCache, TieredCache};
 use ferrogate_core::limits::LimitStore;
 use ferrogate_core::limits::memory::MemoryLimitStore;
 use ferrogate_core::tenancy::UsageStore;
@@ -19,6 +20,7 @@ use ferrogate_core::{Backend, Deployment, Registry, Target};
 use ferrogate_server::tenancy::Tenancy;
 use ferrogate_server::tenancy::config::TenancySettings;
 use ferrogate_server::{Running, Services, StartError};
+use ferrogate_store::redis_cache::{RedisCacheOptions, RedisResponseCache};
 use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
 use ferrogate_store::{Store, StoreOptions};
 
@@ -54,7 +56,8 @@ pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Services, V
     };
     let clock = tenancy.as_ref().map_or(clock, |t| Arc::clone(&t.clock));
     let limit_store = limit_store(cfg, Arc::clone(&clock)).map_err(|e| vec![e])?;
-    Ok(Services { registry, backends: backends.into_values().collect(), breakers, tenancy, limit_store, clock })
+    let cache = response_cache(cfg, Arc::clone(&clock)).map_err(|e| vec![e])?;
+    Ok(Services { registry, backends: backends.into_values().collect(), breakers, tenancy, limit_store, cache, clock })
 }
 
 fn backends(cfg: &Config) -> Result<HashMap<String, Arc<dyn Backend>>, Vec<String>> {
@@ -137,6 +140,23 @@ fn limit_store(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn LimitStore
         }
         None => Arc::new(MemoryLimitStore::new(clock)),
     })
+}
+
+/// The response cache, when a deployment opts in: in process (moka, bounded by `cache.max_bytes`),
+/// behind which Redis is shared by every replica when `cache.redis_url` is set.
+fn response_cache(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Option<Arc<dyn ResponseCache>>, String> {
+    let c = &cfg.cache;
+    if !cfg.deployments.values().any(|d| d.cache) {
+        return Ok(None);
+    }
+    let near: Arc<dyn ResponseCache> = Arc::new(MemoryCache::new(c.max_bytes, clock));
+    let Some(url) = &c.redis_url else { return Ok(Some(near)) };
+    let opts = RedisCacheOptions { key_prefix: c.key_prefix.clone(), ..RedisCacheOptions::default() };
+    let far = Arc::new(RedisResponseCache::open(url.expose(), opts).map_err(|e| format!("cache.redis_url: {e}"))?);
+    // A near copy lives at most this long, so a replica serves an entry the fleet replaced for
+    // no longer than this.
+    let near_ttl = std::time::Duration::from_secs(c.ttl_secs.min(60));
+    Ok(Some(Arc::new(TieredCache::new(near, far, near_ttl))))
 }
 
 /// Fetches every `hf://` model into `<model_dir>/hf` (a cached file needs no network) and points

@@ -50,6 +50,8 @@ pub struct UsageRecord {
     pub streamed: bool,
     /// Whether the client went away before the end.
     pub cancelled: bool,
+    /// Served from the response cache (charged as configured: docs/STATE.md).
+    pub cache_hit: bool,
     /// When the request started, unix ms: the time usage windows and buckets use.
     pub created_at_ms: i64,
 }

@@ -72,8 +72,8 @@ fn missing_field_param(param: Option<String>, inner: &serde_json::Error) -> Opti
 
 /// What the client learns about routing: the access log's model and backend
 /// (`x-ferrogate-backend`), `x-ferrogate-fallback: from->to` when a fallback served,
-/// `x-ferrogate-route` when the tiered model decided, and `x-ferrogate-guardrails` when a
-/// guardrail flagged the request.
+/// `x-ferrogate-route` when the tiered model decided, `x-ferrogate-guardrails` when a guardrail
+/// flagged the request, and `x-ferrogate-cache: hit|miss` for a cacheable request.
 pub fn decorate(res: &mut Response, shown: &str, s: &Settle) {
     let h = res.headers_mut();
     if let Some(from) = &s.fallback_from
@@ -86,6 +86,9 @@ pub fn decorate(res: &mut Response, shown: &str, s: &Settle) {
     }
     if let Some(v) = s.guardrails.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
         h.insert("x-ferrogate-guardrails", v);
+    }
+    if let Some(c) = s.cache {
+        h.insert("x-ferrogate-cache", HeaderValue::from_static(c));
     }
     res.extensions_mut().insert(RouteLog { model: shown.to_owned(), backend: s.backend.clone() });
 }

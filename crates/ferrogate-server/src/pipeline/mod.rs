@@ -1,13 +1,14 @@
 //! The request path after the HTTP edge, in one function ([`run`]) that reads in request order:
-//! plan (pure) → admit → dispatch (queue, balanced pick, the call bounded in time, retries and
-//! fallbacks before the first byte) → the answer the handler encodes → settle (when the
-//! answer's `Settle` drops, exactly once).
+//! plan (pure) → admit → the response cache (a hit answers here) → dispatch (queue, balanced
+//! pick, the call bounded in time, retries and fallbacks before the first byte) → the answer the
+//! handler encodes → settle (when the answer's `Settle` drops, exactly once).
 //!
 //! Invariants: no effect before `admit`; every request that reached a backend holds a `Settle`
 //! from its first granted queue slot, so it is settled exactly once — on success, error or
 //! client disconnect; anything refused earlier is recorded by the telemetry layer.
 
 pub mod admit;
+pub mod cache;
 pub mod plan;
 
 use std::sync::Arc;
@@ -58,6 +59,11 @@ impl Answer {
 
 /// The request path, in order.
 pub async fn run(st: &AppState, cx: &RequestCx, ask: Ask) -> Result<Answer, ApiError> {
+    // The decoded request, kept for the cache key only when a response cache exists.
+    let cacheable = match &ask {
+        Ask::Chat(r, _) if st.cache.is_some() => Some(r.clone()),
+        _ => None,
+    };
     // 1 plan (pure): validate, route, scopes and caps, capabilities
     let mut plan = match ask {
         Ask::Chat(r, endpoint) => plan::chat(st, cx, r, endpoint)?,
@@ -65,23 +71,46 @@ pub async fn run(st: &AppState, cx: &RequestCx, ask: Ask) -> Result<Answer, ApiE
     };
     // 2 admit: guardrails, budgets and concurrency, rate limits
     let held = admit::admit(st, &mut plan).await?;
-    // 3 dispatch: queue → pick → call → retry → fallback, before the first byte only
+    // 3 the response cache: a hit answers here
+    let step = cache::lookup(st, cx, &plan, cacheable).await;
+    if let cache::Step::Hit(entry) = &step {
+        let mut settle = Settle::new(st, &mut plan, held);
+        settle.cache = Some("hit");
+        settle.finish(entry.finish_reason, entry.usage);
+        let body = if plan.stream {
+            let (first, events) = cache::events(entry);
+            Body::Stream { first, events, lease: Lease::none(), settle }
+        } else {
+            Body::Whole { completion: cache::completion(entry), usage: entry.usage, settle }
+        };
+        return Ok(Answer { endpoint: plan.endpoint, shown: plan.shown, include_usage: plan.include_usage, body });
+    }
+    // 4 dispatch: queue → pick → call → retry → fallback, before the first byte only
+    let miss = match step {
+        cache::Step::Miss { .. } => Some("miss"),
+        cache::Step::Off | cache::Step::Hit(_) => None,
+    };
     let body = if plan.stream {
-        let Dispatched { lease, value: (first, events), settle } =
+        let Dispatched { lease, value: (first, events), mut settle } =
             dispatch::run(st, &mut plan, held, open_stream).await?;
+        settle.cache = miss;
         Body::Stream { first, events, lease, settle }
     } else {
         let limit = st.request_timeout;
         let call = move |b, req| whole(b, req, limit);
         let Dispatched { mut lease, value: completion, mut settle } = dispatch::run(st, &mut plan, held, call).await?;
-        lease.target.succeeded();
+        lease.succeeded();
         settle.note_text(&completion.text);
         let estimate = || Usage::new(plan.prompt_estimate, tokens::estimate(&completion.text), None);
         let usage = completion.usage.unwrap_or_else(estimate);
         settle.finish(completion.finish_reason, usage);
+        settle.cache = miss;
+        if let cache::Step::Miss { key, ttl } = step {
+            cache::fill(st, key, ttl, &plan.shown, &completion, usage);
+        }
         Body::Whole { completion, usage, settle }
     };
-    // 4 respond: the handler encodes the answer; 5 settle: when its `Settle` drops
+    // 5 respond: the handler encodes the answer; 6 settle: when its `Settle` drops
     Ok(Answer { endpoint: plan.endpoint, shown: plan.shown, include_usage: plan.include_usage, body })
 }
 

@@ -15,6 +15,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use ferrogate_core::cache::CacheControl;
+
 use crate::limits::rate_headers::RateHeaders;
 use crate::observability::cx::ObsCx;
 use crate::request::caller::Caller;
@@ -78,6 +80,8 @@ pub struct RequestCx {
     pub limits: Option<Arc<RequestLimits>>,
     /// The client's routing headers (priority class, tier pin), parsed by the route stage.
     pub hints: RouteHints,
+    /// The client's `Cache-Control` (`no-cache`, `no-store`) for the response cache.
+    pub cache_control: CacheControl,
     /// Stage marks, deployment and trace of this request (metrics, spans), shared with the
     /// telemetry layer that settles a request no backend saw.
     pub obs: Arc<ObsCx>,

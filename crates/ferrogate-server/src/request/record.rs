@@ -105,8 +105,11 @@ pub struct RequestRecord<'a> {
     pub usage: Usage,
     /// What the ledger and budgets are charged.
     pub charged: Charged,
-    /// A backend was called (the record carries real usage and backend timings).
+    /// A backend was called, or the answer came from the response cache: the record carries
+    /// real usage.
     pub dispatched: bool,
+    /// Answered from the response cache (no backend called; `backend` is `None`).
+    pub cache_hit: bool,
     /// Arrival at the gateway.
     pub started: Instant,
     pub duration: Duration,

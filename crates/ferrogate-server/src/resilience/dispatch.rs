@@ -26,10 +26,31 @@ use crate::settle::{Reservations, Settle};
 use crate::state::AppState;
 
 /// What a successful dispatch holds for as long as the response runs: the deployment slot and
-/// the target's in-flight slot with its breaker ticket.
+/// the target's in-flight slot with its breaker ticket (neither for an answer from the cache).
 pub struct Lease {
-    pub target: TargetGuard,
-    _permit: Permit,
+    target: Option<TargetGuard>,
+    _permit: Option<Permit>,
+}
+
+impl Lease {
+    /// Holds nothing: an answer that took no slot (the response cache).
+    pub fn none() -> Self {
+        Self { target: None, _permit: None }
+    }
+
+    /// The call succeeded: the target's breaker learns it.
+    pub fn succeeded(&mut self) {
+        if let Some(t) = self.target.as_mut() {
+            t.succeeded();
+        }
+    }
+
+    /// The call failed after it started (a stream cut): the breaker learns it.
+    pub fn failed(&mut self, e: &BackendError) {
+        if let Some(t) = self.target.as_mut() {
+            t.failed(e);
+        }
+    }
 }
 
 pub struct Dispatched<T> {
@@ -86,7 +107,7 @@ where
         match attempts(st, plan, dep, s, &mut call).await {
             Ok((target, value)) => {
                 let settle = settle.take().ok_or_else(|| ApiError::internal("dispatch lost its settle"))?;
-                return Ok(Dispatched { lease: Lease { target, _permit: permit }, value, settle });
+                return Ok(Dispatched { lease: Lease { target: Some(target), _permit: Some(permit) }, value, settle });
             }
             Err(f) => {
                 last = Some(f.err);

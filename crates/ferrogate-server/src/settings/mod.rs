@@ -7,7 +7,7 @@ pub mod sections;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-pub use self::sections::{DeploymentConfig, ServerConfig};
+pub use self::sections::{CacheSection, DeploymentConfig, ServerConfig};
 
 use crate::guardrails::config::GuardrailSettings;
 use crate::limits::config::LimitSettings;
@@ -31,4 +31,6 @@ pub struct Settings {
     pub obs: ObservabilityConfig,
     /// `[guardrails]` with the deployments' overrides.
     pub guardrails: GuardrailSettings,
+    /// `[cache]`: the response cache of the deployments that opt in.
+    pub cache: CacheSection,
 }

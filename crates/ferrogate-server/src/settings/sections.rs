@@ -134,4 +134,45 @@ pub struct DeploymentConfig {
     /// Overrides of `[guardrails]` for this deployment (docs/GUARDRAILS.md).
     #[serde(default)]
     pub guardrails: Option<ferrogate_core::guardrails::Overrides>,
+    // --- response cache (docs/STATE.md) ---
+    /// Answer repeated deterministic requests from the response cache (`[cache]`).
+    #[serde(default)]
+    pub cache: bool,
+    /// How long an answer is served from the cache; default `cache.ttl_secs`.
+    #[serde(default)]
+    pub cache_ttl_secs: Option<u64>,
+    /// Cache sampled requests (temperature > 0 without a seed) too.
+    #[serde(default)]
+    pub cache_nondeterministic: bool,
+}
+
+/// `[cache]`: the response cache shared by the deployments that opt in (`cache = true`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// Bound of the in-process cache, in bytes of cached answers.
+    pub max_bytes: u64,
+    /// Default time an answer is served.
+    pub ttl_secs: u64,
+    /// Shared through Redis (`redis://…`) by every replica, behind the in-process cache.
+    pub redis_url: Option<crate::tenancy::config::Secret>,
+    /// Prefix of the cache's Redis keys.
+    pub key_prefix: String,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self { max_bytes: 64 << 20, ttl_secs: 3600, redis_url: None, key_prefix: "fgc:".into() }
+    }
+}
+
+impl DeploymentConfig {
+    /// This deployment's cache policy under `[cache]`.
+    pub fn cache_policy(&self, c: &CacheSection) -> ferrogate_core::cache::CachePolicy {
+        ferrogate_core::cache::CachePolicy {
+            enabled: self.cache,
+            ttl: std::time::Duration::from_secs(self.cache_ttl_secs.unwrap_or(c.ttl_secs)),
+            cache_nondeterministic: self.cache_nondeterministic,
+        }
+    }
 }

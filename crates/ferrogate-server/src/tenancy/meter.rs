@@ -58,6 +58,7 @@ pub fn usage_row(r: &RequestRecord<'_>, principal: &Principal, meter: &RequestMe
         error_type,
         streamed: r.stream && r.dispatched,
         cancelled,
+        cache_hit: r.cache_hit,
         created_at_ms: meter.started_ms,
     }
 }

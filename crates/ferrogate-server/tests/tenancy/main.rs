@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod budgets;
+mod cache;
 mod embedded;
 mod env;
 mod exposure;
@@ -38,4 +39,5 @@ ferrogate_testkit::against_every_store!(
     tiers::tiers_pin_tenants_and_respect_scopes,
     metrics::refusals_and_ledger_rows_are_counted_exactly,
     exposure::details_and_secrets_reach_only_operators,
+    cache::repeated_requests_are_answered_from_the_cache_per_tenant,
 );

@@ -84,6 +84,7 @@ pub async fn key_plaintext_is_never_stored(db: &TestDb) {
         error_type: None,
         streamed: false,
         cancelled: false,
+        cache_hit: false,
         created_at_ms: now_ms(),
     };
     s.insert_usage(&[row]).await.unwrap();

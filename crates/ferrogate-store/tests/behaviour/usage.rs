@@ -43,6 +43,7 @@ pub fn record(id: &str, r: Row<'_>) -> UsageRecord {
         error_type: r.error.map(str::to_owned),
         streamed: true,
         cancelled: r.cancelled,
+        cache_hit: false,
         created_at_ms: r.at,
     }
 }

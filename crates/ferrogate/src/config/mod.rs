@@ -23,7 +23,7 @@ pub use ferrogate_server::guardrails::config::{GuardrailSettings, GuardrailsConf
 pub use ferrogate_server::limits::config::{LimitSettings, LimitsConfig};
 pub use ferrogate_server::observability::config::{DashboardConfig, MetricsConfig, ObservabilityConfig, TracingConfig};
 pub use ferrogate_server::resilience::config::{BreakerSection, QueueSection, Resilience, RetrySection, TiersSection};
-pub use ferrogate_server::settings::{DeploymentConfig, ServerConfig, Settings};
+pub use ferrogate_server::settings::{CacheSection, DeploymentConfig, ServerConfig, Settings};
 pub use ferrogate_server::tenancy::config::{PriceConfig, Secret, TenancyConfig, TenancySettings};
 
 /// The default model file, served when the configuration names no backend at all.
@@ -79,6 +79,8 @@ struct RawConfig {
     dashboard: DashboardConfig,
     /// Prompt-injection and PII checks (docs/GUARDRAILS.md).
     guardrails: GuardrailsConfig,
+    /// The response cache (docs/STATE.md).
+    cache: CacheSection,
 }
 
 /// A checked configuration: the server's run-time [`Settings`], and what only start-up reads —
@@ -259,6 +261,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     );
     let overrides = raw.deployments.iter().map(|(n, d)| (n.clone(), d.guardrails)).collect();
     let guardrails = ferrogate_server::guardrails::config::check(raw.guardrails, &overrides, &mut errs);
+    check_cache(&raw.cache, &mut errs);
     match listen {
         Ok(listen) if errs.is_empty() => Ok(Config {
             settings: Settings {
@@ -270,12 +273,27 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
                 resilience,
                 obs,
                 guardrails,
+                cache: raw.cache,
             },
             log: raw.log,
             model_dir,
             backends: raw.backends,
         }),
         _ => Err(ConfigErrors(errs)),
+    }
+}
+
+fn check_cache(c: &CacheSection, errs: &mut Vec<String>) {
+    if c.max_bytes == 0 {
+        errs.push("cache.max_bytes must be greater than 0".into());
+    }
+    if c.ttl_secs == 0 || c.ttl_secs > 30 * 86_400 {
+        errs.push("cache.ttl_secs must be between 1 and 2592000 (30 days)".into());
+    }
+    if let Some(url) = &c.redis_url
+        && let Err(e) = ferrogate_store::redis_limits::check_url(url.expose())
+    {
+        errs.push(format!("cache.redis_url: {e}"));
     }
 }
 
@@ -358,6 +376,9 @@ fn check_deployments(raw: &RawConfig, errs: &mut Vec<String>) {
                 let hint = structure::did_you_mean(b, &names);
                 errs.push(format!("deployments.{name}.backends: no backend named '{b}'{hint} (known: {})", known(raw)));
             }
+        }
+        if d.cache_ttl_secs.is_some_and(|t| t == 0 || t > 30 * 86_400) {
+            errs.push(format!("deployments.{name}.cache_ttl_secs must be between 1 and 2592000 (30 days)"));
         }
         for n in std::iter::once(name.as_str()).chain(d.aliases.iter().map(String::as_str)) {
             if n.is_empty() {

@@ -2,7 +2,7 @@
 //! typed events and snapshots each concern records, one file per concern: `requests` (one
 //! `RequestSample` per finished request, read off its `RequestRecord`), `resilience`
 //! (`ResilienceEvent`s from dispatch; queue, breaker, health and in-flight snapshots), `engine`
-//! (the embedded engine's `BackendStats`), `tenancy` (ledger and quota snapshots), `limits` (the
+//! (the embedded engine's `BackendStats`), `cache` (`CacheEvent`s of the response cache), `tenancy` (ledger and quota snapshots), `limits` (the
 //! limiter's snapshot), `guardrails` (its `Recorder` events). The registry is a `PrometheusRecorder` owned by `AppState` (never the
 //! process-global recorder), rendered as Prometheus text (0.0.4) at `/metrics`.
 //!
@@ -16,6 +16,7 @@
 //! - Gauges and counters that live elsewhere (engine, ledger, health, quotas) are pushed as
 //!   snapshots by `sampler` (and before a scrape), never read from `AppState` here.
 
+mod cache;
 mod engine;
 mod guardrails;
 mod limits;
@@ -29,6 +30,7 @@ use std::sync::{Mutex, RwLock};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+pub use self::cache::CacheEvent;
 pub use self::requests::RequestSample;
 pub use self::resilience::ResilienceEvent;
 
@@ -84,6 +86,8 @@ pub const LEDGER_LAG: &str = "ferrogate_ledger_write_lag_seconds";
 pub const TRACING_SPANS: &str = "ferrogate_tracing_spans_total";
 pub const GUARDRAIL_FINDINGS: &str = "ferrogate_guardrail_findings_total";
 pub const GUARDRAIL_JUDGE: &str = "ferrogate_guardrail_judge_total";
+pub const CACHE_LOOKUPS: &str = "ferrogate_cache_lookups_total";
+pub const CACHE_SAVED_TOKENS: &str = "ferrogate_cache_saved_tokens_total";
 pub const BUILD_INFO: &str = "ferrogate_build_info";
 pub const START_TIME: &str = "ferrogate_start_time_seconds";
 // OpenTelemetry GenAI semantic conventions, under their Prometheus names (dots → underscores,
@@ -121,6 +125,16 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("counter", FALLBACKS, "Requests served by a fallback deployment, by the deployment asked for."),
     ("counter", GUARDRAIL_FINDINGS, "Guardrail findings, by rule (injection.*, pii.*) and action (log, flag, block)."),
     ("counter", GUARDRAIL_JUDGE, "Guardrail judge calls, by outcome (injection, safe, unparsable, timeout, error)."),
+    (
+        "counter",
+        CACHE_LOOKUPS,
+        "Response-cache lookups of cacheable requests, by deployment and result (hit, miss, error).",
+    ),
+    (
+        "counter",
+        CACHE_SAVED_TOKENS,
+        "Tokens answered from the response cache instead of a backend (prompt + completion), by deployment.",
+    ),
     (
         "counter",
         LIMITER_STORE_ERRORS,

@@ -1,0 +1,91 @@
+//! The response-cache step (docs/STATE.md), between admit and dispatch: for a deployment that
+//! caches and a deterministic request (temperature 0 or a seed, unless the deployment caches
+//! sampled requests too) without `Cache-Control: no-store`, look the request up under a key that
+//! covers its tenant, its deployment and everything that changes the answer (the messages, every
+//! sampling parameter, tools, the effective `max_tokens` after caps); a hit answers without a
+//! backend, a miss is answered by one and fills the cache. `no-cache` skips the lookup and still
+//! fills. A cache failure is a miss, logged and counted — never an error for the client.
+
+use std::time::Duration;
+
+use ferrogate_core::cache::{CacheKey, CacheUse, CachedCompletion, cache_key, decide};
+use ferrogate_core::{Completion, StreamEvent};
+use ferrogate_protocol::openai::{ChatCompletionRequest, Usage};
+
+use crate::observability::metrics::CacheEvent;
+use crate::request::RequestCx;
+use crate::request::plan::Plan;
+use crate::state::AppState;
+
+/// What the cache step decided for one request.
+pub enum Step {
+    /// Not cacheable (no cache, the deployment does not cache, sampled, `no-store`).
+    Off,
+    /// Answer from the cache.
+    Hit(CachedCompletion),
+    /// Answer from a backend, then fill the cache under `key` for `ttl`.
+    Miss { key: CacheKey, ttl: Duration },
+}
+
+/// Looks `req` (the decoded request, when the cache is on) up for `plan`.
+pub async fn lookup(st: &AppState, cx: &RequestCx, plan: &Plan, req: Option<ChatCompletionRequest>) -> Step {
+    let (Some(cache), Some(mut req)) = (st.cache.as_ref(), req) else { return Step::Off };
+    let deployment = plan.deployment.name.as_str();
+    let policy = st.cache_policy(deployment);
+    let CacheUse::Use { read } = decide(&req, &policy, cx.cache_control) else { return Step::Off };
+    // The answer depends on the effective length bound (the key's and the deployment's caps).
+    (req.max_tokens, req.max_completion_tokens) = (plan.req.params.max_tokens, None);
+    let tenant = plan.caller.as_ref().and_then(|c| c.principal.tenant_id()).map_or("", |t| t.as_str());
+    let key = cache_key(tenant, deployment, &req);
+    if read {
+        match cache.get(&key).await {
+            Ok(Some(entry)) => {
+                let tokens = u64::from(entry.usage.prompt_tokens) + u64::from(entry.usage.completion_tokens);
+                st.obs.metrics.cache(CacheEvent::Hit { deployment, tokens });
+                return Step::Hit(entry);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                st.obs.metrics.cache(CacheEvent::Error { deployment });
+                tracing::warn!(request_id = %cx.id, error = %e, "response cache unavailable: answered as a miss");
+                return Step::Miss { key, ttl: policy.ttl };
+            }
+        }
+    }
+    st.obs.metrics.cache(CacheEvent::Miss { deployment });
+    Step::Miss { key, ttl: policy.ttl }
+}
+
+/// Stores a whole answer after a miss, off the request path.
+pub fn fill(st: &AppState, key: CacheKey, ttl: Duration, model: &str, c: &Completion, usage: Usage) {
+    let Some(cache) = st.cache.clone() else { return };
+    let entry = CachedCompletion {
+        model: model.to_owned(),
+        text: c.text.clone(),
+        tool_calls: c.tool_calls.clone(),
+        finish_reason: c.finish_reason,
+        usage,
+    };
+    st.tasks.spawn(async move {
+        if let Err(e) = cache.put(&key, &entry, ttl).await {
+            tracing::warn!(error = %e, "response cache: the answer was not stored");
+        }
+    });
+}
+
+/// A cached answer as a whole completion.
+pub fn completion(e: &CachedCompletion) -> Completion {
+    Completion {
+        text: e.text.clone(),
+        tool_calls: e.tool_calls.clone(),
+        finish_reason: e.finish_reason,
+        usage: Some(e.usage),
+    }
+}
+
+/// A cached answer as the events of a stream: its text (and tool calls), the finish, the usage.
+pub fn events(e: &CachedCompletion) -> (StreamEvent, ferrogate_core::EventStream) {
+    let first = StreamEvent::Delta { text: e.text.clone(), tool_calls: e.tool_calls.clone() };
+    let rest = vec![Ok(StreamEvent::Finish(e.finish_reason)), Ok(StreamEvent::Usage(e.usage))];
+    (first, Box::pin(futures::stream::iter(rest)))
+}
