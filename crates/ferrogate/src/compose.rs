@@ -15,6 +15,7 @@ use ferrogate_core::limits::LimitStore;
 use ferrogate_core::limits::memory::MemoryLimitStore;
 use ferrogate_core::tenancy::UsageStore;
 use ferrogate_core::tenancy::ledger::{LedgerConfig, LedgerWriter, OpenStore};
+use ferrogate_core::tenancy::spool::{Recovered, Spool};
 use ferrogate_core::tenancy::time::{Clock, SystemClock};
 use ferrogate_core::{Backend, Deployment, Registry, Target};
 use ferrogate_server::tenancy::Tenancy;
@@ -123,10 +124,37 @@ async fn tenancy(cfg: &Config, s: &TenancySettings, clock: Arc<dyn Clock>) -> Re
             Ok(Arc::new(store) as Arc<dyn UsageStore>)
         })
     });
-    let ledger_cfg = LedgerConfig { flush_interval: s.ledger_flush_interval, ..LedgerConfig::default() };
+    let (spool, recovered) = Spool::open(&s.ledger_spool)
+        .map_err(|e| format!("tenancy.ledger_spool_dir {}: {e}", s.ledger_spool.display()))?;
+    let ledger_cfg = LedgerConfig {
+        flush_interval: s.ledger_flush_interval,
+        spool: Some(Arc::new(spool)),
+        ..LedgerConfig::default()
+    };
     let store = Arc::new(store);
     let writer = LedgerWriter::spawn_on_thread(open, Arc::clone(&store) as Arc<dyn UsageStore>, ledger_cfg).await?;
+    replay(&writer, recovered);
     Ok(Tenancy::new(store, writer, s, &cfg.deployments, clock))
+}
+
+/// Hands the rows a crashed run left in the spool to the ledger again (spooled anew first, so
+/// they stay safe until written; rows already in the database are skipped by their ids), then
+/// removes the old files.
+fn replay(writer: &LedgerWriter, recovered: Recovered) {
+    if recovered.rows.is_empty() && recovered.files.is_empty() {
+        return;
+    }
+    let rows = recovered.rows.len();
+    let taken = recovered.rows.iter().filter(|r| writer.record((*r).clone())).count();
+    tracing::warn!(
+        rows,
+        taken,
+        unreadable = recovered.unreadable,
+        "usage rows recovered from the ledger spool of a previous run"
+    );
+    if taken == rows {
+        Recovered { rows: Vec::new(), ..recovered }.remove();
+    }
 }
 
 /// In process, or on Redis when `limits.redis_url` is set (connects lazily: a Redis that is down

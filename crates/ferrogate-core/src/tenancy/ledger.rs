@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::spool::Spool;
 use super::{StoreError, UsageRecord, UsageStore};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -47,6 +48,8 @@ pub struct LedgerConfig {
     pub write_timeout: Duration,
     /// How long [`LedgerWriter::shutdown`] keeps retrying a failing store.
     pub shutdown_timeout: Duration,
+    /// The crash spool every row is appended to first (`None`: rows in memory only).
+    pub spool: Option<Arc<Spool>>,
 }
 
 impl Default for LedgerConfig {
@@ -59,6 +62,7 @@ impl Default for LedgerConfig {
             retry_max: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
+            spool: None,
         }
     }
 }
@@ -139,11 +143,19 @@ impl Counters {
 pub struct LedgerSender {
     tx: mpsc::Sender<UsageRecord>,
     counters: Arc<Counters>,
+    spool: Option<Arc<Spool>>,
 }
 
 impl LedgerSender {
     /// Queues a row; `false` if it was dropped (channel full, or the writer shut down).
     pub fn record(&self, row: UsageRecord) -> bool {
+        let Some(spool) = &self.spool else { return self.send(row) };
+        // Spooled first: a row the channel cannot take survives in the spool.
+        let line = Spool::encode(&row);
+        spool.append(line, || self.send(row))
+    }
+
+    fn send(&self, row: UsageRecord) -> bool {
         match self.tx.try_send(row) {
             Ok(()) => {
                 self.counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -193,6 +205,7 @@ impl LedgerWriter {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
         let counters = Arc::new(Counters::default());
         let stop = CancellationToken::new();
+        let config_spool = config.spool.clone();
         let worker = Worker {
             store,
             config,
@@ -200,9 +213,12 @@ impl LedgerWriter {
             stop: stop.clone(),
             deadline: None,
             escalate: None,
+            settled: 0,
+            stranded: false,
         };
         let task = Task::Spawned(tokio::spawn(worker.run(rx)));
-        Self { sender: LedgerSender { tx, counters }, stop, task }
+        let spool = config_spool;
+        Self { sender: LedgerSender { tx, counters, spool }, stop, task }
     }
 
     /// Starts the writer on a thread of its own (`ferrogate-ledger`, a single-threaded runtime,
@@ -230,6 +246,7 @@ impl LedgerWriter {
     ) -> Result<Self, String> {
         let escalate = Escalation { runtime: tokio::runtime::Handle::current(), store: fallback };
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
+        let spool = config.spool.clone();
         let counters = Arc::new(Counters::default());
         let stop = CancellationToken::new();
         let (opened_tx, opened_rx) = oneshot::channel::<Result<(), String>>();
@@ -262,6 +279,8 @@ impl LedgerWriter {
                         stop: worker_stop,
                         deadline: None,
                         escalate: Some(escalate),
+                        settled: 0,
+                        stranded: false,
                     };
                     worker.run(rx).await;
                 });
@@ -269,7 +288,7 @@ impl LedgerWriter {
             })
             .map_err(|e| format!("cannot start the ledger writer's thread: {e}"))?;
         match opened_rx.await {
-            Ok(Ok(())) => Ok(Self { sender: LedgerSender { tx, counters }, stop, task: Task::Thread(done_rx) }),
+            Ok(Ok(())) => Ok(Self { sender: LedgerSender { tx, counters, spool }, stop, task: Task::Thread(done_rx) }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the ledger writer's thread ended before its store was open".into()),
         }
@@ -331,6 +350,11 @@ struct Worker {
     deadline: Option<Instant>,
     /// Set on an idle-priority writer: the normal-priority path for when it is behind.
     escalate: Option<Escalation>,
+    /// Rows settled so far (written, duplicates, rejected row by row), in channel order: what
+    /// the spool may forget.
+    settled: u64,
+    /// Rows given up at the shutdown deadline: their spool is kept for the next start.
+    stranded: bool,
 }
 
 impl Worker {
@@ -381,6 +405,11 @@ impl Worker {
             self.flush(&mut batch, true).await;
         }
         self.report_drops(reported_drops);
+        match &self.config.spool {
+            Some(spool) if !self.stranded => spool.finish(self.settled),
+            Some(_) => tracing::warn!("usage rows the store did not take stay in the ledger spool for the next start"),
+            None => {}
+        }
     }
 
     /// Whether the batch must be written at normal priority (see [`Escalation`]): its oldest
@@ -429,8 +458,11 @@ impl Worker {
             }
             if self.deadline.is_some_and(|d| Instant::now() + delay > d) {
                 Counters::add(&self.counters.lost, batch.len());
-                tracing::error!(error = %error, lost = batch.len(), "usage ledger: store still failing at shutdown, rows lost");
-                break;
+                self.stranded = true;
+                let kept = self.config.spool.is_some();
+                tracing::error!(error = %error, lost = batch.len(), kept_in_spool = kept, "usage ledger: store still failing at shutdown");
+                batch.clear();
+                return;
             }
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %error, rows = batch.len(), retry_in_ms = delay.as_millis() as u64, "usage ledger write failed, retrying");
@@ -439,6 +471,10 @@ impl Worker {
                 () = self.stop.cancelled(), if self.deadline.is_none() => self.start_deadline(),
             }
             delay = (delay * 2).min(self.config.retry_max);
+        }
+        self.settled += batch.len() as u64;
+        if let Some(spool) = &self.config.spool {
+            spool.settled(self.settled);
         }
         batch.clear();
         self.counters.pending_since_unix_ms.store(0, Ordering::Relaxed);

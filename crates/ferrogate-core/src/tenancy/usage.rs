@@ -6,13 +6,13 @@
 //! repeats one still gets one row per request. Query windows are `[from, to)`
 //! in unix ms; a query filtered by a tenant or key never sees another's rows.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ids::{KeyId, TenantId};
 use super::time;
 
 /// One request's usage, written once when the request settles (success, error or cancel).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRecord {
     /// Made by the gateway ([`UsageRecord::new_id`]) when the row is built: the ledger's primary
     /// key. Never taken from the client, so a client cannot make two requests share a row.

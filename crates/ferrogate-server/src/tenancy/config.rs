@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferrogate_core::tenancy::quota::Price;
@@ -56,6 +56,9 @@ pub struct TenancyConfig {
     pub auth_failures_per_minute: u32,
     /// Longest a usage row waits before it is written.
     pub ledger_flush_interval_ms: u64,
+    /// Where usage rows are spooled before they reach the database, so a crash loses none;
+    /// default `<data_dir>/ledger-spool/<hash of database_url>`.
+    pub ledger_spool_dir: Option<PathBuf>,
     /// `max_tokens` applied to requests of keys with a token budget or token rate that set none
     /// (and have no `max_tokens_per_request`), so a reservation bounds what a request may use.
     pub default_max_tokens: u32,
@@ -70,6 +73,7 @@ impl Default for TenancyConfig {
             poll_interval_ms: 1000,
             auth_failures_per_minute: 10,
             ledger_flush_interval_ms: 1000,
+            ledger_spool_dir: None,
             default_max_tokens: 4096,
         }
     }
@@ -88,6 +92,8 @@ pub struct PriceConfig {
 pub struct TenancySettings {
     pub master_key: Option<Secret>,
     pub database_url: Secret,
+    /// The usage ledger's crash spool (`ferrogate_core::tenancy::spool`).
+    pub ledger_spool: PathBuf,
     pub poll_interval: Duration,
     pub auth_failures_per_minute: u32,
     pub ledger_flush_interval: Duration,
@@ -104,6 +110,23 @@ pub fn default_data_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
     home.join(".local/share/ferrogate")
+}
+
+/// Next to a SQLite database (`<its dir>/ledger-spool`); for PostgreSQL
+/// `<data_dir>/ledger-spool/<hash of the URL>`, so only a gateway of the same database replays it.
+fn default_spool_dir(t: &TenancyConfig, database_url: &str) -> PathBuf {
+    let sqlite_dir = database_url
+        .strip_prefix("sqlite://")
+        .map(|p| Path::new(p.split('?').next().unwrap_or(p)))
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = sqlite_dir {
+        return dir.join("ledger-spool");
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(database_url.as_bytes());
+    let name: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    t.data_dir.clone().unwrap_or_else(default_data_dir).join("ledger-spool").join(name)
 }
 
 /// Checks the section; `deployments` are the configured deployment names (prices must name one).
@@ -155,9 +178,11 @@ pub fn check(
         let dir = t.data_dir.clone().unwrap_or_else(default_data_dir);
         Secret::new(format!("sqlite://{}", dir.join(DEFAULT_DB_FILE).display()))
     });
+    let ledger_spool = t.ledger_spool_dir.clone().unwrap_or_else(|| default_spool_dir(t, database_url.expose()));
     Some(TenancySettings {
         master_key: t.master_key.clone(),
         database_url,
+        ledger_spool,
         poll_interval: Duration::from_millis(t.poll_interval_ms),
         auth_failures_per_minute: t.auth_failures_per_minute,
         ledger_flush_interval: Duration::from_millis(t.ledger_flush_interval_ms),
