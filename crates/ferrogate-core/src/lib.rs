@@ -13,6 +13,7 @@ pub mod blame;
 pub mod breaker;
 pub mod error;
 pub mod guardrails;
+pub mod jobs;
 pub mod limits;
 pub mod obs;
 pub mod queue;
