@@ -22,6 +22,7 @@
 
 mod db;
 mod error;
+mod jobs;
 mod keys;
 mod ledger;
 mod migrations;
@@ -30,4 +31,5 @@ mod tenants;
 mod usage;
 
 pub use db::{ConnectError, DbKind, Store, StoreOptions};
+pub use jobs::SqlQueue;
 pub use ledger::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter, OpenStore};

@@ -15,6 +15,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "tenancy", include_str!("../migrations/0001_tenancy.sql")),
     (2, "ledger row id", include_str!("../migrations/0002_ledger_row_id.sql")),
+    (4, "jobs", include_str!("../migrations/0004_jobs.sql")),
 ];
 
 /// The embedded migrations as a sqlx migration source.

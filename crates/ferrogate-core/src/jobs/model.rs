@@ -62,7 +62,7 @@ impl fmt::Display for JobKind {
 /// `queued` → `running` → `succeeded` | `failed` | `cancelled` | `dead`, and `running` → `queued`
 /// again on a retryable failure (with backoff), an expired lease, or a release at drain.
 /// `dead` → `queued` by a DLQ replay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for a worker (possibly not before its `run_after`).

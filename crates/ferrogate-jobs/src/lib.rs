@@ -1,0 +1,10 @@
+//! Background work on core's [`JobQueue`]: the worker pool that leases jobs and runs them through
+//! a [`Runner`] the server implements, and webhook delivery (Standard Webhooks signatures, SSRF
+//! guard) as `webhook` jobs.
+//!
+//! Invariant: no HTTP framework or engine types here (design.md); the queue and the webhook
+//! store are traits, implemented for SQLite/PostgreSQL by `ferrogate-store`.
+//!
+//! [`JobQueue`]: ferrogate_core::jobs::JobQueue
+
+#![warn(missing_docs)]
