@@ -8,3 +8,12 @@
 //! [`JobQueue`]: ferrogate_core::jobs::JobQueue
 
 #![warn(missing_docs)]
+
+mod config;
+mod pool;
+mod run;
+mod runner;
+
+pub use config::{KindWorkers, PoolConfig};
+pub use pool::{Drained, WorkerPool};
+pub use runner::{AlwaysSpare, Capacity, JobError, Runner};
