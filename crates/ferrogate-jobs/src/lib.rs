@@ -17,3 +17,9 @@ mod runner;
 pub use config::{KindWorkers, PoolConfig};
 pub use pool::{Drained, WorkerPool};
 pub use runner::{AlwaysSpare, Capacity, JobError, Runner};
+pub mod webhook;
+
+/// A serialization failure as the store error callers already handle.
+pub(crate) fn tenancy_error(e: serde_json::Error) -> ferrogate_core::tenancy::StoreError {
+    ferrogate_core::tenancy::StoreError::Database(Box::new(e))
+}

@@ -29,6 +29,7 @@ mod migrations;
 pub mod redis_limits;
 mod tenants;
 mod usage;
+mod webhooks;
 
 pub use db::{ConnectError, DbKind, Store, StoreOptions};
 pub use jobs::SqlQueue;

@@ -413,8 +413,9 @@ pub struct DeadFilter {
 /// A page of a list ordered by id (creation order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
-    /// Entries after this id (the previous page's last); `None` = from the start.
-    pub after: Option<JobId>,
+    /// Entries after this id (the previous page's last: a job id, a message id); `None` = from
+    /// the start.
+    pub after: Option<String>,
     /// At most this many (capped at [`Page::MAX_LIMIT`]).
     pub limit: u32,
 }

@@ -103,7 +103,7 @@ pub async fn list_replay_and_purge_by_filter(db: &TestDb) {
 
     // Pages by id.
     let first = q.list_dead(&DeadFilter::default(), &Page::first(2)).await.unwrap();
-    let after = Page { after: Some(first[1].id.clone()), limit: 2 };
+    let after = Page { after: Some(first[1].id.to_string()), limit: 2 };
     let second = q.list_dead(&DeadFilter::default(), &after).await.unwrap();
     assert_eq!(second.iter().map(|j| &j.id).collect::<Vec<_>>(), [&jobs[2], &jobs[3]]);
 

@@ -1,4 +1,4 @@
-//! The job queue behaviour suite: every test body is written once against `impl JobQueue` and
+//! The job queue (and webhook store) behaviour suite: every test body is written once against `impl JobQueue` and
 //! run on SQLite and on PostgreSQL, each on a fresh database.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -8,6 +8,7 @@ mod common;
 
 mod concurrency;
 mod dlq;
+mod endpoints;
 mod lifecycle;
 
 against_every_store!(
@@ -25,6 +26,7 @@ against_every_store!(
     dlq::list_replay_and_purge_by_filter,
     concurrency::concurrent_workers_never_run_a_job_twice,
     concurrency::two_instances_share_one_queue,
+    endpoints::webhook_endpoints_and_deliveries,
 );
 
 /// SQLite only: jobs and leases survive closing and reopening the file.

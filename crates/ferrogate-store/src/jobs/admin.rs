@@ -110,7 +110,7 @@ impl SqlQueue {
     pub(crate) async fn dead_page(&self, filter: &DeadFilter, page: &Page) -> Result<Vec<JobRecord>, StoreError> {
         let (cond, binds) = dead_where(filter, 3);
         let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE {cond} AND id > $1 ORDER BY id LIMIT $2");
-        let after = page.after.as_ref().map_or("", |a| a.as_str());
+        let after = page.after.as_deref().unwrap_or("");
         let query = sqlx::query(&sql).bind(after).bind(i64::from(page.capped_limit()));
         let rows = bind_all(query, &binds).fetch_all(&self.store.pool).await.map_err(db_err)?;
         rows.iter().map(job_from_row).collect()
