@@ -77,3 +77,43 @@ CREATE TABLE webhook_deliveries (
     updated_at_ms    BIGINT NOT NULL
 );
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, id);
+
+-- Files (OpenAI /v1/files): UTF-8 text (JSONL) in the database, owned by a tenant.
+CREATE TABLE files (
+    id            TEXT   NOT NULL PRIMARY KEY,
+    tenant_id     TEXT   NOT NULL,
+    -- batch | batch_output
+    purpose       TEXT   NOT NULL,
+    filename      TEXT   NOT NULL,
+    bytes         BIGINT NOT NULL,
+    content       TEXT   NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE INDEX files_tenant ON files (tenant_id, id);
+
+-- Batches (OpenAI /v1/batches); their lines are batch_item jobs.
+CREATE TABLE batches (
+    id                TEXT   NOT NULL PRIMARY KEY,
+    tenant_id         TEXT   NOT NULL,
+    key_id            TEXT,
+    endpoint          TEXT   NOT NULL,
+    input_file_id     TEXT   NOT NULL,
+    completion_window TEXT   NOT NULL,
+    -- validating | failed | in_progress | finalizing | completed | expired | cancelling | cancelled
+    status            TEXT   NOT NULL,
+    output_file_id    TEXT,
+    error_file_id     TEXT,
+    -- JSON array of {code, message, param, line}.
+    errors            TEXT   NOT NULL,
+    request_total     BIGINT NOT NULL,
+    request_completed BIGINT NOT NULL,
+    request_failed    BIGINT NOT NULL,
+    metadata          TEXT,
+    -- JSON object of the *_at_ms times of each status entered.
+    times             TEXT   NOT NULL,
+    created_at_ms     BIGINT NOT NULL,
+    expires_at_ms     BIGINT NOT NULL,
+    updated_at_ms     BIGINT NOT NULL
+);
+CREATE INDEX batches_tenant ON batches (tenant_id, id);
+CREATE INDEX batches_status ON batches (status, created_at_ms);

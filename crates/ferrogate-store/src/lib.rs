@@ -20,8 +20,10 @@
 
 #![warn(missing_docs)]
 
+mod batches;
 mod db;
 mod error;
+mod files;
 mod jobs;
 mod keys;
 mod ledger;

@@ -1,6 +1,6 @@
-//! Identifiers of jobs, webhook endpoints and webhook messages: UUIDv7 text (time-ordered, so
+//! Identifiers of jobs, webhook endpoints and messages, files and batches: UUIDv7 text (time-ordered, so
 //! lists sort by creation and pagination by id is stable), in newtypes so one is never passed as
-//! another. Webhook ids carry a prefix (`we_`, `msg_`) since receivers see them.
+//! another. Each carries a prefix (`job_`, `we_`, `msg_`, `file-`, `batch_`): clients and receivers see them.
 
 use std::fmt;
 
@@ -66,6 +66,17 @@ id_type!(
     /// retry, so receivers can deduplicate.
     MessageId,
     "msg_"
+);
+
+id_type!(
+    /// Identifies an uploaded or generated file (`file-<uuidv7>`, OpenAI's shape).
+    FileId,
+    "file-"
+);
+id_type!(
+    /// Identifies a batch (`batch_<uuidv7>`, OpenAI's shape).
+    BatchId,
+    "batch_"
 );
 
 #[cfg(test)]

@@ -1,18 +1,28 @@
-//! Asynchronous work: the durable job queue's types and trait, the retry policy, and webhook
-//! endpoints. `ferrogate-store` implements [`JobQueue`] and [`WebhookStore`] for SQLite and
+//! Asynchronous work: the durable job queue's types and trait, the retry policy, webhook
+//! endpoints, and Files + Batches records with the input-file validation. `ferrogate-store`
+//! implements [`JobQueue`], [`WebhookStore`], [`FileStore`] and [`BatchStore`] for SQLite and
 //! PostgreSQL; `ferrogate-jobs` runs the workers and delivers webhooks.
 //!
-//! Layers, bottom up: [`ids`] → [`model`] → [`retry`] → [`queue`], [`webhook`].
+//! Layers, bottom up: [`ids`] → [`model`] → [`retry`] → [`queue`], [`webhook`], [`files`],
+//! [`batch`] → [`batch_input`] (the pure validation of a batch's input file).
 
 #![warn(missing_docs)]
 
+pub mod batch;
+pub mod batch_input;
+pub mod files;
 pub mod ids;
 pub mod model;
 pub mod queue;
 pub mod retry;
 pub mod webhook;
 
-pub use ids::{EndpointId, JobId, MessageId};
+pub use batch::{
+    Batch, BatchChanges, BatchEndpoint, BatchError, BatchStatus, BatchStore, NewBatch, RequestCounts, StatusTimes,
+};
+pub use batch_input::{BatchLine, InputLimits, validate_input};
+pub use files::{FileLimits, FileObject, FilePurpose, FileStore, NewFile};
+pub use ids::{BatchId, EndpointId, FileId, JobId, MessageId};
 pub use model::{
     AttemptOutcome, AttemptRecord, CancelOutcome, DeadFilter, FailOutcome, JobDetail, JobFailure, JobKind, JobRecord,
     JobState, KindStats, Lease, LeaseStatus, LeasedJob, NewJob, Outcome, Page, QueueStats,

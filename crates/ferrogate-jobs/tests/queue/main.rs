@@ -1,4 +1,4 @@
-//! The job queue (and webhook store) behaviour suite: every test body is written once against `impl JobQueue` and
+//! The job queue (and webhook, file and batch store) behaviour suite: every test body is written once against `impl JobQueue` and
 //! run on SQLite and on PostgreSQL, each on a fresh database.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod batches;
 mod concurrency;
 mod dlq;
 mod endpoints;
@@ -27,6 +28,8 @@ against_every_store!(
     concurrency::concurrent_workers_never_run_a_job_twice,
     concurrency::two_instances_share_one_queue,
     endpoints::webhook_endpoints_and_deliveries,
+    batches::files_are_per_tenant_with_caps_and_quotas,
+    batches::batch_records_move_through_their_statuses_once,
 );
 
 /// SQLite only: jobs and leases survive closing and reopening the file.
