@@ -17,6 +17,7 @@ mod runner;
 pub use config::{KindWorkers, PoolConfig};
 pub use pool::{Drained, WorkerPool};
 pub use runner::{AlwaysSpare, Capacity, JobError, Runner};
+pub mod batch;
 pub mod webhook;
 
 /// A serialization failure as the store error callers already handle.

@@ -80,6 +80,12 @@ pub trait JobQueue: Send + Sync {
     /// How many of a batch's jobs are in each state (states with none are absent).
     async fn batch_counts(&self, batch_id: &str) -> Result<BTreeMap<JobState, u64>, StoreError>;
 
+    /// A batch's jobs (any state), in id order, for writing its output and error files.
+    async fn batch_jobs(&self, batch_id: &str, page: &Page) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Cancels a batch's queued jobs and flags its running ones; how many were queued.
+    async fn cancel_batch(&self, batch_id: &str) -> Result<u64, StoreError>;
+
     /// Dead jobs matching `filter`, in id (creation) order.
     async fn list_dead(&self, filter: &DeadFilter, page: &Page) -> Result<Vec<JobRecord>, StoreError>;
 

@@ -231,3 +231,22 @@ pub async fn survives_reopening(db: &TestDb) {
     let taken = q2.lease(&req("w2", &[JobKind::BatchItem], 5)).await.unwrap();
     assert_eq!(taken.iter().map(|l| l.id()).collect::<Vec<_>>(), [running.id(), next[0].id()]);
 }
+
+pub async fn batch_jobs_page_and_cancel_together(db: &TestDb) {
+    let q = db.queue();
+    let in_batch = |b: &str, n| NewJob { batch_id: Some(b.into()), ..job(JobKind::BatchItem, n) };
+    let ids = q.enqueue_many((0..5).map(|n| in_batch("b1", n)).collect()).await.unwrap();
+    q.enqueue(in_batch("b2", 9)).await.unwrap();
+    let running = q.lease(&req("w", &[JobKind::BatchItem], 1)).await.unwrap().remove(0);
+    let first = q.batch_jobs("b1", &ferrogate_core::jobs::Page::first(3)).await.unwrap();
+    let next = ferrogate_core::jobs::Page { after: Some(first[2].id.to_string()), limit: 3 };
+    let second = q.batch_jobs("b1", &next).await.unwrap();
+    let seen: Vec<_> = first.iter().chain(&second).map(|j| j.id.clone()).collect();
+    assert_eq!(seen, ids);
+
+    assert_eq!(q.cancel_batch("b1").await.unwrap(), 4, "the queued ones");
+    assert_eq!(q.heartbeat(&running.lease, Duration::from_secs(30)).await.unwrap(), LeaseStatus::CancelRequested);
+    let counts = q.batch_counts("b1").await.unwrap();
+    assert_eq!((counts.get(&JobState::Cancelled), counts.get(&JobState::Running)), (Some(&4), Some(&1)));
+    assert_eq!(q.batch_counts("b2").await.unwrap().get(&JobState::Queued), Some(&1), "other batches untouched");
+}

@@ -21,6 +21,7 @@ against_every_store!(
     lifecycle::cancel_queued_and_running_jobs,
     lifecycle::release_hands_back_without_counting,
     lifecycle::stats_and_batch_counts,
+    lifecycle::batch_jobs_page_and_cancel_together,
     dlq::max_attempts_go_to_the_dlq_with_history,
     dlq::poison_goes_straight_to_the_dlq,
     dlq::a_dead_workers_last_attempt_goes_to_the_dlq,

@@ -107,6 +107,43 @@ impl SqlQueue {
         Ok(counts)
     }
 
+    pub(crate) async fn jobs_of_batch(&self, batch_id: &str, page: &Page) -> Result<Vec<JobRecord>, StoreError> {
+        let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE batch_id = $1 AND id > $2 ORDER BY id LIMIT $3");
+        let rows = sqlx::query(&sql)
+            .bind(batch_id)
+            .bind(page.after.as_deref().unwrap_or(""))
+            .bind(i64::from(page.capped_limit()))
+            .fetch_all(&self.store.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    pub(crate) async fn cancel_jobs_of_batch(&self, batch_id: &str) -> Result<u64, StoreError> {
+        let now = self.now();
+        let mut tx = self.store.pool.begin().await.map_err(db_err)?;
+        let queued = sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', finished_at_ms = $2, updated_at_ms = $2 \
+             WHERE batch_id = $1 AND state = 'queued'",
+        )
+        .bind(batch_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query(
+            "UPDATE jobs SET cancel_requested = 1, updated_at_ms = $2 \
+             WHERE batch_id = $1 AND state = 'running' AND cancel_requested = 0",
+        )
+        .bind(batch_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(queued.rows_affected())
+    }
+
     pub(crate) async fn dead_page(&self, filter: &DeadFilter, page: &Page) -> Result<Vec<JobRecord>, StoreError> {
         let (cond, binds) = dead_where(filter, 3);
         let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE {cond} AND id > $1 ORDER BY id LIMIT $2");

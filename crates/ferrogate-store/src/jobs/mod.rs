@@ -71,6 +71,14 @@ impl JobQueue for SqlQueue {
         self.counts_of_batch(batch_id).await
     }
 
+    async fn batch_jobs(&self, batch_id: &str, page: &Page) -> Result<Vec<JobRecord>, StoreError> {
+        self.jobs_of_batch(batch_id, page).await
+    }
+
+    async fn cancel_batch(&self, batch_id: &str) -> Result<u64, StoreError> {
+        self.cancel_jobs_of_batch(batch_id).await
+    }
+
     async fn list_dead(&self, filter: &DeadFilter, page: &Page) -> Result<Vec<JobRecord>, StoreError> {
         self.dead_page(filter, page).await
     }
