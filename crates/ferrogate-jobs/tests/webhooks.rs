@@ -17,7 +17,7 @@ use ferrogate_core::jobs::{
 };
 use ferrogate_jobs::webhook::{Deliverer, DeliveryConfig, Publisher, WebhookEvent};
 use ferrogate_jobs::{AlwaysSpare, KindWorkers, PoolConfig, WorkerPool};
-use ferrogate_store::DbKind;
+use ferrogate_store::{DbKind, SealingKey};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -140,7 +140,7 @@ fn pool_config() -> PoolConfig {
 async fn a_receiver_down_for_a_while_gets_every_event_once_with_stable_ids() {
     let db = common::TestDb::open(DbKind::Sqlite).await;
     let q = Arc::new(db.queue());
-    let store: Arc<dyn WebhookStore> = Arc::new(db.store.clone());
+    let store: Arc<dyn WebhookStore> = Arc::new(db.store.webhooks(SealingKey::generate().unwrap().0));
     let rx = Receiver::start().await;
     let a = store
         .create_endpoint(endpoint(rx.url("/a"), &[EventType::BatchCompleted, EventType::ResponseCompleted]))
@@ -221,7 +221,7 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_with_stable_ids() {
 async fn the_ssrf_guard_refuses_private_destinations_and_redirects_are_not_followed() {
     let db = common::TestDb::open(DbKind::Sqlite).await;
     let q = Arc::new(db.queue());
-    let store: Arc<dyn WebhookStore> = Arc::new(db.store.clone());
+    let store: Arc<dyn WebhookStore> = Arc::new(db.store.webhooks(SealingKey::generate().unwrap().0));
     let rx = Receiver::start().await;
     rx.up.store(true, Ordering::SeqCst);
     let port = rx.addr.port();

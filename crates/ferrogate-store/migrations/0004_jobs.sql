@@ -58,7 +58,7 @@ CREATE TABLE webhook_endpoints (
     -- JSON array of event names.
     events        TEXT   NOT NULL,
     tenant_id     TEXT,
-    -- whsec_…: HMAC needs the key itself (see docs/JOBS.md, "Secrets").
+    -- whsec_…, sealed (v1:base64 of ChaCha20-Poly1305 under the server key): HMAC needs the key itself.
     secret        TEXT   NOT NULL,
     created_at_ms BIGINT NOT NULL
 );

@@ -1,7 +1,9 @@
-//! [`WebhookStore`] for [`Store`]: endpoints (with their signing secrets) and delivery records.
+//! [`WebhookStore`] for [`WebhookRegistry`] (a [`Store`] with the key sealing secrets): endpoints
+//! and delivery records.
 //!
-//! Invariant: the secret leaves this file only through `create_endpoint` (once, to the admin
-//! caller) and `endpoint_secret` (to the deliverer); listings never read the column.
+//! Invariants: the secret is stored sealed ([`SealingKey`]), never in plaintext; it leaves this
+//! file only through `create_endpoint` (once, to the admin caller) and `endpoint_secret` (to the
+//! deliverer); listings never read the column.
 
 use async_trait::async_trait;
 use ferrogate_core::jobs::{
@@ -13,8 +15,11 @@ use ferrogate_core::tenancy::{StoreError, TenantId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use std::sync::Arc;
+
 use crate::Store;
 use crate::error::{corrupt, db_err};
+use crate::sealing::SealingKey;
 use crate::tenants::{from_json, to_json};
 
 const ENDPOINT_COLS: &str = "id, url, events, tenant_id, created_at_ms";
@@ -49,8 +54,22 @@ fn delivery_from_row(row: &AnyRow) -> Result<Delivery, StoreError> {
     })
 }
 
+/// Webhook endpoints and deliveries in the [`Store`]'s database, secrets sealed with `key`.
+#[derive(Debug, Clone)]
+pub struct WebhookRegistry {
+    store: Store,
+    key: Arc<SealingKey>,
+}
+
+impl Store {
+    /// The webhook registry on this database, sealing secrets with `key`.
+    pub fn webhooks(&self, key: SealingKey) -> WebhookRegistry {
+        WebhookRegistry { store: self.clone(), key: Arc::new(key) }
+    }
+}
+
 #[async_trait]
-impl WebhookStore for Store {
+impl WebhookStore for WebhookRegistry {
     async fn create_endpoint(&self, new: NewEndpoint) -> Result<CreatedEndpoint, StoreError> {
         new.validate()?;
         let secret = WebhookSecret::generate().map_err(|e| StoreError::Unavailable(Box::new(e)))?;
@@ -69,9 +88,9 @@ impl WebhookStore for Store {
         .bind(&endpoint.url)
         .bind(to_json(&endpoint.events)?)
         .bind(endpoint.tenant_id.as_ref().map(|t| t.as_str().to_owned()))
-        .bind(secret.expose())
+        .bind(self.key.seal(secret.expose(), endpoint.id.as_str())?)
         .bind(endpoint.created_at_ms)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await
         .map_err(db_err)?;
         Ok(CreatedEndpoint { endpoint, secret })
@@ -79,20 +98,20 @@ impl WebhookStore for Store {
 
     async fn get_endpoint(&self, id: &EndpointId) -> Result<Option<WebhookEndpoint>, StoreError> {
         let sql = format!("SELECT {ENDPOINT_COLS} FROM webhook_endpoints WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.pool).await.map_err(db_err)?;
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.store.pool).await.map_err(db_err)?;
         row.map(|r| endpoint_from_row(&r)).transpose()
     }
 
     async fn list_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
         let sql = format!("SELECT {ENDPOINT_COLS} FROM webhook_endpoints ORDER BY id");
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db_err)?;
+        let rows = sqlx::query(&sql).fetch_all(&self.store.pool).await.map_err(db_err)?;
         rows.iter().map(endpoint_from_row).collect()
     }
 
     async fn delete_endpoint(&self, id: &EndpointId) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(&self.store.pool)
             .await
             .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
@@ -100,10 +119,12 @@ impl WebhookStore for Store {
 
     async fn endpoint_secret(&self, id: &EndpointId) -> Result<Option<(WebhookEndpoint, WebhookSecret)>, StoreError> {
         let sql = format!("SELECT {ENDPOINT_COLS}, secret FROM webhook_endpoints WHERE id = $1");
-        let Some(row) = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.pool).await.map_err(db_err)? else {
+        let Some(row) = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.store.pool).await.map_err(db_err)?
+        else {
             return Ok(None);
         };
-        let secret: String = row.try_get("secret").map_err(|e| corrupt("webhook secret", e))?;
+        let sealed: String = row.try_get("secret").map_err(|e| corrupt("webhook secret", e))?;
+        let secret = self.key.open(&sealed, id.as_str())?;
         let secret = WebhookSecret::parse(&secret).map_err(|e| corrupt("webhook secret", e))?;
         Ok(Some((endpoint_from_row(&row)?, secret)))
     }
@@ -118,7 +139,7 @@ impl WebhookStore for Store {
         );
         let rows = sqlx::query(&sql)
             .bind(tenant.map(|t| t.as_str().to_owned()))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.store.pool)
             .await
             .map_err(db_err)?;
         let all = rows.iter().map(endpoint_from_row).collect::<Result<Vec<_>, _>>()?;
@@ -126,7 +147,7 @@ impl WebhookStore for Store {
     }
 
     async fn insert_deliveries(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.store.pool.begin().await.map_err(db_err)?;
         for d in deliveries {
             sqlx::query(
                 "INSERT INTO webhook_deliveries (id, endpoint_id, event_type, job_id, status, attempts, \
@@ -160,7 +181,7 @@ impl WebhookStore for Store {
         .bind(report.status_code.map(i64::from))
         .bind(report.error.clone())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await
         .map_err(db_err)?;
         Ok(())
@@ -168,7 +189,7 @@ impl WebhookStore for Store {
 
     async fn get_delivery(&self, id: &MessageId) -> Result<Option<Delivery>, StoreError> {
         let sql = format!("SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.pool).await.map_err(db_err)?;
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.store.pool).await.map_err(db_err)?;
         row.map(|r| delivery_from_row(&r)).transpose()
     }
 
@@ -187,7 +208,7 @@ impl WebhookStore for Store {
             .bind(page.after.as_deref().unwrap_or(""))
             .bind(status.map_or("", |s| s.as_str()))
             .bind(i64::from(page.capped_limit()))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.store.pool)
             .await
             .map_err(db_err)?;
         rows.iter().map(delivery_from_row).collect()

@@ -2,6 +2,8 @@ use ferrogate_core::jobs::{
     AttemptReport, Delivery, DeliveryStatus, EventType, JobId, MessageId, NewEndpoint, Page, WebhookStore,
 };
 
+use ferrogate_store::SealingKey;
+
 use crate::common::TestDb;
 
 fn new(url: &str, events: &[EventType], tenant: Option<&str>) -> NewEndpoint {
@@ -9,7 +11,8 @@ fn new(url: &str, events: &[EventType], tenant: Option<&str>) -> NewEndpoint {
 }
 
 pub async fn webhook_endpoints_and_deliveries(db: &TestDb) {
-    let s = &db.store;
+    let (key, key_text) = SealingKey::generate().unwrap();
+    let s = &db.store.webhooks(key);
     let all = s.create_endpoint(new("https://a.example/h", &[EventType::BatchCompleted], None)).await.unwrap();
     let t1 = s
         .create_endpoint(new(
@@ -25,6 +28,17 @@ pub async fn webhook_endpoints_and_deliveries(db: &TestDb) {
     assert_eq!(s.list_endpoints().await.unwrap(), [all.endpoint.clone(), t1.endpoint.clone()]);
     let (_, secret) = s.endpoint_secret(&t1.endpoint.id).await.unwrap().unwrap();
     assert_eq!(secret, t1.secret);
+    // Sealed at rest: the database never holds the secret; the same key (a restart) opens it,
+    // another key does not.
+    let stored: Vec<String> = sqlx::query_scalar("SELECT secret FROM webhook_endpoints")
+        .fetch_all(&mut <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url).await.unwrap())
+        .await
+        .unwrap();
+    assert!(stored.iter().all(|v| v.starts_with("v1:") && !v.contains(&t1.secret.expose()[6..])), "{stored:?}");
+    let restarted = db.store.webhooks(SealingKey::from_base64(&key_text).unwrap());
+    assert_eq!(restarted.endpoint_secret(&all.endpoint.id).await.unwrap().unwrap().1, all.secret);
+    let wrong = db.store.webhooks(SealingKey::generate().unwrap().0);
+    assert!(wrong.endpoint_secret(&all.endpoint.id).await.is_err());
 
     let ids = |v: Vec<ferrogate_core::jobs::WebhookEndpoint>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
     let batch_t1 = s.subscribers(EventType::BatchCompleted, Some(&"t1".into())).await.unwrap();
