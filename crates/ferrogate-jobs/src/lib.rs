@@ -1,9 +1,35 @@
 //! Background work on core's [`JobQueue`]: the worker pool that leases jobs and runs them through
-//! a [`Runner`] the server implements, and webhook delivery (Standard Webhooks signatures, SSRF
-//! guard) as `webhook` jobs.
+//! a [`Runner`] the server implements, webhook delivery (Standard Webhooks signatures, SSRF
+//! guard) as `webhook` jobs, and the batch driver (each input line a `batch_item` job, finished
+//! into OpenAI's output and error files).
 //!
-//! Invariant: no HTTP framework or engine types here (design.md); the queue and the webhook
-//! store are traits, implemented for SQLite/PostgreSQL by `ferrogate-store`.
+//! Invariant: no HTTP framework or engine types here (design.md); the queue and the stores are
+//! core's traits, implemented for SQLite/PostgreSQL by `ferrogate-store`.
+//!
+//! # What the edge calls
+//!
+//! Composition (the binary): `let queue = Arc::new(store.job_queue())` (a
+//! `ferrogate_store::SqlQueue`), `let hooks = Arc::new(store.webhooks(SealingKey::from_base64(key)?))`,
+//! files and batches are the `Store` itself (`FileStore`, `BatchStore`).
+//!
+//! - Workers: [`WorkerPool::start`]`(queue, runner, capacity, PoolConfig::new(instance, kinds))`;
+//!   the server's [`Runner`] dispatches on `job.kind`: `response` → run the stored request,
+//!   `batch_item` → run [`batch::BatchItemJob`] and answer [`batch::ItemResponse`] (`Ok` for 2xx,
+//!   [`JobError::failed`] for a 4xx answer, [`JobError::retryable`] for 5xx/timeouts), `webhook` →
+//!   [`webhook::Deliverer::deliver`]. [`Capacity`] from the admission state. On SIGTERM:
+//!   [`WorkerPool::drain`]`(deadline)`. After a local enqueue: [`WorkerPool::notify`].
+//! - Background responses: `queue.enqueue(NewJob { kind: Response, … })`, poll with
+//!   `queue.get(id)` (state → `queued`/`in_progress`/`completed`/`failed`/`cancelled`; the result
+//!   is in `result`), cancel with `queue.cancel(id)`.
+//! - Batches: `FileStore::create_file` / `get_file` / `file_content` / `list_files` /
+//!   `delete_file`; `BatchStore::create_batch` then [`batch::BatchDriver::start`]; `get_batch` /
+//!   `list_batches`; [`batch::BatchDriver::cancel`]; a ticker calling
+//!   [`batch::BatchDriver::tick`] every few seconds on every instance.
+//! - DLQ (`/admin/v1/dlq`, CLI): `JobQueue::list_dead` / `get_dead` / `replay` / `replay_dead` /
+//!   `delete_dead` / `purge_dead`; metrics from `JobQueue::stats`.
+//! - Webhooks (`/admin/v1/webhooks`): `WebhookStore::create_endpoint` (answer includes the secret,
+//!   once) / `list_endpoints` / `get_endpoint` / `delete_endpoint` / `list_deliveries`; events
+//!   through [`webhook::Publisher::publish`] when a response or batch ends.
 //!
 //! [`JobQueue`]: ferrogate_core::jobs::JobQueue
 
