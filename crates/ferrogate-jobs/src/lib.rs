@@ -19,8 +19,10 @@
 //!   [`webhook::Deliverer::deliver`]. [`Capacity`] from the admission state. On SIGTERM:
 //!   [`WorkerPool::drain`]`(deadline)`. After a local enqueue: [`WorkerPool::notify`].
 //! - Background responses: `queue.enqueue(NewJob { kind: Response, … })`, poll with
-//!   `queue.get(id)` (state → `queued`/`in_progress`/`completed`/`failed`/`cancelled`; the result
-//!   is in `result`), cancel with `queue.cancel(id)`.
+//!   `queue.get(id)` (the response status from the job state: `queued` → queued, `running` →
+//!   in_progress, `succeeded` → completed, `failed` | `dead` → failed, `cancelled` → cancelled;
+//!   the answer is in `result`), cancel with `queue.cancel(id)` (mid-generation too: the runner's
+//!   token fires at its next heartbeat).
 //! - Batches: `FileStore::create_file` / `get_file` / `file_content` / `list_files` /
 //!   `delete_file`; `BatchStore::create_batch` then [`batch::BatchDriver::start`]; `get_batch` /
 //!   `list_batches`; [`batch::BatchDriver::cancel`]; a ticker calling

@@ -2,7 +2,7 @@
 //! Standard Webhooks spec, retried on its schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h),
 //! with the SSRF guard on every connection.
 //!
-//! Floors, bottom up: [`sign`], [`guard`], [`payload`] → [`deliver`], [`publish`].
+//! Floors, bottom up: [`mod@sign`], [`guard`], [`payload`] → [`deliver`], [`publish`].
 
 pub mod deliver;
 pub mod guard;
