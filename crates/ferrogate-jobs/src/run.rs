@@ -5,6 +5,7 @@
 //! heartbeat reported the lease lost (another worker owns the job then).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ferrogate_core::jobs::{JobFailure, JobQueue, LeaseStatus, LeasedJob, Outcome};
@@ -30,33 +31,42 @@ enum Ended {
     Stopped,
 }
 
-/// Runs `job` to its end and records it.
+/// Runs `job` to its end and records it. The runner and the heartbeat are polled side by side,
+/// so a slow heartbeat call never pauses the work.
 pub(crate) async fn run_job(cx: &RunCx, job: LeasedJob) {
     let cancel = CancellationToken::new();
-    let mut cancel_requested = false;
+    let cancel_requested = AtomicBool::new(false);
     let ended = {
         let work = cx.runner.run(&job, cancel.clone());
-        tokio::pin!(work);
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + cx.heartbeat_every, cx.heartbeat_every);
-        loop {
-            tokio::select! {
-                result = &mut work => break Ended::Ran(result),
-                _ = cx.hard_stop.cancelled() => break Ended::Stopped,
-                _ = ticker.tick() => match cx.queue.heartbeat(&job.lease, cx.visibility_timeout).await {
-                    Ok(LeaseStatus::Held) => {}
-                    Ok(LeaseStatus::CancelRequested) => {
-                        cancel_requested = true;
-                        cancel.cancel();
-                    }
-                    Ok(LeaseStatus::Lost) => break Ended::Lost,
-                    // The lease may still hold; the next tick tries again.
-                    Err(e) => tracing::warn!(job = %job.id(), error = %e, "job heartbeat failed"),
-                },
-            }
+        let beats = heartbeat(cx, &job, &cancel, &cancel_requested);
+        tokio::pin!(work, beats);
+        tokio::select! {
+            result = &mut work => Ended::Ran(result),
+            () = &mut beats => Ended::Lost,
+            () = cx.hard_stop.cancelled() => Ended::Stopped,
         }
     };
     cancel.cancel();
-    record(cx, &job, ended, cancel_requested).await;
+    record(cx, &job, ended, cancel_requested.load(Ordering::SeqCst)).await;
+}
+
+/// Extends the lease every `heartbeat_every`; fires `cancel` when a cancel was asked for, and
+/// returns when the lease is lost.
+async fn heartbeat(cx: &RunCx, job: &LeasedJob, cancel: &CancellationToken, requested: &AtomicBool) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + cx.heartbeat_every, cx.heartbeat_every);
+    loop {
+        ticker.tick().await;
+        match cx.queue.heartbeat(&job.lease, cx.visibility_timeout).await {
+            Ok(LeaseStatus::Held) => {}
+            Ok(LeaseStatus::CancelRequested) => {
+                requested.store(true, Ordering::SeqCst);
+                cancel.cancel();
+            }
+            Ok(LeaseStatus::Lost) => return,
+            // The lease may still hold; the next tick tries again.
+            Err(e) => tracing::warn!(job = %job.id(), error = %e, "job heartbeat failed"),
+        }
+    }
 }
 
 async fn record(cx: &RunCx, job: &LeasedJob, ended: Ended, cancel_requested: bool) {
