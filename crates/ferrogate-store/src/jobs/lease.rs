@@ -156,8 +156,9 @@ async fn record_starts(
     if jobs.is_empty() {
         return Ok(());
     }
-    let ids: Vec<String> = jobs.iter().map(|j| j.id().as_str().to_owned()).collect();
-    close_open_attempts(tx, &ids, now).await?;
+    // Only a job run before can have an attempt left open (by a lease that expired).
+    let rerun: Vec<String> = jobs.iter().filter(|j| j.lease.attempt > 1).map(|j| j.id().as_str().to_owned()).collect();
+    close_open_attempts(tx, &rerun, now).await?;
     // $1 worker, $2 now, then (id, job_id, attempt, lease_token) per job.
     let rows: Vec<String> = (0..jobs.len())
         .map(|i| {
