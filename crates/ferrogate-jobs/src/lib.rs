@@ -18,11 +18,12 @@
 //!   [`JobError::failed`] for a 4xx answer, [`JobError::retryable`] for 5xx/timeouts), `webhook` →
 //!   [`webhook::Deliverer::deliver`]. [`Capacity`] from the admission state. On SIGTERM:
 //!   [`WorkerPool::drain`]`(deadline)`. After a local enqueue: [`WorkerPool::notify`].
-//! - Background responses: `queue.enqueue(NewJob { kind: Response, … })`, poll with
-//!   `queue.get(id)` (the response status from the job state: `queued` → queued, `running` →
-//!   in_progress, `succeeded` → completed, `failed` | `dead` → failed, `cancelled` → cancelled;
-//!   the answer is in `result`), cancel with `queue.cancel(id)` (mid-generation too: the runner's
-//!   token fires at its next heartbeat).
+//! - Background responses: `queue.enqueue(NewJob { kind: Response, … })` and answer
+//!   [`background::response_id`] of the job id; poll with `queue.get(job_id_of(id))`
+//!   ([`background::response_status`] of its state; the answer is in `result`); cancel with
+//!   `queue.cancel` (mid-generation too: the runner's token fires at its next heartbeat; publish
+//!   `response.cancelled` yourself when it was still queued). Start the pool with
+//!   [`WorkerPool::start_with_hooks`] and [`background::ResponseEvents`] for `response.*` events.
 //! - Batches: `FileStore::create_file` / `get_file` / `file_content` / `list_files` /
 //!   `delete_file`; `BatchStore::create_batch` then [`batch::BatchDriver::start`]; `get_batch` /
 //!   `list_batches`; [`batch::BatchDriver::cancel`]; a ticker calling
@@ -44,7 +45,8 @@ mod runner;
 
 pub use config::{KindWorkers, PoolConfig};
 pub use pool::{Drained, WorkerPool};
-pub use runner::{AlwaysSpare, Capacity, JobError, Runner};
+pub use runner::{AlwaysSpare, Capacity, JobError, NoHooks, OnFinished, Runner};
+pub mod background;
 pub mod batch;
 pub mod webhook;
 

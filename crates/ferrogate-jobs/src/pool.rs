@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{KindWorkers, PoolConfig};
 use crate::run::{RunCx, run_job};
-use crate::runner::{Capacity, Runner};
+use crate::runner::{Capacity, NoHooks, OnFinished, Runner};
 
 /// A running worker pool. Dropping it does not stop it: call [`WorkerPool::drain`].
 pub struct WorkerPool {
@@ -62,6 +62,17 @@ impl WorkerPool {
         capacity: Arc<dyn Capacity>,
         config: PoolConfig,
     ) -> WorkerPool {
+        Self::start_with_hooks(queue, runner, capacity, config, Arc::new(NoHooks))
+    }
+
+    /// [`WorkerPool::start`], telling `finished` of every job that ends here.
+    pub fn start_with_hooks(
+        queue: Arc<dyn JobQueue>,
+        runner: Arc<dyn Runner>,
+        capacity: Arc<dyn Capacity>,
+        config: PoolConfig,
+        finished: Arc<dyn OnFinished>,
+    ) -> WorkerPool {
         let (stop_leasing, hard_stop) = (CancellationToken::new(), CancellationToken::new());
         let (loops, jobs, wake) = (TaskTracker::new(), TaskTracker::new(), Arc::new(Notify::new()));
         let run = Arc::new(RunCx {
@@ -70,6 +81,7 @@ impl WorkerPool {
             visibility_timeout: config.visibility_timeout,
             heartbeat_every: config.heartbeat_every,
             hard_stop: hard_stop.clone(),
+            finished,
         });
         let cx = Arc::new(LoopCx {
             queue,

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ferrogate_core::jobs::{JobFailure, JobQueue, LeaseStatus, LeasedJob, Outcome};
+use ferrogate_core::jobs::{FailOutcome, JobFailure, JobQueue, JobState, LeaseStatus, LeasedJob, Outcome};
+use ferrogate_core::tenancy::StoreError;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::runner::{JobError, Runner};
+use crate::runner::{JobError, OnFinished, Runner};
 
 /// What one job run needs from its pool.
 pub(crate) struct RunCx {
@@ -22,6 +23,8 @@ pub(crate) struct RunCx {
     pub heartbeat_every: Duration,
     /// Fired when a drain's deadline passes: stop and hand the job back.
     pub hard_stop: CancellationToken,
+    /// Told of final states.
+    pub finished: Arc<dyn OnFinished>,
 }
 
 /// How the race ended.
@@ -70,27 +73,41 @@ async fn heartbeat(cx: &RunCx, job: &LeasedJob, cancel: &CancellationToken, requ
 }
 
 async fn record(cx: &RunCx, job: &LeasedJob, ended: Ended, cancel_requested: bool) {
+    match write(cx, job, ended, cancel_requested).await {
+        Ok(Some(state)) => cx.finished.finished(job, state).await,
+        Ok(None) => {}
+        // The lease runs out and the job runs again: at-least-once.
+        Err(e) => tracing::error!(job = %job.id(), error = %e, "could not record the job's outcome"),
+    }
+}
+
+/// Writes the run's end; the job's final state if it has one now.
+async fn write(
+    cx: &RunCx,
+    job: &LeasedJob,
+    ended: Ended,
+    cancel_requested: bool,
+) -> Result<Option<JobState>, StoreError> {
     let lease = &job.lease;
-    let written = match ended {
+    let (outcome, state) = match ended {
         Ended::Lost => {
             tracing::warn!(job = %job.id(), kind = job.kind.as_str(), "job lease lost; another worker has it");
-            return;
+            return Ok(None);
         }
-        Ended::Stopped => cx.queue.release(lease).await.map(|_| ()),
-        Ended::Ran(Ok(value)) => cx.queue.complete(lease, Outcome::Succeeded(value)).await.map(|_| ()),
-        Ended::Ran(Err(_)) if cancel_requested => cx.queue.complete(lease, Outcome::Cancelled).await.map(|_| ()),
-        Ended::Ran(Err(JobError { answer: Some(answer), .. })) => {
-            cx.queue.complete(lease, Outcome::Failed(answer)).await.map(|_| ())
-        }
+        Ended::Stopped => return cx.queue.release(lease).await.map(|_| None),
+        Ended::Ran(Ok(value)) => (Outcome::Succeeded(value), JobState::Succeeded),
+        Ended::Ran(Err(_)) if cancel_requested => (Outcome::Cancelled, JobState::Cancelled),
+        Ended::Ran(Err(JobError { answer: Some(answer), .. })) => (Outcome::Failed(answer), JobState::Failed),
         Ended::Ran(Err(e)) => {
             let failure = JobFailure { error: e.message, retryable: e.retryable };
-            cx.queue.fail(lease, failure).await.map(|outcome| {
-                tracing::info!(job = %job.id(), kind = job.kind.as_str(), ?outcome, "job attempt failed");
-            })
+            let outcome = cx.queue.fail(lease, failure).await?;
+            tracing::info!(job = %job.id(), kind = job.kind.as_str(), ?outcome, "job attempt failed");
+            return Ok(match outcome {
+                FailOutcome::Dead => Some(JobState::Dead),
+                FailOutcome::Cancelled => Some(JobState::Cancelled),
+                FailOutcome::Retrying { .. } | FailOutcome::LeaseLost => None,
+            });
         }
     };
-    if let Err(e) = written {
-        // The lease runs out and the job runs again: at-least-once.
-        tracing::error!(job = %job.id(), error = %e, "could not record the job's outcome");
-    }
+    Ok(cx.queue.complete(lease, outcome).await?.then_some(state))
 }

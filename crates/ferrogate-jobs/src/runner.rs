@@ -3,7 +3,7 @@
 //! which background work yields to interactive traffic.
 
 use async_trait::async_trait;
-use ferrogate_core::jobs::LeasedJob;
+use ferrogate_core::jobs::{JobState, LeasedJob};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -68,4 +68,22 @@ impl<F: Fn() -> bool + Send + Sync + 'static> Capacity for F {
     fn has_spare(&self) -> bool {
         self()
     }
+}
+
+/// Told when a job this pool ran reached a final state: `succeeded`, `failed`, `cancelled` or
+/// `dead` (webhook events, metrics). Not told of jobs that never ran here (cancelled while
+/// queued, reaped after a dead worker's last lease).
+#[async_trait]
+pub trait OnFinished: Send + Sync + 'static {
+    /// `job` ended in `state`.
+    async fn finished(&self, job: &LeasedJob, state: JobState);
+}
+
+/// Tells no one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+#[async_trait]
+impl OnFinished for NoHooks {
+    async fn finished(&self, _job: &LeasedJob, _state: JobState) {}
 }

@@ -14,9 +14,11 @@ use ferrogate_core::jobs::{
     Batch, BatchEndpoint, BatchStatus, BatchStore, FileLimits, FilePurpose, FileStore, JobKind, JobQueue, LeasedJob,
     NewBatch, NewFile,
 };
+use ferrogate_core::jobs::{EventType, NewEndpoint, Page, WebhookStore};
 use ferrogate_jobs::batch::{BatchConfig, BatchDriver, BatchItemJob, ItemResponse};
+use ferrogate_jobs::webhook::Publisher;
 use ferrogate_jobs::{AlwaysSpare, JobError, KindWorkers, PoolConfig, Runner, WorkerPool};
-use ferrogate_store::{DbKind, Store};
+use ferrogate_store::{DbKind, SealingKey, Store};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -152,12 +154,23 @@ async fn an_invalid_input_file_fails_the_batch_with_line_numbers() {
     let db = common::TestDb::open(DbKind::Sqlite).await;
     let content = format!("{}\nnot json\n{}", input(&["200"]), input(&["200"]));
     let batch = new_batch(&db.store, &content).await;
-    let driver = driver(&db.store);
+    // With a subscriber to batch.failed: the end is announced, once.
+    let hooks: Arc<dyn WebhookStore> = Arc::new(db.store.webhooks(SealingKey::generate().unwrap().0));
+    let endpoint =
+        NewEndpoint { url: "https://hooks.example/b".into(), events: vec![EventType::BatchFailed], tenant_id: None };
+    let endpoint = hooks.create_endpoint(endpoint).await.unwrap().endpoint;
+    let queue: Arc<dyn JobQueue> = Arc::new(db.store.job_queue());
+    let publisher = Arc::new(Publisher::new(hooks.clone(), queue.clone(), 10));
+    let driver = driver(&db.store).with_events(publisher);
     let failed = settle(&db.store, &driver, &batch).await;
     assert_eq!(failed.status, BatchStatus::Failed);
     let found: Vec<_> = failed.errors.iter().map(|e| (e.line, e.code.as_str())).collect();
     assert_eq!(found, [(Some(2), "invalid_json_line"), (Some(3), "duplicate_custom_id")]);
-    assert_eq!(db.store.job_queue().stats().await.map(|s| s.kind(JobKind::BatchItem).ready).unwrap(), 0);
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.kind(JobKind::BatchItem).ready, stats.kind(JobKind::Webhook).ready), (0, 1));
+    driver.tick().await.unwrap();
+    let deliveries = hooks.list_deliveries(&endpoint.id, None, &Page::first(10)).await.unwrap();
+    assert_eq!(deliveries.iter().map(|d| d.event_type).collect::<Vec<_>>(), [EventType::BatchFailed]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,3 +203,41 @@ async fn drain_finishes_short_jobs_and_hands_back_long_ones() {
     assert_eq!(runner.runs(&later), 0, "nothing leased after the drain began");
     assert_eq!(q.get(&later).await.unwrap().unwrap().state, JobState::Queued);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_responses_announce_their_end_to_webhook_subscribers() {
+    use ferrogate_core::jobs::{EventType, NewEndpoint, Page, WebhookStore};
+    use ferrogate_jobs::background::{ResponseEvents, job_id_of, response_id, response_status};
+    use ferrogate_jobs::webhook::Publisher;
+
+    let db = common::TestDb::open(DbKind::Sqlite).await;
+    let q = sqlite_queue(&db).await;
+    let hooks: Arc<dyn WebhookStore> = Arc::new(db.store.webhooks(ferrogate_store::SealingKey::generate().unwrap().0));
+    let events = vec![EventType::ResponseCompleted, EventType::ResponseFailed];
+    let endpoint = hooks.create_endpoint(NewEndpoint { url: "https://h.example/r".into(), events, tenant_id: None });
+    let endpoint = endpoint.await.unwrap().endpoint;
+    let respond = |what: Value| NewJob::new(JobKind::Response, what);
+    let ok = q.enqueue(respond(json!({"do": "ok"}))).await.unwrap();
+    let poison = q.enqueue(respond(json!({"do": "poison"}))).await.unwrap();
+    assert_eq!(job_id_of(&response_id(&ok)), Some(ok.clone()));
+
+    let publisher = Arc::new(Publisher::new(hooks.clone(), Arc::new(q.clone()), 10));
+    let mut cfg = config(2);
+    cfg.kinds = vec![KindWorkers { kind: JobKind::Response, concurrency: 2 }];
+    let runner = Arc::new(TestRunner::default());
+    let pool = WorkerPool::start_with_hooks(
+        Arc::new(q.clone()),
+        runner,
+        Arc::new(AlwaysSpare),
+        cfg,
+        Arc::new(ResponseEvents(publisher)),
+    );
+    assert_eq!(response_status(settled(&q, &ok).await.state), "completed");
+    assert_eq!(response_status(settled(&q, &poison).await.state), "failed");
+    pool.drain(Duration::from_secs(1)).await;
+
+    let delivered = hooks.list_deliveries(&endpoint.id, None, &Page::first(10)).await.unwrap();
+    let mut kinds: Vec<EventType> = delivered.iter().map(|d| d.event_type).collect();
+    kinds.sort();
+    assert_eq!(kinds, [EventType::ResponseCompleted, EventType::ResponseFailed]);
+}

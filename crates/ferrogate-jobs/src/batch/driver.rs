@@ -10,14 +10,15 @@
 use std::sync::Arc;
 
 use ferrogate_core::jobs::{
-    Batch, BatchChanges, BatchError, BatchId, BatchStatus, BatchStore, FileId, FileLimits, FilePurpose, FileStore,
-    InputLimits, JobKind, JobQueue, JobState, NewFile, NewJob, Page, RequestCounts, validate_input,
+    Batch, BatchChanges, BatchError, BatchId, BatchStatus, BatchStore, EventType, FileId, FileLimits, FilePurpose,
+    FileStore, InputLimits, JobKind, JobQueue, JobState, NewFile, NewJob, Page, RequestCounts, validate_input,
 };
 use ferrogate_core::tenancy::time::now_ms;
 use ferrogate_core::tenancy::{StoreError, TenantId};
 
 use super::item::{BatchItemJob, FileLine, file_line};
 use crate::tenancy_error;
+use crate::webhook::{Publisher, WebhookEvent};
 
 /// Batch settings (`[batches]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +51,8 @@ pub struct BatchDriver {
     files: Arc<dyn FileStore>,
     batches: Arc<dyn BatchStore>,
     config: BatchConfig,
+    /// Publishes `batch.completed|failed|cancelled|expired` when set.
+    events: Option<Arc<Publisher>>,
 }
 
 impl std::fmt::Debug for BatchDriver {
@@ -66,7 +69,37 @@ impl BatchDriver {
         batches: Arc<dyn BatchStore>,
         config: BatchConfig,
     ) -> Self {
-        Self { queue, files, batches, config }
+        Self { queue, files, batches, config, events: None }
+    }
+
+    /// Publishes a webhook event when a batch ends (after its status change: a crash between the
+    /// two loses that one event).
+    pub fn with_events(mut self, publisher: Arc<Publisher>) -> Self {
+        self.events = Some(publisher);
+        self
+    }
+
+    /// The batch, announced to webhook subscribers if it just ended.
+    async fn announce(&self, moved: Option<Batch>) -> Result<Option<Batch>, StoreError> {
+        let (Some(events), Some(batch)) = (&self.events, &moved) else { return Ok(moved) };
+        let event_type = match batch.status {
+            BatchStatus::Completed => EventType::BatchCompleted,
+            BatchStatus::Failed => EventType::BatchFailed,
+            BatchStatus::Cancelled => EventType::BatchCancelled,
+            BatchStatus::Expired => EventType::BatchExpired,
+            _ => return Ok(moved),
+        };
+        let event = WebhookEvent {
+            id: format!("evt_{}_{}", batch.id, batch.status.as_str()),
+            event_type,
+            tenant_id: Some(batch.tenant_id.clone()),
+            data: serde_json::json!({ "id": batch.id }),
+            created_at: now_ms() / 1000,
+        };
+        if let Err(e) = events.publish(&event).await {
+            tracing::error!(batch = %batch.id, error = %e, "could not publish the batch's webhook event");
+        }
+        Ok(moved)
     }
 
     /// Validates a `validating` batch's input: `failed` with the errors, or every line enqueued
@@ -83,7 +116,9 @@ impl BatchDriver {
             Ok(lines) => lines,
             Err(errors) => {
                 let changes = BatchChanges { errors: Some(errors), ..BatchChanges::default() };
-                return self.batches.transition(&batch.id, BatchStatus::Validating, BatchStatus::Failed, changes).await;
+                let moved =
+                    self.batches.transition(&batch.id, BatchStatus::Validating, BatchStatus::Failed, changes).await?;
+                return self.announce(moved).await;
             }
         };
         let total = u64::try_from(lines.len()).unwrap_or(u64::MAX);
@@ -188,7 +223,8 @@ impl BatchDriver {
         let output_file_id = self.write(batch, "output", output).await?;
         let error_file_id = self.write(batch, "error", errors).await?;
         let changes = BatchChanges { request_counts: Some(counts), output_file_id, error_file_id, errors: None };
-        self.batches.transition(&batch.id, batch.status, end, changes).await.map(|_| ())
+        let moved = self.batches.transition(&batch.id, batch.status, end, changes).await?;
+        self.announce(moved).await.map(|_| ())
     }
 
     /// Live counts, and how many lines are still queued or running.
