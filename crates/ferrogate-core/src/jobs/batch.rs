@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::ids::{BatchId, FileId};
-use super::model::Page;
+use super::records::Page;
 use crate::tenancy::{InvalidInput, KeyId, StoreError, TenantId};
 
 /// The endpoint every line of a batch calls.

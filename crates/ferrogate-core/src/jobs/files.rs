@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use super::ids::FileId;
-use super::model::Page;
+use super::records::Page;
 use crate::tenancy::{InvalidInput, StoreError, TenantId};
 
 /// What a file is for.

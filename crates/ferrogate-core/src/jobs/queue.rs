@@ -16,10 +16,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::ids::JobId;
-use super::model::{
-    AttemptRecord, CancelOutcome, DeadFilter, FailOutcome, JobDetail, JobFailure, JobKind, JobRecord, JobState, Lease,
-    LeaseStatus, LeasedJob, NewJob, Outcome, Page, QueueStats,
-};
+use super::kinds::{JobKind, JobState};
+use super::model::{CancelOutcome, FailOutcome, JobFailure, Lease, LeaseStatus, LeasedJob, NewJob, Outcome};
+use super::records::{AttemptRecord, DeadFilter, JobDetail, JobRecord, Page, QueueStats};
 use crate::tenancy::StoreError;
 
 /// What a worker asks [`JobQueue::lease`] for.

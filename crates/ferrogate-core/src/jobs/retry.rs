@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::model::JobKind;
+use super::kinds::JobKind;
 
 /// A uniform random draw in `[0, 1)`; injectable so tests get fixed delays.
 pub trait Jitter: Send + Sync {

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use super::ids::{EndpointId, JobId, MessageId};
-use super::model::Page;
+use super::records::Page;
 use crate::tenancy::{InvalidInput, StoreError, TenantId};
 
 /// The events an endpoint can subscribe to (OpenAI's names).
