@@ -17,7 +17,7 @@ use reqwest::redirect::Policy;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::guard::{GuardedResolver, RefusedDestination, check_literal};
+use super::guard::{GuardedResolver, RefusedDestination, check_url};
 use super::payload::WebhookJob;
 use super::sign::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign};
 use crate::runner::{JobError, Runner};
@@ -102,7 +102,7 @@ impl Deliverer {
             Err(e) => return failure(format!("webhook store: {e}"), None, last),
         };
         let (endpoint, secret) = endpoint;
-        let url = match self.checked_url(&endpoint.url) {
+        let url = match check_url(&endpoint.url, self.allow_private) {
             Ok(url) => url,
             Err(refused) => return refused_attempt(refused),
         };
@@ -117,20 +117,6 @@ impl Deliverer {
                 None => failure(format!("webhook request failed: {}", e.without_url()), None, last),
             },
         }
-    }
-
-    /// The URL, with an IP-literal host checked here (the resolver only sees names).
-    fn checked_url(&self, raw: &str) -> Result<Url, String> {
-        let url = Url::parse(raw).map_err(|e| format!("invalid webhook url: {e}"))?;
-        let literal = match url.host() {
-            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-            _ => None,
-        };
-        if let Some(ip) = literal {
-            check_literal(ip, self.allow_private).map_err(|e| e.to_string())?;
-        }
-        Ok(url)
     }
 
     async fn post(&self, url: Url, msg: &WebhookJob, secret: &WebhookSecret) -> reqwest::Result<reqwest::StatusCode> {

@@ -53,6 +53,26 @@ pub fn check_literal(ip: IpAddr, allow_private: bool) -> Result<(), RefusedDesti
     if !allow_private && is_forbidden(ip) { Err(RefusedDestination(ip)) } else { Ok(()) }
 }
 
+/// Parses a webhook URL and checks an IP-literal host (the resolver is only asked for names).
+/// The URL parser normalizes the tricky spellings first (`0x7f000001`, `2130706433`,
+/// `127.1`, `[::ffff:127.0.0.1]`), so they are judged as the addresses they are.
+pub fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("invalid webhook url: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("webhook url scheme '{}' is not http or https", url.scheme()));
+    }
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        Some(url::Host::Domain(_)) => None,
+        None => return Err("webhook url has no host".into()),
+    };
+    if let Some(ip) = literal {
+        check_literal(ip, allow_private).map_err(|e| e.to_string())?;
+    }
+    Ok(url)
+}
+
 /// The HTTP client's resolver: the system's (`getaddrinfo` on a blocking thread), then the guard.
 #[derive(Debug, Clone, Copy)]
 pub struct GuardedResolver {
@@ -112,6 +132,29 @@ mod tests {
             assert!(is_forbidden(ip(s)), "{s}");
             assert!(check_literal(ip(s), false).is_err() && check_literal(ip(s), true).is_ok(), "{s}");
         }
+    }
+
+    #[test]
+    fn urls_with_tricky_private_hosts_are_refused() {
+        for url in [
+            "http://127.0.0.1/x",
+            "http://0x7f000001/x",
+            "http://2130706433/x",
+            "http://127.1/x",
+            "http://[::1]:8080/x",
+            "http://[::ffff:127.0.0.1]/x",
+            "http://169.254.169.254/latest/meta-data",
+            "http://10.0.0.1:9/x",
+            "http://[fd00::1]/x",
+        ] {
+            let err = check_url(url, false).unwrap_err();
+            assert!(err.contains("not a public address"), "{url}: {err}");
+            assert!(check_url(url, true).is_ok(), "{url}");
+        }
+        assert!(check_url("https://hooks.example.com/x", false).is_ok(), "names go to the resolver");
+        assert!(check_url("https://93.184.215.14/x", false).is_ok());
+        assert!(check_url("file:///etc/passwd", true).is_err());
+        assert!(check_url("not a url", true).is_err());
     }
 
     #[test]

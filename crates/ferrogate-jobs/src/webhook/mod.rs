@@ -11,7 +11,7 @@ pub mod publish;
 pub mod sign;
 
 pub use deliver::{Deliverer, DeliveryConfig};
-pub use guard::{GuardedResolver, RefusedDestination, is_forbidden};
+pub use guard::{GuardedResolver, RefusedDestination, check_url, is_forbidden};
 pub use payload::{WebhookEvent, WebhookJob};
 pub use publish::{Publisher, WEBHOOK_MAX_ATTEMPTS};
 pub use sign::sign;

@@ -11,6 +11,21 @@ use super::queue::{SqlQueue, parse};
 use crate::error::db_err;
 use crate::tenants::to_json;
 
+/// Longest error message kept per attempt: runner errors may embed whole upstream bodies.
+const MAX_ERROR_BYTES: usize = 4096;
+
+/// `text` cut to [`MAX_ERROR_BYTES`] at a character boundary.
+fn bounded(text: &str) -> &str {
+    if text.len() <= MAX_ERROR_BYTES {
+        return text;
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl SqlQueue {
     pub(crate) async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<bool, StoreError> {
         let (state, attempt, result) = match &outcome {
@@ -41,6 +56,7 @@ impl SqlQueue {
     }
 
     pub(crate) async fn record_failure(&self, lease: &Lease, failure: JobFailure) -> Result<FailOutcome, StoreError> {
+        let failure = JobFailure { error: bounded(&failure.error).to_owned(), ..failure };
         let now = self.now();
         let retry = failure.retryable && lease.attempt < lease.max_attempts;
         let mut tx = self.store.pool.begin().await.map_err(db_err)?;
@@ -116,5 +132,18 @@ impl SqlQueue {
             None => Ok(CancelOutcome::NotFound),
             Some(s) => Ok(CancelOutcome::AlreadyFinished(parse("job state", &s)?)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_bounded_at_a_character_boundary() {
+        assert_eq!(bounded("short"), "short");
+        let long = "é".repeat(MAX_ERROR_BYTES); // 2 bytes each
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_ERROR_BYTES && cut.len() > MAX_ERROR_BYTES - 2);
     }
 }
