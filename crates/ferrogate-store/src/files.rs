@@ -32,22 +32,29 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-#[async_trait]
-impl FileStore for Store {
-    async fn create_file(&self, new: NewFile, limits: &FileLimits) -> Result<FileObject, StoreError> {
+impl Store {
+    /// Inserts the file under `id` within the tenant's quota; `None` if the id exists.
+    async fn insert_file(
+        &self,
+        id: &FileId,
+        new: NewFile,
+        limits: &FileLimits,
+    ) -> Result<Option<FileObject>, StoreError> {
         new.validate(limits)?;
         let file = FileObject {
-            id: FileId::generate(),
+            id: id.clone(),
             tenant_id: new.tenant_id,
             purpose: new.purpose,
             filename: new.filename,
             bytes: u64::try_from(new.content.len()).unwrap_or(u64::MAX),
             created_at_ms: now_ms(),
         };
+        // SQLite parses an upsert after INSERT … SELECT only when the SELECT has a WHERE: it does.
         let done = sqlx::query(
             "INSERT INTO files (id, tenant_id, purpose, filename, bytes, content, created_at_ms) \
              SELECT $1, $2, $3, $4, $5, $6, $7 \
-             WHERE (SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant_id = $2) + $5 <= $8",
+             WHERE (SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant_id = $2) + $5 <= $8 \
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(file.id.as_str())
         .bind(file.tenant_id.as_str())
@@ -60,11 +67,37 @@ impl FileStore for Store {
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        if done.rows_affected() == 0 {
-            let used = self.tenant_file_bytes(&file.tenant_id).await?;
-            return Err(quota_exceeded(used, file.bytes, limits.tenant_quota_bytes).into());
+        if done.rows_affected() == 1 {
+            return Ok(Some(file));
         }
-        Ok(file)
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM files WHERE id = $1")
+            .bind(file.id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if exists.is_some() {
+            return Ok(None);
+        }
+        let used = self.tenant_file_bytes(&file.tenant_id).await?;
+        Err(quota_exceeded(used, file.bytes, limits.tenant_quota_bytes).into())
+    }
+}
+
+#[async_trait]
+impl FileStore for Store {
+    async fn create_file(&self, new: NewFile, limits: &FileLimits) -> Result<FileObject, StoreError> {
+        let file = self.insert_file(&FileId::generate(), new, limits).await?;
+        file.ok_or_else(|| StoreError::Conflict("a fresh file id was taken".into()))
+    }
+
+    async fn create_file_once(&self, id: &FileId, new: NewFile, limits: &FileLimits) -> Result<FileObject, StoreError> {
+        let tenant = new.tenant_id.clone();
+        match self.insert_file(id, new, limits).await? {
+            Some(file) => Ok(file),
+            None => {
+                self.get_file(&tenant, id).await?.ok_or_else(|| StoreError::Conflict(format!("file id {id} is taken")))
+            }
+        }
     }
 
     async fn get_file(&self, tenant: &TenantId, id: &FileId) -> Result<Option<FileObject>, StoreError> {

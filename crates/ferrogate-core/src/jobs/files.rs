@@ -132,6 +132,10 @@ pub fn quota_exceeded(used: u64, adding: u64, quota: u64) -> InvalidInput {
 pub trait FileStore: Send + Sync {
     /// Stores a file: [`StoreError::Invalid`] over the size cap or the tenant's quota.
     async fn create_file(&self, new: NewFile, limits: &FileLimits) -> Result<FileObject, StoreError>;
+    /// Stores a file under `id` unless one with that id exists, which is then returned
+    /// unchanged: writers that may run twice (a batch's output after a crash, two instances
+    /// finishing one batch) store one file.
+    async fn create_file_once(&self, id: &FileId, new: NewFile, limits: &FileLimits) -> Result<FileObject, StoreError>;
     /// The tenant's file.
     async fn get_file(&self, tenant: &TenantId, id: &FileId) -> Result<Option<FileObject>, StoreError>;
     /// The tenant's file's content.

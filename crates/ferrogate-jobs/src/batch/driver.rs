@@ -272,6 +272,8 @@ impl BatchDriver {
             filename: format!("{}_{which}.jsonl", batch.id),
             content,
         };
-        Ok(Some(self.files.create_file(file, &OUTPUT_LIMITS).await?.id))
+        // One id per batch and file: a finish run twice (crash, two instances) stores one file.
+        let id = FileId::from(format!("file-{}-{which}", batch.id.as_str().trim_start_matches("batch_")));
+        Ok(Some(self.files.create_file_once(&id, file, &OUTPUT_LIMITS).await?.id))
     }
 }

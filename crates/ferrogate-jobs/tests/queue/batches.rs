@@ -35,6 +35,13 @@ pub async fn files_are_per_tenant_with_caps_and_quotas(db: &TestDb) {
     assert!(!s.delete_file(&"t1".into(), &other.id).await.unwrap(), "not t1's");
     assert!(s.delete_file(&"t1".into(), &a.id).await.unwrap());
     assert_eq!(s.tenant_file_bytes(&"t1".into()).await.unwrap(), 70);
+
+    // Written once under a chosen id, however often the writer runs.
+    let id = ferrogate_core::jobs::FileId::from("file-out-1");
+    let once = s.create_file_once(&id, upload("t1", "out", "first"), &limits).await.unwrap();
+    let again = s.create_file_once(&id, upload("t1", "out", "second"), &limits).await.unwrap();
+    assert_eq!((once.id.as_str(), &again), ("file-out-1", &once));
+    assert_eq!(s.file_content(&"t1".into(), &id).await.unwrap().unwrap(), "first");
 }
 
 pub async fn batch_records_move_through_their_statuses_once(db: &TestDb) {
