@@ -13,6 +13,10 @@
 //!
 //! [`redis_limits`] holds the Redis implementation of core's `LimitStore` (shared rate-limit counters).
 //!
+//! Background work (migration 4): [`SqlQueue`] (`store.job_queue()`) implements core's `JobQueue`,
+//! [`WebhookRegistry`] (`store.webhooks(SealingKey)`) its `WebhookStore` with secrets sealed at
+//! rest, and [`Store`] itself `FileStore` and `BatchStore` (see docs/JOBS.md).
+//!
 //! [`TenantStore`]: ferrogate_core::tenancy::TenantStore
 //! [`KeyStore`]: ferrogate_core::tenancy::KeyStore
 //! [`UsageStore`]: ferrogate_core::tenancy::UsageStore
