@@ -17,6 +17,10 @@
 //! appended in one transaction guarded by the conversation's version. [`redis_cache`] holds the
 //! Redis implementation of core's `ResponseCache`.
 //!
+//! Background work (migration 4): [`SqlQueue`] (`store.job_queue()`) implements core's `JobQueue`,
+//! [`WebhookRegistry`] (`store.webhooks(SealingKey)`) its `WebhookStore` with secrets sealed at
+//! rest, and [`Store`] itself `FileStore` and `BatchStore` (see docs/JOBS.md).
+//!
 //! [`TenantStore`]: ferrogate_core::tenancy::TenantStore
 //! [`KeyStore`]: ferrogate_core::tenancy::KeyStore
 //! [`UsageStore`]: ferrogate_core::tenancy::UsageStore
@@ -24,19 +28,27 @@
 
 #![warn(missing_docs)]
 
+mod batches;
 mod conv_rows;
 mod conv_writes;
 mod conversations;
 mod db;
 mod error;
+mod files;
+mod jobs;
 mod keys;
 mod migrations;
 pub mod redis_cache;
 pub mod redis_limits;
+mod sealing;
 mod tenants;
 mod usage;
+mod webhooks;
 
 pub use db::{ConnectError, DbKind, Store, StoreOptions};
 /// The usage ledger's writer lives in core (ledger semantics); re-exported for the callers that
 /// open a store and start its writer together.
 pub use ferrogate_core::tenancy::ledger::{LedgerConfig, LedgerSender, LedgerStats, LedgerWriter, OpenStore};
+pub use jobs::SqlQueue;
+pub use sealing::{SealingKey, SealingKeyError};
+pub use webhooks::WebhookRegistry;

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "tenancy", include_str!("../migrations/0001_tenancy.sql")),
     (2, "ledger row id", include_str!("../migrations/0002_ledger_row_id.sql")),
     (3, "conversations", include_str!("../migrations/0003_conversations.sql")),
+    (4, "jobs", include_str!("../migrations/0004_jobs.sql")),
     (5, "ledger cache hit", include_str!("../migrations/0005_ledger_cache_hit.sql")),
 ];
 
