@@ -307,3 +307,48 @@ async fn count_tokens_counts_the_prompt_of_a_known_model() {
     error_of(res.send().await.unwrap(), 404, "not_found_error").await;
     assert!(f.requests().iter().all(|r| r.path != CHAT), "counting calls no backend");
 }
+
+#[tokio::test]
+async fn idle_streams_get_ping_events() {
+    use ferrogate_testkit::upstream::{StreamReply, sse, sse_done};
+    let f = FakeUpstream::openai().await.unwrap();
+    let chunk = |delta: Value, finish: Value| {
+        sse(&json!({"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+    };
+    // Two writes 2.5 s apart: the first event, then the rest of the stream.
+    let first = chunk(json!({"role": "assistant", "content": "tick"}), Value::Null);
+    let rest = [chunk(json!({"content": "tock"}), Value::Null), chunk(json!({}), json!("stop")), sse_done()].concat();
+    let reply =
+        StreamReply::new("text/event-stream", vec![first, bytes::Bytes::from(rest)]).delay(Duration::from_millis(2500));
+    f.on(CHAT, reply);
+    let gw = TestGateway::start(&format!(
+        "[server]\nsse_keepalive_secs = 1\n[backends.up]\nkind = \"openai\"\nbase_url = \"{}\"\n\
+         inter_token_timeout_ms = 10000\n[deployments.m]\nbackends = [\"up\"]\n",
+        f.url("/v1")
+    ))
+    .await;
+    let evs = events(post(&gw, &messages(json!({"stream": true}))).await).await;
+    let n = names(&evs);
+    let tick = evs.iter().position(|(_, d)| d["delta"]["text"] == "tick").unwrap();
+    let tock = evs.iter().position(|(_, d)| d["delta"]["text"] == "tock").unwrap();
+    let pings = n[tick..tock].iter().filter(|e| **e == "ping").count();
+    assert!((1..=3).contains(&pings), "a ping while the upstream was silent: {n:?}");
+    assert_eq!(n.last(), Some(&"message_stop"));
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_cancels_the_upstream() {
+    use futures::StreamExt;
+    let f = FakeUpstream::openai().await.unwrap();
+    f.on(CHAT, chat_sse(&DEFAULT_PIECES, Some(DEFAULT_USAGE)).stall_after(3));
+    let gw = gateway(&f, "").await;
+    let res = post(&gw, &messages(json!({"stream": true}))).await;
+    let mut body = res.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("text_delta") {
+        seen.push_str(std::str::from_utf8(&body.next().await.unwrap().unwrap()).unwrap());
+    }
+    drop(body);
+    assert!(f.wait_for_disconnects(1, Duration::from_secs(5)).await, "the upstream stream was cancelled");
+}
