@@ -6,6 +6,8 @@
 //! shape. The table it prints is the one in docs/PROTOCOLS.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// The result table is printed (`-- --nocapture`) for docs/PROTOCOLS.md.
+#![allow(clippy::print_stdout)]
 
 use std::time::Duration;
 
