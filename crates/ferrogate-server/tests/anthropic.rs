@@ -352,3 +352,40 @@ async fn a_client_that_leaves_cancels_the_upstream() {
     drop(body);
     assert!(f.wait_for_disconnects(1, Duration::from_secs(5)).await, "the upstream stream was cancelled");
 }
+
+#[tokio::test]
+async fn tool_calls_from_an_ollama_backend_become_tool_use_blocks() {
+    use ferrogate_testkit::ollama as fake;
+    let f = FakeUpstream::ollama().await.unwrap();
+    f.push("/api/chat", fake::tool_call("get_weather", &json!({"city": "Lima"})));
+    let gw = TestGateway::start(&format!(
+        "[backends.ol]\nkind = \"ollama\"\nbase_url = \"{}\"\n[deployments.m]\nbackends = [\"ol\"]\nupstream_model = \"{}\"\n",
+        f.url(""),
+        fake::DEFAULT_MODEL
+    ))
+    .await;
+    let tools = json!([{"name": "get_weather", "input_schema": {"type": "object"}}]);
+    let m: Value = post(&gw, &messages(json!({"tools": tools}))).await.json().await.unwrap();
+    assert_eq!(m["stop_reason"], "tool_use", "{m}");
+    let block = &m["content"][0];
+    assert_eq!((block["type"].as_str(), block["name"].as_str()), (Some("tool_use"), Some("get_weather")));
+    assert_eq!(block["input"], json!({"city": "Lima"}));
+    assert!(block["id"].as_str().is_some_and(|id| !id.is_empty()), "{block}");
+    // The Ollama upstream got the tools in its own (OpenAI function) shape.
+    let up = f.last_request("/api/chat").unwrap().json();
+    assert_eq!(up["tools"][0]["function"]["name"], "get_weather");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_request_too_large() {
+    let f = FakeUpstream::openai().await.unwrap();
+    let gw = gateway(&f, "[server]\nbody_limit_bytes = 4096\n").await;
+    let big = messages(json!({"system": "x".repeat(8192)}));
+    error_of(post(&gw, &big).await, 413, "request_too_large").await;
+    // The same limit on Ollama's routes, in Ollama's shape.
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(8192)}]});
+    let res = gw.post_json("/api/chat", &big).await;
+    assert_eq!(res.status(), 413);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("4096"), "{body}");
+}
