@@ -89,8 +89,10 @@ pub async fn embed() -> ApiError {
     ApiError::invalid(None, "Embeddings are not served by this gateway yet (/api/embed, /api/embeddings)")
 }
 
-fn details(d: &Deployment) -> ModelDetails {
-    ModelDetails { parent_model: String::new(), family: d.name.clone(), ..ModelDetails::default() }
+/// A deployment's details: unknown at the gateway (format, family, size and quantization belong
+/// to the backend's model), so empty rather than guessed.
+fn details(_: &Deployment) -> ModelDetails {
+    ModelDetails::default()
 }
 
 fn since_epoch(secs: u64) -> String {
