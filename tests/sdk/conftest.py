@@ -1,10 +1,12 @@
-"""Fixtures for the openai-SDK conformance tests: one real ferrogate process per test session.
+"""Fixtures for the SDK conformance tests (openai, anthropic, ollama): one real ferrogate process per test session.
 
 The gateway is the debug binary that `make test` builds (`make build`: the same cargo build as the
 Rust tests, so both share one compile of llama.cpp), started with
 `serve --config <tmp toml>` on a free port, serving the embedded SmolLM2 model as deployment
 `smollm2`. Tests talk to it only over HTTP, as any client would: through the official `openai`
-SDK (`client`) or raw `httpx` (`http`) where they need status codes and bodies the SDK hides.
+SDK (`client`), the official `anthropic` SDK (`anthropic_client`, Messages API), the official
+`ollama` client (`ollama_client`, the Ollama API) or raw `httpx` (`http`) where they need status
+codes and bodies the SDKs hide.
 
 Environment:
   FERROGATE_BIN            binary to run (default: target/debug/ferrogate in this repo)
@@ -25,7 +27,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
 import httpx
+import ollama
 import openai
 import pytest
 
@@ -204,6 +208,19 @@ def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
     """The official openai SDK pointed at the gateway (no retries: tests see every error)."""
     with openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0, timeout=60) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def anthropic_client(gateway: Gateway) -> Iterator[anthropic.Anthropic]:
+    """The official anthropic SDK pointed at the gateway's root (it adds `/v1/messages`); no retries."""
+    with anthropic.Anthropic(base_url=gateway.root_url, api_key="unused", max_retries=0, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def ollama_client(gateway: Gateway) -> ollama.Client:
+    """The official ollama client pointed at the gateway (it adds `/api/...`)."""
+    return ollama.Client(host=gateway.root_url, timeout=60)
 
 
 @pytest.fixture(scope="session")

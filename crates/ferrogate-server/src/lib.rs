@@ -1,5 +1,6 @@
 //! The HTTP edge of ferrogate: the accept loop, the axum router and its stages, handlers (one
-//! module per front protocol), the request pipeline they call, SSE framing, OpenAI-shaped errors,
+//! module per front protocol: OpenAI, Anthropic Messages, Ollama), the request pipeline they call,
+//! stream framing (SSE, NDJSON), errors in each protocol's shape,
 //! health and readiness, graceful shutdown — over the services the composition root (the
 //! `ferrogate` binary) builds and hands in as core's traits ([`Services`]).
 //!

@@ -9,15 +9,17 @@ use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::error::ApiError;
+use crate::error::{self, ApiError};
 use crate::handlers::dashboard;
-use crate::handlers::{chat, completions, health, models, simple};
+use crate::handlers::ollama::{self, models as ollama_models};
+use crate::handlers::{anthropic, chat, completions, health, models, simple};
 use crate::state::AppState;
 use crate::{admin, auth, body, limits, telemetry};
 
 pub fn router(st: AppState) -> Router {
     let stages = ServiceBuilder::new()
         .layer(from_fn_with_state(st.clone(), telemetry::layer)) // 1 request id, trace, access log, metrics
+        .layer(axum::middleware::from_fn(error::front::layer)) // 1b errors in the route's protocol shape
         .layer(CatchPanicLayer::custom(on_panic)) // 2 a bug answers 500, never drops the connection
         .layer(from_fn_with_state(st.clone(), drain)) // 3 shutting down → 503
         .layer(from_fn_with_state(st.clone(), limits::layer::layer)) // 3b client IP; rate-limit headers
@@ -29,6 +31,16 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/completions", post(completions::handle))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/tags", get(ollama_models::tags))
+        .route("/api/show", post(ollama_models::show))
+        .route("/api/ps", get(ollama_models::ps))
+        .route("/api/version", get(ollama_models::version))
+        .route("/api/embed", post(ollama_models::embed))
+        .route("/api/embeddings", post(ollama_models::embed))
         .route("/generate", post(simple::generate))
         .route("/stream", post(simple::stream))
         .route("/health", get(health::health))

@@ -595,3 +595,53 @@ pub fn error_event_sse(message: &str) -> StreamReply {
     let err = sse(&json!({"error": {"message": message, "type": "server_error", "code": null}}));
     StreamReply::new("text/event-stream", vec![first, err, sse_done()])
 }
+
+// === tool calls ===
+
+/// One tool call a fake upstream answers with: its id, function name, and the arguments' JSON
+/// text as the fragments a stream sends them in (joined for a whole answer).
+#[derive(Debug, Clone, Copy)]
+pub struct FakeCall<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub fragments: &'a [&'a str],
+}
+
+/// A `chat.completion` whose message holds `calls` (content `null`, `finish_reason:
+/// "tool_calls"`), with usage.
+pub fn tool_calls_json(calls: &[FakeCall<'_>], usage: (u32, u32)) -> Reply {
+    let tool_calls: Vec<Value> = calls
+        .iter()
+        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.fragments.concat()}}))
+        .collect();
+    Reply::json(
+        200,
+        &json!({
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": "fake-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": tool_calls},
+                         "finish_reason": "tool_calls"}],
+            "usage": usage_json(Some(usage)),
+        }),
+    )
+}
+
+/// An OpenAI chat stream of tool-call deltas as real servers send them: a role chunk, optional
+/// text `pieces`, then per call a first delta with `index`, `id`, `type` and the name (empty
+/// arguments) and one delta per argument fragment carrying only `index`; a `tool_calls` finish
+/// chunk, a usage chunk and `[DONE]`.
+pub fn tool_calls_sse(pieces: &[&str], calls: &[FakeCall<'_>], usage: (u32, u32)) -> StreamReply {
+    let mut frames = vec![chat_chunk(json!({"role": "assistant", "content": ""}), None)];
+    frames.extend(pieces.iter().map(|p| chat_chunk(json!({"content": p}), None)));
+    for (i, c) in calls.iter().enumerate() {
+        let first =
+            json!([{"index": i, "id": c.id, "type": "function", "function": {"name": c.name, "arguments": ""}}]);
+        frames.push(chat_chunk(json!({"tool_calls": first}), None));
+        for f in c.fragments {
+            frames.push(chat_chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": f}}]}), None));
+        }
+    }
+    frames.push(chat_chunk(json!({}), Some("tool_calls")));
+    frames.push(sse(&json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": "fake-model", "choices": [], "usage": usage_json(Some(usage))})));
+    frames.push(sse_done());
+    StreamReply::new("text/event-stream", frames)
+}

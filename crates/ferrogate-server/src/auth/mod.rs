@@ -42,7 +42,9 @@ const MISSING_KEY: &str = "You didn't provide an API key. Send it as 'Authorizat
 fn endpoint_group(path: &str) -> Option<EndpointGroup> {
     match path {
         "/v1/usage" => Some(EndpointGroup::UsageRead),
-        "/v1/models" => Some(EndpointGroup::Inference),
+        "/v1/models" | "/v1/messages/count_tokens" => Some(EndpointGroup::Inference),
+        // Ollama's API: inference and its model listings alike.
+        p if p.starts_with("/api/") => Some(EndpointGroup::Inference),
         p if p.starts_with("/v1/models/") || Endpoint::from_path(p).is_some() => Some(EndpointGroup::Inference),
         _ => None,
     }
@@ -200,7 +202,20 @@ mod tests {
     #[test]
     fn routes_map_to_endpoint_groups() {
         assert_eq!(endpoint_group("/v1/usage"), Some(EndpointGroup::UsageRead));
-        for p in ["/v1/chat/completions", "/v1/completions", "/generate", "/stream", "/v1/models", "/v1/models/x"] {
+        for p in [
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/generate",
+            "/stream",
+            "/v1/models",
+            "/v1/models/x",
+            "/v1/messages",
+            "/v1/messages/count_tokens",
+            "/api/chat",
+            "/api/generate",
+            "/api/tags",
+            "/api/show",
+        ] {
             assert_eq!(endpoint_group(p), Some(EndpointGroup::Inference), "{p}");
         }
         assert_eq!(endpoint_group("/admin/v1/keys"), None);

@@ -1,11 +1,12 @@
 //! `ApiError`: the one error type at the HTTP edge. Every error leaves as an OpenAI-shaped body
-//! with the status of its [`ErrorCode`]; clients see a public message, the full cause goes to the
-//! log.
+//! with the status of its [`ErrorCode`] — re-rendered in Anthropic's or Ollama's shape on their
+//! routes ([`front`]); clients see a public message, the full cause goes to the log.
 //!
 //! Invariant: converting to a response has no side effects — the cause is put into the response
 //! extensions and the telemetry middleware logs it once.
 
 mod code;
+pub mod front;
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use ferrogate_protocol::ErrorBody;
 use ferrogate_protocol::openai::InvalidParam;
 
 pub use self::code::ErrorCode;
+use self::front::PublicError;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -127,6 +129,17 @@ impl ApiError {
     }
 }
 
+/// An answer a front protocol can not express (Anthropic, Ollama): the backend's fault, 502.
+impl From<ferrogate_protocol::ResponseError> for ApiError {
+    fn from(e: ferrogate_protocol::ResponseError) -> Self {
+        Self {
+            cause: Some(e.to_string()),
+            blame: Blame::Upstream,
+            ..Self::new(ErrorCode::BackendError, "The model backend's answer can not be expressed in this API")
+        }
+    }
+}
+
 impl From<InvalidParam> for ApiError {
     fn from(e: InvalidParam) -> Self {
         Self::invalid(Some(e.param), e.message)
@@ -222,7 +235,9 @@ fn from_upstream_status(status: u16, message: &str, retry_after: Option<Duration
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res = (self.status(), Json(self.body())).into_response();
+        let body = self.body();
+        let mut res = (self.status(), Json(&body)).into_response();
+        res.extensions_mut().insert(PublicError(body));
         if let Some(ra) = self.retry_after {
             let secs = ra.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

@@ -10,7 +10,7 @@ use ferrogate_protocol::openai::{Completion, CompletionChoice, CompletionRequest
 use crate::error::ApiError;
 use crate::handlers::{decode, decorate};
 use crate::pipeline::{self, Answer, Ask, Body};
-use crate::request::RequestCx;
+use crate::request::{Endpoint, RequestCx};
 use crate::state::AppState;
 
 pub async fn handle(
@@ -19,7 +19,7 @@ pub async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = decode(body, st.body_limit)?;
-    let answer = pipeline::run(&st, &cx, Ask::Completion(req)).await?;
+    let answer = pipeline::run(&st, &cx, Ask::Completion(req, Endpoint::Completion)).await?;
     let Answer { endpoint, shown, include_usage, body } = answer;
     let (c, usage, settle) = match body {
         Body::Whole { completion, usage, settle } => (completion, usage, settle),

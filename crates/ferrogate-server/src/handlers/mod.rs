@@ -1,11 +1,13 @@
 //! Thin HTTP handlers: decode, call the pipeline, encode. No business logic here.
 
+pub mod anthropic;
 pub mod chat;
 pub mod completions;
 pub mod dashboard;
 pub mod encode;
 pub mod health;
 pub mod models;
+pub mod ollama;
 pub mod simple;
 mod wording;
 
@@ -15,9 +17,12 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use serde::de::DeserializeOwned;
 
+use ferrogate_core::{Deployment, GatewayError};
+
 use crate::error::ApiError;
-use crate::request::RouteLog;
+use crate::request::{RequestCx, RouteLog};
 use crate::settle::Settle;
+use crate::state::AppState;
 
 /// Reads a JSON body into `T`; a failure names the offending field (`messages[0].role`).
 pub fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<T, ApiError> {
@@ -68,6 +73,17 @@ fn missing_field_param(param: Option<String>, inner: &serde_json::Error) -> Opti
         Some(p) => format!("{p}.{field}"),
         None => field.to_owned(),
     })
+}
+
+/// The deployment `name` routes to (a deployment, an alias, or the tiered model's small tier),
+/// if the caller may use it: 404 `model_not_found` or 403 otherwise.
+pub fn resolve_model<'a>(st: &'a AppState, cx: &RequestCx, name: &str) -> Result<&'a Deployment, ApiError> {
+    let tiered = st.tiers.as_ref().filter(|t| t.model == name).map(|t| t.small());
+    let d = st.registry.resolve(tiered.unwrap_or(name)).ok_or_else(|| GatewayError::ModelNotFound(name.to_owned()))?;
+    if let Some(c) = &cx.caller {
+        c.check_model(d, name)?;
+    }
+    Ok(d)
 }
 
 /// What the client learns about routing: the access log's model and backend

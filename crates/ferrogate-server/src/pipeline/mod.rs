@@ -26,10 +26,11 @@ use crate::state::AppState;
 
 /// A decoded inference request.
 pub enum Ask {
-    /// A chat-shaped request, from `/v1/chat/completions`, `/generate` or `/stream`.
+    /// A chat-shaped request, from `/v1/chat/completions`, `/generate`, `/stream`, or one
+    /// translated from Anthropic's `/v1/messages` or Ollama's `/api/chat` and `/api/generate`.
     Chat(ChatCompletionRequest, Endpoint),
-    /// A legacy text completion.
-    Completion(CompletionRequest),
+    /// A legacy text completion, from `/v1/completions` or Ollama's raw `/api/generate`.
+    Completion(CompletionRequest, Endpoint),
 }
 
 /// What the handler encodes.
@@ -67,7 +68,7 @@ pub async fn run(st: &AppState, cx: &RequestCx, ask: Ask) -> Result<Answer, ApiE
     // 1 plan (pure): validate, route, scopes and caps, capabilities
     let mut plan = match ask {
         Ask::Chat(r, endpoint) => plan::chat(st, cx, r, endpoint)?,
-        Ask::Completion(r) => plan::completion(st, cx, r)?,
+        Ask::Completion(r, endpoint) => plan::completion(st, cx, r, endpoint)?,
     };
     // 2 admit: guardrails, budgets and concurrency, rate limits
     let held = admit::admit(st, &mut plan).await?;

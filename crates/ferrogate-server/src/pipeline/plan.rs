@@ -55,8 +55,8 @@ pub fn chat(st: &AppState, cx: &RequestCx, r: ChatCompletionRequest, endpoint: E
     Ok(plan)
 }
 
-/// A legacy text completion (`/v1/completions`).
-pub fn completion(st: &AppState, cx: &RequestCx, r: CompletionRequest) -> Result<Plan, ApiError> {
+/// A legacy text completion (`/v1/completions`, Ollama's raw `/api/generate`).
+pub fn completion(st: &AppState, cx: &RequestCx, r: CompletionRequest, endpoint: Endpoint) -> Result<Plan, ApiError> {
     shape::check_model(&r.model)?;
     note_model(cx, &r.model);
     r.validate()?;
@@ -76,7 +76,7 @@ pub fn completion(st: &AppState, cx: &RequestCx, r: CompletionRequest) -> Result
     };
     let (stream, include_usage) = (r.stream == Some(true), r.stream_options.is_some_and(|o| o.include_usage));
     let prompt_estimate = tokens::estimate(&prompt);
-    let mut plan = route(st, cx, Endpoint::Completion, r.model, Input::Text(prompt), params, r.extra, prompt_estimate)?;
+    let mut plan = route(st, cx, endpoint, r.model, Input::Text(prompt), params, r.extra, prompt_estimate)?;
     if !plan.deployment.capabilities().text_completion {
         return Err(ApiError::invalid(
             Some("model".into()),

@@ -22,13 +22,20 @@ use crate::observability::cx::ObsCx;
 use crate::request::caller::Caller;
 use crate::resilience::hints::RouteHints;
 
-/// Which API shape the client asked for; decides response framing.
+/// Which API shape the client asked for; decides response framing, the ledger's endpoint name
+/// and the metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Chat,
     Completion,
     Generate,
     Stream,
+    /// Anthropic's `POST /v1/messages`.
+    Messages,
+    /// Ollama's `POST /api/chat`.
+    OllamaChat,
+    /// Ollama's `POST /api/generate`.
+    OllamaGenerate,
 }
 
 impl Endpoint {
@@ -39,17 +46,24 @@ impl Endpoint {
             "/v1/completions" => Some(Endpoint::Completion),
             "/generate" => Some(Endpoint::Generate),
             "/stream" => Some(Endpoint::Stream),
+            "/v1/messages" => Some(Endpoint::Messages),
+            "/api/chat" => Some(Endpoint::OllamaChat),
+            "/api/generate" => Some(Endpoint::OllamaGenerate),
             _ => None,
         }
     }
 
-    /// The usage ledger's name (`chat.completions`, `completions`, `generate`, `stream`).
+    /// The usage ledger's name (`chat.completions`, `completions`, `generate`, `stream`,
+    /// `messages`, `api.chat`, `api.generate`).
     pub fn ledger_name(self) -> &'static str {
         match self {
             Endpoint::Chat => "chat.completions",
             Endpoint::Completion => "completions",
             Endpoint::Generate => "generate",
             Endpoint::Stream => "stream",
+            Endpoint::Messages => "messages",
+            Endpoint::OllamaChat => "api.chat",
+            Endpoint::OllamaGenerate => "api.generate",
         }
     }
 
@@ -60,6 +74,9 @@ impl Endpoint {
             Endpoint::Completion => "completion",
             Endpoint::Generate => "generate",
             Endpoint::Stream => "stream",
+            Endpoint::Messages => "messages",
+            Endpoint::OllamaChat => "ollama_chat",
+            Endpoint::OllamaGenerate => "ollama_generate",
         }
     }
 }

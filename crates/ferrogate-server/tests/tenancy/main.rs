@@ -8,6 +8,7 @@ mod cache;
 mod embedded;
 mod env;
 mod exposure;
+mod fronts;
 mod keys;
 mod ledger;
 mod metrics;
@@ -33,6 +34,7 @@ ferrogate_testkit::against_every_store!(
     ledger::one_row_per_request_whatever_happens,
     ledger::shutdown_writes_every_queued_row,
     ledger::repeated_request_ids_each_get_their_row,
+    fronts::anthropic_and_ollama_requests_are_metered,
     embedded::ledger_tokens_equal_what_clients_received,
     rates::key_and_tenant_rates_are_rate_limits,
     rates::key_rates_hold_across_gateways_sharing_redis,

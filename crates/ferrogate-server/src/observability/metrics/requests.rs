@@ -62,7 +62,7 @@ impl<'a> RequestSample<'a> {
     }
 }
 
-pub(crate) type OkCache = HashMap<String, HashMap<String, [Option<Arc<OkHandles>>; 4]>>;
+pub(crate) type OkCache = HashMap<String, HashMap<String, [Option<Arc<OkHandles>>; ENDPOINTS.len()]>>;
 
 /// Every series a successful request (without a tenant label) updates.
 pub(crate) struct OkHandles {

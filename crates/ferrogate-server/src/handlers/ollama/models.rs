@@ -1,0 +1,100 @@
+//! Ollama's model routes: `GET /api/tags` (the deployments and aliases the caller may use),
+//! `POST /api/show`, `GET /api/ps` (every deployment counts as loaded: ferrogate does not unload
+//! models), `GET /api/version`, and `POST /api/embed` / `/api/embeddings`, which answer a clear
+//! error until embeddings are served (issue 20 item 3).
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::{Extension, Json};
+use ferrogate_core::Deployment;
+use ferrogate_protocol::ollama::front::{
+    ListResponse, ListedModel, ModelDetails, PsResponse, RunningModel, ShowRequest, ShowResponse, VersionResponse,
+    rfc3339,
+};
+use ferrogate_protocol::openai::unix_now;
+
+use crate::error::ApiError;
+use crate::handlers::{decode, resolve_model};
+use crate::request::RequestCx;
+use crate::state::AppState;
+
+/// The Ollama API version `/api/version` reports: the one whose endpoints and fields ferrogate
+/// serves (clients gate features on it).
+pub const OLLAMA_API_VERSION: &str = "0.12.0";
+
+/// How far ahead `/api/ps` says a model stays loaded.
+const LOADED_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// The names (deployments and aliases) the caller may use, with their deployment.
+fn visible<'a>(st: &'a AppState, cx: &'a RequestCx) -> impl Iterator<Item = (&'a Deployment, &'a String)> + 'a {
+    st.registry
+        .deployments()
+        .iter()
+        .flat_map(|d| std::iter::once(&d.name).chain(&d.aliases).map(move |n| (&**d, n)))
+        .filter(|(d, n)| cx.caller.as_ref().is_none_or(|c| c.check_model(d, n).is_ok()))
+}
+
+/// `GET /api/tags`.
+pub async fn tags(State(st): State<AppState>, Extension(cx): Extension<RequestCx>) -> Json<ListResponse> {
+    let models = visible(&st, &cx)
+        .map(|(d, n)| ListedModel { details: details(d), ..ListedModel::named(n, since_epoch(d.created)) })
+        .collect();
+    Json(ListResponse { models })
+}
+
+/// `GET /api/ps`.
+pub async fn ps(State(st): State<AppState>, Extension(cx): Extension<RequestCx>) -> Json<PsResponse> {
+    let until = rfc3339(Duration::from_secs(unix_now()) + LOADED_FOR);
+    let models = visible(&st, &cx)
+        .map(|(d, n)| RunningModel { details: details(d), ..RunningModel::named(n, until.clone()) })
+        .collect();
+    Json(PsResponse { models })
+}
+
+/// `POST /api/show`: what ferrogate knows of a model — its capabilities; the Modelfile, template
+/// and GGUF metadata stay empty (they belong to the backend).
+pub async fn show(
+    State(st): State<AppState>,
+    Extension(cx): Extension<RequestCx>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ShowResponse>, ApiError> {
+    let req: ShowRequest = decode(body, st.body_limit)?;
+    let d = resolve_model(&st, &cx, &req.model)?;
+    let caps = d.capabilities();
+    let mut capabilities = vec!["completion".to_owned()];
+    if caps.tools {
+        capabilities.push("tools".to_owned());
+    }
+    if caps.images {
+        capabilities.push("vision".to_owned());
+    }
+    Ok(Json(ShowResponse {
+        details: details(d),
+        capabilities,
+        modified_at: Some(since_epoch(d.created)),
+        ..ShowResponse::default()
+    }))
+}
+
+/// `GET /api/version`.
+pub async fn version() -> Json<VersionResponse> {
+    Json(VersionResponse { version: OLLAMA_API_VERSION.to_owned() })
+}
+
+/// `POST /api/embed` and `/api/embeddings`: not served yet.
+pub async fn embed() -> ApiError {
+    ApiError::invalid(None, "Embeddings are not served by this gateway yet (/api/embed, /api/embeddings)")
+}
+
+/// A deployment's details: unknown at the gateway (format, family, size and quantization belong
+/// to the backend's model), so empty rather than guessed.
+fn details(_: &Deployment) -> ModelDetails {
+    ModelDetails::default()
+}
+
+fn since_epoch(secs: u64) -> String {
+    rfc3339(Duration::from_secs(secs))
+}

@@ -1,0 +1,232 @@
+//! Streaming responses: the pump task that moves backend events to the client as they arrive,
+//! through a front protocol's [`Frames`] — OpenAI's SSE chunks ([`openai`]), Anthropic's
+//! Messages events ([`anthropic`]) or Ollama's NDJSON lines ([`ndjson`]).
+//!
+//! Invariants, whatever the framing: the first frame is sent only after the backend produced its
+//! first event, so errors before it get a real status; after it, a failure ends the stream with
+//! the protocol's error frame (OpenAI `data: {"error":…}` + `[DONE]`, Anthropic `event: error`,
+//! Ollama `{"error":…}`), never a silent clean end; a client disconnect ends the pump at once,
+//! which drops the backend stream (cancelling upstream work) and settles the request; so does a
+//! client that stays connected but reads nothing for `server.client_write_timeout_secs`
+//! (settled as `client_stalled`).
+
+pub mod anthropic;
+pub mod ndjson;
+pub mod openai;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use ferrogate_core::{BackendError, EventStream, StreamEvent};
+use ferrogate_protocol::openai::{FinishReason, Usage};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+pub use self::openai::Encoder;
+use crate::error::ApiError;
+use crate::handlers::decorate;
+use crate::pipeline::{Answer, Body as Answered};
+use crate::resilience::dispatch::Lease;
+use crate::settle::Settle;
+use crate::state::AppState;
+
+/// The frames of one streamed answer in a front protocol's framing. The pump calls
+/// [`opening`](Frames::opening) once, then [`delta`](Frames::delta) and
+/// [`finish`](Frames::finish) as events arrive, and ends with [`close`](Frames::close) (normal
+/// end) or [`fail`](Frames::fail) (a failure after the first byte).
+pub trait Frames: Send + Sync + 'static {
+    /// The response's content type.
+    fn content_type(&self) -> &'static str;
+    /// Frames before any content.
+    fn opening(&mut self) -> Vec<Bytes>;
+    /// Text and/or tool-call fragments (OpenAI-shaped) of one backend event.
+    fn delta(&mut self, text: String, tool_calls: Option<Vec<Value>>) -> Vec<Bytes>;
+    /// The backend's finish reason.
+    fn finish(&mut self, reason: FinishReason) -> Vec<Bytes>;
+    /// The normal end, with the request's usage (the upstream's, or the gateway's estimate).
+    fn close(&mut self, usage: Usage) -> Vec<Bytes>;
+    /// A failure after the first byte: the protocol's error frame(s).
+    fn fail(&mut self, e: &ApiError) -> Vec<Bytes>;
+    /// What is sent after `server.keepalive_secs` without a frame, if the framing has one.
+    fn keepalive(&self) -> Option<Bytes>;
+}
+
+/// Streams an answer in OpenAI's framing.
+pub fn respond(st: AppState, answer: Answer) -> Response {
+    let (endpoint, include_usage) = (answer.endpoint, answer.include_usage);
+    respond_with(st, answer, |settle, shown| Encoder::new(endpoint, &settle.request_id, shown, include_usage))
+}
+
+/// Streams an answer whose backend produced its first event (errors before it were answered
+/// with a status by the pipeline) through the frames `make` builds from the request's `Settle`
+/// and the model name shown. A whole answer is not expected here: it is a 500.
+pub fn respond_with<F: Frames>(st: AppState, answer: Answer, make: impl FnOnce(&Settle, &str) -> F) -> Response {
+    let Answer { shown, body, .. } = answer;
+    let (first, events, lease, mut settle) = match body {
+        Answered::Stream { first, events, lease, settle } => (first, events, lease, settle),
+        Answered::Whole { .. } => {
+            return ApiError::internal("a whole answer was sent to the stream encoder").into_response();
+        }
+    };
+    settle.first_token = Some(Instant::now());
+    let frames = make(&settle, &shown);
+    let content_type = frames.content_type();
+    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    let mut res = body.into_response();
+    decorate(&mut res, &shown, &settle);
+    let pump = Pump {
+        frames,
+        tx,
+        settle,
+        keepalive: st.keepalive,
+        write_timeout: st.client_write_timeout,
+        stalled: AtomicBool::new(false),
+        lease,
+        finished: None,
+    };
+    st.tasks.spawn(pump.run(first, events));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
+}
+
+struct Pump<F: Frames> {
+    frames: F,
+    tx: mpsc::Sender<Bytes>,
+    settle: Settle,
+    keepalive: Duration,
+    /// Longest a frame may wait for the client to take it (see [`Pump::send`]).
+    write_timeout: Duration,
+    /// Set when the client stopped reading: settled as `client_stalled` when the pump ends.
+    stalled: AtomicBool,
+    /// Holds the deployment's slot and the backend's in-flight slot for as long as the stream
+    /// runs; its breaker learns how the stream ended.
+    lease: Lease,
+    finished: Option<FinishReason>,
+}
+
+/// The client is gone; stop.
+struct Gone;
+
+impl<F: Frames> Pump<F> {
+    async fn run(mut self, first: StreamEvent, mut events: EventStream) {
+        if self.open(first).await.is_err() {
+            return; // settle drops as Cancelled
+        }
+        loop {
+            let idle = tokio::time::sleep(self.keepalive);
+            let step = tokio::select! {
+                biased;
+                _ = self.tx.closed() => return,
+                ev = events.next() => ev,
+                _ = idle => {
+                    if let Some(f) = self.frames.keepalive()
+                        && self.send(f).await.is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let sent = match step {
+                Some(Ok(ev)) => self.on_event(ev).await,
+                Some(Err(e)) => return self.fail(e).await,
+                None => break,
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+        self.close().await;
+    }
+
+    async fn open(&mut self, first: StreamEvent) -> Result<(), Gone> {
+        let frames = self.frames.opening();
+        self.send_all(frames).await?;
+        self.on_event(first).await
+    }
+
+    async fn on_event(&mut self, ev: StreamEvent) -> Result<(), Gone> {
+        match ev {
+            StreamEvent::Delta { text, tool_calls } => {
+                if text.is_empty() && tool_calls.is_none() {
+                    return Ok(());
+                }
+                self.settle.deltas += 1;
+                self.settle.note_text(&text);
+                let frames = self.frames.delta(text, tool_calls);
+                self.send_all(frames).await
+            }
+            StreamEvent::Finish(reason) => {
+                self.finished = Some(reason);
+                let frames = self.frames.finish(reason);
+                self.send_all(frames).await
+            }
+            StreamEvent::Usage(u) => {
+                self.settle.usage = Some(u);
+                Ok(())
+            }
+        }
+    }
+
+    /// Normal end: the protocol's closing frames. Ending without a finish reason is a failure
+    /// of the upstream, reported as such.
+    async fn close(mut self) {
+        let Some(reason) = self.finished else {
+            return self.fail(BackendError::Protocol("upstream ended the stream without a finish reason".into())).await;
+        };
+        self.lease.succeeded();
+        let usage = self.settle.effective_usage();
+        self.settle.finish(reason, usage);
+        let frames = self.frames.close(usage);
+        let _ = self.send_all(frames).await;
+    }
+
+    async fn fail(mut self, e: BackendError) {
+        tracing::warn!(request_id = %self.settle.request_id, error = %e, "stream failed after the first byte");
+        self.lease.failed(&e);
+        let err = self.settle.fail(e.into());
+        let frames = self.frames.fail(&err);
+        let _ = self.send_all(frames).await;
+    }
+
+    async fn send_all(&self, frames: Vec<Bytes>) -> Result<(), Gone> {
+        for f in frames {
+            self.send(f).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands a frame to the response body. A client that stays connected but reads nothing
+    /// fills the channel (after the socket's and hyper's buffers): after `write_timeout` the
+    /// pump gives up, which drops the upstream stream (cancelling it) and the lease (freeing
+    /// the slot), and the request settles as `client_stalled`.
+    async fn send(&self, frame: Bytes) -> Result<(), Gone> {
+        match tokio::time::timeout(self.write_timeout, self.tx.send(frame)).await {
+            Ok(sent) => sent.map_err(|_| Gone),
+            Err(_) => {
+                self.stalled.store(true, Ordering::Relaxed);
+                Err(Gone)
+            }
+        }
+    }
+}
+
+impl<F: Frames> Drop for Pump<F> {
+    fn drop(&mut self) {
+        if self.stalled.load(Ordering::Relaxed) {
+            tracing::warn!(request_id = %self.settle.request_id, "client stopped reading the stream: cut");
+            self.settle.fail(ApiError::client_stalled(self.write_timeout));
+        }
+    }
+}
