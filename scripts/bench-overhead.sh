@@ -476,6 +476,8 @@ ttft_probe() {
   local target="$1" out="$2" port path
   if [ "$target" = direct ]; then
     port="$NGINX_PORT" path="/sse/v1/chat/completions"
+  elif [ "$target" = base ]; then
+    port="$BASE_PORT" path="/v1/chat/completions"
   else
     port="$GW_PORT" path="/v1/chat/completions"
   fi
@@ -521,6 +523,8 @@ ttft_bench() {
   local target="$1" out="$2" base
   if [ "$target" = direct ]; then
     base="http://127.0.0.1:$NGINX_PORT/sse"
+  elif [ "$target" = base ]; then
+    base="http://127.0.0.1:$BASE_PORT"
   else
     base="http://127.0.0.1:$GW_PORT"
   fi
@@ -804,16 +808,25 @@ if td:
 if tg:
     lines.append(f"| gateway | {f0(tg['p50_us'])} | {f0(tg['p99_us'])} |")
     lines.append(f"| added | {f0(tg['p50_us'] - td['p50_us'])} | {f0(tg['p99_us'] - td['p99_us'])} |")
+tb = load("ttft-base.json")
+if tb and td:
+    lines.append(f"| baseline binary (BENCH_BASE_BIN) | {f0(tb['p50_us'])} | {f0(tb['p99_us'])} |")
+    lines.append(f"| added, baseline binary | {f0(tb['p50_us'] - td['p50_us'])} | {f0(tb['p99_us'] - td['p99_us'])} |")
 bd, bg = load("bench-ttft-direct.json"), load("bench-ttft-gateway.json")
 bd, bg = (bd or [None])[0], (bg or [None])[0]
 if bd and bg:
     us = lambda r, k: r[k] * 1000
     lines += ["", "| time to first token, `ferrogate bench`, c=1 | mean (µs) | p95 (µs) | errors |",
               "|---|---:|---:|---:|"]
-    for name, r in (("direct", bd), ("gateway", bg)):
-        lines.append(f"| {name} | {f0(us(r, 'ttft_mean_ms'))} | {f0(us(r, 'ttft_p95_ms'))} | {r['errors']} |")
+    bb = (load("bench-ttft-base.json") or [None])[0]
+    for name, r in (("direct", bd), ("gateway", bg), ("baseline binary", bb)):
+        if r:
+            lines.append(f"| {name} | {f0(us(r, 'ttft_mean_ms'))} | {f0(us(r, 'ttft_p95_ms'))} | {r['errors']} |")
     lines.append(f"| added | {f0(us(bg, 'ttft_mean_ms') - us(bd, 'ttft_mean_ms'))} | "
                  f"{f0(us(bg, 'ttft_p95_ms') - us(bd, 'ttft_p95_ms'))} | |")
+    if bb:
+        lines.append(f"| added, baseline binary | {f0(us(bb, 'ttft_mean_ms') - us(bd, 'ttft_mean_ms'))} | "
+                     f"{f0(us(bb, 'ttft_p95_ms') - us(bd, 'ttft_p95_ms'))} | |")
 if rss:
     lines += ["", f"ferrogate RSS without a model: {rss['idle_kib'] * 1024 / 1e6:.1f} MB idle after start, "
               f"{rss['after_load_kib'] * 1024 / 1e6:.1f} MB after the load."]
@@ -978,10 +991,12 @@ main() {
   ttft_probe direct "$RESULTS/ttft-direct.json"
   if [ "$DIRECT_ONLY" = 0 ]; then
     ttft_probe gateway "$RESULTS/ttft-gateway.json"
+    [ -z "$BASE_BIN" ] || ttft_probe base "$RESULTS/ttft-base.json"
     if "$GATEWAY_BIN" bench --help >/dev/null 2>&1; then
       fg_log "TTFT with ferrogate bench: $TTFT_N streaming requests, c=1"
       ttft_bench direct "$RESULTS/bench-ttft-direct.json"
       ttft_bench gateway "$RESULTS/bench-ttft-gateway.json"
+      [ -z "$BASE_BIN" ] || ttft_bench base "$RESULTS/bench-ttft-base.json"
     fi
     printf '{"idle_kib": %s, "after_load_kib": %s}\n' "$idle" "$(rss_kib "$GW_PID")" >"$RESULTS/rss.json"
   fi
