@@ -15,14 +15,14 @@ use crate::state::AppState;
 
 pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let read = Limited::new(body, st.body_limit).collect();
-    let bytes = match tokio::time::timeout(st.body_read_timeout, read).await {
+    let read = Limited::new(body, st.settings.body_limit).collect();
+    let bytes = match tokio::time::timeout(st.settings.body_read_timeout, read).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return closing(ApiError::body_too_large(st.body_limit));
+            return closing(ApiError::body_too_large(st.settings.body_limit));
         }
         Ok(Err(e)) => return closing(ApiError::invalid(None, format!("Could not read the request body: {e}"))),
-        Err(_) => return closing(ApiError::body_read_timeout(st.body_read_timeout)),
+        Err(_) => return closing(ApiError::body_read_timeout(st.settings.body_read_timeout)),
     };
     next.run(Request::from_parts(parts, Body::from(bytes))).await
 }

@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod accept;
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod body;
@@ -30,7 +31,6 @@ pub mod settings;
 pub mod settle;
 pub mod sse;
 pub mod state;
-pub mod telemetry;
 pub mod tenancy;
 pub mod warmup;
 

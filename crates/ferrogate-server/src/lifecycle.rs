@@ -117,9 +117,13 @@ async fn serve(
     let (close, kill) = (CancellationToken::new(), CancellationToken::new());
     let server = tokio::spawn(accept::run(listener, app, limits, close.clone(), kill.clone()));
     signal.await;
-    let deadline = Instant::now() + st.shutdown_grace;
+    let deadline = Instant::now() + st.settings.shutdown_grace;
     st.start_draining();
-    tracing::info!(inflight = st.inflight(), grace_secs = st.shutdown_grace.as_secs(), "shutting down: draining");
+    tracing::info!(
+        inflight = st.inflight(),
+        grace_secs = st.settings.shutdown_grace.as_secs(),
+        "shutting down: draining"
+    );
     while st.inflight() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -169,7 +173,7 @@ fn spawn_health_checks(st: &AppState) {
                         "backend health changed"
                     );
                 }
-                let wait = if h.is_healthy() { st2.health_interval } else { FAST_PROBE };
+                let wait = if h.is_healthy() { st2.settings.health_interval } else { FAST_PROBE };
                 st2.set_health(b.name(), h);
                 tokio::select! {
                     _ = st2.stopping.cancelled() => return,

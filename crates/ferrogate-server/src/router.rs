@@ -14,18 +14,18 @@ use crate::handlers::dashboard;
 use crate::handlers::ollama::{self, models as ollama_models};
 use crate::handlers::{anthropic, chat, completions, health, models, simple};
 use crate::state::AppState;
-use crate::{admin, auth, body, limits, telemetry};
+use crate::{access, admin, auth, body, limits};
 
 pub fn router(st: AppState) -> Router {
     let stages = ServiceBuilder::new()
-        .layer(from_fn_with_state(st.clone(), telemetry::layer)) // 1 request id, trace, access log, metrics
+        .layer(from_fn_with_state(st.clone(), access::layer)) // 1 request id, trace, access log, metrics
         .layer(axum::middleware::from_fn(error::front::layer)) // 1b errors in the route's protocol shape
         .layer(CatchPanicLayer::custom(on_panic)) // 2 a bug answers 500, never drops the connection
         .layer(from_fn_with_state(st.clone(), drain)) // 3 shutting down → 503
         .layer(from_fn_with_state(st.clone(), limits::layer::layer)) // 3b client IP; rate-limit headers
         .layer(from_fn_with_state(st.clone(), auth::layer)) // 4 who is calling
         .layer(from_fn_with_state(st.clone(), body::layer)) // 5 bounded input: size and read time
-        .layer(DefaultBodyLimit::max(st.body_limit));
+        .layer(DefaultBodyLimit::max(st.settings.body_limit));
     let routes = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))

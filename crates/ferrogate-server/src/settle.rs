@@ -5,8 +5,8 @@
 //! - A request that reached a backend holds a [`Settle`] from its first granted queue slot;
 //!   `Settle` reconciles its reservations with what was used and records it in `Drop` — on
 //!   success, error, or client disconnect, exactly once.
-//! - A request refused or dropped before that is recorded by the telemetry layer through the
-//!   same [`emit`] (`telemetry::Unsettled`).
+//! - A request refused or dropped before that is recorded by the access layer through the
+//!   same [`emit`] (`access::Unsettled`).
 //!
 //! Invariant: exactly one record per inference request; the ledger slot (`RequestMeter::take`)
 //! is taken by whoever records it, so each metered request leaves exactly one usage row.

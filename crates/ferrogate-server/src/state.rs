@@ -1,4 +1,7 @@
-//! `AppState`: everything a request needs, built once at start-up and shared by `Arc`.
+//! `AppState`: everything a request needs, built once at start-up and shared by `Arc` — the
+//! services the composition root handed in ([`Services`]: registry, backends, breakers, stores),
+//! the settings a request reads ([`RequestSettings`]), and the process's run-time state (health,
+//! in-flight count, draining).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,21 +45,11 @@ pub struct Services {
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
-pub struct Inner {
-    pub registry: Registry,
-    /// Every configured backend, by name (deployments may share one).
-    pub backends: Vec<Arc<dyn Backend>>,
-    /// One circuit breaker per backend, by backend name (shared by the deployments using it).
-    pub breakers: HashMap<String, Arc<Breaker>>,
-    /// The virtual tiered model (`tiers.model`); `None` when tiered routing is off.
-    pub tiers: Option<TierRouter>,
+/// The settings a request reads, fixed at start: bounds of its input, timeouts, framing.
+#[derive(Debug, Clone)]
+pub struct RequestSettings {
     /// Slots assumed for backends that do not report theirs (`queue.backend_concurrency`).
     pub backend_concurrency: usize,
-    pub keys: StaticKeys,
-    /// Stored keys, admin API, usage ledger and quotas; `None` when tenancy is off.
-    pub tenancy: Option<Arc<Tenancy>>,
-    /// Rate limits (rules and the keys' rates), in process or on Redis.
-    pub limits: Arc<Limiter>,
     pub body_limit: usize,
     /// `server.body_read_timeout_secs`: the whole body within this long of the head, else 408.
     pub body_read_timeout: Duration,
@@ -70,6 +63,23 @@ pub struct Inner {
     pub client_write_timeout: Duration,
     pub shutdown_grace: Duration,
     pub health_interval: Duration,
+}
+
+pub struct Inner {
+    pub registry: Registry,
+    /// Every configured backend, by name (deployments may share one).
+    pub backends: Vec<Arc<dyn Backend>>,
+    /// One circuit breaker per backend, by backend name (shared by the deployments using it).
+    pub breakers: HashMap<String, Arc<Breaker>>,
+    /// The virtual tiered model (`tiers.model`); `None` when tiered routing is off.
+    pub tiers: Option<TierRouter>,
+    pub keys: StaticKeys,
+    /// Stored keys, admin API, usage ledger and quotas; `None` when tenancy is off.
+    pub tenancy: Option<Arc<Tenancy>>,
+    /// Rate limits (rules and the keys' rates), in process or on Redis.
+    pub limits: Arc<Limiter>,
+    /// The settings a request reads (limits, timeouts, framing).
+    pub settings: RequestSettings,
     /// Set on SIGTERM/SIGINT: `/ready` turns 503 and new requests get 503 `shutting_down`.
     draining: AtomicBool,
     /// `server.warmup` is on and its requests have not all finished: `/ready` answers 503.
@@ -108,17 +118,8 @@ impl AppState {
         let limits = Arc::new(Limiter::with_store(&cfg.limits, tenancy.is_some(), limit_store, clock));
         let obs = Arc::new(observability_of(cfg, &backends)?);
         let guardrails = crate::guardrails::Guardrails::new(&cfg.guardrails).map_err(|e| vec![e])?;
-        let health =
-            backends.iter().map(|b| (b.name().to_owned(), Health::NotReady("not checked yet".into()))).collect();
-        Ok(AppState(Arc::new(Inner {
-            registry,
-            backends,
-            breakers,
-            tiers: TierRouter::new(&res.tiers),
+        let settings = RequestSettings {
             backend_concurrency: res.queue.backend_concurrency,
-            keys: StaticKeys::new(&cfg.server.api_keys),
-            tenancy,
-            limits,
             body_limit: cfg.server.body_limit_bytes,
             body_read_timeout: Duration::from_secs(cfg.server.body_read_timeout_secs),
             backend_header: cfg.server.backend_header,
@@ -131,6 +132,18 @@ impl AppState {
             client_write_timeout: Duration::from_secs(cfg.server.client_write_timeout_secs),
             shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_secs),
             health_interval: Duration::from_secs(cfg.server.health_check_interval_secs),
+        };
+        let health =
+            backends.iter().map(|b| (b.name().to_owned(), Health::NotReady("not checked yet".into()))).collect();
+        Ok(AppState(Arc::new(Inner {
+            registry,
+            backends,
+            breakers,
+            tiers: TierRouter::new(&res.tiers),
+            keys: StaticKeys::new(&cfg.server.api_keys),
+            tenancy,
+            limits,
+            settings,
             draining: AtomicBool::new(false),
             warming: AtomicBool::new(cfg.server.warmup),
             inflight: AtomicUsize::new(0),
@@ -199,7 +212,7 @@ impl AppState {
             }
             // An engine knows its slot count once its model is loaded.
             if healthy && d.targets.iter().any(|t| t.backend.name() == backend) {
-                d.resize_to_slots(self.backend_concurrency);
+                d.resize_to_slots(self.settings.backend_concurrency);
             }
         }
     }

@@ -40,7 +40,7 @@ async fn warm(st: &AppState, d: Arc<Deployment>) {
         return;
     };
     let req = request(&d.name);
-    match tokio::time::timeout(st.request_timeout, backend.chat(req)).await {
+    match tokio::time::timeout(st.settings.request_timeout, backend.chat(req)).await {
         Ok(Ok(_)) => tracing::info!(deployment = %d.name, backend = backend.name(), "warmed up"),
         Ok(Err(e)) => tracing::warn!(deployment = %d.name, backend = backend.name(), error = %e, "warm-up failed"),
         Err(_) => tracing::warn!(deployment = %d.name, backend = backend.name(), "warm-up timed out"),

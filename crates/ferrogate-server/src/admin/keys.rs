@@ -87,7 +87,7 @@ fn with_secret(t: &Tenancy, new: &NewKey) -> Value {
 
 pub async fn create(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let t = tenancy(&st)?;
-    let req: CreateKey = decode(body, st.body_limit)?;
+    let req: CreateKey = decode(body, st.settings.body_limit)?;
     let tenant = resolve(t.store.as_ref(), &req.tenant).await?;
     let spec = NewKeySpec {
         tenant_id: tenant.id,
@@ -132,7 +132,7 @@ pub async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let t = tenancy(&st)?;
-    let req: UpdateKey = decode(body, st.body_limit)?;
+    let req: UpdateKey = decode(body, st.settings.body_limit)?;
     let id = find(t, &id).await?.id;
     let update = KeyUpdate { name: req.name, scopes: req.scopes, limits: req.limits, expires_at_ms: req.expires_at_ms };
     let k = t.store.update_key(&id, update).await?;

@@ -41,7 +41,7 @@ pub async fn resolve(store: &dyn TenancyStore, id_or_name: &str) -> Result<Tenan
 
 pub async fn create(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let t = tenancy(&st)?;
-    let req: CreateTenant = decode(body, st.body_limit)?;
+    let req: CreateTenant = decode(body, st.settings.body_limit)?;
     let tenant = t.store.create_tenant(NewTenant { name: req.name, limits: req.limits }).await?;
     Ok((StatusCode::CREATED, Json(object("tenant", &tenant))).into_response())
 }
@@ -64,7 +64,7 @@ pub async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let t = tenancy(&st)?;
-    let req: UpdateTenant = decode(body, st.body_limit)?;
+    let req: UpdateTenant = decode(body, st.settings.body_limit)?;
     let tenant = resolve(t.store.as_ref(), &id).await?;
     let updated = t.store.update_tenant(&tenant.id, TenantUpdate { name: req.name, limits: req.limits }).await?;
     t.keys.invalidate(&[], std::slice::from_ref(&updated.id));

@@ -9,7 +9,7 @@
 //! - Ollama (`/api/…`): `{"error":"…"}` with the gateway's status.
 //!
 //! Invariant: only the body changes; the status, headers (`Retry-After`) and extensions
-//! (`ErrorLog`, so telemetry still logs and counts the error) are kept.
+//! (`ErrorLog`, so the access layer still logs and counts the error) are kept.
 
 use axum::body::Body;
 use axum::extract::Request;

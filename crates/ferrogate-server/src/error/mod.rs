@@ -3,7 +3,7 @@
 //! routes ([`front`]); clients see a public message, the full cause goes to the log.
 //!
 //! Invariant: converting to a response has no side effects — the cause is put into the response
-//! extensions and the telemetry middleware logs it once.
+//! extensions and the access layer logs it once.
 
 mod code;
 pub mod front;
@@ -36,7 +36,7 @@ pub struct ApiError {
     pub blame: Blame,
 }
 
-/// Put into response extensions so telemetry can log what went wrong.
+/// Put into response extensions so the access layer can log what went wrong.
 #[derive(Debug, Clone)]
 pub struct ErrorLog {
     pub code: ErrorCode,

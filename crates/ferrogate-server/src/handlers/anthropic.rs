@@ -28,7 +28,7 @@ pub async fn messages(
     Extension(cx): Extension<RequestCx>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: MessagesRequest = decode(body, st.body_limit)?;
+    let req: MessagesRequest = decode(body, st.settings.body_limit)?;
     let chat = req.to_chat_request()?;
     let answer = pipeline::run(&st, &cx, Ask::Chat(chat, Endpoint::Messages)).await?;
     respond(st, answer)
@@ -59,7 +59,7 @@ pub async fn count_tokens(
     Extension(cx): Extension<RequestCx>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CountTokensResponse>, ApiError> {
-    let req: CountTokensRequest = decode(body, st.body_limit)?;
+    let req: CountTokensRequest = decode(body, st.settings.body_limit)?;
     let chat = req.to_chat_request()?;
     resolve_model(&st, &cx, &chat.model)?;
     let tools = chat.tools.as_ref().map_or(0, |t| tokens::estimate(&t.to_string()));

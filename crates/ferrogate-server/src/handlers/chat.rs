@@ -19,7 +19,7 @@ pub async fn handle(
     Extension(cx): Extension<RequestCx>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: ChatCompletionRequest = decode(body, st.body_limit)?;
+    let req: ChatCompletionRequest = decode(body, st.settings.body_limit)?;
     let answer = pipeline::run(&st, &cx, Ask::Chat(req, Endpoint::Chat)).await?;
     Ok(respond(st, answer))
 }

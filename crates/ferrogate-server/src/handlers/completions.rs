@@ -18,7 +18,7 @@ pub async fn handle(
     Extension(cx): Extension<RequestCx>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: CompletionRequest = decode(body, st.body_limit)?;
+    let req: CompletionRequest = decode(body, st.settings.body_limit)?;
     let answer = pipeline::run(&st, &cx, Ask::Completion(req, Endpoint::Completion)).await?;
     let Answer { endpoint, shown, include_usage, body } = answer;
     let (c, usage, settle) = match body {

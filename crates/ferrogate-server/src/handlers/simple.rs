@@ -58,7 +58,7 @@ async fn run(
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
 ) -> Result<Response, ApiError> {
-    let r: SimpleRequest = decode(body, st.body_limit)?;
+    let r: SimpleRequest = decode(body, st.settings.body_limit)?;
     let model = r.model.or_else(|| default_model(&st)).unwrap_or_default();
     let mut messages = Vec::new();
     if let Some(s) = r.system {

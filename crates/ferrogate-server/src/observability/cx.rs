@@ -32,10 +32,10 @@ pub struct ObsCx {
     tenant: OnceLock<String>,
     /// Nanoseconds after the start + 1, per [`Mark`]; 0 = not reached.
     marks: [AtomicU64; 3],
-    /// The caller, once the auth layer accepted it (the telemetry layer's record of a
+    /// The caller, once the auth layer accepted it (the access layer's record of a
     /// request no backend saw needs its ledger slot).
     caller: OnceLock<Arc<Caller>>,
-    /// Set when a `Settle` was made: it records the request, the telemetry layer must not.
+    /// Set when a `Settle` was made: it records the request, the access layer must not.
     pub settling: AtomicBool,
     pub trace: Option<RequestTrace>,
 }

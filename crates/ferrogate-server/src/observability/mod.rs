@@ -4,7 +4,7 @@
 //!
 //! Per request, an [`ObsCx`] travels in `RequestCx`: the stage boundaries (auth done, routed,
 //! admitted), the deployment once routed, and the trace. A request is recorded once: by
-//! `Settle::drop` if it reached a backend, else by the telemetry layer when its response leaves.
+//! `Settle::drop` if it reached a backend, else by the access layer when its response leaves.
 //!
 //! Invariant: nothing here blocks a request or grows without bound — metrics are atomics and
 //! sharded maps, the feed is a fixed-size ring, spans leave through a bounded batch queue.

@@ -5,7 +5,7 @@
 //!
 //! Invariants: no effect before `admit`; every request that reached a backend holds a `Settle`
 //! from its first granted queue slot, so it is settled exactly once — on success, error or
-//! client disconnect; anything refused earlier is recorded by the telemetry layer.
+//! client disconnect; anything refused earlier is recorded by the access layer.
 
 pub mod admit;
 pub mod cache;
@@ -97,7 +97,7 @@ pub async fn run(st: &AppState, cx: &RequestCx, ask: Ask) -> Result<Answer, ApiE
         settle.cache = miss;
         Body::Stream { first, events, lease, settle }
     } else {
-        let limit = st.request_timeout;
+        let limit = st.settings.request_timeout;
         let call = move |b, req| whole(b, req, limit);
         let Dispatched { mut lease, value: completion, mut settle } = dispatch::run(st, &mut plan, held, call).await?;
         lease.succeeded();

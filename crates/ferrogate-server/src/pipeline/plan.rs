@@ -21,7 +21,7 @@ pub fn chat(st: &AppState, cx: &RequestCx, r: ChatCompletionRequest, endpoint: E
     shape::check_model(&r.model)?;
     note_model(cx, &r.model);
     r.validate()?;
-    r.check_shape(&st.shape)?;
+    r.check_shape(&st.settings.shape)?;
     let (stream, include_usage) = (r.is_stream(), r.include_usage());
     let params = GenParams {
         temperature: r.temperature,

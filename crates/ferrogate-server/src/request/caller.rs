@@ -106,7 +106,7 @@ impl Caller {
 }
 
 /// One request's ledger slot. Whoever [`take`](RequestMeter::take)s it writes the row: the
-/// `Settle` of a request that reached a backend, else the telemetry layer's record.
+/// `Settle` of a request that reached a backend, else the access layer's record.
 pub struct RequestMeter {
     /// The ledger's endpoint name (`chat.completions`, `completions`, `generate`, `stream`).
     pub endpoint: &'static str,

@@ -81,7 +81,7 @@ impl Endpoint {
     }
 }
 
-/// Per-request context, put in the request extensions by the telemetry layer and completed by
+/// Per-request context, put in the request extensions by the access layer and completed by
 /// the layers after it; handlers and the pipeline read it.
 #[derive(Debug, Clone)]
 pub struct RequestCx {
@@ -100,7 +100,7 @@ pub struct RequestCx {
     /// The client's `Cache-Control` (`no-cache`, `no-store`) for the response cache.
     pub cache_control: CacheControl,
     /// Stage marks, deployment and trace of this request (metrics, spans), shared with the
-    /// telemetry layer that settles a request no backend saw.
+    /// access layer that settles a request no backend saw.
     pub obs: Arc<ObsCx>,
 }
 

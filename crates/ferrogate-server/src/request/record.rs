@@ -1,7 +1,7 @@
 //! How a request ended: its [`Outcome`] and the one [`RequestRecord`] that every consumer reads —
 //! the access-log line, the usage-ledger row, the metrics, the root span's end and the dashboard
 //! feed (pingora's logging phase). A request that reached a backend is recorded by `Settle`; one
-//! refused or dropped before that, by the telemetry layer — both through `settle::emit`.
+//! refused or dropped before that, by the access layer — both through `settle::emit`.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -79,7 +79,7 @@ impl Charged {
     }
 }
 
-/// One request, as it ended. Built once (by `Settle` or the telemetry layer), read by every sink.
+/// One request, as it ended. Built once (by `Settle` or the access layer), read by every sink.
 #[derive(Debug)]
 pub struct RequestRecord<'a> {
     pub request_id: &'a str,

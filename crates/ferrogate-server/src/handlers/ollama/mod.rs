@@ -32,7 +32,7 @@ pub async fn chat(
     Extension(cx): Extension<RequestCx>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: ChatRequest = decode(body, st.body_limit)?;
+    let req: ChatRequest = decode(body, st.settings.body_limit)?;
     if req.is_load_request() {
         resolve_model(&st, &cx, &req.model)?;
         let unload = is_unload(req.keep_alive.as_ref());
@@ -49,7 +49,7 @@ pub async fn generate(
     Extension(cx): Extension<RequestCx>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: GenerateRequest = decode(body, st.body_limit)?;
+    let req: GenerateRequest = decode(body, st.settings.body_limit)?;
     if req.is_load_request() {
         resolve_model(&st, &cx, &req.model)?;
         let unload = is_unload(req.keep_alive.as_ref());

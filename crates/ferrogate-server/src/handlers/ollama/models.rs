@@ -61,7 +61,7 @@ pub async fn show(
     Extension(cx): Extension<RequestCx>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ShowResponse>, ApiError> {
-    let req: ShowRequest = decode(body, st.body_limit)?;
+    let req: ShowRequest = decode(body, st.settings.body_limit)?;
     let d = resolve_model(&st, &cx, &req.model)?;
     let caps = d.capabilities();
     let mut capabilities = vec!["completion".to_owned()];

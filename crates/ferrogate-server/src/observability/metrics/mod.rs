@@ -12,7 +12,7 @@
 //!   `metrics.tenant_labels = true`. Never a request id, a key or a model name a client typed
 //!   (an unknown model is `deployment="unknown"`).
 //! - A request is recorded once, where it ends: `Settle::drop` for requests that reached a
-//!   backend, the telemetry layer for the others.
+//!   backend, the access layer for the others.
 //! - Gauges and counters that live elsewhere (engine, ledger, health, quotas) are pushed as
 //!   snapshots by `sampler` (and before a scrape), never read from `AppState` here.
 

@@ -1,4 +1,4 @@
-//! Request identity and the access log: accepts or generates `X-Request-Id`, puts a `RequestCx`
+//! The access layer (the outermost): request identity and the access log — accepts or generates `X-Request-Id`, puts a `RequestCx`
 //! in the request extensions, adds `X-Request-Id` and `X-Response-Time-Ms` to every response and
 //! writes one structured log line per request (never prompt text or keys). It also starts the
 //! request's observability context (`ObsCx`: its trace, when tracing is on) and records, through
@@ -70,7 +70,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         m => m,
     };
     if let Ok(v) = HeaderValue::from_str(&route.backend)
-        && st.backend_header
+        && st.settings.backend_header
         && !route.backend.is_empty()
     {
         res.headers_mut().insert("x-ferrogate-backend", v);
