@@ -213,7 +213,7 @@ mod tests {
     fn insert_sql_numbers_every_parameter_once() {
         let sql = insert_sql(2);
         assert!(sql.contains("VALUES ($1, $2, "), "{sql}");
-        assert!(sql.contains("$18), ($19, "), "{sql}");
-        assert!(sql.ends_with("$36) ON CONFLICT (id) DO NOTHING"), "{sql}");
+        assert!(sql.contains("$19), ($20, "), "{sql}");
+        assert!(sql.ends_with("$38) ON CONFLICT (id) DO NOTHING"), "{sql}");
     }
 }
