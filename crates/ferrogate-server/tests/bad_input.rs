@@ -130,7 +130,7 @@ async fn a_thousand_malformed_bodies_never_get_a_5xx() {
     ))
     .await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let seed = std::env::var("FG_BAD_INPUT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_17);
+    let seed = std::env::var("FG_BAD_INPUT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x005e_ed17);
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut refused = 0;
     for i in 0..BODIES {
