@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use ferrogate_core::Completion;
 use ferrogate_protocol::openai::{FinishReason, Usage};
 
 use crate::error::ApiError;
@@ -27,6 +28,15 @@ use crate::request::record::{Charged, Outcome, RequestRecord};
 use crate::state::{AppState, InflightGuard};
 use crate::tenancy::meter;
 use crate::tenancy::quotas::Admission;
+
+/// The cache entry a streamed miss fills when it finishes whole (`pipeline::cache`).
+pub struct CacheFill {
+    pub key: ferrogate_core::cache::CacheKey,
+    pub ttl: std::time::Duration,
+    /// The model name the answer carries.
+    pub model: String,
+    pub text: String,
+}
 
 /// What admission reserved for a request; settled with the tokens actually used.
 #[derive(Default)]
@@ -76,6 +86,8 @@ pub struct Settle {
     pub guardrails: Option<String>,
     /// `x-ferrogate-cache`: `hit` or `miss` for a cacheable request, `None` otherwise.
     pub cache: Option<&'static str>,
+    /// A streamed miss: its text is collected and the cache filled when it finishes.
+    pub fill: Option<CacheFill>,
     requested: RequestedModel,
     client_ip: std::net::IpAddr,
     arrived: Instant,
@@ -113,6 +125,7 @@ impl Settle {
             route_note: plan.route_note.clone(),
             guardrails: plan.guardrails.clone(),
             cache: None,
+            fill: None,
             requested: plan.requested.clone(),
             client_ip: plan.client_ip,
             arrived: plan.obs.clock.instant,
@@ -137,9 +150,24 @@ impl Settle {
         self.obs.note_text(text);
     }
 
+    /// A streamed delta as it reaches the client: its text for `log.prompts` and for the cache
+    /// fill of a streamed miss (a stream with tool calls is not cached).
+    pub fn note_delta(&mut self, text: &str, tool_calls: bool) {
+        self.obs.note_text(text);
+        if tool_calls {
+            self.fill = None;
+        } else if let Some(f) = self.fill.as_mut() {
+            f.text.push_str(text);
+        }
+    }
+
     pub fn finish(&mut self, reason: FinishReason, usage: Usage) {
         self.outcome = Outcome::Finished(reason);
         self.usage = Some(usage);
+        if let Some(f) = self.fill.take() {
+            let whole = Completion { text: f.text, tool_calls: None, finish_reason: reason, usage: Some(usage) };
+            crate::pipeline::cache::fill(&self.st, f.key, f.ttl, &f.model, &whole, usage);
+        }
     }
 
     /// The usage to report: the backend's, else a local count of what was delivered.

@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::request::names::RequestedModel;
 use crate::request::{Endpoint, RequestCx};
 use crate::resilience::dispatch::{self, Dispatched, Lease};
-use crate::settle::Settle;
+use crate::settle::{CacheFill, Settle};
 use crate::state::AppState;
 
 /// A decoded inference request.
@@ -95,6 +95,9 @@ pub async fn run(st: &AppState, cx: &RequestCx, ask: Ask) -> Result<Answer, ApiE
         let Dispatched { lease, value: (first, events), mut settle } =
             dispatch::run(st, &mut plan, held, open_stream).await?;
         settle.cache = miss;
+        if let cache::Step::Miss { key, ttl } = step {
+            settle.fill = Some(CacheFill { key, ttl, model: plan.shown.to_string(), text: String::new() });
+        }
         Body::Stream { first, events, lease, settle }
     } else {
         let limit = st.settings.request_timeout;

@@ -163,7 +163,7 @@ impl<F: Frames> Pump<F> {
                     return Ok(());
                 }
                 self.settle.deltas += 1;
-                self.settle.note_text(&text);
+                self.settle.note_delta(&text, tool_calls.is_some());
                 let frames = self.frames.delta(text, tool_calls);
                 self.send_all(frames).await
             }

@@ -84,6 +84,29 @@ pub async fn repeated_requests_are_answered_from_the_cache_per_tenant(db: &TestD
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     assert_eq!(upstream_calls(&env), misses_before_hit + 3, "the stream came from the cache");
 
+    // A streamed miss fills the cache too: the same request whole is then a hit.
+    let mut streamed = ask(0.0);
+    streamed["messages"][0]["content"] = json!("stream first");
+    streamed["stream"] = json!(true);
+    sent += 1;
+    let res = env.http.post(env.url(CHAT)).bearer_auth(&ka).json(&streamed).send().await.unwrap();
+    assert_eq!(res.headers()["x-ferrogate-cache"], "miss");
+    let _ = res.text().await.unwrap();
+    streamed["stream"] = json!(false);
+    let mut whole_hit = None;
+    for _ in 0..100 {
+        sent += 1;
+        let (h, s, v) = chat_with(&env, &ka, &streamed, None).await;
+        assert_eq!(s, 200, "{v}");
+        if h.as_deref() == Some("hit") {
+            whole_hit = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let whole_hit = whole_hit.expect("a streamed answer never filled the cache");
+    assert_eq!(whole_hit["choices"][0]["message"]["content"], content, "the streamed text, whole");
+
     // Hits are metered with their tokens and flagged; misses are not flagged.
     let calls = upstream_calls(&env);
     let rows = db.ledger_with(sent, Duration::from_secs(10)).await;
