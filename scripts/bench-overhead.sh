@@ -48,17 +48,22 @@
 # `flag` mode (every request scanned; the bench prompt is benign, so nothing is flagged): the
 # added p50/p99 at c=1 against the bare gateway is the guardrails' cost per request.
 #
+# With --cache (issue 18), "cache" is a ferrogate whose deployments answer from the response cache
+# (`cache = true`, `cache_nondeterministic = true`: every request of the load is the same, so all
+# but the first are hits): the cost of a hit against the bare gateway's miss through nginx.
+#
 # With BENCH_BASE_BIN=/path/to/an/older/ferrogate, "base" is that binary as a bare gateway (the
 # same config as "gateway") measured in the same run: a change's cost or gain side by side with
 # the binary before it (issue 16: no worse than before at c=1).
 #
-# Usage: scripts/bench-overhead.sh [--direct-only] [--no-auth] [--governance] [--resilience] [--observability] [--guardrails]
+# Usage: scripts/bench-overhead.sh [--direct-only] [--no-auth] [--governance] [--resilience] [--observability] [--guardrails] [--cache]
 #   --direct-only   measure nginx alone (checks the harness without a gateway)
 #   --no-auth       skip the "gateway + auth + ledger" variant
 #   --governance    add the "gateway + rate limits" variant (BENCH_GOV_REDIS: counters in Redis)
 #   --resilience    add the "gateway + resilience" variant and the queue_full latency check
 #   --observability also the "gateway + metrics + tracing" variants (100% and 1% sampling)
 #   --guardrails    add the "gateway + guardrails" variant (injection + PII checks, flag mode)
+#   --cache         add the "gateway + response cache" variant (every request a hit)
 # Env: BENCH_DURATION (s per run, default 8), BENCH_WARMUP (s, default 2), BENCH_CONCURRENCY
 #      ("1 16 64"), BENCH_TARGETS (default "direct proxy gateway auth"; direct and gateway are
 #      the baseline every comparison needs), BENCH_PIN (1: pin as above, 0: no pinning), BENCH_TTFT_N (default 2000),
@@ -97,6 +102,9 @@ GOV_REDIS="${BENCH_GOV_REDIS:-}"
 GUARD=0
 GUARD_PID=""
 GUARD_PORT=""
+CACHE=0
+CACHE_PID=""
+CACHE_PORT=""
 BASE_BIN="${BENCH_BASE_BIN:-}"
 BASE_PID=""
 BASE_PORT=""
@@ -137,6 +145,7 @@ cleanup() {
   [ -z "$GOV_PID" ] || fg_stop_pid "$GOV_PID" 10
   [ -z "$GUARD_PID" ] || fg_stop_pid "$GUARD_PID" 10
   [ -z "$BASE_PID" ] || fg_stop_pid "$BASE_PID" 10
+  [ -z "$CACHE_PID" ] || fg_stop_pid "$CACHE_PID" 10
   [ -z "$RESIL_PID" ] || fg_stop_pid "$RESIL_PID" 10
   [ -z "$GOVALL_PID" ] || fg_stop_pid "$GOVALL_PID" 10
   [ -z "$STALL_PID" ] || fg_stop_pid "$STALL_PID" 5
@@ -300,6 +309,16 @@ start_gov_gateway() {
   launch_gateway ferrogate-gov "$GOV_PORT" GOV_PID
 }
 
+# The "cache" variant (--cache): every deployment answers repeats from the response cache.
+start_cache_gateway() {
+  CACHE_PORT="$(fg_free_port)"
+  local file="$TMP/ferrogate-cache.toml"
+  write_gateway_config "$file" "$CACHE_PORT"
+  sed -i 's/^backends = \["\(fast[a-z-]*\)"\]$/backends = ["\1"]\ncache = true\ncache_nondeterministic = true/' "$file"
+  grep -q '^cache = true' "$file" || fg_die "the cache variant's config has no cache = true"
+  launch_gateway ferrogate-cache "$CACHE_PORT" CACHE_PID
+}
+
 # The "base" variant (BENCH_BASE_BIN): an older binary as a bare gateway, same config.
 start_base_gateway() {
   [ -x "$BASE_BIN" ] || fg_die "BENCH_BASE_BIN=$BASE_BIN is not an executable"
@@ -401,6 +420,7 @@ url() {
   gov) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GOV_PORT" ;;
   guard) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GUARD_PORT" ;;
   base) printf 'http://127.0.0.1:%s/v1/chat/completions' "$BASE_PORT" ;;
+  cache) printf 'http://127.0.0.1:%s/v1/chat/completions' "$CACHE_PORT" ;;
   resil) printf 'http://127.0.0.1:%s/v1/chat/completions' "$RESIL_PORT" ;;
   govall) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GOVALL_PORT" ;;
   esac
@@ -453,9 +473,10 @@ measure_load() {
   local mode conc target
   for mode in json sse; do
     for conc in "${CONCURRENCY[@]}"; do
-      for target in direct proxy gateway base auth gov guard resil govall obs100 obs1; do
-        case "$target" in base | gov | guard | resil | govall | obs*) ;; *) wanted "$target" || continue ;; esac
+      for target in direct proxy gateway base cache auth gov guard resil govall obs100 obs1; do
+        case "$target" in base | cache | gov | guard | resil | govall | obs*) ;; *) wanted "$target" || continue ;; esac
         [ "$target" != base ] || [ -n "$BASE_BIN" ] || continue
+        [ "$target" != cache ] || [ "$CACHE" = 1 ] || continue
         [ "$target" != govall ] || { [ "$GOV" = 1 ] && [ "$RESIL" = 1 ]; } || continue
         case "$target" in obs*) [ "$OBS" = 1 ] || continue ;; esac
         [ "$target" = direct ] || [ "$DIRECT_ONLY" = 0 ] || continue
@@ -746,6 +767,7 @@ def variant_rows(target):
 auth_rows, gov_rows, govall_rows = variant_rows("auth"), variant_rows("gov"), variant_rows("govall")
 guard_rows = variant_rows("guard")
 for title, vrows in (("baseline binary (BENCH_BASE_BIN), bare gateway", variant_rows("base")),
+                     ("gateway + response cache (every request a hit)", variant_rows("cache")),
                      ("gateway + auth + ledger", auth_rows), ("gateway + rate limits", gov_rows),
                      ("gateway + every governance feature", govall_rows),
                      ("gateway + guardrails (injection + PII, flag)", guard_rows)):
@@ -933,6 +955,7 @@ main() {
     --observability) OBS=1 ;;
     --governance) GOV=1 ;;
     --guardrails) GUARD=1 ;;
+    --cache) CACHE=1 ;;
     --resilience) RESIL=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; fg_die "unknown option '$arg'" ;;
@@ -960,6 +983,7 @@ main() {
     [ "$GOV" = 0 ] || start_gov_gateway
     [ "$GUARD" = 0 ] || start_guard_gateway
     [ -z "$BASE_BIN" ] || start_base_gateway
+    [ "$CACHE" = 0 ] || start_cache_gateway
     [ "$RESIL" = 0 ] || start_resil_gateway
     [ "$GOV" = 0 ] || [ "$RESIL" = 0 ] || start_govall_gateway
     [ "$OBS" = 0 ] || start_obs_gateways
@@ -979,6 +1003,7 @@ main() {
   [ "$GOV" = 0 ] || warm_up gov
   [ "$RESIL" = 0 ] || warm_up resil
   [ -z "$BASE_BIN" ] || warm_up base
+  [ "$CACHE" = 0 ] || warm_up cache
   [ "$GOV" = 0 ] || [ "$RESIL" = 0 ] || warm_up govall
   if [ "$OBS" = 1 ]; then
     warm_up obs100
