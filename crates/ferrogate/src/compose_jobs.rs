@@ -48,6 +48,7 @@ pub fn services(cfg: &Config, t: &TenancySettings, store: &Arc<Store>) -> Result
         instance: instance_name(),
         batch_concurrency: b.concurrency,
         tick_every: Duration::from_secs(b.tick_interval_secs),
+        lease: Duration::from_secs(b.lease_secs),
     })
 }
 

@@ -36,7 +36,7 @@ pub fn spawn(st: &AppState) -> Result<(), String> {
         Arc::clone(&s.queue),
         Arc::new(runner),
         Arc::new(capacity::Spare::new(st.clone())),
-        PoolConfig::new(s.instance.clone(), kinds),
+        PoolConfig::new(s.instance.clone(), kinds).with_visibility_timeout(s.lease),
     );
     let (stop, grace) = (st.stopping.clone(), st.shutdown_grace);
     st.tasks.spawn(async move {

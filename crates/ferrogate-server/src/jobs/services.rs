@@ -32,6 +32,8 @@ pub struct JobServices {
     pub batch_concurrency: usize,
     /// How often the batch driver ticks.
     pub tick_every: Duration,
+    /// A lease's length (heartbeats renew it every third).
+    pub lease: Duration,
 }
 
 /// Background work as the handlers see it.

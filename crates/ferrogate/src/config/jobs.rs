@@ -33,6 +33,8 @@ pub struct BatchesConfig {
     pub max_attempts: u32,
     /// Seconds between batch-driver ticks (counts, finishing, expiry).
     pub tick_interval_secs: u64,
+    /// A job lease's length, seconds: a line whose worker died runs again this long after.
+    pub lease_secs: u64,
 }
 
 impl Default for BatchesConfig {
@@ -44,6 +46,7 @@ impl Default for BatchesConfig {
             concurrency: 4,
             max_attempts: 5,
             tick_interval_secs: 2,
+            lease_secs: 60,
         }
     }
 }
@@ -60,6 +63,9 @@ pub fn check(w: &WebhooksConfig, b: &BatchesConfig, errs: &mut Vec<String>) {
     }
     if b.max_attempts == 0 {
         errs.push("batches.max_attempts: must be at least 1".into());
+    }
+    if b.lease_secs < 3 {
+        errs.push("batches.lease_secs: must be at least 3 (heartbeats renew it every third)".into());
     }
     if b.tick_interval_secs == 0 {
         errs.push("batches.tick_interval_secs: must be at least 1".into());
