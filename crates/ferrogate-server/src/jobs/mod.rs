@@ -41,7 +41,8 @@ pub fn spawn(st: &AppState) -> Result<(), String> {
     let (stop, grace) = (st.stopping.clone(), st.shutdown_grace);
     st.tasks.spawn(async move {
         stop.cancelled().await;
-        let drained = pool.drain(grace).await;
+        // Within the server's own grace period, which ends the background tasks it waits for.
+        let drained = pool.drain(grace.saturating_sub(Duration::from_millis(500))).await;
         tracing::info!(?drained, "background workers drained");
     });
     spawn_gauges(st, Arc::clone(&s.queue));
