@@ -19,6 +19,7 @@ pub mod body;
 pub mod error;
 pub mod guardrails;
 pub mod handlers;
+pub mod jobs;
 pub mod lifecycle;
 pub mod limits;
 pub mod observability;

@@ -50,6 +50,7 @@ pub fn router(st: AppState) -> Router {
         Some(_) => routes.merge(admin::routes()).route("/v1/usage", get(admin::usage::client)),
         None => routes,
     };
+    let routes = crate::jobs::routes::mount(&st, routes);
     let routes = observability_routes(&st, routes);
     routes.fallback(not_found).method_not_allowed_fallback(method_not_allowed).layer(stages).with_state(st)
 }

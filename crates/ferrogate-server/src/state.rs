@@ -40,6 +40,8 @@ pub struct Services {
     pub cache: Option<Arc<dyn ResponseCache>>,
     /// Time for key expiry, budgets, limits and usage rows (tests move it).
     pub clock: Arc<dyn Clock>,
+    /// The durable queue, Files + Batches and webhooks; `None`: no background work.
+    pub jobs: Option<crate::jobs::services::JobServices>,
 }
 
 #[derive(Clone)]
@@ -99,6 +101,8 @@ pub struct Inner {
     /// The response cache (`None`: no deployment caches) and each deployment's policy.
     pub cache: Option<Arc<dyn ResponseCache>>,
     cache_policies: HashMap<String, CachePolicy>,
+    /// Files + Batches, the DLQ and webhooks (`None`: off, tenancy is off).
+    pub jobs: Option<Arc<crate::jobs::services::Jobs>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -111,7 +115,8 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// The state of a server over `services`, configured by `cfg`.
     pub fn new(cfg: &Settings, services: Services) -> Result<AppState, Vec<String>> {
-        let Services { registry, backends, breakers, tenancy, limit_store, cache, clock } = services;
+        let Services { registry, backends, breakers, tenancy, limit_store, cache, clock, jobs } = services;
+        let jobs = jobs.map(|j| Arc::new(crate::jobs::services::Jobs::new(j)));
         let cache_policies =
             cfg.deployments.iter().map(|(name, d)| (name.clone(), d.cache_policy(&cfg.cache))).collect();
         let res = &cfg.resilience;
@@ -154,6 +159,7 @@ impl AppState {
             guardrails,
             cache,
             cache_policies,
+            jobs,
         })))
     }
 

@@ -68,6 +68,8 @@ pub enum Reply {
     Close,
     /// Chooses the reply from the request (e.g. by its `stream` flag).
     Dynamic(Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>),
+    /// The inner reply after a pause (a slow upstream).
+    Delayed(Duration, Box<Reply>),
 }
 
 /// How a streamed response ends after its frames.
@@ -112,6 +114,11 @@ impl Reply {
 
     pub fn dynamic(f: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Reply {
         Reply::Dynamic(Arc::new(f))
+    }
+
+    /// This reply, sent after `pause`.
+    pub fn after(self, pause: Duration) -> Reply {
+        Reply::Delayed(pause, Box::new(self))
     }
 
     /// Adds a header to a `Full` reply (other replies are returned unchanged).
@@ -374,8 +381,18 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<Re
     let rec =
         Recorded { method: parts.method.to_string(), path: parts.uri.path().to_owned(), headers: parts.headers, body };
     let mut reply = shared.reply_for(&rec.path);
-    while let Reply::Dynamic(f) = reply {
-        reply = f(&rec);
+    loop {
+        match reply {
+            Reply::Dynamic(f) => reply = f(&rec),
+            Reply::Delayed(pause, inner) => {
+                tokio::time::sleep(pause).await;
+                reply = *inner;
+            }
+            other => {
+                reply = other;
+                break;
+            }
+        }
     }
     shared.record(rec);
     let mut guard = DisconnectGuard { shared, completed: false };
@@ -389,8 +406,8 @@ async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<Re
             let never: Infallible = futures::future::pending().await;
             match never {}
         }
-        // `Dynamic` was resolved above; treat a leftover like `Close`.
-        Reply::Close | Reply::Dynamic(_) => {
+        // `Dynamic` and `Delayed` were resolved above; treat a leftover like `Close`.
+        Reply::Close | Reply::Dynamic(_) | Reply::Delayed(..) => {
             guard.complete();
             Err(CloseConnection)
         }

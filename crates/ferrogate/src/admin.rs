@@ -23,7 +23,7 @@ pub struct Target {
     url: String,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Clone, Args, Default)]
@@ -155,14 +155,14 @@ pub struct UsageArgs {
 
 // === the HTTP client ===
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     master: String,
 }
 
 impl Client {
-    fn new(t: &Target) -> anyhow::Result<Self> {
+    pub(crate) fn new(t: &Target) -> anyhow::Result<Self> {
         let master = std::env::var("FERROGATE_MASTER_KEY").unwrap_or_default();
         if master.is_empty() {
             bail!("set FERROGATE_MASTER_KEY to the gateway's master key");
@@ -203,7 +203,7 @@ impl Client {
         }
     }
 
-    async fn json(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn json(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let res = self.send(method, path, body).await?;
         if res.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(Value::Null);
@@ -222,7 +222,7 @@ fn tenancy_off(base: &str) -> String {
 }
 
 /// Percent-encodes a query value.
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
@@ -231,7 +231,7 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -258,7 +258,7 @@ fn time_arg(s: &str) -> anyhow::Result<i64> {
         .with_context(|| format!("'{s}' is neither a duration (24h, 7d) nor a time (2025-01-31, 2025-01-31T12:00Z)"))
 }
 
-fn when(v: &Value) -> String {
+pub(crate) fn when(v: &Value) -> String {
     v.as_i64().map_or_else(|| "-".into(), |ms| time::format_datetime(ms).replace('T', " "))
 }
 

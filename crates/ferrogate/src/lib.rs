@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod compose;
+pub mod compose_jobs;
 pub mod config;
 
 pub use compose::{start, start_with_clock};

@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout)] // the CLI talks to its user on stdout
 
 mod admin;
+mod admin_dlq;
 mod bench;
 mod bench_limits;
 mod logsink;
@@ -64,6 +65,13 @@ enum Command {
         #[command(flatten)]
         args: admin::UsageArgs,
     },
+    /// The dead-letter queue of background work — admin API client (FERROGATE_MASTER_KEY, --url).
+    Dlq {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(subcommand)]
+        command: admin_dlq::DlqCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,6 +88,7 @@ fn main() -> ExitCode {
         Command::Tenants { target, command } => client(admin::tenants(target, command)),
         Command::Keys { target, command } => client(admin::keys(target, command)),
         Command::Usage { target, args } => client(admin::usage(target, args)),
+        Command::Dlq { target, command } => client(admin_dlq::dlq(target, command)),
         Command::BenchLimits(args) => match runtime().and_then(|rt| rt.block_on(bench_limits::run(args))) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -6,9 +6,11 @@
 //! every change to a key or tenant invalidates this instance's key cache at once (other
 //! instances see it at their next poll); every error is OpenAI-shaped.
 
+pub mod dlq;
 pub mod keys;
 pub mod tenants;
 pub mod usage;
+pub mod webhooks;
 
 use std::sync::Arc;
 

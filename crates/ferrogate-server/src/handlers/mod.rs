@@ -1,10 +1,12 @@
 //! Thin HTTP handlers: decode, call the pipeline, encode. No business logic here.
 
 pub mod anthropic;
+pub mod batches;
 pub mod chat;
 pub mod completions;
 pub mod dashboard;
 pub mod encode;
+pub mod files;
 pub mod health;
 pub mod models;
 pub mod ollama;

@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub mod jobs;
 mod lines;
 pub mod structure;
 
@@ -81,6 +82,10 @@ struct RawConfig {
     guardrails: GuardrailsConfig,
     /// The response cache (docs/STATE.md).
     cache: CacheSection,
+    /// Webhook delivery (docs/JOBS.md).
+    webhooks: jobs::WebhooksConfig,
+    /// Files + Batches (docs/JOBS.md).
+    batches: jobs::BatchesConfig,
 }
 
 /// A checked configuration: the server's run-time [`Settings`], and what only start-up reads —
@@ -91,6 +96,10 @@ pub struct Config {
     pub log: LogConfig,
     pub model_dir: PathBuf,
     pub backends: BTreeMap<String, BackendConfig>,
+    /// `[webhooks]`.
+    pub webhooks: jobs::WebhooksConfig,
+    /// `[batches]`.
+    pub batches: jobs::BatchesConfig,
 }
 
 impl std::ops::Deref for Config {
@@ -262,6 +271,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     let overrides = raw.deployments.iter().map(|(n, d)| (n.clone(), d.guardrails)).collect();
     let guardrails = ferrogate_server::guardrails::config::check(raw.guardrails, &overrides, &mut errs);
     check_cache(&raw.cache, &mut errs);
+    jobs::check(&raw.webhooks, &raw.batches, &mut errs);
     match listen {
         Ok(listen) if errs.is_empty() => Ok(Config {
             settings: Settings {
@@ -278,6 +288,8 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
             log: raw.log,
             model_dir,
             backends: raw.backends,
+            webhooks: raw.webhooks,
+            batches: raw.batches,
         }),
         _ => Err(ConfigErrors(errs)),
     }

@@ -19,6 +19,7 @@
 mod cache;
 mod engine;
 mod guardrails;
+mod jobs;
 mod limits;
 pub(crate) mod requests;
 mod resilience;
@@ -90,6 +91,10 @@ pub const GUARDRAIL_JUDGE: &str = "ferrogate_guardrail_judge_total";
 pub const CACHE_LOOKUPS: &str = "ferrogate_cache_lookups_total";
 pub const CACHE_SAVED_TOKENS: &str = "ferrogate_cache_saved_tokens_total";
 pub const BUILD_INFO: &str = "ferrogate_build_info";
+pub const JOBS_QUEUED: &str = "ferrogate_jobs_queued";
+pub const JOBS_RUNNING: &str = "ferrogate_jobs_running";
+pub const JOBS_OLDEST_AGE: &str = "ferrogate_jobs_oldest_ready_age_seconds";
+pub const JOBS_DEAD: &str = "ferrogate_jobs_dead";
 pub const START_TIME: &str = "ferrogate_start_time_seconds";
 // OpenTelemetry GenAI semantic conventions, under their Prometheus names (dots → underscores,
 // unit suffix), recorded alongside the ferrogate_* families.
@@ -174,6 +179,10 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Sampled trace spans: ended, and exported (accepted by the OTLP collector); the difference is queued or dropped.",
     ),
     ("gauge", BUILD_INFO, "Always 1; the labels say which build runs."),
+    ("gauge", JOBS_QUEUED, "Background jobs waiting in the durable queue (ready or backing off), by kind."),
+    ("gauge", JOBS_RUNNING, "Background jobs leased by a worker, by kind."),
+    ("gauge", JOBS_OLDEST_AGE, "How long the oldest runnable background job has waited, seconds, by kind."),
+    ("gauge", JOBS_DEAD, "Background jobs in the dead-letter queue, by kind."),
     ("gauge", START_TIME, "Unix time the gateway started, seconds."),
     (
         "histogram",

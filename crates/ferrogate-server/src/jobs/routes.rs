@@ -1,0 +1,30 @@
+//! The routes of background work, mounted when the composition root built its services: OpenAI
+//! Files and Batches for tenants' keys, the DLQ and webhook endpoints for the master key.
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::admin::{dlq, webhooks};
+use crate::handlers::{batches, files};
+use crate::state::AppState;
+
+pub fn mount(st: &AppState, routes: Router<AppState>) -> Router<AppState> {
+    if st.jobs.is_none() {
+        return routes;
+    }
+    routes
+        .route("/v1/files", post(files::upload).get(files::list))
+        .route("/v1/files/{id}", get(files::get).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
+        .route("/v1/batches", post(batches::create).get(batches::list))
+        .route("/v1/batches/{id}", get(batches::get))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
+        .route("/admin/v1/dlq", get(dlq::list))
+        .route("/admin/v1/dlq/replay", post(dlq::replay_all))
+        .route("/admin/v1/dlq/purge", post(dlq::purge))
+        .route("/admin/v1/dlq/{id}", get(dlq::get).delete(dlq::delete))
+        .route("/admin/v1/dlq/{id}/replay", post(dlq::replay))
+        .route("/admin/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/admin/v1/webhooks/{id}", get(webhooks::get).delete(webhooks::delete))
+        .route("/admin/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+}
