@@ -32,6 +32,7 @@ pub mod sse;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;
+pub mod tls;
 pub mod warmup;
 
 pub use lifecycle::{Running, StartError, shutdown_signal, start};
