@@ -154,6 +154,48 @@ fn load_roots(file: &Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
+/// SIGHUP, where there is one; never fires elsewhere or when it cannot be listened for.
+#[cfg(unix)]
+struct Hangup(Option<tokio::signal::unix::Signal>);
+
+#[cfg(unix)]
+impl Hangup {
+    fn new() -> Self {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Hangup(Some(s)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: certificates reload on file change only");
+                Hangup(None)
+            }
+        }
+    }
+
+    async fn recv(&mut self) {
+        match &mut self.0 {
+            Some(s) => {
+                if s.recv().await.is_none() {
+                    self.0 = None;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Hangup;
+
+#[cfg(not(unix))]
+impl Hangup {
+    fn new() -> Self {
+        Hangup
+    }
+
+    async fn recv(&mut self) {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// What a file looked like at the last check.
 type Stamp = Option<(SystemTime, u64)>;
 
@@ -164,18 +206,20 @@ fn stamp(p: &Path) -> Stamp {
 impl Tls {
     /// Re-reads the pair when either file's modification time or size changed (a Kubernetes
     /// Secret's symlink swap included: the metadata of the link's target is read), every
-    /// `every`, until `stop`.
+    /// `every`, and at once on SIGHUP, until `stop`.
     pub fn spawn_reloader(&self, every: Duration, tasks: &TaskTracker, stop: CancellationToken) {
         let cert = Arc::clone(&self.cert);
         tasks.spawn(async move {
+            let mut hup = Hangup::new();
             let mut seen = (stamp(&cert.files.0), stamp(&cert.files.1));
             loop {
-                tokio::select! {
+                let forced = tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
+                    _ = tokio::time::sleep(every) => false,
+                    _ = hup.recv() => true,
+                };
                 let now = (stamp(&cert.files.0), stamp(&cert.files.1));
-                if now == seen {
+                if now == seen && !forced {
                     continue;
                 }
                 seen = now;

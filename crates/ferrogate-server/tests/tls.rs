@@ -249,6 +249,27 @@ async fn a_changed_certificate_is_served_without_a_restart_and_a_broken_one_is_i
 }
 
 #[tokio::test]
+async fn sighup_reloads_the_certificate_at_once() {
+    let files = Files::new();
+    let (ca, first) = server_pki(&files);
+    let fake = FakeUpstream::openai().await.unwrap();
+    // The file check is an hour away: only the signal can bring the new pair in time.
+    let gw = gateway(&fake, "", &tls_section(&files, "reload_interval_secs = 3600"), "").await;
+    let r = client(&ca.pem(), None, false).get(https(gw.addr, "/health")).send().await.unwrap();
+    assert_eq!(served_cert(&r), first);
+    let (cert, key, second) = ca.issue("gateway-hup", 7, false);
+    files.write("key.pem", &key);
+    files.write("cert.pem", &cert);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = client(&ca.pem(), None, false).get(https(gw.addr, "/health")).send().await.unwrap();
+    assert_eq!(served_cert(&r), first, "no reload before the signal");
+    let hup = std::process::Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    served_becomes(gw.addr, &ca.pem(), &second, Duration::from_secs(5)).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_admin_api_requires_a_verified_client_certificate_when_configured() {
     let files = Files::new();
     let (ca, _) = server_pki(&files);
