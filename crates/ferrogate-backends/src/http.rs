@@ -31,6 +31,8 @@ pub(crate) struct ClientSettings<'a> {
     pub connect_timeout: Duration,
     pub pool_idle_per_host: usize,
     pub proxy: Option<&'a str>,
+    /// Extra roots (PEM) for a private CA.
+    pub ca_file: Option<&'a std::path::Path>,
 }
 
 /// The pooled client. Requests carry no overall timeout here: callers bound each phase.
@@ -49,7 +51,23 @@ pub(crate) fn client(s: &ClientSettings<'_>) -> Result<reqwest::Client, String> 
     if let Some(p) = s.proxy {
         builder = builder.proxy(reqwest::Proxy::all(p).map_err(|e| format!("invalid proxy '{p}': {e}"))?);
     }
+    if let Some(file) = s.ca_file {
+        for cert in extra_roots(file)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
     builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// The certificates of a PEM bundle (at least one).
+pub(crate) fn extra_roots(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(file).map_err(|e| format!("ca_file {}: {e}", file.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", file.display()))?;
+    if certs.is_empty() {
+        return Err(format!("ca_file {} holds no PEM certificate", file.display()));
+    }
+    Ok(certs)
 }
 
 fn default_headers(s: &ClientSettings<'_>) -> Result<HeaderMap, String> {
@@ -289,6 +307,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             pool_idle_per_host: 1,
             proxy: None,
+            ca_file: None,
         };
         let map = default_headers(&s).unwrap();
         assert!(map[header::AUTHORIZATION].is_sensitive());

@@ -70,6 +70,13 @@ pub(crate) fn headers(headers: &BTreeMap<String, String>, problems: &mut Vec<Str
     }
 }
 
+/// `ca_file` must be a readable PEM bundle of at least one certificate.
+pub(crate) fn ca_file(file: Option<&std::path::Path>, problems: &mut Vec<String>) {
+    if let Some(Err(e)) = file.map(crate::http::extra_roots) {
+        problems.push(e);
+    }
+}
+
 pub(crate) fn proxy(proxy: Option<&str>, problems: &mut Vec<String>) {
     if let Some(p) = proxy.filter(|p| reqwest::Proxy::all(*p).is_err()) {
         problems.push(format!("proxy '{p}' is not a valid proxy URL"));

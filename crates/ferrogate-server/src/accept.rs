@@ -7,7 +7,9 @@
 //! gracefully (HTTP/2: GOAWAY); HTTP/2 peers are pinged and dropped when they stop answering;
 //! beyond `max_connections` a new connection is answered `503 too_many_connections` and closed,
 //! never queued. On `stop` the listener closes and every connection finishes its in-flight
-//! requests; on `kill` what is left is dropped.
+//! requests; on `kill` what is left is dropped. With TLS (`[server.tls]`) the handshake is part
+//! of the first-head deadline: a client that opens TCP and never completes it holds nothing past
+//! `header_read_timeout`; one that speaks plain HTTP to the TLS port gets a plain 400 and a close.
 
 mod conn;
 
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
+use crate::tls::Tls;
 
 /// HTTP/2 keep-alive: a PING after this long without a frame from the peer…
 const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -51,6 +54,8 @@ pub struct AcceptLimits {
 struct Shared {
     builder: Builder<TokioExecutor>,
     limits: AcceptLimits,
+    /// `[server.tls]`: every connection is a TLS one.
+    tls: Option<Arc<Tls>>,
     /// Graceful: stop accepting; connections finish what is in flight.
     stop: CancellationToken,
     /// Hard: connections still open are dropped (the grace period is over).
@@ -58,15 +63,17 @@ struct Shared {
 }
 
 /// Accepts on `listener` and serves `app` until `stop`, then waits for the connections to end
-/// (or `kill`). The peer address reaches handlers as `ConnectInfo<SocketAddr>`.
+/// (or `kill`). The peer address reaches handlers as `ConnectInfo<SocketAddr>`; with `tls`,
+/// [`crate::tls::PeerCert`] says whether the client's certificate verified.
 pub async fn run(
     listener: TcpListener,
     app: Router,
     limits: AcceptLimits,
+    tls: Option<Arc<Tls>>,
     stop: CancellationToken,
     kill: CancellationToken,
 ) {
-    let shared = Arc::new(Shared { builder: builder(limits), limits, stop, kill });
+    let shared = Arc::new(Shared { builder: builder(limits), limits, tls, stop, kill });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let refusal = Bytes::from(refusal_response());

@@ -33,6 +33,7 @@ pub mod settle;
 pub mod sse;
 pub mod state;
 pub mod tenancy;
+pub mod tls;
 pub mod warmup;
 
 pub use lifecycle::{Running, StartError, shutdown_signal, start};

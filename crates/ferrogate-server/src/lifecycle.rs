@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accept::{self, AcceptLimits};
 use crate::settings::Settings;
 use crate::state::{AppState, Services};
+use crate::tls::Tls;
 
 /// Bound of one health probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,7 +69,8 @@ pub async fn start(
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
-    tracing::info!(%addr, deployments = st.registry.deployments().len(), "ferrogate listening");
+    let tls = listener_tls(cfg, &st)?;
+    tracing::info!(%addr, tls = tls.is_some(), deployments = st.registry.deployments().len(), "ferrogate listening");
     spawn_health_checks(&st);
     crate::warmup::spawn(&st);
     let metrics_addr = spawn_metrics_listener(&st, accept_limits(cfg)).await?;
@@ -84,7 +86,7 @@ pub async fn start(
             _ = stop_rx => {}
         }
     };
-    let task = tokio::spawn(serve(listener, st.clone(), accept_limits(cfg), signal));
+    let task = tokio::spawn(serve(listener, st.clone(), accept_limits(cfg), tls, signal));
     Ok(Running { addr, metrics_addr, state: st, stop: Some(stop), task })
 }
 
@@ -95,8 +97,16 @@ async fn spawn_metrics_listener(st: &AppState, limits: AcceptLimits) -> Result<O
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: at, source })?;
     tracing::info!(%addr, "metrics listening");
     let (app, stop) = (crate::router::metrics_router(st.clone()), st.stopping.clone());
-    st.tasks.spawn(accept::run(listener, app, limits, stop.clone(), stop));
+    st.tasks.spawn(accept::run(listener, app, limits, None, stop.clone(), stop));
     Ok(Some(addr))
+}
+
+/// `[server.tls]`: the listener's TLS, its certificate watched for changes until draining starts.
+fn listener_tls(cfg: &Settings, st: &AppState) -> Result<Option<(Arc<Tls>, bool)>, StartError> {
+    let Some(sec) = &cfg.server.tls else { return Ok(None) };
+    let tls = Arc::new(crate::tls::build(sec).map_err(|e| StartError::Build(vec![e]))?);
+    tls.spawn_reloader(Duration::from_secs(sec.reload_interval_secs.max(1)), &st.tasks, st.stopping.clone());
+    Ok(Some((tls, sec.admin_requires_client_cert)))
 }
 
 /// The accept side's bounds from `[server]`.
@@ -112,11 +122,16 @@ async fn serve(
     listener: TcpListener,
     st: AppState,
     limits: AcceptLimits,
+    tls: Option<(Arc<Tls>, bool)>,
     signal: impl Future<Output = ()> + Send + 'static,
 ) {
-    let app = crate::router::router(st.clone());
+    let mut app = crate::router::router(st.clone());
+    if let Some((_, true)) = &tls {
+        app = crate::tls::gate::wrap(app, crate::tls::gate::Gate { metrics: !st.obs.cfg.metrics.public });
+    }
     let (close, kill) = (CancellationToken::new(), CancellationToken::new());
-    let server = tokio::spawn(accept::run(listener, app, limits, close.clone(), kill.clone()));
+    let tls = tls.map(|(t, _)| t);
+    let server = tokio::spawn(accept::run(listener, app, limits, tls, close.clone(), kill.clone()));
     signal.await;
     let deadline = Instant::now() + st.settings.shutdown_grace;
     st.start_draining();

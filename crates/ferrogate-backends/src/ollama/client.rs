@@ -55,6 +55,7 @@ impl OllamaBackend {
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             pool_idle_per_host: cfg.pool_idle_per_host,
             proxy: cfg.proxy.as_deref(),
+            ca_file: cfg.ca_file.as_deref(),
         })
         .map_err(|e| format!("backend '{name}': {e}"))?;
         Ok(Self {

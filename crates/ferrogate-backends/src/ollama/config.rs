@@ -54,6 +54,10 @@ pub struct OllamaConfig {
     /// An HTTP(S) proxy for this server; environment proxy variables are ignored.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// Extra root certificates (PEM) trusted for this server's HTTPS, beside the public roots: a
+    /// private CA. There is no switch to skip verification.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_base_url() -> String {
@@ -75,6 +79,7 @@ impl Default for OllamaConfig {
             models: None,
             require_loaded: false,
             proxy: None,
+            ca_file: None,
         }
     }
 }
@@ -101,6 +106,7 @@ impl OllamaConfig {
         );
         validate::headers(&self.headers, &mut p);
         validate::proxy(self.proxy.as_deref(), &mut p);
+        validate::ca_file(self.ca_file.as_deref(), &mut p);
         validate::models(self.models.as_deref(), &mut p);
         if self.require_loaded && self.models.is_none() {
             p.push("require_loaded needs models (which models must be loaded?)".to_owned());
@@ -164,6 +170,7 @@ impl fmt::Debug for OllamaConfig {
             .field("models", &self.models)
             .field("require_loaded", &self.require_loaded)
             .field("proxy", &self.proxy.as_deref().map(validate::redact_url))
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

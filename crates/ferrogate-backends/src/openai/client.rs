@@ -56,6 +56,7 @@ impl OpenAiBackend {
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             pool_idle_per_host: cfg.pool_idle_per_host,
             proxy: cfg.proxy.as_deref(),
+            ca_file: cfg.ca_file.as_deref(),
         })
         .map_err(|e| format!("backend '{name}': {e}"))?;
         let base = cfg.base_url.trim_end_matches('/').to_owned();

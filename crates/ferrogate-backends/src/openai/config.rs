@@ -49,6 +49,10 @@ pub struct OpenAiConfig {
     /// An HTTP(S) proxy for this upstream; environment proxy variables are ignored.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// Extra root certificates (PEM) trusted for this upstream's HTTPS, beside the public roots: a
+    /// private CA. There is no switch to skip verification.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl OpenAiConfig {
@@ -67,6 +71,7 @@ impl OpenAiConfig {
             pool_idle_per_host: defaults::pool_idle_per_host(),
             models: None,
             proxy: None,
+            ca_file: None,
         }
     }
 
@@ -86,6 +91,7 @@ impl OpenAiConfig {
         );
         validate::headers(&self.headers, &mut p);
         validate::proxy(self.proxy.as_deref(), &mut p);
+        validate::ca_file(self.ca_file.as_deref(), &mut p);
         validate::models(self.models.as_deref(), &mut p);
         if let Err(e) = self.resolve_api_key() {
             p.push(e);
@@ -130,6 +136,7 @@ impl fmt::Debug for OpenAiConfig {
             .field("pool_idle_per_host", &self.pool_idle_per_host)
             .field("models", &self.models)
             .field("proxy", &self.proxy.as_deref().map(validate::redact_url))
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

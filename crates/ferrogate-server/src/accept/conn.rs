@@ -17,15 +17,18 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::{AcceptLimits, Shared};
+use crate::tls::PeerCert;
 
 /// Serves one connection until it ends, is found idle, or the server stops. `_slot` is its place
-/// under `max_connections`, given back when this returns.
+/// under `max_connections`, given back when this returns. With TLS the handshake comes first,
+/// bounded by what is left of the first-head deadline.
 pub(super) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -34,10 +37,76 @@ pub(super) async fn serve(
     _slot: OwnedSemaphorePermit,
 ) {
     let activity = Arc::new(Activity::new());
+    let Some(tls) = shared.tls.clone() else {
+        return drive(tcp, peer, app, &shared, activity, None).await;
+    };
+    let deadline = activity.accepted + shared.limits.header_read;
+    let handshake = async {
+        if !starts_with_tls_record(&tcp).await {
+            plain_http_refused(tcp, peer).await;
+            return None;
+        }
+        match tls.acceptor.accept(tcp).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                None
+            }
+        }
+    };
+    let stream = tokio::select! {
+        s = tokio::time::timeout_at(deadline, handshake) => match s {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::debug!(%peer, "connection closed: no TLS handshake in time");
+                return;
+            }
+        },
+        _ = shared.stop.cancelled() => return,
+        _ = shared.kill.cancelled() => return,
+    };
+    let verified = tls.verifies_clients && stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+    drive(stream, peer, app, &shared, activity, Some(PeerCert { verified })).await;
+}
+
+/// A TLS connection opens with a handshake record (content type 22); anything else is taken for
+/// plain HTTP. Waits for the first byte (the caller bounds the wait).
+async fn starts_with_tls_record(tcp: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(tcp.peek(&mut first).await, Ok(1) if first[0] == 0x16)
+}
+
+/// Plain HTTP sent to the TLS port: a plain `400` that says so, then close.
+async fn plain_http_refused(mut tcp: TcpStream, peer: SocketAddr) {
+    tracing::debug!(%peer, "plain HTTP on the TLS listener");
+    const BODY: &str = "this port speaks HTTPS: the plain HTTP request was sent to a TLS listener\n";
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tcp.write_all(answer.as_bytes()).await;
+    let _ = tcp.shutdown().await;
+}
+
+/// The hyper-util connection over `io`, raced against the deadlines, the stop and the kill.
+async fn drive<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    shared: &Shared,
+    activity: Arc<Activity>,
+    cert: Option<PeerCert>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc = {
         let activity = Arc::clone(&activity);
         service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(c) = cert {
+                req.extensions_mut().insert(c);
+            }
             let guard = InFlight::start(&activity);
             let app = app.clone();
             async move {
@@ -46,7 +115,7 @@ pub(super) async fn serve(
             }
         })
     };
-    let conn = shared.builder.serve_connection(TokioIo::new(tcp), svc);
+    let conn = shared.builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut closing = false;
     loop {

@@ -3,11 +3,13 @@
 //! (with `[backends]`, model files and logs) is read and checked by the binary's `config`.
 
 pub mod sections;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 pub use self::sections::{CacheSection, DeploymentConfig, ServerConfig};
+pub use self::tls::TlsSection;
 
 use crate::guardrails::config::GuardrailSettings;
 use crate::limits::config::LimitSettings;

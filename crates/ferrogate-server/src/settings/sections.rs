@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub body_read_timeout_secs: u64,
     /// Open client connections at most; beyond, a new connection gets 503 and is closed.
     pub max_connections: usize,
+    /// `[server.tls]`: serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) instead of plain HTTP.
+    pub tls: Option<super::tls::TlsSection>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +71,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             body_read_timeout_secs: 30,
             max_connections: 10_000,
+            tls: None,
         }
     }
 }
@@ -92,6 +95,7 @@ impl fmt::Debug for ServerConfig {
             .field("idle_timeout_secs", &self.idle_timeout_secs)
             .field("body_read_timeout_secs", &self.body_read_timeout_secs)
             .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -225,6 +225,9 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
         errs.push(format!("server.listen: '{}' is not an address like 127.0.0.1:8080 ({e})", raw.server.listen));
     });
     check_server(&raw.server, &mut errs);
+    if let Some(tls) = &raw.server.tls {
+        ferrogate_server::tls::check(tls, &mut errs);
+    }
     for (name, backend) in &mut raw.backends {
         // `hf://…` sources are fetched at start (`compose::fetch_models`), not looked up here.
         let local = |e: &ferrogate_backends::EngineConfig| hub_file(&e.model_path).is_none();
