@@ -40,7 +40,7 @@ pub struct DeliveriesQuery {
 }
 
 pub async fn create(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: Create = decode(body, st.body_limit)?;
+    let req: Create = decode(body, st.settings.body_limit)?;
     let j = jobs(&st)?;
     ferrogate_jobs::webhook::check_url(&req.url, j.services.delivery.allow_private_destinations)
         .map_err(|m| ApiError::invalid(Some("url".into()), m))?;

@@ -48,7 +48,7 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (jobs, tenant) = scope(&st, &cx)?;
-    let req: CreateBatch = decode(body, st.body_limit)?;
+    let req: CreateBatch = decode(body, st.settings.body_limit)?;
     let endpoint = match req.endpoint.parse::<BatchEndpoint>() {
         Ok(e @ (BatchEndpoint::ChatCompletions | BatchEndpoint::Completions)) => e,
         _ => {

@@ -38,7 +38,7 @@ pub fn spawn(st: &AppState) -> Result<(), String> {
         Arc::new(capacity::Spare::new(st.clone())),
         PoolConfig::new(s.instance.clone(), kinds).with_visibility_timeout(s.lease),
     );
-    let (stop, grace) = (st.stopping.clone(), st.shutdown_grace);
+    let (stop, grace) = (st.stopping.clone(), st.settings.shutdown_grace);
     st.tasks.spawn(async move {
         stop.cancelled().await;
         // Within the server's own grace period, which ends the background tasks it waits for.
