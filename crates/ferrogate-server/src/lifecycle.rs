@@ -73,6 +73,7 @@ pub async fn start(
     crate::warmup::spawn(&st);
     let metrics_addr = spawn_metrics_listener(&st, accept_limits(cfg)).await?;
     crate::sampler::spawn(&st);
+    crate::handlers::conversations::spawn_purge(&st);
     if let Some(t) = &st.tenancy {
         t.spawn_background(&st.tasks, st.stopping.clone());
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ferrogate_core::breaker::Breaker;
 use ferrogate_core::cache::{CachePolicy, ResponseCache};
+use ferrogate_core::conversations::{ConversationStore, Retention};
 use ferrogate_core::limits::LimitStore;
 use ferrogate_core::tenancy::time::Clock;
 use ferrogate_core::{Backend, Health, Registry};
@@ -37,6 +38,9 @@ pub struct Services {
     pub cache: Option<Arc<dyn ResponseCache>>,
     /// Time for key expiry, budgets, limits and usage rows (tests move it).
     pub clock: Arc<dyn Clock>,
+    /// Conversations and stored responses (the Responses and Conversations APIs); `None`: those
+    /// endpoints are off (see `settings::conversations`).
+    pub conversations: Option<Arc<dyn ConversationStore>>,
 }
 
 #[derive(Clone)]
@@ -89,6 +93,16 @@ pub struct Inner {
     /// The response cache (`None`: no deployment caches) and each deployment's policy.
     pub cache: Option<Arc<dyn ResponseCache>>,
     cache_policies: HashMap<String, CachePolicy>,
+    /// The Responses and Conversations APIs' store and settings; `None`: those endpoints are off.
+    pub conversations: Option<ConvService>,
+}
+
+/// What the Responses and Conversations handlers need.
+pub struct ConvService {
+    pub store: Arc<dyn ConversationStore>,
+    pub retention: Retention,
+    pub settings: crate::settings::ConversationsSection,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl std::ops::Deref for AppState {
@@ -101,7 +115,13 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// The state of a server over `services`, configured by `cfg`.
     pub fn new(cfg: &Settings, services: Services) -> Result<AppState, Vec<String>> {
-        let Services { registry, backends, breakers, tenancy, limit_store, cache, clock } = services;
+        let Services { registry, backends, breakers, tenancy, limit_store, cache, clock, conversations } = services;
+        let conversations = conversations.filter(|_| cfg.conversations.enabled).map(|store| ConvService {
+            store,
+            retention: cfg.conversations.retention(),
+            settings: cfg.conversations.clone(),
+            clock: Arc::clone(&clock),
+        });
         let cache_policies =
             cfg.deployments.iter().map(|(name, d)| (name.clone(), d.cache_policy(&cfg.cache))).collect();
         let res = &cfg.resilience;
@@ -141,6 +161,7 @@ impl AppState {
             guardrails,
             cache,
             cache_policies,
+            conversations,
         })))
     }
 

@@ -3,11 +3,13 @@
 pub mod anthropic;
 pub mod chat;
 pub mod completions;
+pub mod conversations;
 pub mod dashboard;
 pub mod encode;
 pub mod health;
 pub mod models;
 pub mod ollama;
+pub mod responses;
 pub mod simple;
 mod wording;
 

@@ -2,11 +2,13 @@
 //! `[deployments.NAME]` tables (`sections`), and the sections of each concern. The whole file
 //! (with `[backends]`, model files and logs) is read and checked by the binary's `config`.
 
+pub mod conversations;
 pub mod sections;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+pub use self::conversations::ConversationsSection;
 pub use self::sections::{CacheSection, DeploymentConfig, ServerConfig};
 
 use crate::guardrails::config::GuardrailSettings;
@@ -33,4 +35,6 @@ pub struct Settings {
     pub guardrails: GuardrailSettings,
     /// `[cache]`: the response cache of the deployments that opt in.
     pub cache: CacheSection,
+    /// `[conversations]`: the Responses and Conversations APIs' state (docs/STATE.md).
+    pub conversations: ConversationsSection,
 }

@@ -81,6 +81,8 @@ struct RawConfig {
     guardrails: GuardrailsConfig,
     /// The response cache (docs/STATE.md).
     cache: CacheSection,
+    /// The Responses and Conversations APIs' state (docs/STATE.md).
+    conversations: ferrogate_server::settings::ConversationsSection,
 }
 
 /// A checked configuration: the server's run-time [`Settings`], and what only start-up reads —
@@ -262,6 +264,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     let overrides = raw.deployments.iter().map(|(n, d)| (n.clone(), d.guardrails)).collect();
     let guardrails = ferrogate_server::guardrails::config::check(raw.guardrails, &overrides, &mut errs);
     check_cache(&raw.cache, &mut errs);
+    raw.conversations.check(&mut errs);
     match listen {
         Ok(listen) if errs.is_empty() => Ok(Config {
             settings: Settings {
@@ -274,6 +277,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
                 obs,
                 guardrails,
                 cache: raw.cache,
+                conversations: raw.conversations,
             },
             log: raw.log,
             model_dir,
