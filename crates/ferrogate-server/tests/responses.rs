@@ -369,6 +369,9 @@ mod turns {
         assert_eq!(&kinds[kinds.len() - 2..], ["response.failed", "error"], "{kinds:?}");
         let seqs: Vec<u64> = events.iter().map(|(_, d)| d["sequence_number"].as_u64().unwrap()).collect();
         assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+        // The turns are counted under their own endpoint label.
+        let metrics = a.http.get(gw.url("/metrics")).bearer_auth(MASTER).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.lines().any(|l| l.contains("endpoint=\"responses\"") && !l.ends_with(" 0")), "{metrics}");
         gw.shutdown().await;
     }
 }
