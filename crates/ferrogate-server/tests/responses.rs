@@ -374,6 +374,33 @@ mod turns {
         assert!(metrics.lines().any(|l| l.contains("endpoint=\"responses\"") && !l.ends_with(" 0")), "{metrics}");
         gw.shutdown().await;
     }
+    pub async fn retention_and_the_per_tenant_cap(db: &TestDatabase) {
+        let fake = FakeUpstream::openai().await.unwrap();
+        fake.on(CHAT, echo(Duration::ZERO));
+        let extra = "[conversations]\nconversation_ttl_secs = 1\nresponse_ttl_secs = 1\nmax_per_tenant = 2\n\
+                     purge_interval_secs = 1\n";
+        let gw = gateway(&fake, db, extra).await;
+        let (a, b) = (tenant(&gw, "a").await, tenant(&gw, "b").await);
+        let (s1, c1) = a.post("/v1/conversations", json!({})).await;
+        let (s2, _) = a.post("/v1/conversations", json!({})).await;
+        assert_eq!((s1, s2), (200, 200));
+        let (s, v) = a.post("/v1/conversations", json!({})).await;
+        assert_eq!((s, v["error"]["code"].as_str()), (429, Some("conversation_limit_reached")), "{v}");
+        let (s, _) = b.post("/v1/conversations", json!({})).await;
+        assert_eq!(s, 200, "the cap is per tenant");
+        let (_, r) = a.post("/v1/responses", json!({"model": "m", "input": "hi"})).await;
+        let rid = r["id"].as_str().unwrap();
+        let (s, _) = a.get(&format!("/v1/responses/{rid}")).await;
+        assert_eq!(s, 200);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let (s, _) = a.get(&format!("/v1/conversations/{}", c1["id"].as_str().unwrap())).await;
+        assert_eq!(s, 404, "expired");
+        let (s, _) = a.get(&format!("/v1/responses/{rid}")).await;
+        assert_eq!(s, 404, "expired");
+        let (s, _) = a.post("/v1/conversations", json!({})).await;
+        assert_eq!(s, 200, "expired conversations do not count against the cap");
+        gw.shutdown().await;
+    }
 }
 
 ferrogate_testkit::against_every_store!(
@@ -383,6 +410,7 @@ ferrogate_testkit::against_every_store!(
     turns::conversations_survive_a_restart,
     turns::truncation_drops_oldest_turns_or_refuses,
     turns::stream_events_arrive_in_order,
+    turns::retention_and_the_per_tenant_cap,
 );
 
 /// Without tenancy and without `conversations.database_url` the endpoints are off, and say so.
