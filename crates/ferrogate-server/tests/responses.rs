@@ -457,3 +457,38 @@ async fn embedded_turns_reuse_the_cached_prefix() {
     assert_eq!(items(&c, cid).await.len(), 4);
     gw.shutdown().await;
 }
+
+/// Over an Ollama backend (translated to `/api/chat`): a conversation's turns, whole and
+/// streamed, with the history sent upstream and the upstream's counts as usage.
+#[tokio::test]
+async fn ollama_backend_serves_responses() {
+    use ferrogate_testkit::ollama::DEFAULT_MODEL;
+    use ferrogate_testkit::upstream::{DEFAULT_TEXT, DEFAULT_USAGE};
+    let fake = FakeUpstream::ollama().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[backends.ol]\nkind = \"ollama\"\nbase_url = \"{}\"\n\
+         [deployments.m]\nbackends = [\"ol\"]\nupstream_model = \"{DEFAULT_MODEL}\"\n\
+         [conversations]\ndatabase_url = \"sqlite://{}\"\n",
+        fake.url(""),
+        dir.path().join("c.db").display()
+    );
+    let gw = TestGateway::start(&toml).await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let c = Client { http, base: gw.url(""), key: String::new() };
+    let (_, conv) = c.post("/v1/conversations", json!({})).await;
+    let cid = conv["id"].as_str().unwrap();
+    let (s, r) = c.post("/v1/responses", json!({"model": "m", "input": "first", "conversation": cid})).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["output"][0]["content"][0]["text"], DEFAULT_TEXT);
+    assert_eq!(r["usage"]["input_tokens"], DEFAULT_USAGE.0);
+    let events = c.stream(json!({"model": "m", "input": "second", "conversation": cid, "stream": true})).await;
+    assert_eq!(events.last().unwrap().0, "response.completed");
+    assert_eq!(events.last().unwrap().1["response"]["output"][0]["content"][0]["text"], DEFAULT_TEXT);
+    let sent = fake.last_request("/api/chat").unwrap().json();
+    let texts: Vec<&str> =
+        sent["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["first", DEFAULT_TEXT, "second"]);
+    assert_eq!(items(&c, cid).await, ["first", DEFAULT_TEXT, "second", DEFAULT_TEXT]);
+    gw.shutdown().await;
+}
