@@ -100,6 +100,10 @@ model_path = {json.dumps(str(model_path))}
 
 [deployments.{MODEL}]
 backends = ["{MODEL}"]
+
+# The Responses and Conversations APIs keep their state here (tests/sdk/test_responses.py).
+[conversations]
+database_url = {json.dumps("sqlite://" + str(path.parent / "conversations.db"))}
 """
     )
 

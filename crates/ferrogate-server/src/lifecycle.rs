@@ -76,6 +76,7 @@ pub async fn start(
     let metrics_addr = spawn_metrics_listener(&st, accept_limits(cfg)).await?;
     crate::sampler::spawn(&st);
     crate::jobs::spawn(&st).map_err(|e| StartError::Build(vec![e]))?;
+    crate::handlers::conversations::spawn_purge(&st);
     if let Some(t) = &st.tenancy {
         t.spawn_background(&st.tasks, st.stopping.clone());
     }

@@ -12,7 +12,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::error::{self, ApiError};
 use crate::handlers::dashboard;
 use crate::handlers::ollama::{self, models as ollama_models};
-use crate::handlers::{anthropic, chat, completions, health, models, simple};
+use crate::handlers::{anthropic, chat, completions, conversations as convs, health, models, responses, simple};
 use crate::state::AppState;
 use crate::{access, admin, auth, body, limits};
 
@@ -41,6 +41,13 @@ pub fn router(st: AppState) -> Router {
         .route("/api/version", get(ollama_models::version))
         .route("/api/embed", post(ollama_models::embed))
         .route("/api/embeddings", post(ollama_models::embed))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::retrieve).delete(responses::delete))
+        .route("/v1/responses/{id}/input_items", get(responses::input_items))
+        .route("/v1/conversations", post(convs::create))
+        .route("/v1/conversations/{id}", get(convs::retrieve).post(convs::update).delete(convs::delete))
+        .route("/v1/conversations/{id}/items", get(convs::list_items).post(convs::add_items))
+        .route("/v1/conversations/{id}/items/{item_id}", get(convs::get_item).delete(convs::delete_item))
         .route("/generate", post(simple::generate))
         .route("/stream", post(simple::stream))
         .route("/health", get(health::health))

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ferrogate_core::breaker::Breaker;
 use ferrogate_core::cache::{CachePolicy, ResponseCache};
+use ferrogate_core::conversations::{ConversationStore, Retention};
 use ferrogate_core::limits::LimitStore;
 use ferrogate_core::tenancy::time::Clock;
 use ferrogate_core::{Backend, Health, Registry};
@@ -42,6 +43,9 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// The durable queue, Files + Batches and webhooks; `None`: no background work.
     pub jobs: Option<crate::jobs::services::JobServices>,
+    /// Conversations and stored responses (the Responses and Conversations APIs); `None`: those
+    /// endpoints are off (see `settings::conversations`).
+    pub conversations: Option<Arc<dyn ConversationStore>>,
 }
 
 #[derive(Clone)]
@@ -103,6 +107,16 @@ pub struct Inner {
     cache_policies: HashMap<String, CachePolicy>,
     /// Files + Batches, the DLQ and webhooks (`None`: off, tenancy is off).
     pub jobs: Option<Arc<crate::jobs::services::Jobs>>,
+    /// The Responses and Conversations APIs' store and settings; `None`: those endpoints are off.
+    pub conversations: Option<ConvService>,
+}
+
+/// What the Responses and Conversations handlers need.
+pub struct ConvService {
+    pub store: Arc<dyn ConversationStore>,
+    pub retention: Retention,
+    pub settings: crate::settings::ConversationsSection,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl std::ops::Deref for AppState {
@@ -115,8 +129,15 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// The state of a server over `services`, configured by `cfg`.
     pub fn new(cfg: &Settings, services: Services) -> Result<AppState, Vec<String>> {
-        let Services { registry, backends, breakers, tenancy, limit_store, cache, clock, jobs } = services;
+        let Services { registry, backends, breakers, tenancy, limit_store, cache, clock, jobs, conversations } =
+            services;
         let jobs = jobs.map(|j| Arc::new(crate::jobs::services::Jobs::new(j)));
+        let conversations = conversations.filter(|_| cfg.conversations.enabled).map(|store| ConvService {
+            store,
+            retention: cfg.conversations.retention(),
+            settings: cfg.conversations.clone(),
+            clock: Arc::clone(&clock),
+        });
         let cache_policies =
             cfg.deployments.iter().map(|(name, d)| (name.clone(), d.cache_policy(&cfg.cache))).collect();
         let res = &cfg.resilience;
@@ -160,6 +181,7 @@ impl AppState {
             cache,
             cache_policies,
             jobs,
+            conversations,
         })))
     }
 

@@ -11,6 +11,7 @@ use ferrogate_backends::embedded::source;
 use ferrogate_backends::{BackendConfig, BuildContext};
 use ferrogate_core::breaker::Breaker;
 use ferrogate_core::cache::{MemoryCache, ResponseCache, TieredCache};
+use ferrogate_core::conversations::ConversationStore;
 use ferrogate_core::limits::LimitStore;
 use ferrogate_core::limits::memory::MemoryLimitStore;
 use ferrogate_core::tenancy::UsageStore;
@@ -51,19 +52,29 @@ pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Services, V
     let breakers: HashMap<String, Arc<Breaker>> =
         backends.keys().map(|k| (k.clone(), Arc::new(Breaker::new(cfg.resilience.breaker.to_core(), now)))).collect();
     let registry = registry(cfg, &backends, &breakers)?;
-    let (tenancy, jobs) = match &cfg.tenancy {
+    let (tenancy, tenancy_store, jobs) = match &cfg.tenancy {
         Some(t) => {
             let (tenancy, store) = tenancy(cfg, t, Arc::clone(&clock)).await.map_err(|e| vec![e])?;
             let jobs = crate::compose_jobs::services(cfg, t, &store).map_err(|e| vec![e])?;
-            (Some(Arc::new(tenancy)), Some(jobs))
+            (Some(Arc::new(tenancy)), Some(store), Some(jobs))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
+    let conversations = conversation_store(cfg, tenancy_store).await.map_err(|e| vec![e])?;
     let clock = tenancy.as_ref().map_or(clock, |t| Arc::clone(&t.clock));
     let limit_store = limit_store(cfg, Arc::clone(&clock)).map_err(|e| vec![e])?;
     let cache = response_cache(cfg, Arc::clone(&clock)).map_err(|e| vec![e])?;
-    let backends = backends.into_values().collect();
-    Ok(Services { registry, backends, breakers, tenancy, limit_store, cache, clock, jobs })
+    Ok(Services {
+        registry,
+        backends: backends.into_values().collect(),
+        breakers,
+        tenancy,
+        limit_store,
+        cache,
+        clock,
+        jobs,
+        conversations,
+    })
 }
 
 fn backends(cfg: &Config) -> Result<HashMap<String, Arc<dyn Backend>>, Vec<String>> {
@@ -139,7 +150,26 @@ async fn tenancy(cfg: &Config, s: &TenancySettings, clock: Arc<dyn Clock>) -> Re
     let store = Arc::new(store);
     let writer = LedgerWriter::spawn_on_thread(open, Arc::clone(&store) as Arc<dyn UsageStore>, ledger_cfg).await?;
     replay(&writer, recovered);
-    Ok((Tenancy::new(Arc::clone(&store) as _, writer, s, &cfg.deployments, clock), store))
+    let tenancy = Tenancy::new(Arc::clone(&store) as _, writer, s, &cfg.deployments, clock);
+    Ok((tenancy, store))
+}
+
+/// The store of the Responses and Conversations APIs: the tenancy database when tenancy is on,
+/// else `conversations.database_url` when set, else none (the endpoints answer 404).
+async fn conversation_store(
+    cfg: &Config,
+    tenancy: Option<Arc<Store>>,
+) -> Result<Option<Arc<dyn ConversationStore>>, String> {
+    let c = &cfg.conversations;
+    if !c.enabled {
+        return Ok(None);
+    }
+    if let Some(store) = tenancy {
+        return Ok(Some(store as Arc<dyn ConversationStore>));
+    }
+    let Some(url) = &c.database_url else { return Ok(None) };
+    let store = Store::connect(url.expose()).await.map_err(|e| format!("conversations.database_url: {e}"))?;
+    Ok(Some(Arc::new(store)))
 }
 
 /// Hands the rows a crashed run left in the spool to the ledger again (spooled anew first, so

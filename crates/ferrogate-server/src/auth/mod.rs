@@ -45,6 +45,10 @@ fn endpoint_group(path: &str) -> Option<EndpointGroup> {
         "/v1/models" | "/v1/messages/count_tokens" => Some(EndpointGroup::Inference),
         // Ollama's API: inference and its model listings alike.
         p if p.starts_with("/api/") => Some(EndpointGroup::Inference),
+        // The Responses and Conversations APIs' stored state belongs with inference.
+        p if p.starts_with("/v1/responses/") || p == "/v1/conversations" || p.starts_with("/v1/conversations/") => {
+            Some(EndpointGroup::Inference)
+        }
         p if p.starts_with("/v1/models/") || Endpoint::from_path(p).is_some() => Some(EndpointGroup::Inference),
         _ => None,
     }
@@ -215,6 +219,10 @@ mod tests {
             "/api/generate",
             "/api/tags",
             "/api/show",
+            "/v1/responses",
+            "/v1/responses/resp_1/input_items",
+            "/v1/conversations",
+            "/v1/conversations/conv_1/items",
         ] {
             assert_eq!(endpoint_group(p), Some(EndpointGroup::Inference), "{p}");
         }

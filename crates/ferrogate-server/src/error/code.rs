@@ -27,6 +27,8 @@ pub enum ErrorCode {
     /// An admin or usage resource that does not exist (or belongs to another tenant).
     NotFound,
     Conflict,
+    /// The tenant holds `conversations.max_per_tenant` conversations.
+    ConversationLimitReached,
     // --- who is calling ---
     InvalidApiKey,
     TooManyAuthFailures,
@@ -69,6 +71,7 @@ impl ErrorCode {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             BodyReadTimeout | ClientStalled => StatusCode::REQUEST_TIMEOUT,
             Conflict => StatusCode::CONFLICT,
+            ConversationLimitReached => StatusCode::TOO_MANY_REQUESTS,
             RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             TooManyAuthFailures
             | InsufficientQuota
@@ -104,7 +107,8 @@ impl ErrorCode {
             | BodyReadTimeout
             | ClientStalled
             | ModelNotFound
-            | Conflict => "invalid_request_error",
+            | Conflict
+            | ConversationLimitReached => "invalid_request_error",
             NotFound => "not_found_error",
             InvalidApiKey | TooManyAuthFailures => "authentication_error",
             EndpointNotAllowed | ModelNotAllowed => "permission_error",
@@ -152,6 +156,7 @@ impl ErrorCode {
             ModelNotFound => "model_not_found",
             NotFound => "not_found",
             Conflict => "conflict",
+            ConversationLimitReached => "conversation_limit_reached",
             InvalidApiKey => "invalid_api_key",
             TooManyAuthFailures => "too_many_auth_failures",
             EndpointNotAllowed => "endpoint_not_allowed",
@@ -201,6 +206,7 @@ impl ErrorCode {
             | ModelNotFound
             | NotFound
             | Conflict
+            | ConversationLimitReached
             | InvalidApiKey
             | TooManyAuthFailures
             | EndpointNotAllowed
@@ -236,6 +242,7 @@ impl ErrorCode {
             | ModelNotFound
             | NotFound
             | Conflict
+            | ConversationLimitReached
             | InvalidApiKey
             | TooManyAuthFailures
             | EndpointNotAllowed
@@ -281,6 +288,7 @@ mod tests {
         ModelNotFound,
         NotFound,
         Conflict,
+        ConversationLimitReached,
         InvalidApiKey,
         TooManyAuthFailures,
         EndpointNotAllowed,

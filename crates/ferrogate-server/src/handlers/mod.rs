@@ -4,12 +4,14 @@ pub mod anthropic;
 pub mod batches;
 pub mod chat;
 pub mod completions;
+pub mod conversations;
 pub mod dashboard;
 pub mod encode;
 pub mod files;
 pub mod health;
 pub mod models;
 pub mod ollama;
+pub mod responses;
 pub mod simple;
 mod wording;
 

@@ -36,6 +36,8 @@ pub enum Endpoint {
     OllamaChat,
     /// Ollama's `POST /api/generate`.
     OllamaGenerate,
+    /// OpenAI's `POST /v1/responses`.
+    Responses,
 }
 
 impl Endpoint {
@@ -49,6 +51,7 @@ impl Endpoint {
             "/v1/messages" => Some(Endpoint::Messages),
             "/api/chat" => Some(Endpoint::OllamaChat),
             "/api/generate" => Some(Endpoint::OllamaGenerate),
+            "/v1/responses" => Some(Endpoint::Responses),
             _ => None,
         }
     }
@@ -64,6 +67,7 @@ impl Endpoint {
             Endpoint::Messages => "messages",
             Endpoint::OllamaChat => "api.chat",
             Endpoint::OllamaGenerate => "api.generate",
+            Endpoint::Responses => "responses",
         }
     }
 
@@ -77,6 +81,7 @@ impl Endpoint {
             Endpoint::Messages => "messages",
             Endpoint::OllamaChat => "ollama_chat",
             Endpoint::OllamaGenerate => "ollama_generate",
+            Endpoint::Responses => "responses",
         }
     }
 }

@@ -2,12 +2,14 @@
 //! `[deployments.NAME]` tables (`sections`), and the sections of each concern. The whole file
 //! (with `[backends]`, model files and logs) is read and checked by the binary's `config`.
 
+pub mod conversations;
 pub mod sections;
 pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+pub use self::conversations::ConversationsSection;
 pub use self::sections::{CacheSection, DeploymentConfig, ServerConfig};
 pub use self::tls::TlsSection;
 
@@ -35,4 +37,6 @@ pub struct Settings {
     pub guardrails: GuardrailSettings,
     /// `[cache]`: the response cache of the deployments that opt in.
     pub cache: CacheSection,
+    /// `[conversations]`: the Responses and Conversations APIs' state (docs/STATE.md).
+    pub conversations: ConversationsSection,
 }

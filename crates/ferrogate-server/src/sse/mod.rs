@@ -13,6 +13,7 @@
 pub mod anthropic;
 pub mod ndjson;
 pub mod openai;
+pub mod responses;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};

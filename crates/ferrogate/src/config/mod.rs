@@ -86,6 +86,8 @@ struct RawConfig {
     webhooks: jobs::WebhooksConfig,
     /// Files + Batches (docs/JOBS.md).
     batches: jobs::BatchesConfig,
+    /// The Responses and Conversations APIs' state (docs/STATE.md).
+    conversations: ferrogate_server::settings::ConversationsSection,
 }
 
 /// A checked configuration: the server's run-time [`Settings`], and what only start-up reads —
@@ -275,6 +277,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     let guardrails = ferrogate_server::guardrails::config::check(raw.guardrails, &overrides, &mut errs);
     check_cache(&raw.cache, &mut errs);
     jobs::check(&raw.webhooks, &raw.batches, &mut errs);
+    raw.conversations.check(&mut errs);
     match listen {
         Ok(listen) if errs.is_empty() => Ok(Config {
             settings: Settings {
@@ -287,6 +290,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
                 obs,
                 guardrails,
                 cache: raw.cache,
+                conversations: raw.conversations,
             },
             log: raw.log,
             model_dir,

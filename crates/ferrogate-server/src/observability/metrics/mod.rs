@@ -40,7 +40,7 @@ pub use super::cx::UNKNOWN;
 
 /// Every endpoint label value.
 pub const ENDPOINTS: &[&str] =
-    &["chat", "completion", "generate", "stream", "messages", "ollama_chat", "ollama_generate"];
+    &["chat", "completion", "generate", "stream", "messages", "ollama_chat", "ollama_generate", "responses"];
 /// Rate-limit scopes (`rate_limited`): the key's and tenant's limits (issue 4, wired), and the
 /// shared limits of issue 5.
 pub const RATE_LIMIT_SCOPES: &[&str] = &["key", "tenant", "deployment", "ip", "global"];

@@ -1,0 +1,117 @@
+"""The Responses and Conversations APIs through the official openai SDK, against the real binary
+and the embedded model (state in the SQLite file conftest configures).
+
+What a client relies on: `client.responses.create(...)` and its `output_text`, multi-turn with
+`previous_response_id` and with `conversation`, the typed stream events in order with increasing
+`sequence_number`, `responses.retrieve/delete/input_items.list`, and
+`client.conversations.create/retrieve/update/delete` with `conversations.items.create/list`.
+"""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+
+def ask(client: openai.OpenAI, model: str, text: str, **kwargs):
+    args = {"model": model, "input": text, "max_output_tokens": 16, "temperature": 0}
+    args.update(kwargs)
+    return client.responses.create(**args)
+
+
+def test_create_and_output_text(client: openai.OpenAI, model: str) -> None:
+    r = ask(client, model, "Say hello.", instructions="You are a helpful assistant.")
+    assert r.id.startswith("resp_")
+    assert r.object == "response"
+    assert r.status in ("completed", "incomplete")
+    assert r.model == model
+    assert isinstance(r.output_text, str) and r.output_text
+    assert r.output[0].type == "message" and r.output[0].role == "assistant"
+    assert r.output[0].content[0].type == "output_text"
+    assert r.usage is not None and r.usage.input_tokens > 0
+    assert 0 < r.usage.output_tokens <= 16
+    assert r.usage.input_tokens_details.cached_tokens >= 0
+    assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+
+
+def test_previous_response_retrieve_input_items_delete(client: openai.OpenAI, model: str) -> None:
+    first = ask(client, model, "My name is Ada. Remember it.")
+    second = ask(client, model, "What is my name?", previous_response_id=first.id)
+    assert second.previous_response_id == first.id
+    # The chain was sent: the prompt of turn 2 holds turn 1's input and output too.
+    assert second.usage.input_tokens > first.usage.input_tokens
+
+    got = client.responses.retrieve(second.id)
+    assert got.id == second.id and got.output_text == second.output_text
+
+    items = client.responses.input_items.list(second.id)
+    texts = [c.text for item in items.data for c in item.content]
+    assert texts == ["What is my name?"]
+
+    deleted = client.responses.delete(first.id)
+    assert deleted is None or getattr(deleted, "deleted", True)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+
+
+def test_streaming_events(client: openai.OpenAI, model: str) -> None:
+    events = list(ask(client, model, "Count to five.", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert "response.output_text.delta" in kinds
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        kinds[-1],
+    ]
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    final = events[-1].response
+    assert final.output_text == deltas and deltas
+    # Stored before the terminal event: retrievable at once.
+    assert client.responses.retrieve(final.id).output_text == deltas
+
+
+def test_conversations_and_items(client: openai.OpenAI, model: str) -> None:
+    conv = client.conversations.create(
+        items=[{"type": "message", "role": "user", "content": "Hello!"}], metadata={"topic": "demo"}
+    )
+    assert conv.id.startswith("conv_") and conv.metadata == {"topic": "demo"}
+    assert client.conversations.retrieve(conv.id).id == conv.id
+
+    r1 = ask(client, model, "What is 2 + 2?", conversation=conv.id)
+    r2 = ask(client, model, "And 3 + 3?", conversation=conv.id)
+    assert r2.usage.input_tokens > r1.usage.input_tokens, "turn 2 carries turn 1"
+
+    items = client.conversations.items.list(conv.id, order="asc")
+    roles = [i.role for i in items.data]
+    assert roles == ["user", "user", "assistant", "user", "assistant"]
+    assert items.data[2].content[0].text == r1.output_text
+    assert items.data[4].content[0].text == r2.output_text
+
+    added = client.conversations.items.create(
+        conv.id, items=[{"type": "message", "role": "user", "content": "one more"}]
+    )
+    assert added.data[0].content[0].text == "one more"
+
+    updated = client.conversations.update(conv.id, metadata={"topic": "changed"})
+    assert updated.metadata == {"topic": "changed"}
+    deleted = client.conversations.delete(conv.id)
+    assert deleted.deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(conv.id)
+
+
+def test_errors_are_openai_shaped(client: openai.OpenAI, model: str) -> None:
+    with pytest.raises(openai.NotFoundError):
+        ask(client, model, "hi", previous_response_id="resp_0123456789abcdef0123456789abcdef")
+    with pytest.raises(openai.BadRequestError) as e:
+        ask(client, model, "hi " * 20000, truncation="disabled")
+    assert e.value.code == "context_length_exceeded"
