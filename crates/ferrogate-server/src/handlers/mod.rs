@@ -1,6 +1,7 @@
 //! Thin HTTP handlers: decode, call the pipeline, encode. No business logic here.
 
 pub mod anthropic;
+pub mod background;
 pub mod batches;
 pub mod chat;
 pub mod completions;

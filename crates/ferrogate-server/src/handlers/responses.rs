@@ -1,5 +1,6 @@
 //! OpenAI's Responses API: `POST /v1/responses` (whole and streamed), `GET` and `DELETE
-//! /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`.
+//! /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`; `background: true` is queued as a
+//! job (`handlers::background`) whose worker runs the same [`turn`].
 //!
 //! A turn, in order (see `ferrogate_core::conversations`): plan it (ids, input items, the
 //! `in_progress` skeleton); read its context — the conversation's history (keeping its version)
@@ -20,14 +21,15 @@ use ferrogate_core::conversations::wire::{
     chat_request,
 };
 use ferrogate_core::conversations::{
-    ContextRequest, Continues, ConversationId, Item, Owner, Persist, ResponseId, TurnPlan, fit_context, plan_turn,
-    settle_turn,
+    ContextRequest, Continues, ConversationError, ConversationId, Item, Owner, Persist, ResponseId, TurnPlan,
+    fit_context, plan_turn, settle_turn,
 };
 use ferrogate_core::tokens;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::handlers::background;
 use crate::handlers::conversations::{ListParams, owner, service};
 use crate::handlers::encode::chat_completion;
 use crate::handlers::{decode, decorate};
@@ -45,16 +47,32 @@ pub async fn create(
     Extension(cx): Extension<RequestCx>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let conv = service(&st)?;
+    service(&st)?;
     let req: ResponsesRequest = decode(body, st.settings.body_limit)?;
     req.validate()?;
     if req.background == Some(true) {
-        return Err(ApiError::invalid(Some("background".into()), "background responses are not supported"));
+        return background::enqueue(&st, &cx, req).await;
     }
-    let owner = owner(&cx);
+    turn(&st, &cx, &req, None).await
+}
+
+/// One turn of `req` as `cx`'s caller, answered whole or streamed; `id` names the response (a
+/// background response's, made when it was queued) instead of a fresh one.
+pub(crate) async fn turn(
+    st: &AppState,
+    cx: &RequestCx,
+    req: &ResponsesRequest,
+    id: Option<ResponseId>,
+) -> Result<Response, ApiError> {
+    let conv = service(st)?;
+    let owner = owner(cx);
     let now_ms = conv.clock.now_ms();
-    let plan = plan_turn(&req, u64::try_from(now_ms / 1000).unwrap_or(0));
-    let (continues, history) = context_of(conv, &owner, &req).await?;
+    let mut plan = plan_turn(req, u64::try_from(now_ms / 1000).unwrap_or(0));
+    if let Some(id) = id {
+        plan.skeleton.id = id.as_str().to_owned();
+        plan.response_id = id;
+    }
+    let (continues, history) = context_of(conv, &owner, req).await?;
     let history: Vec<MessageItem> = history.iter().map(Item::to_wire).collect();
     let input = plan.input_wire();
     let budget = req.max_output_tokens.unwrap_or(conv.settings.default_output_tokens);
@@ -70,12 +88,12 @@ pub async fn create(
         param: Some("input".into()),
         ..ApiError::new(ErrorCode::ContextLengthExceeded, e.to_string())
     })?;
-    let chat = chat_request(&req, fitted.messages);
-    let answer = pipeline::run(&st, &cx, Ask::Chat(chat, Endpoint::Responses)).await?;
+    let chat = chat_request(req, fitted.messages);
+    let answer = pipeline::run(st, cx, Ask::Chat(chat, Endpoint::Responses)).await?;
     let turn = TurnCx { owner, continues, store: req.stores(), plan };
     match answer.body {
-        Body::Whole { .. } => whole(&st, turn, answer).await,
-        Body::Stream { .. } => Ok(stream(st, turn, answer)),
+        Body::Whole { .. } => whole(st, turn, answer).await,
+        Body::Stream { .. } => Ok(stream(st.clone(), turn, answer)),
     }
 }
 
@@ -204,8 +222,16 @@ pub async fn retrieve(
 ) -> Result<Response, ApiError> {
     let conv = service(&st)?;
     let rid = response_id(&id)?;
-    let stored = conv.store.get_response(&owner(&cx), &rid).await?;
-    Ok(Json(stored.body).into_response())
+    let owner = owner(&cx);
+    match conv.store.get_response(&owner, &rid).await {
+        Ok(stored) => Ok(Json(stored.body).into_response()),
+        // Not stored yet: a background response still queued, running, or ended without one.
+        Err(ConversationError::NotFound { what, id: missing }) => match background::pending(&st, &owner, &id).await? {
+            Some(response) => Ok(Json(response).into_response()),
+            None => Err(ApiError::not_found(what, &missing)),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `DELETE /v1/responses/{id}`.

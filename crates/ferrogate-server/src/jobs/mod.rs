@@ -1,13 +1,14 @@
 //! Background work at the edge: the stores the composition root hands in ([`JobServices`]), the
-//! batch driver over them ([`Jobs`]), the worker pool that runs `batch_item` and `webhook` jobs
-//! through [`runner::EdgeRunner`] (batch lines go through `pipeline::run` as their batch's owner,
-//! at batch priority), the batch ticker, and the drain on shutdown. `response` jobs (background
-//! responses) are not run here.
+//! batch driver over them ([`Jobs`]), the worker pool that runs `batch_item`, `webhook` and
+//! `response` jobs through [`runner::EdgeRunner`] (batch lines and background responses go
+//! through `pipeline::run` as their owner, at batch priority; responses end with `response.*`
+//! webhook events), the batch ticker, and the drain on shutdown.
 //!
 //! Invariants: background work takes only spare capacity ([`capacity::Spare`]: no interactive
 //! waiter in any deployment queue); every effect of a job is idempotent (at-least-once runs).
 
 pub mod capacity;
+mod respond;
 pub mod routes;
 pub mod runner;
 pub mod services;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrogate_core::jobs::{JobKind, JobQueue};
+use ferrogate_jobs::background::ResponseEvents;
 use ferrogate_jobs::{KindWorkers, PoolConfig, WorkerPool};
 
 pub use self::services::{JobServices, Jobs};
@@ -31,12 +33,14 @@ pub fn spawn(st: &AppState) -> Result<(), String> {
     let kinds = vec![
         KindWorkers { kind: JobKind::BatchItem, concurrency: s.batch_concurrency.max(1) },
         KindWorkers { kind: JobKind::Webhook, concurrency: 4 },
+        KindWorkers { kind: JobKind::Response, concurrency: s.batch_concurrency.max(1) },
     ];
-    let pool = WorkerPool::start(
+    let pool = WorkerPool::start_with_hooks(
         Arc::clone(&s.queue),
         Arc::new(runner),
         Arc::new(capacity::Spare::new(st.clone())),
         PoolConfig::new(s.instance.clone(), kinds).with_visibility_timeout(s.lease),
+        Arc::new(ResponseEvents(Arc::clone(&jobs.publisher))),
     );
     let (stop, grace) = (st.stopping.clone(), st.settings.shutdown_grace);
     st.tasks.spawn(async move {

@@ -1,11 +1,11 @@
 //! The routes of background work, mounted when the composition root built its services: OpenAI
-//! Files and Batches for tenants' keys, the DLQ and webhook endpoints for the master key.
+//! Files, Batches and background responses' cancel for tenants' keys, the DLQ and webhook endpoints for the master key.
 
 use axum::Router;
 use axum::routing::{get, post};
 
 use crate::admin::{dlq, webhooks};
-use crate::handlers::{batches, files};
+use crate::handlers::{background, batches, files};
 use crate::state::AppState;
 
 pub fn mount(st: &AppState, routes: Router<AppState>) -> Router<AppState> {
@@ -19,6 +19,7 @@ pub fn mount(st: &AppState, routes: Router<AppState>) -> Router<AppState> {
         .route("/v1/batches", post(batches::create).get(batches::list))
         .route("/v1/batches/{id}", get(batches::get))
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
+        .route("/v1/responses/{id}/cancel", post(background::cancel))
         .route("/admin/v1/dlq", get(dlq::list))
         .route("/admin/v1/dlq/replay", post(dlq::replay_all))
         .route("/admin/v1/dlq/purge", post(dlq::purge))

@@ -1,7 +1,7 @@
 //! The server's [`Runner`]: a `batch_item` job is its line's request, sent through the same
 //! handler and `pipeline::run` as a live request, as the batch's owner (its key's scopes, limits
 //! and budgets; one usage-ledger row) at batch priority; a `webhook` job is delivered by
-//! [`Deliverer`]. `response` jobs are not leased by this pool.
+//! [`Deliverer`]; a `response` job (a background response) runs as `jobs::respond` says.
 //!
 //! A 2xx answer is the line's output; a 4xx (other than 408/409/429) is its final error answer;
 //! 408, 409, 429 and 5xx are retried with backoff and end in the DLQ after the last attempt.
@@ -34,7 +34,7 @@ use crate::state::AppState;
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct EdgeRunner {
-    st: AppState,
+    pub(super) st: AppState,
     deliverer: Deliverer,
 }
 
@@ -82,7 +82,7 @@ impl EdgeRunner {
 
     /// The batch's key and tenant as the auth layer would see them; `Err(ApiError)` when the key
     /// can no longer be used (the line's answer is that error).
-    async fn owner(&self, job: &LeasedJob) -> Result<Result<Arc<KeyLookup>, ApiError>, JobError> {
+    pub(super) async fn owner(&self, job: &LeasedJob) -> Result<Result<Arc<KeyLookup>, ApiError>, JobError> {
         let tenancy = self.st.tenancy.as_ref().ok_or_else(|| JobError::poison("batch line without tenancy"))?;
         let (Some(key_id), Some(tenant_id)) = (&job.key_id, &job.tenant_id) else {
             return Err(JobError::poison("batch line without an owning key"));
@@ -101,7 +101,7 @@ impl EdgeRunner {
 
     /// A request context as the edge layers build it: the owner as caller with a ledger slot,
     /// batch priority.
-    fn context(&self, request_id: &str, endpoint: Endpoint, owner: Arc<KeyLookup>, path: &str) -> RequestCx {
+    pub(super) fn context(&self, request_id: &str, endpoint: Endpoint, owner: Arc<KeyLookup>, path: &str) -> RequestCx {
         let st = &self.st;
         let mut headers = HeaderMap::new();
         headers.insert(PRIORITY_HEADER, HeaderValue::from_static("batch"));
@@ -153,7 +153,7 @@ impl Runner for EdgeRunner {
         match job.kind {
             JobKind::BatchItem => self.batch_item(job, cancel).await,
             JobKind::Webhook => self.deliverer.deliver(job).await,
-            JobKind::Response => Err(JobError::retryable("background responses are not run by this pool")),
+            JobKind::Response => self.response(job, cancel).await,
         }
     }
 }

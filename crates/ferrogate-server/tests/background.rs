@@ -1,0 +1,149 @@
+//! Background responses (`POST /v1/responses` with `background: true`), black-box: a real gateway
+//! with tenancy on over the testkit's fake upstream — every test on SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "tenancy/env.rs"]
+#[allow(dead_code)]
+mod env;
+
+use std::time::{Duration, Instant};
+
+use ferrogate_testkit::TestDatabase;
+use ferrogate_testkit::upstream::chat_json;
+use serde_json::{Value, json};
+
+use env::{CHAT, Env, status_json};
+
+/// One worker per kind, so a slow response holds the only one; no gateway retries.
+const EXTRA: &str = "[retry]\nmax_retries = 0\n[batches]\nconcurrency = 1\n";
+
+async fn tenant_key(env: &Env, tenant: &str) -> String {
+    env.tenant(tenant, json!({})).await;
+    env.key(tenant, json!({})).await.1
+}
+
+async fn call(env: &Env, key: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = env.http.request(method, env.url(path)).bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    status_json(req.send().await.unwrap()).await
+}
+
+async fn create(env: &Env, key: &str, input: &str) -> Value {
+    let body = json!({"model": "m", "input": input, "background": true});
+    let (s, b) = call(env, key, reqwest::Method::POST, "/v1/responses", Some(body)).await;
+    assert_eq!(s, 200, "{b}");
+    b
+}
+
+/// Polls the response until its status is one of `ends`; every status seen on the way.
+async fn wait_for(env: &Env, key: &str, id: &str, ends: &[&str]) -> (Value, Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let (s, b) = call(env, key, reqwest::Method::GET, &format!("/v1/responses/{id}"), None).await;
+        assert_eq!(s, 200, "{b}");
+        let status = b["status"].as_str().unwrap().to_owned();
+        if seen.last() != Some(&status) {
+            seen.push(status.clone());
+        }
+        if ends.contains(&status.as_str()) {
+            return (b, seen);
+        }
+        assert!(Instant::now() < deadline, "still {status}: {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+mod t {
+    use super::*;
+
+    pub async fn a_background_response_is_queued_then_completed(db: &TestDatabase) {
+        let env = Env::start(db, EXTRA).await;
+        env.fake.on(CHAT, chat_json("done later", Some((5, 4))).after(Duration::from_millis(300)));
+        let key = tenant_key(&env, "acme").await;
+        let queued = create(&env, &key, "think about it").await;
+        assert_eq!(queued["status"], "queued", "{queued}");
+        assert_eq!(queued["background"], true, "{queued}");
+        assert!(queued["output"].as_array().unwrap().is_empty(), "{queued}");
+        let id = queued["id"].as_str().unwrap().to_owned();
+        assert!(id.starts_with("resp_") && id.len() == 37, "{id}");
+
+        let (done, seen) = wait_for(&env, &key, &id, &["completed", "failed", "cancelled"]).await;
+        assert_eq!(done["status"], "completed", "{done} after {seen:?}");
+        assert_eq!(done["id"], id.as_str());
+        assert_eq!(done["output"][0]["content"][0]["text"], "done later", "{done}");
+        assert_eq!(done["usage"]["output_tokens"], 4, "{done}");
+        assert!(seen.iter().all(|s| ["queued", "in_progress", "completed"].contains(&s.as_str())), "{seen:?}");
+        // The upstream got the input once; the run left one ledger row, the owner's.
+        let upstream: Vec<Value> =
+            env.fake.requests().into_iter().filter(|r| r.path.ends_with(CHAT)).map(|r| r.json()).collect();
+        assert_eq!(upstream.len(), 1, "{upstream:?}");
+        assert_eq!(upstream[0]["messages"][0]["content"], "think about it");
+        let rows = db.ledger_with(1, Duration::from_secs(10)).await;
+        let rows: Vec<_> = rows.iter().filter(|r| r.endpoint == "responses").collect();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert!(rows[0].http_status == 200 && rows[0].tenant_id.is_some() && rows[0].key_id.is_some(), "{rows:?}");
+        // Another tenant sees nothing; a finished response cannot be cancelled.
+        let other = tenant_key(&env, "globex").await;
+        let (s, _) = call(&env, &other, reqwest::Method::GET, &format!("/v1/responses/{id}"), None).await;
+        assert_eq!(s, 404);
+        let (s, _) = call(&env, &other, reqwest::Method::POST, &format!("/v1/responses/{id}/cancel"), None).await;
+        assert_eq!(s, 404);
+        let (s, b) = call(&env, &key, reqwest::Method::POST, &format!("/v1/responses/{id}/cancel"), None).await;
+        assert_eq!(s, 400, "{b}");
+    }
+
+    pub async fn a_queued_response_is_cancelled(db: &TestDatabase) {
+        let env = Env::start(db, EXTRA).await;
+        env.fake.on(CHAT, chat_json("slow", Some((5, 4))).after(Duration::from_secs(3)));
+        let key = tenant_key(&env, "acme").await;
+        // The first holds the only worker; the second waits in the queue.
+        let first = create(&env, &key, "first").await;
+        let first_id = first["id"].as_str().unwrap().to_owned();
+        wait_for(&env, &key, &first_id, &["in_progress"]).await;
+        let second = create(&env, &key, "second").await;
+        let id = second["id"].as_str().unwrap().to_owned();
+        let (s, b) = call(&env, &key, reqwest::Method::POST, &format!("/v1/responses/{id}/cancel"), None).await;
+        assert_eq!((s, b["status"].as_str()), (200, Some("cancelled")), "{b}");
+        assert_eq!(b["id"], id.as_str());
+        let (b, _) = wait_for(&env, &key, &id, &["cancelled"]).await;
+        assert!(b["output"].as_array().unwrap().is_empty(), "{b}");
+        // The first finishes; the cancelled one never reached the upstream.
+        let (done, _) = wait_for(&env, &key, &first_id, &["completed", "failed"]).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let asked: Vec<Value> = env
+            .fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with(CHAT))
+            .map(|r| r.json()["messages"][0]["content"].clone())
+            .collect();
+        assert_eq!(asked, [json!("first")]);
+        let (s, b) = call(&env, &key, reqwest::Method::GET, &format!("/v1/responses/{id}"), None).await;
+        assert_eq!((s, b["status"].as_str()), (200, Some("cancelled")), "{b}");
+    }
+
+    pub async fn background_needs_a_stored_unstreamed_request(db: &TestDatabase) {
+        let env = Env::start(db, EXTRA).await;
+        let key = tenant_key(&env, "acme").await;
+        for extra in [json!({"store": false}), json!({"stream": true})] {
+            let mut body = json!({"model": "m", "input": "x", "background": true});
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let (s, b) = call(&env, &key, reqwest::Method::POST, "/v1/responses", Some(body)).await;
+            assert_eq!(s, 400, "{b}");
+        }
+        let (s, _) =
+            call(&env, &key, reqwest::Method::GET, "/v1/responses/resp_0123456789abcdef0123456789abcdef", None).await;
+        assert_eq!(s, 404);
+    }
+}
+
+ferrogate_testkit::against_every_store!(
+    t::a_background_response_is_queued_then_completed,
+    t::a_queued_response_is_cancelled,
+    t::background_needs_a_stored_unstreamed_request,
+);
