@@ -4,13 +4,21 @@ and the embedded model (state in the SQLite file conftest configures).
 What a client relies on: `client.responses.create(...)` and its `output_text`, multi-turn with
 `previous_response_id` and with `conversation`, the typed stream events in order with increasing
 `sequence_number`, `responses.retrieve/delete/input_items.list`, and
-`client.conversations.create/retrieve/update/delete` with `conversations.items.create/list`.
+`client.conversations.create/retrieve/update/delete` with `conversations.items.create/list`;
+`responses.create(background=True)` polled with `responses.retrieve` and `responses.cancel` (on a
+gateway with tenancy on: background responses are jobs of its queue).
 """
 
 from __future__ import annotations
 
+import json
+import time
+
+import httpx
 import openai
 import pytest
+from conftest import MODEL, _model_path, _stop
+from test_errors import _start_configured
 
 
 def ask(client: openai.OpenAI, model: str, text: str, **kwargs):
@@ -115,3 +123,73 @@ def test_errors_are_openai_shaped(client: openai.OpenAI, model: str) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         ask(client, model, "hi " * 20000, truncation="disabled")
     assert e.value.code == "context_length_exceeded"
+
+
+# === background responses (tenancy on: they run as jobs of the durable queue) ===
+
+BG_MASTER = "sdk-background-master-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def background_client(tmp_path_factory: pytest.TempPathFactory):
+    """A gateway with tenancy on (SQLite in a temp dir), one background worker, the embedded model;
+    a client with a tenant's key."""
+    tmp = tmp_path_factory.mktemp("background")
+    rest = f"""
+[tenancy]
+master_key = "{BG_MASTER}"
+database_url = "sqlite://{tmp}/data/ferrogate.db"
+
+[batches]
+concurrency = 1
+
+[backends.{MODEL}]
+kind = "embedded"
+model_path = {json.dumps(str(_model_path()))}
+
+[deployments.{MODEL}]
+backends = ["{MODEL}"]
+"""
+    root, proc = _start_configured(tmp, "background", "", rest)
+    master = {"authorization": f"Bearer {BG_MASTER}"}
+    try:
+        res = httpx.post(f"{root}/admin/v1/tenants", json={"name": "acme"}, headers=master)
+        assert res.status_code == 201, res.text
+        res = httpx.post(f"{root}/admin/v1/keys", json={"tenant": "acme", "name": "sdk"}, headers=master)
+        assert res.status_code == 201, res.text
+        with openai.OpenAI(base_url=f"{root}/v1", api_key=res.json()["key"], max_retries=0, timeout=60) as c:
+            yield c
+    finally:
+        _stop(proc)
+
+
+def _settled(client: openai.OpenAI, rid: str, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    seen = []
+    while True:
+        r = client.responses.retrieve(rid)
+        if not seen or seen[-1] != r.status:
+            seen.append(r.status)
+        if r.status not in ("queued", "in_progress"):
+            return r, seen
+        assert time.monotonic() < deadline, f"still {r.status}"
+        time.sleep(0.2)
+
+
+def test_background_create_poll_and_cancel(background_client: openai.OpenAI) -> None:
+    first = ask(background_client, MODEL, "Say hello.", background=True, max_output_tokens=48)
+    assert first.id.startswith("resp_") and first.background is True
+    assert first.status == "queued" and first.output == []
+    # The only worker is busy with (or about to take) the first: the second waits in the queue.
+    second = ask(background_client, MODEL, "Say goodbye.", background=True)
+    cancelled = background_client.responses.cancel(second.id)
+    assert cancelled.id == second.id and cancelled.status == "cancelled"
+
+    done, seen = _settled(background_client, first.id)
+    assert done.status in ("completed", "incomplete"), seen
+    assert set(seen) <= {"queued", "in_progress", "completed", "incomplete"}, seen
+    assert isinstance(done.output_text, str) and done.output_text
+    assert done.usage is not None and done.usage.output_tokens > 0
+
+    gone, _ = _settled(background_client, second.id)
+    assert gone.status == "cancelled" and gone.output == []
