@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use ferrogate_testkit::TestDatabase;
 use ferrogate_testkit::upstream::chat_json;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use env::{CHAT, Env, status_json};
 
 /// One worker per kind, so a slow response holds the only one; no gateway retries.
-const EXTRA: &str = "[retry]\nmax_retries = 0\n[batches]\nconcurrency = 1\n";
+const EXTRA: &str =
+    "[retry]\nmax_retries = 0\n[batches]\nconcurrency = 1\n[webhooks]\nallow_private_destinations = true\n";
 
 async fn tenant_key(env: &Env, tenant: &str) -> String {
     env.tenant(tenant, json!({})).await;
@@ -127,6 +129,56 @@ mod t {
         assert_eq!((s, b["status"].as_str()), (200, Some("cancelled")), "{b}");
     }
 
+    /// A receiver on 127.0.0.1 that passes on every delivery's body.
+    async fn receiver() -> (String, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: String| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(body);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/hook"), rx)
+    }
+
+    pub async fn response_events_reach_a_webhook(db: &TestDatabase) {
+        let env = Env::start(db, EXTRA).await;
+        env.fake.on(CHAT, chat_json("ok", Some((5, 4))).after(Duration::from_millis(800)));
+        let key = tenant_key(&env, "acme").await;
+        let (url, mut rx) = receiver().await;
+        let events = json!({"url": url, "events": ["response.completed", "response.cancelled"]});
+        let (s, ep) = env.admin_json(reqwest::Method::POST, "/admin/v1/webhooks", Some(events)).await;
+        assert_eq!(s, 201, "{ep}");
+        let done = create(&env, &key, "one").await;
+        let cancelled = create(&env, &key, "two").await;
+        let (done_id, cancelled_id) = (done["id"].as_str().unwrap(), cancelled["id"].as_str().unwrap());
+        let (s, b) =
+            call(&env, &key, reqwest::Method::POST, &format!("/v1/responses/{cancelled_id}/cancel"), None).await;
+        assert_eq!(s, 200, "{b}");
+        wait_for(&env, &key, done_id, &["completed"]).await;
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let body = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.unwrap().unwrap();
+            let event: Value = serde_json::from_str(&body).unwrap();
+            got.push((event["type"].as_str().unwrap().to_owned(), event["data"]["id"].as_str().unwrap().to_owned()));
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("response.cancelled".to_owned(), cancelled_id.to_owned()),
+                ("response.completed".to_owned(), done_id.to_owned())
+            ]
+        );
+    }
+
     pub async fn background_needs_a_stored_unstreamed_request(db: &TestDatabase) {
         let env = Env::start(db, EXTRA).await;
         let key = tenant_key(&env, "acme").await;
@@ -143,6 +195,7 @@ mod t {
 }
 
 ferrogate_testkit::against_every_store!(
+    t::response_events_reach_a_webhook,
     t::a_background_response_is_queued_then_completed,
     t::a_queued_response_is_cancelled,
     t::background_needs_a_stored_unstreamed_request,
