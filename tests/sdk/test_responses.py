@@ -193,3 +193,9 @@ def test_background_create_poll_and_cancel(background_client: openai.OpenAI) -> 
 
     gone, _ = _settled(background_client, second.id)
     assert gone.status == "cancelled" and gone.output == []
+
+
+def test_background_without_tenancy_is_refused(client: openai.OpenAI, model: str) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        ask(client, model, "Say hello.", background=True)
+    assert "tenancy" in str(e.value) and e.value.body.get("param") == "background"
