@@ -15,6 +15,7 @@ pub mod cache;
 pub mod conversations;
 pub mod error;
 pub mod guardrails;
+mod id;
 pub mod jobs;
 pub mod limits;
 pub mod obs;

@@ -1,62 +1,17 @@
 //! Identifiers of tenants and keys: UUIDv7 strings (time-ordered, so lists sort by creation and
 //! B-tree inserts stay local), wrapped in newtypes so a tenant id is never passed as a key id.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
-macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
-
-        impl $name {
-            /// A fresh, time-ordered identifier (UUIDv7).
-            pub fn generate() -> Self {
-                Self(uuid::Uuid::now_v7().to_string())
-            }
-
-            /// The identifier as text, as stored and shown.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl From<String> for $name {
-            fn from(s: String) -> Self {
-                Self(s)
-            }
-        }
-
-        impl From<&str> for $name {
-            fn from(s: &str) -> Self {
-                Self(s.to_owned())
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), self.0)
-            }
-        }
-    };
-}
+use crate::id::id_type;
 
 id_type!(
     /// Identifies a tenant (a team); stable for the tenant's life, unlike its name.
-    TenantId
+    TenantId,
+    uuid::Uuid::now_v7().to_string()
 );
 id_type!(
     /// Identifies an API key record; stable across rotations (the secret changes, the id does not).
-    KeyId
+    KeyId,
+    uuid::Uuid::now_v7().to_string()
 );
 
 #[cfg(test)]
