@@ -53,7 +53,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         obs,
     };
     req.extensions_mut().insert(cx.clone());
-    let mut unsettled = endpoint.map(|e| Unsettled { st: st.clone(), cx: cx.clone(), endpoint: e, done: false });
+    let mut unsettled = endpoint.map(|e| Unsettled::new(st.clone(), cx.clone(), e));
     let mut res = next.run(req).await;
     let elapsed = cx.started.elapsed();
     let headers = res.headers_mut();
@@ -112,8 +112,9 @@ fn root_span_status(cx: &RequestCx, status: u16, code: Option<ErrorCode>) {
 
 /// An inference request not yet recorded. Unless a `Settle` took over (it reached a backend),
 /// it is recorded when its response leaves ([`Unsettled::finish`]) or, if it never gets one,
-/// when dropped: 499 when the client went away, 500 when a handler panicked.
-struct Unsettled {
+/// when dropped: 499 when the client went away, 500 when a handler panicked. Also used by the
+/// job runner, whose batch lines do not pass through this layer.
+pub(crate) struct Unsettled {
     st: AppState,
     cx: RequestCx,
     endpoint: Endpoint,
@@ -121,7 +122,13 @@ struct Unsettled {
 }
 
 impl Unsettled {
-    fn finish(&mut self, status: u16, error: Option<&ErrorLog>) {
+    /// The record-of-last-resort of the request `cx` made to `endpoint`.
+    pub(crate) fn new(st: AppState, cx: RequestCx, endpoint: Endpoint) -> Self {
+        Self { st, cx, endpoint, done: false }
+    }
+
+    /// Records the request with its response's `status` and error, unless a `Settle` did.
+    pub(crate) fn finish(&mut self, status: u16, error: Option<&ErrorLog>) {
         if std::mem::replace(&mut self.done, true) || self.cx.obs.settling.load(Ordering::Relaxed) {
             return;
         }

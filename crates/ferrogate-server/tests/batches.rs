@@ -135,9 +135,13 @@ mod t {
         let mut asked: Vec<&str> = upstream.iter().map(|b| b["messages"][0]["content"].as_str().unwrap()).collect();
         asked.sort_unstable();
         assert_eq!(asked, ["req-1", "req-2", "req-3", "req-4", "req-5", "req-6"]);
-        let rows = db.ledger_with(6, Duration::from_secs(10)).await;
+        // The refused line leaves its row too (400, no backend), as a live request would.
+        let rows = db.ledger_with(7, Duration::from_secs(10)).await;
         let rows: Vec<_> = rows.iter().filter(|r| r.endpoint == "chat.completions").collect();
         assert_eq!(rows.iter().filter(|r| r.http_status == 200).count(), 6, "{rows:?}");
+        let refused: Vec<_> = rows.iter().filter(|r| r.http_status == 400).collect();
+        assert_eq!(refused.len(), 1, "{rows:?}");
+        assert_eq!((refused[0].backend.as_deref(), refused[0].prompt_tokens), (None, 0), "{rows:?}");
         assert!(rows.iter().all(|r| r.tenant_id.is_some() && r.key_id.is_some()), "{rows:?}");
     }
 

@@ -23,7 +23,8 @@ use ferrogate_jobs::{JobError, Runner};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ApiError;
+use crate::access::Unsettled;
+use crate::error::{ApiError, ErrorLog};
 use crate::handlers::{chat, completions};
 use crate::request::caller::{Caller, Principal, RequestMeter};
 use crate::request::{Endpoint, RequestCx};
@@ -66,12 +67,17 @@ impl EdgeRunner {
         let body = Bytes::from(serde_json::to_vec(&body).map_err(|e| JobError::poison(e.to_string()))?);
         let cx = self.context(&request_id, endpoint, owner, &item.url);
         let st = self.st.clone();
+        // A line refused before any backend (invalid body, budget, rate) is recorded as the
+        // access layer records a live request's: one usage row per line, whatever happens.
+        let mut unsettled = Unsettled::new(st.clone(), cx.clone(), endpoint);
         let call = async move {
             let res = match endpoint {
                 Endpoint::Completion => completions::handle(State(st), Extension(cx), Ok(body)).await,
                 _ => chat::handle(State(st), Extension(cx), Ok(body)).await,
             };
-            res.unwrap_or_else(IntoResponse::into_response)
+            let res = res.unwrap_or_else(IntoResponse::into_response);
+            unsettled.finish(res.status().as_u16(), res.extensions().get::<ErrorLog>());
+            res
         };
         let res = tokio::select! {
             r = call => r,
