@@ -134,9 +134,8 @@ impl Unsettled {
         }
         let outcome = match error {
             Some(e) => Outcome::Refused { code: e.code, cause: e.cause.clone() },
-            // A 2xx without a `Settle` does not happen on inference routes; recorded as refused
-            // by nobody rather than lost.
-            None if status < 400 => Outcome::Cancelled,
+            // A success no backend produced: the gateway answered itself.
+            None if status < 400 => Outcome::Answered,
             None => Outcome::Refused { code: ErrorCode::InvalidRequest, cause: String::new() },
         };
         self.record(status, &outcome);

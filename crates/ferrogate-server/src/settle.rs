@@ -184,7 +184,7 @@ impl Settle {
     /// success), 499 when it went away before any response.
     fn status(&self) -> u16 {
         match (&self.outcome, self.first_token) {
-            (_, Some(_)) | (Outcome::Finished(_), None) => 200,
+            (_, Some(_)) | (Outcome::Finished(_) | Outcome::Answered, None) => 200,
             (Outcome::Cancelled, None) => 499,
             (Outcome::Failed { code, .. } | Outcome::Refused { code, .. }, None) => code.status().as_u16(),
         }

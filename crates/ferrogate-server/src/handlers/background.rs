@@ -65,7 +65,7 @@ pub async fn enqueue(st: &AppState, cx: &RequestCx, req: ResponsesRequest) -> Re
     };
     let job_id = jobs.services.queue.enqueue(job).await?;
     // The job's run is this request's record (one ledger row, as the owner): nothing here.
-    cx.obs.settling.store(true, std::sync::atomic::Ordering::Relaxed);
+    cx.obs.recorded_elsewhere();
     response.id = response_id(&job_id);
     Ok(Json(response).into_response())
 }

@@ -80,6 +80,12 @@ impl ObsCx {
         self.mark(Mark::AuthDone);
     }
 
+    /// Another path records this request (a `Settle`, or a background job's run): the access
+    /// layer must not.
+    pub fn recorded_elsewhere(&self) {
+        self.settling.store(true, Ordering::Relaxed);
+    }
+
     /// The caller, once authenticated.
     pub fn caller(&self) -> Option<&Arc<Caller>> {
         self.caller.get()

@@ -6,7 +6,6 @@
 //! An unsampled request forwards the root's (unsampled) `traceparent` and records no spans.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use ferrogate_core::{EnginePhases, InferenceRequest};
@@ -37,7 +36,7 @@ impl SettleObs {
     /// upstream; `log_prompts`: keep the prompt and answer for the content log line.
     pub fn start(cx: &Arc<ObsCx>, deployment: &str, req: &mut InferenceRequest, log_prompts: bool) -> Self {
         let cx = Arc::clone(cx);
-        cx.settling.store(true, Ordering::Relaxed);
+        cx.recorded_elsewhere();
         let (mut attempt, mut phases) = (None, None);
         match &cx.trace {
             Some(t) if t.sampled => {

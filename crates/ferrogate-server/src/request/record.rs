@@ -17,6 +17,8 @@ use crate::error::ErrorCode;
 pub enum Outcome {
     /// Answered in full.
     Finished(FinishReason),
+    /// Answered by the gateway itself, no backend called (an Ollama model load or unload).
+    Answered,
     /// The client went away (before the response, or mid-stream).
     Cancelled,
     /// Failed at or after the backend call: an upstream failure, a timeout, a stream cut. `cause`
@@ -32,14 +34,14 @@ impl Outcome {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Outcome::Failed { code, .. } | Outcome::Refused { code, .. } => Some(*code),
-            Outcome::Finished(_) | Outcome::Cancelled => None,
+            Outcome::Finished(_) | Outcome::Answered | Outcome::Cancelled => None,
         }
     }
 
     /// The closed label of metrics and spans: the error code, `cancelled`, or `none`.
     pub fn error_type(&self) -> &'static str {
         match self {
-            Outcome::Finished(_) => "none",
+            Outcome::Finished(_) | Outcome::Answered => "none",
             Outcome::Cancelled => "cancelled",
             Outcome::Failed { code, .. } | Outcome::Refused { code, .. } => code.as_str(),
         }
@@ -49,6 +51,7 @@ impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Finished(r) => r.as_str(),
+            Outcome::Answered => "answered",
             Outcome::Cancelled => "cancelled",
             Outcome::Failed { .. } | Outcome::Refused { .. } => "error",
         }
@@ -57,7 +60,7 @@ impl Outcome {
     pub fn cause(&self) -> Option<&str> {
         match self {
             Outcome::Failed { cause, .. } | Outcome::Refused { cause, .. } => Some(cause),
-            Outcome::Finished(_) | Outcome::Cancelled => None,
+            Outcome::Finished(_) | Outcome::Answered | Outcome::Cancelled => None,
         }
     }
 }

@@ -32,7 +32,7 @@ pub fn charged(usage: Option<Usage>, started: bool, prompt_estimate: u32, deltas
 /// The ledger row of `r`, made by `principal` and metered by `meter`.
 pub fn usage_row(r: &RequestRecord<'_>, principal: &Principal, meter: &RequestMeter) -> UsageRecord {
     let (error_type, cancelled) = match r.outcome {
-        Outcome::Finished(_) => (None, false),
+        Outcome::Finished(_) | Outcome::Answered => (None, false),
         Outcome::Cancelled => (None, true),
         Outcome::Failed { code, .. } | Outcome::Refused { code, .. } => (Some(code.as_str().to_owned()), false),
     };
