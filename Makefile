@@ -29,7 +29,8 @@ NEXTEST_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
-	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable
+	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable \
+	bench-batch
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -161,3 +162,7 @@ bench-engine: ## embedded engine throughput vs llama.cpp's llama-server
 bench-portable: ## the portable build's engine speed against the native build's (both demo models)
 	@scripts/setup.sh --bench
 	scripts/bench-portable.sh
+
+bench-batch: build-release ## interactive TTFT p50/p99 alone and beside a 1,000-line batch (embedded SmolLM2)
+	@scripts/setup.sh --bench
+	scripts/bench-batch.sh

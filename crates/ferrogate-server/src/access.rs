@@ -49,6 +49,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         caller: None,
         limits: None,
         hints,
+        background: false,
         cache_control,
         obs,
     };

@@ -7,10 +7,12 @@
 #[allow(dead_code)]
 mod env;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ferrogate_testkit::TestDatabase;
-use ferrogate_testkit::upstream::chat_json;
+use ferrogate_testkit::upstream::{Reply, chat_json};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -192,6 +194,45 @@ mod t {
             call(&env, &key, reqwest::Method::GET, "/v1/responses/resp_0123456789abcdef0123456789abcdef", None).await;
         assert_eq!(s, 404);
     }
+
+    /// Cancelling a response while it runs stops its generation (the upstream call dropped) at
+    /// the worker's next heartbeat; it ends `cancelled` and its run left one ledger row.
+    pub async fn a_running_response_is_cancelled(db: &TestDatabase) {
+        let extra = EXTRA.replace("[batches]\n", "[batches]\nlease_secs = 3\n");
+        let env = Env::start(db, &extra).await;
+        let started = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&started);
+        env.fake.on(
+            CHAT,
+            Reply::dynamic(move |_| {
+                count.fetch_add(1, Ordering::SeqCst);
+                chat_json("too late", Some((5, 4))).after(Duration::from_secs(30))
+            }),
+        );
+        let key = tenant_key(&env, "acme").await;
+        let id = create(&env, &key, "a long one").await["id"].as_str().unwrap().to_owned();
+        wait_for(&env, &key, &id, &["in_progress"]).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while started.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the run did not reach the upstream");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let cancelled_at = Instant::now();
+        let (s, b) = call(&env, &key, reqwest::Method::POST, &format!("/v1/responses/{id}/cancel"), None).await;
+        assert_eq!((s, b["status"].as_str()), (200, Some("cancelled")), "{b}");
+        let (b, _) = wait_for(&env, &key, &id, &["cancelled", "completed", "failed"]).await;
+        assert_eq!(b["status"], "cancelled", "{b}");
+        assert!(b["output"].as_array().unwrap().is_empty(), "{b}");
+        // The worker is free again well before the upstream would have answered.
+        let rows = db.ledger_with(1, Duration::from_secs(10)).await;
+        assert!(cancelled_at.elapsed() < Duration::from_secs(15), "the run was not stopped");
+        let rows: Vec<_> = rows.iter().filter(|r| r.endpoint == "responses").collect();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert!(rows[0].cancelled && rows[0].key_id.is_some(), "{rows:?}");
+        assert_eq!(started.load(Ordering::SeqCst), 1, "run once, not retried");
+        let (s, b) = call(&env, &key, reqwest::Method::GET, &format!("/v1/responses/{id}"), None).await;
+        assert_eq!((s, b["status"].as_str()), (200, Some("cancelled")), "{b}");
+    }
 }
 
 ferrogate_testkit::against_every_store!(
@@ -199,4 +240,5 @@ ferrogate_testkit::against_every_store!(
     t::a_background_response_is_queued_then_completed,
     t::a_queued_response_is_cancelled,
     t::background_needs_a_stored_unstreamed_request,
+    t::a_running_response_is_cancelled,
 );

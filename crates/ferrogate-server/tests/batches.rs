@@ -8,6 +8,8 @@
 mod env;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
@@ -80,6 +82,20 @@ async fn content(env: &Env, key: &str, file_id: &str) -> Vec<Value> {
 /// The chat requests the upstream saw (not its health checks).
 fn chats(env: &Env) -> Vec<ferrogate_testkit::upstream::Recorded> {
     env.fake.requests().into_iter().filter(|r| r.path.ends_with("/chat/completions")).collect()
+}
+
+/// The upstream takes 30 s to answer a chat; the count of chat requests it started on.
+fn slow_upstream(env: &Env) -> Arc<AtomicUsize> {
+    let started = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&started);
+    env.fake.on(
+        "/v1/chat/completions",
+        Reply::dynamic(move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+            chat_json("late", Some((5, 4))).after(Duration::from_secs(30))
+        }),
+    );
+    started
 }
 
 async fn tenant_key(env: &Env, tenant: &str) -> String {
@@ -325,6 +341,162 @@ mod t {
         assert_eq!(env.admin_json(reqwest::Method::GET, &format!("/admin/v1/webhooks/{eid}"), None).await.0, 404);
         let _ = MASTER;
     }
+
+    /// `[tiers] large_background_only`: an interactive request `auto` routes to the large tier is
+    /// refused with `background_required` (pointing at `background: true`); a background
+    /// response and a batch line routed there run on it.
+    pub async fn the_large_tier_serves_only_queued_work(db: &TestDatabase) {
+        let tiers = "[tiers]\nsmall = \"m\"\nlarge = \"other\"\nlarge_background_only = true\n\
+                     [tiers.tenants]\nbig = \"large\"\n";
+        let env = Env::start(db, &format!("{EXTRA}{tiers}")).await;
+        env.fake.on("/v1/chat/completions", chat_json("done", Some((5, 4))));
+        let small = tenant_key(&env, "acme").await;
+        let big = tenant_key(&env, "big").await;
+        // Interactive: the small tier serves; the large one (tenant or header pin) is refused.
+        let (s, v) = status_json(env.chat(&small, &env::chat("auto", 4)).await).await;
+        assert_eq!((s, v["model"].as_str()), (200, Some("m")), "{v}");
+        let v = env::assert_error(env.chat(&big, &env::chat("auto", 4)).await, 400, "background_required").await;
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("large tier") && message.contains("\"background\": true"), "{v}");
+        assert!(message.contains("POST /v1/batches") && v["error"]["param"] == "model", "{v}");
+        let pinned =
+            env.http.post(env.url("/v1/chat/completions")).bearer_auth(&small).header("x-ferrogate-tier", "large");
+        env::assert_error(pinned.json(&env::chat("auto", 4)).send().await.unwrap(), 400, "background_required").await;
+        let interactive = json!({"model": "auto", "input": "hi"});
+        let res = env.http.post(env.url("/v1/responses")).bearer_auth(&big).json(&interactive).send().await.unwrap();
+        let v = env::assert_error(res, 400, "background_required").await;
+        assert_eq!(v["error"]["param"], "background", "{v}");
+        assert!(chats(&env).iter().all(|r| r.json()["model"] != "other"), "the large tier was not asked");
+
+        // A background response routed to the large tier runs there.
+        let queued = json!({"model": "auto", "input": "hi", "background": true});
+        let res = env.http.post(env.url("/v1/responses")).bearer_auth(&big).json(&queued).send().await.unwrap();
+        let (s, r) = status_json(res).await;
+        assert_eq!((s, r["status"].as_str()), (200, Some("queued")), "{r}");
+        let path = format!("/v1/responses/{}", r["id"].as_str().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let done = loop {
+            let (_, b) = status_json(env.get(&big, &path).await).await;
+            if ["completed", "failed", "cancelled"].contains(&b["status"].as_str().unwrap_or("")) {
+                break b;
+            }
+            assert!(Instant::now() < deadline, "{b}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(done["status"], "completed", "{done}");
+
+        // So does a batch line.
+        let (_, file) = upload(&env, &big, &line("deep", "auto")).await;
+        let (_, batch) = create_batch(&env, &big, file["id"].as_str().unwrap()).await;
+        let done = wait_done(&env, &big, batch["id"].as_str().unwrap()).await;
+        assert_eq!(done["request_counts"], json!({"total": 1, "completed": 1, "failed": 0}), "{done}");
+        let out = content(&env, &big, done["output_file_id"].as_str().unwrap()).await;
+        assert_eq!(out[0]["response"]["body"]["model"], "other", "{}", out[0]);
+        let served: Vec<Value> = chats(&env).iter().map(|r| r.json()["model"].clone()).collect();
+        assert_eq!(served.iter().filter(|m| *m == "other").count(), 2, "{served:?}");
+    }
+
+    /// Cancelling a batch while a line runs: the running line is stopped (its upstream call
+    /// dropped) at the worker's next heartbeat, the queued ones never run, the batch ends
+    /// `cancelled` with every line counted failed (`batch_cancelled`), and the line that ran left
+    /// one ledger row.
+    pub async fn a_batch_cancelled_mid_line_stops_it(db: &TestDatabase) {
+        // One line at a time; heartbeats every second (a third of the lease).
+        let extra = EXTRA.replace("[batches]\n", "[batches]\nconcurrency = 1\nlease_secs = 3\n");
+        let env = Env::start(db, &extra).await;
+        let started = slow_upstream(&env);
+        let key = tenant_key(&env, "acme").await;
+        let lines: Vec<String> = (1..=3).map(|i| line(&format!("req-{i}"), "m")).collect();
+        let (_, file) = upload(&env, &key, &lines.join("\n")).await;
+        let (_, batch) = create_batch(&env, &key, file["id"].as_str().unwrap()).await;
+        let bid = batch["id"].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while started.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "no line reached the upstream");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let cancelled_at = Instant::now();
+        let res = env.http.post(env.url(&format!("/v1/batches/{bid}/cancel"))).bearer_auth(&key).send().await.unwrap();
+        let (s, b) = status_json(res).await;
+        assert_eq!((s, b["status"].as_str()), (200, Some("cancelling")), "{b}");
+        let done = wait_done(&env, &key, bid).await;
+        assert!(cancelled_at.elapsed() < Duration::from_secs(15), "the running line was not stopped");
+        assert_eq!(done["status"], "cancelled", "{done}");
+        assert_eq!(done["request_counts"], json!({"total": 3, "completed": 0, "failed": 3}), "{done}");
+        assert!(done["output_file_id"].is_null(), "{done}");
+        let errs = content(&env, &key, done["error_file_id"].as_str().unwrap()).await;
+        let ids: Vec<&str> = errs.iter().map(|e| e["custom_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["req-1", "req-2", "req-3"]);
+        assert!(errs.iter().all(|e| e["error"]["code"] == "batch_cancelled"), "{errs:?}");
+        // Only the running line reached the upstream (which never answered it), and only it left
+        // a row: cancelled.
+        assert_eq!((started.load(Ordering::SeqCst), chats(&env).len()), (1, 0));
+        let rows = db.ledger_with(1, Duration::from_secs(10)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rows: Vec<_> = rows.iter().filter(|r| r.endpoint == "chat.completions").collect();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert!(rows[0].cancelled && rows[0].key_id.is_some() && rows[0].backend.is_some(), "{rows:?}");
+        assert_eq!(db.ledger().await.len(), 1, "no row after the cancel settled");
+    }
+
+    /// `POST /v1/files` has its own body bound, `[batches] max_file_bytes` (6 MiB here) plus the
+    /// multipart framing, not `server.body_limit_bytes` (4 MiB, still every other route's): a
+    /// 5 MiB file is stored whole; a file over the cap is 413 in OpenAI's shape.
+    pub async fn uploads_are_bounded_by_max_file_bytes(db: &TestDatabase) {
+        const MIB: usize = 1024 * 1024;
+        let extra = EXTRA.replace("[batches]\n", "[batches]\nmax_file_bytes = 6291456\n");
+        let env = Env::start(db, &extra).await;
+        let key = tenant_key(&env, "acme").await;
+        let jsonl = |bytes: usize| {
+            let row = format!("{}\n", line("x", "m"));
+            let mut s = row.repeat(bytes / row.len());
+            s.push_str(&" ".repeat(bytes - s.len()));
+            s
+        };
+        // The upload helper's framing adds "\r\n" after the content, which stays outside the file.
+        let five = jsonl(5 * MIB);
+        let (s, file) = upload(&env, &key, &five).await;
+        assert_eq!(s, 200, "{file}");
+        assert_eq!(file["bytes"], 5 * MIB, "{file}");
+        let res = env.get(&key, &format!("/v1/files/{}/content", file["id"].as_str().unwrap())).await;
+        assert_eq!(res.text().await.unwrap(), five);
+        // Just over the cap (within the framing's room): the handler's 413, naming the file.
+        let (s, v) = upload(&env, &key, &jsonl(6 * MIB + 1)).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str(), v["error"]["param"].as_str()),
+            (413, Some("request_too_large"), Some("file")),
+            "{v}"
+        );
+        assert!(v["error"]["message"].as_str().unwrap().contains("6291456"), "{v}");
+        // Far over: the body layer's 413 (or the connection closed under the rest of the body).
+        let boundary = "ferrogate-test-boundary";
+        let big = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.jsonl\"\r\n\r\n{}",
+            jsonl(8 * MIB)
+        );
+        let res = env
+            .http
+            .post(env.url("/v1/files"))
+            .bearer_auth(&key)
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(big)
+            .send()
+            .await;
+        if let Ok(res) = res {
+            let (s, v) = status_json(res).await;
+            assert_eq!((s, v["error"]["code"].as_str()), (413, Some("request_too_large")), "{v}");
+        }
+        // Only the 5 MiB file was stored; a chat request is still held to the 4 MiB body limit.
+        let (_, listed) = status_json(env.get(&key, "/v1/files").await).await;
+        assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+        let huge = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(5 * MIB)}]});
+        let res = env.http.post(env.url("/v1/chat/completions")).bearer_auth(&key).json(&huge).send().await;
+        if let Ok(res) = res {
+            let (s, v) = status_json(res).await;
+            assert_eq!((s, v["error"]["code"].as_str()), (413, Some("request_too_large")), "{v}");
+        }
+        assert!(chats(&env).is_empty());
+    }
 }
 
 ferrogate_testkit::against_every_store!(
@@ -333,4 +505,7 @@ ferrogate_testkit::against_every_store!(
     t::another_tenant_gets_404,
     t::dead_lines_are_listed_and_replayed,
     t::batch_events_reach_a_signed_webhook,
+    t::the_large_tier_serves_only_queued_work,
+    t::a_batch_cancelled_mid_line_stops_it,
+    t::uploads_are_bounded_by_max_file_bytes,
 );

@@ -1,6 +1,8 @@
 //! The admin API under `/admin/v1`, guarded by the master key (the auth layer checks it):
 //! tenants, keys and usage reports, described by `openapi.json` (served at
-//! `/admin/v1/openapi.json`). Mounted only when tenancy is on.
+//! `/admin/v1/openapi.json`), which also describes the DLQ and webhook routes (`dlq`,
+//! `webhooks`, mounted by `jobs::routes` when background work is on). Mounted only when tenancy
+//! is on.
 //!
 //! Invariants: a key's plaintext appears only in the response to its creation or rotation;
 //! every change to a key or tenant invalidates this instance's key cache at once (other
@@ -84,6 +86,15 @@ mod tests {
         ("/admin/v1/keys/{id}/rotate", &["post"]),
         ("/admin/v1/keys/{id}/revoke", &["post"]),
         ("/admin/v1/usage", &["get"]),
+        // Mounted by `jobs::routes` when background work is on.
+        ("/admin/v1/dlq", &["get"]),
+        ("/admin/v1/dlq/replay", &["post"]),
+        ("/admin/v1/dlq/purge", &["post"]),
+        ("/admin/v1/dlq/{id}", &["get", "delete"]),
+        ("/admin/v1/dlq/{id}/replay", &["post"]),
+        ("/admin/v1/webhooks", &["get", "post"]),
+        ("/admin/v1/webhooks/{id}", &["get", "delete"]),
+        ("/admin/v1/webhooks/{id}/deliveries", &["get"]),
     ];
 
     #[test]

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     Conflict,
     /// The tenant holds `conversations.max_per_tenant` conversations.
     ConversationLimitReached,
+    /// The tier the request was routed to serves only queued work (`background: true`, batches).
+    BackgroundRequired,
     // --- who is calling ---
     InvalidApiKey,
     TooManyAuthFailures,
@@ -64,7 +66,9 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            InvalidRequest | ContextLengthExceeded | ContentPolicyViolation => StatusCode::BAD_REQUEST,
+            InvalidRequest | ContextLengthExceeded | ContentPolicyViolation | BackgroundRequired => {
+                StatusCode::BAD_REQUEST
+            }
             InvalidApiKey => StatusCode::UNAUTHORIZED,
             EndpointNotAllowed | ModelNotAllowed => StatusCode::FORBIDDEN,
             UnknownUrl | ModelNotFound | NotFound => StatusCode::NOT_FOUND,
@@ -108,7 +112,8 @@ impl ErrorCode {
             | ClientStalled
             | ModelNotFound
             | Conflict
-            | ConversationLimitReached => "invalid_request_error",
+            | ConversationLimitReached
+            | BackgroundRequired => "invalid_request_error",
             NotFound => "not_found_error",
             InvalidApiKey | TooManyAuthFailures => "authentication_error",
             EndpointNotAllowed | ModelNotAllowed => "permission_error",
@@ -157,6 +162,7 @@ impl ErrorCode {
             NotFound => "not_found",
             Conflict => "conflict",
             ConversationLimitReached => "conversation_limit_reached",
+            BackgroundRequired => "background_required",
             InvalidApiKey => "invalid_api_key",
             TooManyAuthFailures => "too_many_auth_failures",
             EndpointNotAllowed => "endpoint_not_allowed",
@@ -207,6 +213,7 @@ impl ErrorCode {
             | NotFound
             | Conflict
             | ConversationLimitReached
+            | BackgroundRequired
             | InvalidApiKey
             | TooManyAuthFailures
             | EndpointNotAllowed
@@ -243,6 +250,7 @@ impl ErrorCode {
             | NotFound
             | Conflict
             | ConversationLimitReached
+            | BackgroundRequired
             | InvalidApiKey
             | TooManyAuthFailures
             | EndpointNotAllowed
@@ -289,6 +297,7 @@ mod tests {
         NotFound,
         Conflict,
         ConversationLimitReached,
+        BackgroundRequired,
         InvalidApiKey,
         TooManyAuthFailures,
         EndpointNotAllowed,

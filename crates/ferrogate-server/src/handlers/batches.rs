@@ -9,7 +9,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use ferrogate_core::jobs::{BatchEndpoint, BatchId, FileId, FilePurpose, NewBatch, Page};
+use ferrogate_core::jobs::{BatchEndpoint, BatchId, FileId, FilePurpose, NewBatch};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -106,12 +106,9 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let (jobs, tenant) = scope(&st, &cx)?;
     let q = crate::admin::query(q)?;
-    let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    let page = Page { after: q.after, limit: limit + 1 };
-    let mut all = jobs.services.batches.list_batches(&tenant, &page).await?;
-    let more = all.len() > limit as usize;
-    all.truncate(limit as usize);
-    Ok(Json(wire::page(all.iter().map(wire::batch).collect(), more)).into_response())
+    let page = wire::ListPage::new(q.after, q.limit, 20, 100);
+    let all = jobs.services.batches.list_batches(&tenant, &page.ask).await?;
+    Ok(Json(page.answer(all, wire::batch)).into_response())
 }
 
 pub async fn cancel(

@@ -1,7 +1,8 @@
 //! OpenAI Files: `POST /v1/files` (multipart, `purpose=batch`), `GET /v1/files`,
 //! `GET /v1/files/{id}`, `DELETE /v1/files/{id}`, `GET /v1/files/{id}/content`. Every file
 //! belongs to the caller's tenant; another tenant's id is 404. Size cap and per-tenant quota:
-//! `[batches]` file limits, checked by the store.
+//! `[batches]` file limits; an upload has its own body bound (`body::upload_limit`), and a
+//! file over the cap is 413.
 
 use std::sync::Arc;
 
@@ -11,12 +12,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use ferrogate_core::jobs::{FileId, FilePurpose, NewFile, Page};
+use ferrogate_core::jobs::{FileId, FilePurpose, NewFile};
 use ferrogate_core::tenancy::TenantId;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::jobs::services::Jobs;
 use crate::jobs::wire;
 use crate::request::RequestCx;
@@ -63,6 +64,11 @@ pub async fn upload(
         .filter(|p| *p == FilePurpose::Batch)
         .ok_or_else(|| ApiError::invalid(Some("purpose".into()), "purpose must be 'batch'"))?;
     let file = form.file().ok_or_else(|| ApiError::invalid(Some("file".into()), "file is required"))?;
+    let cap = jobs.services.file_limits.max_file_bytes;
+    if file.content.len() as u64 > cap {
+        let message = format!("The file is {} bytes, larger than the limit of {cap} bytes", file.content.len());
+        return Err(ApiError { param: Some("file".into()), ..ApiError::new(ErrorCode::RequestTooLarge, message) });
+    }
     let content = String::from_utf8(file.content.to_vec())
         .map_err(|_| ApiError::invalid(Some("file".into()), "the file must be UTF-8 text (JSONL)"))?;
     let new = NewFile { tenant_id: tenant, purpose, filename: file.filename.clone(), content };
@@ -83,12 +89,9 @@ pub async fn list(
         None | Some("") => None,
         Some(p) => Some(p.parse::<FilePurpose>().map_err(|e| ApiError::invalid(Some("purpose".into()), e.0))?),
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let page = Page { after: q.after, limit: limit + 1 };
-    let mut files = jobs.services.files.list_files(&tenant, purpose, &page).await?;
-    let more = files.len() > limit as usize;
-    files.truncate(limit as usize);
-    Ok(Json(wire::page(files.iter().map(wire::file).collect(), more)).into_response())
+    let page = wire::ListPage::new(q.after, q.limit, 100, 1000);
+    let files = jobs.services.files.list_files(&tenant, purpose, &page.ask).await?;
+    Ok(Json(page.answer(files, wire::file)).into_response())
 }
 
 pub async fn get(

@@ -2,6 +2,7 @@
 //! Files, Batches and background responses' cancel for tenants' keys, the DLQ and webhook endpoints for the master key.
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::admin::{dlq, webhooks};
@@ -13,7 +14,9 @@ pub fn mount(st: &AppState, routes: Router<AppState>) -> Router<AppState> {
         return routes;
     }
     routes
-        .route("/v1/files", post(files::upload).get(files::list))
+        // The body layer bounded the upload already, by `[batches] max_file_bytes` (not
+        // `server.body_limit_bytes`, the extractor's default bound).
+        .route("/v1/files", post(files::upload).layer(DefaultBodyLimit::disable()).get(files::list))
         .route("/v1/files/{id}", get(files::get).delete(files::delete))
         .route("/v1/files/{id}/content", get(files::content))
         .route("/v1/batches", post(batches::create).get(batches::list))

@@ -106,7 +106,7 @@ impl EdgeRunner {
     }
 
     /// A request context as the edge layers build it: the owner as caller with a ledger slot,
-    /// batch priority.
+    /// batch priority, marked as queued work (a background-only tier serves it).
     pub(super) fn context(&self, request_id: &str, endpoint: Endpoint, owner: Arc<KeyLookup>, path: &str) -> RequestCx {
         let st = &self.st;
         let mut headers = HeaderMap::new();
@@ -125,6 +125,7 @@ impl EdgeRunner {
             caller: Some(caller),
             limits: None,
             hints: RouteHints::from_headers(&headers),
+            background: true,
             cache_control: Default::default(),
             obs,
         }

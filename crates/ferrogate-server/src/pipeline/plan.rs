@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
+use ferrogate_core::tier::Decision;
 use ferrogate_core::{Deployment, GatewayError, GenParams, InferenceRequest, Input, tokens};
 use ferrogate_protocol::openai::{ChatCompletionRequest, CompletionRequest, LEGACY_DEFAULT_MAX_TOKENS, shape};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::request::names::RequestedModel;
 use crate::request::plan::Plan;
 use crate::request::{Endpoint, RequestCx};
@@ -107,7 +108,8 @@ fn route(
 ) -> Result<Plan, ApiError> {
     let priority = cx.hints.priority()?;
     let requested = RequestedModel::new(model);
-    let (deployment, shown, route_note) = resolve(st, cx, &requested, &input, prompt_estimate, params.max_tokens)?;
+    let (deployment, shown, route_note) =
+        resolve(st, cx, endpoint, &requested, &input, prompt_estimate, params.max_tokens)?;
     check_fields(&deployment, &extra)?;
     cx.obs.routed(&deployment.name);
     if let Some(c) = &cx.caller {
@@ -177,10 +179,12 @@ fn refuse_logprobs(extra: &serde_json::Map<String, serde_json::Value>) -> Result
 }
 
 /// Model name → deployment: aliases, and the virtual tiered model (whose choice is then the
-/// model name echoed to the client, explained in `route_note`).
+/// model name echoed to the client, explained in `route_note`; a tier that serves only queued
+/// work refuses an interactive request).
 fn resolve(
     st: &AppState,
     cx: &RequestCx,
+    endpoint: Endpoint,
     model: &RequestedModel,
     input: &Input,
     prompt_tokens: u32,
@@ -190,9 +194,29 @@ fn resolve(
         let header = cx.hints.tier()?;
         let caller = cx.caller.as_deref();
         let (name, decision) = t.decide(&tiers::Request { input, prompt_tokens, max_tokens, header, caller });
+        if t.background_only(decision.tier) && !cx.background {
+            return Err(background_required(endpoint, model, &decision));
+        }
         let d = st.registry.resolve(name).cloned().ok_or_else(|| GatewayError::ModelNotFound(name.to_owned()))?;
         return Ok((d, RequestedModel::new(name), Some(decision.to_string())));
     }
     let d = st.registry.resolve(model).cloned().ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))?;
     Ok((d, model.clone(), None))
+}
+
+/// The tier chosen serves only queued work: where to send the request instead. A Responses
+/// request is pointed at its own `background` field; any other endpoint at a background
+/// response or a batch line.
+fn background_required(endpoint: Endpoint, model: &RequestedModel, decision: &Decision) -> ApiError {
+    let how = match endpoint {
+        Endpoint::Responses => "send it again with \"background\": true and poll GET /v1/responses/{id}",
+        _ => "send it to POST /v1/responses with \"background\": true, or as a line of a batch (POST /v1/batches)",
+    };
+    let message = format!(
+        "Model '{model}' routed this request to the {} tier ({decision}), which this gateway serves only in \
+         the background: {how}",
+        decision.tier.as_str()
+    );
+    let param = if endpoint == Endpoint::Responses { "background" } else { "model" };
+    ApiError { param: Some(param.into()), ..ApiError::new(ErrorCode::BackgroundRequired, message) }
 }

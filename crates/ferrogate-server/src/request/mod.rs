@@ -102,6 +102,10 @@ pub struct RequestCx {
     pub limits: Option<Arc<RequestLimits>>,
     /// The client's routing headers (priority class, tier pin), parsed by the route stage.
     pub hints: RouteHints,
+    /// Queued work (a batch line, a background response), run by a job worker: set only by the
+    /// worker's context, never from the request, so a client cannot claim it. A tier that
+    /// serves only in the background (`tiers.large_background_only`) admits only these.
+    pub background: bool,
     /// The client's `Cache-Control` (`no-cache`, `no-store`) for the response cache.
     pub cache_control: CacheControl,
     /// Stage marks, deployment and trace of this request (metrics, spans), shared with the

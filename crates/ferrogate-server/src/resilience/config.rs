@@ -130,6 +130,9 @@ pub struct TiersSection {
     pub tenants: BTreeMap<String, String>,
     /// Key prefix (`fg-xxxxxxxx`) → tier.
     pub keys: BTreeMap<String, String>,
+    /// The large tier serves only queued work (background responses, batch lines): an
+    /// interactive request routed there is refused with `background_required`.
+    pub large_background_only: bool,
 }
 
 impl Default for TiersSection {
@@ -146,6 +149,7 @@ impl Default for TiersSection {
             weights: d.weights,
             tenants: BTreeMap::new(),
             keys: BTreeMap::new(),
+            large_background_only: false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The virtual model (`tiers.model`, default `auto`): pins (header, key, tenant — in that order)
 //! or else core's classifier choose the small or the large deployment; the decision is
-//! returned for the `x-ferrogate-route` header.
+//! returned for the `x-ferrogate-route` header. With `tiers.large_background_only` the large
+//! tier serves only queued work; the plan stage refuses interactive requests routed there.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,8 @@ pub struct TierRouter {
     header: bool,
     tenants: HashMap<String, Tier>,
     keys: HashMap<String, Tier>,
+    /// `tiers.large_background_only`.
+    large_background_only: bool,
     /// Decisions so far: [small, large] (for metrics).
     decided: [AtomicU64; 2],
 }
@@ -47,6 +50,7 @@ impl TierRouter {
             header: t.header,
             tenants: parse(&t.tenants),
             keys: parse(&t.keys),
+            large_background_only: t.large_background_only,
             decided: [AtomicU64::new(0), AtomicU64::new(0)],
         })
     }
@@ -59,6 +63,14 @@ impl TierRouter {
     /// The large tier's deployment name.
     pub fn large(&self) -> &str {
         &self.large
+    }
+
+    /// Whether `tier` serves only queued work (background responses, batch lines).
+    pub fn background_only(&self, tier: Tier) -> bool {
+        match tier {
+            Tier::Small => false,
+            Tier::Large => self.large_background_only,
+        }
     }
 
     /// Requests routed to (small, large) since start.

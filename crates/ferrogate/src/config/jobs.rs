@@ -21,7 +21,7 @@ pub struct WebhooksConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchesConfig {
-    /// Largest uploaded file, bytes (also bounded by `server.body_limit_bytes`).
+    /// Largest uploaded file, bytes (an upload's body bound: this plus the multipart framing).
     pub max_file_bytes: u64,
     /// Bytes of files one tenant may hold.
     pub tenant_quota_bytes: u64,
