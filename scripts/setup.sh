@@ -26,8 +26,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # (scripts/llama-cc), binutils' objdump for the AMX/CPU-level check of the built binary.
 BASE_DEBS=(build-essential cmake clang libclang-dev pkg-config python3-venv curl unzip ccache binutils)
 # promtool (Debian's prometheus package) lets tests validate the /metrics exposition format and the
-# alert rules in deploy/; chromium + chromium-driver run the live dashboard's browser test.
-TEST_DEBS=(prometheus chromium chromium-driver)
+# alert rules in deploy/; chromium + chromium-driver run the live dashboard's browser test;
+# libfaketime skews one replica's clock in the three-replica test (tests/replicas.rs).
+TEST_DEBS=(prometheus chromium chromium-driver libfaketime)
 # nginx is the static upstream of `make bench-overhead`; wrk is a second load generator.
 BENCH_DEBS=(nginx-light wrk)
 OHA_VERSION="1.16.0"

@@ -141,6 +141,9 @@ pub struct Breaker {
     /// Mirrors `inner.state` for lock-free reads.
     state: AtomicU8,
     opened_total: AtomicU64,
+    /// Opens caused by this process's own outcomes (not [`Breaker::force_open`]): what a fleet
+    /// shares with the other replicas.
+    opened_here: AtomicU64,
 }
 
 impl Breaker {
@@ -158,7 +161,29 @@ impl Breaker {
             }),
             state: AtomicU8::new(BreakerState::Closed.as_gauge()),
             opened_total: AtomicU64::new(0),
+            opened_here: AtomicU64::new(0),
         }
+    }
+
+    /// How many times this process's own outcomes opened the breaker (forced opens excluded).
+    pub fn opened_here(&self) -> u64 {
+        self.opened_here.load(Ordering::Relaxed)
+    }
+
+    /// Opens the breaker now because another replica saw the backend fail (a shared breaker):
+    /// requests fail fast or go elsewhere for `open_for`, then probes decide as usual. An open
+    /// breaker is left as it is. `true` if it was closed or half-open.
+    pub fn force_open(&self, now: Instant) -> bool {
+        let mut g = self.lock();
+        if g.state == BreakerState::Open {
+            return false;
+        }
+        g.opened_at = now;
+        g.probes_in_flight = 0;
+        g.probe_successes = 0;
+        self.opened_total.fetch_add(1, Ordering::Relaxed);
+        self.set(&mut g, BreakerState::Open);
+        true
     }
 
     /// The state as of the last transition (an open breaker whose wait is over still reads
@@ -266,6 +291,7 @@ impl Breaker {
         g.probes_in_flight = 0;
         g.probe_successes = 0;
         self.opened_total.fetch_add(1, Ordering::Relaxed);
+        self.opened_here.fetch_add(1, Ordering::Relaxed);
         self.set(g, BreakerState::Open);
     }
 
@@ -420,5 +446,20 @@ mod tests {
         assert_eq!(Outcome::of(&rate), Outcome::Neutral);
         assert_eq!(Outcome::of(&down), Outcome::Failure);
         assert_eq!(Outcome::of(&BackendError::Connect("refused".into())), Outcome::Failure);
+    }
+
+    #[test]
+    fn a_forced_open_fails_fast_then_probes_and_is_not_counted_as_our_own() {
+        let t0 = Instant::now();
+        let b = Breaker::new(cfg(), t0);
+        assert!(b.force_open(t0));
+        assert!(!b.force_open(t0), "already open");
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.try_acquire(t0 + Duration::from_secs(1)).is_none(), "fails fast while open");
+        assert_eq!((b.opened_here(), b.snapshot(t0).opened_total), (0, 1));
+        let probe = b.try_acquire(t0 + Duration::from_secs(5)).unwrap();
+        assert_eq!(probe, Ticket::Probe);
+        b.record(probe, Outcome::Failure, t0 + Duration::from_secs(5));
+        assert_eq!(b.opened_here(), 1, "a failed probe of ours is our own open");
     }
 }

@@ -40,6 +40,7 @@ pub fn refresh(st: &AppState) {
     if let Some(t) = &st.tenancy {
         m.set_ledger(&t.ledger.stats());
         m.set_refusals(&t.refusals);
+        m.set_shared_budgets(&t.quotas);
     }
 }
 

@@ -10,7 +10,9 @@
 //! NOTHING`; SQL errors leave this crate as
 //! [`StoreError`] (no sqlx type in the public API beyond the connect error's source).
 //!
-//! [`redis_limits`] holds the Redis implementation of core's `LimitStore` (shared rate-limit counters).
+//! [`redis_limits`] holds the Redis implementation of core's `LimitStore` (shared rate-limit counters),
+//! [`redis_budgets`] that of core's `SharedBudgets` (day/month budgets and in-flight caps), and
+//! [`redis_breakers`] shares circuit-breaker opens between replicas (pub/sub).
 //!
 //! [`Store`] also implements core's `ConversationStore` (conversations, items, stored responses;
 //! migration 3, see docs/STATE.md): every query is scoped by the owner's tenant, and a turn is
@@ -38,6 +40,8 @@ mod files;
 mod jobs;
 mod keys;
 mod migrations;
+pub mod redis_breakers;
+pub mod redis_budgets;
 pub mod redis_cache;
 pub mod redis_limits;
 mod sealing;

@@ -127,7 +127,24 @@ pub fn check_url(url: &str) -> Result<(), String> {
     redis::Client::open(url).map(|_| ()).map_err(|e| format!("not a valid Redis URL ({})", e.kind_name()))
 }
 
-trait KindName {
+/// A lazy, self-reconnecting connection to `url` (on the current tokio runtime), so a gateway
+/// starts while Redis is down; shared by the Redis stores. Errors never repeat the URL.
+pub(crate) fn connection(url: &str, timeout: Duration) -> Result<ConnectionManager, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("not a valid Redis URL ({})", e.kind_name()))?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout.max(Duration::from_millis(200))))
+        // One timer per call is enough: `run_acquire` and `send_refunds` bound the whole call.
+        // (A timer due before the runtime's next wake-up costs an eventfd write and an extra
+        // epoll_wait; two per check showed as 1.8 writes and 0.9 epoll_waits per request.)
+        .set_response_timeout(None)
+        .set_min_delay(Duration::from_millis(20))
+        .set_max_delay(Duration::from_millis(500))
+        .set_number_of_retries(3);
+    ConnectionManager::new_lazy_with_config(client, cfg)
+        .map_err(|e| format!("cannot set up the Redis connection ({})", e.kind_name()))
+}
+
+pub(crate) trait KindName {
     fn kind_name(&self) -> String;
 }
 
@@ -142,18 +159,7 @@ impl RedisLimitStore {
     /// A store on `url`; connects lazily (on the current tokio runtime), so a Redis that is down
     /// at start does not stop the gateway: checks fail until it is reachable.
     pub fn open(url: &str, opts: RedisOptions) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("not a valid Redis URL ({})", e.kind_name()))?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(opts.timeout.max(Duration::from_millis(200))))
-            // One timer per call is enough: `run_acquire` and `send_refunds` bound the whole call.
-            // (A timer due before the runtime's next wake-up costs an eventfd write and an extra
-            // epoll_wait; two per check showed as 1.8 writes and 0.9 epoll_waits per request.)
-            .set_response_timeout(None)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(500))
-            .set_number_of_retries(3);
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg)
-            .map_err(|e| format!("cannot set up the Redis connection ({})", e.kind_name()))?;
+        let conn = connection(url, opts.timeout)?;
         Ok(Self {
             conn,
             prefix: opts.key_prefix,

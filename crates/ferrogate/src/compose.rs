@@ -21,7 +21,9 @@ use ferrogate_core::tenancy::time::{Clock, SystemClock};
 use ferrogate_core::{Backend, Deployment, Registry, Target};
 use ferrogate_server::tenancy::Tenancy;
 use ferrogate_server::tenancy::config::TenancySettings;
+use ferrogate_server::tenancy::quotas::SharedQuota;
 use ferrogate_server::{Running, Services, StartError};
+use ferrogate_store::redis_budgets::RedisBudgets;
 use ferrogate_store::redis_cache::{RedisCacheOptions, RedisResponseCache};
 use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
 use ferrogate_store::{Store, StoreOptions};
@@ -52,6 +54,7 @@ pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Services, V
     let breakers: HashMap<String, Arc<Breaker>> =
         backends.keys().map(|k| (k.clone(), Arc::new(Breaker::new(cfg.resilience.breaker.to_core(), now)))).collect();
     let registry = registry(cfg, &backends, &breakers)?;
+    share_breakers(cfg, &breakers).map_err(|e| vec![e])?;
     let (tenancy, tenancy_store, jobs) = match &cfg.tenancy {
         Some(t) => {
             let (tenancy, store) = tenancy(cfg, t, Arc::clone(&clock)).await.map_err(|e| vec![e])?;
@@ -75,6 +78,16 @@ pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Services, V
         jobs,
         conversations,
     })
+}
+
+/// With `[breaker] shared`, this replica's breaker opens reach the others (and theirs reach it)
+/// through `limits.redis_url`; the loops live as long as the process.
+fn share_breakers(cfg: &Config, breakers: &HashMap<String, Arc<Breaker>>) -> Result<(), String> {
+    let (true, Some(url)) = (cfg.resilience.breaker.shared, &cfg.limits.redis_url) else { return Ok(()) };
+    let stop = tokio_util::sync::CancellationToken::new();
+    ferrogate_store::redis_breakers::spawn(url.expose(), &cfg.limits.key_prefix, breakers.clone(), stop)
+        .map(|_| ())
+        .map_err(|e| format!("limits.redis_url (shared breakers): {e}"))
 }
 
 fn backends(cfg: &Config) -> Result<HashMap<String, Arc<dyn Backend>>, Vec<String>> {
@@ -150,8 +163,23 @@ async fn tenancy(cfg: &Config, s: &TenancySettings, clock: Arc<dyn Clock>) -> Re
     let store = Arc::new(store);
     let writer = LedgerWriter::spawn_on_thread(open, Arc::clone(&store) as Arc<dyn UsageStore>, ledger_cfg).await?;
     replay(&writer, recovered);
-    let tenancy = Tenancy::new(Arc::clone(&store) as _, writer, s, &cfg.deployments, clock);
+    let tenancy = Tenancy::new(Arc::clone(&store) as _, writer, s, &cfg.deployments, clock, shared_budgets(cfg, s)?);
     Ok((tenancy, store))
+}
+
+/// Budgets and in-flight caps in Redis when `limits.redis_url` is set (and `tenancy.shared_budgets`
+/// is not turned off): every replica then sees every reservation.
+fn shared_budgets(cfg: &Config, s: &TenancySettings) -> Result<Option<SharedQuota>, String> {
+    let (Some(url), true) = (&cfg.limits.redis_url, s.shared_budgets) else { return Ok(None) };
+    let l = &cfg.limits;
+    let store = RedisBudgets::open(url.expose(), &l.key_prefix, l.redis_timeout)
+        .map_err(|e| format!("limits.redis_url: {e}"))?;
+    Ok(Some(SharedQuota {
+        store: Arc::new(store),
+        on_error: s.budgets_on_store_error,
+        lease_ttl: s.inflight_lease,
+        correct_interval: s.budget_correct_interval,
+    }))
 }
 
 /// The store of the Responses and Conversations APIs: the tenancy database when tenancy is on,

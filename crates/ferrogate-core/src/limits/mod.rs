@@ -20,6 +20,26 @@ pub mod window;
 
 use async_trait::async_trait;
 
+/// What a request gets while a shared store (rate limits, budgets) cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Admit without the store's limits (logged and counted).
+    FailOpen,
+    /// Refuse with 503 (logged and counted).
+    FailClosed,
+}
+
+impl FailurePolicy {
+    /// `"fail_open"` or `"fail_closed"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::FailOpen => "fail_open",
+            FailurePolicy::FailClosed => "fail_closed",
+        }
+    }
+}
+
 /// Microseconds in a minute: rates are configured per minute.
 pub const MINUTE_US: i64 = 60_000_000;
 

@@ -16,6 +16,7 @@ pub mod key;
 pub mod ledger;
 pub mod model;
 pub mod quota;
+pub mod shared;
 pub mod spool;
 pub mod store;
 pub mod time;

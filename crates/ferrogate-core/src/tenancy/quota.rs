@@ -256,22 +256,35 @@ fn check(now_ms: i64, owner: Owner, l: &Limits, c: &mut Counters) -> Result<(), 
     {
         return Err(Refusal::Concurrency { owner, limit });
     }
-    let next_day = c.day_start + time::DAY_MS;
-    let next_month = time::month_start(c.month_start + 32 * time::DAY_MS);
-    let budgets = [
-        (Window::Day, Unit::Tokens, l.tokens_per_day, c.day.tokens, next_day),
-        (Window::Month, Unit::Tokens, l.tokens_per_month, c.month.tokens, next_month),
-        (Window::Day, Unit::Usd, micro(l.usd_per_day), c.day.micro_usd, next_day),
-        (Window::Month, Unit::Usd, micro(l.usd_per_month), c.month.micro_usd, next_month),
-    ];
-    for (window, unit, limit, used, resets_at_ms) in budgets {
+    let used = [c.day.tokens, c.month.tokens, c.day.micro_usd, c.month.micro_usd];
+    for ((window, unit, limit), used) in budgets(l).into_iter().zip(used) {
         if let Some(limit) = limit
             && used >= limit
         {
+            let resets_at_ms = resets_at(window, c.day_start, c.month_start);
             return Err(Refusal::Budget { owner, window, unit, limit, used, resets_at_ms });
         }
     }
     Ok(())
+}
+
+/// An owner's four budgets in the order they are checked — day tokens, month tokens, day cost,
+/// month cost (cost in micro-USD) — `None` where unset. A shared store checks the same list.
+pub fn budgets(l: &Limits) -> [(Window, Unit, Option<u64>); 4] {
+    [
+        (Window::Day, Unit::Tokens, l.tokens_per_day),
+        (Window::Month, Unit::Tokens, l.tokens_per_month),
+        (Window::Day, Unit::Usd, micro(l.usd_per_day)),
+        (Window::Month, Unit::Usd, micro(l.usd_per_month)),
+    ]
+}
+
+/// When the window starting at `day_start` / `month_start` ends, unix ms.
+pub fn resets_at(window: Window, day_start: i64, month_start: i64) -> i64 {
+    match window {
+        Window::Day => day_start + time::DAY_MS,
+        Window::Month => time::month_start(month_start + 32 * time::DAY_MS),
+    }
 }
 
 /// Checks every owner's limits and, only if all pass, reserves `demand` against all of them and

@@ -46,24 +46,7 @@ impl Default for LimitsConfig {
     }
 }
 
-/// What a request gets while the shared store cannot answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailurePolicy {
-    /// Admit without limits (logged and counted).
-    FailOpen,
-    /// Refuse with 503 `rate_limiter_unavailable` (logged and counted).
-    FailClosed,
-}
-
-impl FailurePolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailurePolicy::FailOpen => "fail_open",
-            FailurePolicy::FailClosed => "fail_closed",
-        }
-    }
-}
+pub use ferrogate_core::limits::FailurePolicy;
 
 /// Whose traffic a rule counts together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]

@@ -42,6 +42,9 @@ pub struct BreakerSection {
     /// Time open before half-open probes.
     pub open_ms: u64,
     pub half_open_probes: u32,
+    /// Share opens with the other replicas through `[limits] redis_url` (pub/sub): a breaker one
+    /// replica opens opens on all (docs/SCALING.md).
+    pub shared: bool,
 }
 
 impl Default for BreakerSection {
@@ -54,6 +57,7 @@ impl Default for BreakerSection {
             window_ms: d.window.as_millis() as u64,
             open_ms: d.open_for.as_millis() as u64,
             half_open_probes: d.half_open_probes,
+            shared: false,
         }
     }
 }

@@ -23,8 +23,8 @@ use super::sharded::Sharded;
 const UNKNOWN_CAP: usize = 16_384;
 /// Database lookups for keys not in the cache, at once.
 const CONCURRENT_LOOKUPS: usize = 4;
-/// Polls re-read changes this far back, for clock skew between instances and for lookups that
-/// raced with a change.
+/// Polls re-read changes this far back from the newest one seen: for changes committed out of
+/// their timestamps' order, and for clock skew between the replicas that *write* changes.
 const POLL_OVERLAP_MS: i64 = 5_000;
 
 /// Why a presented key was not accepted.
@@ -118,23 +118,32 @@ impl KeyCache {
         self.known.remove_where(|_, l| keys.contains(&l.key.id) || tenants.contains(&l.tenant.id))
     }
 
-    /// Polls the store for key and tenant changes every `interval` until `stop`; wall-clock time,
-    /// since it is compared with the store's own timestamps.
+    /// Polls the store for key and tenant changes every `interval` until `stop`. The window is
+    /// taken from the store's own timestamps (the newest change seen, less an overlap), never from
+    /// this replica's clock, so a replica whose clock is skewed still sees every change; the first
+    /// poll reads every key once.
     pub async fn poll(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
-        let mut since = ferrogate_core::tenancy::time::now_ms();
+        let mut newest = i64::MIN;
+        // Changes already acted on inside the overlap (id, updated_at): each invalidates once.
+        let mut done: std::collections::HashSet<(String, i64)> = std::collections::HashSet::new();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
-            let started = ferrogate_core::tenancy::time::now_ms();
-            match self.changes(since - POLL_OVERLAP_MS).await {
+            match self.changes(newest.saturating_sub(POLL_OVERLAP_MS)).await {
                 Ok((keys, tenants)) => {
+                    newest = keys.iter().chain(&tenants).map(|(_, at)| *at).fold(newest, i64::max);
+                    let mut fresh = |changes: Vec<(String, i64)>| -> Vec<String> {
+                        changes.into_iter().filter(|c| done.insert(c.clone())).map(|(id, _)| id).collect()
+                    };
+                    let keys: Vec<KeyId> = fresh(keys).into_iter().map(KeyId::from).collect();
+                    let tenants: Vec<TenantId> = fresh(tenants).into_iter().map(TenantId::from).collect();
+                    done.retain(|(_, at)| *at >= newest.saturating_sub(POLL_OVERLAP_MS));
                     let dropped = self.invalidate(&keys, &tenants);
                     if dropped > 0 {
                         tracing::debug!(dropped, "key cache: entries invalidated by changes");
                     }
-                    since = started;
                 }
                 Err(e) => {
                     // Cached keys keep working; revocations do not propagate until the store is back.
@@ -145,9 +154,14 @@ impl KeyCache {
         }
     }
 
-    async fn changes(&self, since_ms: i64) -> Result<(Vec<KeyId>, Vec<TenantId>), StoreError> {
+    /// The keys and tenants changed since `since_ms` (store time), each with its change's time.
+    #[allow(clippy::type_complexity)]
+    async fn changes(&self, since_ms: i64) -> Result<(Vec<(String, i64)>, Vec<(String, i64)>), StoreError> {
         let keys = self.store.keys_changed_since(since_ms).await?;
         let tenants = self.store.tenants_changed_since(since_ms).await?;
-        Ok((keys.into_iter().map(|k| k.id).collect(), tenants.into_iter().map(|t| t.id).collect()))
+        Ok((
+            keys.into_iter().map(|k| (k.id.to_string(), k.updated_at_ms)).collect(),
+            tenants.into_iter().map(|t| (t.id.to_string(), t.updated_at_ms)).collect(),
+        ))
     }
 }

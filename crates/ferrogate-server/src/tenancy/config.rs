@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferrogate_core::limits::FailurePolicy;
 use ferrogate_core::tenancy::quota::Price;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,17 @@ pub struct TenancyConfig {
     /// `max_tokens` applied to requests of keys with a token budget or token rate that set none
     /// (and have no `max_tokens_per_request`), so a reservation bounds what a request may use.
     pub default_max_tokens: u32,
+    /// With `[limits] redis_url` set, count day/month budgets and in-flight caps in that Redis, so
+    /// every replica sees every reservation (docs/SCALING.md). `false`: per instance.
+    pub shared_budgets: bool,
+    /// While the shared budget store cannot answer: `fail_closed` (503) or `fail_open` (admit
+    /// without a reservation; counted).
+    pub budgets_on_store_error: FailurePolicy,
+    /// How long a request counts in flight in the shared store if its replica dies before it
+    /// settles; longer than the longest request.
+    pub inflight_lease_secs: u64,
+    /// How often shared budget counters are checked against the ledger (drift correction).
+    pub budget_correct_interval_ms: u64,
 }
 
 impl Default for TenancyConfig {
@@ -75,6 +87,10 @@ impl Default for TenancyConfig {
             ledger_flush_interval_ms: 1000,
             ledger_spool_dir: None,
             default_max_tokens: 4096,
+            shared_budgets: true,
+            budgets_on_store_error: FailurePolicy::FailClosed,
+            inflight_lease_secs: 900,
+            budget_correct_interval_ms: 60_000,
         }
     }
 }
@@ -98,6 +114,10 @@ pub struct TenancySettings {
     pub auth_failures_per_minute: u32,
     pub ledger_flush_interval: Duration,
     pub default_max_tokens: u32,
+    pub shared_budgets: bool,
+    pub budgets_on_store_error: FailurePolicy,
+    pub inflight_lease: Duration,
+    pub budget_correct_interval: Duration,
     /// By deployment name.
     pub prices: BTreeMap<String, Price>,
 }
@@ -148,9 +168,12 @@ pub fn check(
             errs.push("tenancy.database_url must start with sqlite:// or postgres://".into());
         }
     }
-    for (field, v) in
-        [("poll_interval_ms", t.poll_interval_ms), ("ledger_flush_interval_ms", t.ledger_flush_interval_ms)]
-    {
+    for (field, v) in [
+        ("poll_interval_ms", t.poll_interval_ms),
+        ("ledger_flush_interval_ms", t.ledger_flush_interval_ms),
+        ("inflight_lease_secs", t.inflight_lease_secs),
+        ("budget_correct_interval_ms", t.budget_correct_interval_ms),
+    ] {
         if v == 0 {
             errs.push(format!("tenancy.{field} must be greater than 0"));
         }
@@ -187,6 +210,10 @@ pub fn check(
         auth_failures_per_minute: t.auth_failures_per_minute,
         ledger_flush_interval: Duration::from_millis(t.ledger_flush_interval_ms),
         default_max_tokens: t.default_max_tokens,
+        shared_budgets: t.shared_budgets,
+        budgets_on_store_error: t.budgets_on_store_error,
+        inflight_lease: Duration::from_secs(t.inflight_lease_secs),
+        budget_correct_interval: Duration::from_millis(t.budget_correct_interval_ms),
         prices: checked,
     })
 }

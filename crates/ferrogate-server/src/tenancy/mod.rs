@@ -31,7 +31,7 @@ pub use quotas::Admission;
 use self::cache::KeyCache;
 use self::config::TenancySettings;
 use self::failures::AuthFailures;
-use self::quotas::{AdmitError, Quotas};
+use self::quotas::{AdmitError, Quotas, SharedQuota};
 use crate::error::ApiError;
 use crate::settings::sections::DeploymentConfig;
 
@@ -40,7 +40,7 @@ pub struct Tenancy {
     pub keys: Arc<KeyCache>,
     /// Failed attempts per address: client keys (stored and static) and the master key apart.
     pub failures: AuthFailures,
-    pub quotas: Quotas,
+    pub quotas: Arc<Quotas>,
     pub ledger: LedgerSender,
     /// Taken by [`Tenancy::shutdown`], which flushes it.
     writer: Mutex<Option<LedgerWriter>>,
@@ -89,6 +89,7 @@ impl Tenancy {
         s: &TenancySettings,
         deployments: &BTreeMap<String, DeploymentConfig>,
         clock: Arc<dyn Clock>,
+        shared: Option<SharedQuota>,
     ) -> Tenancy {
         // Prices are configured per deployment; clients may use its aliases too.
         let mut prices = HashMap::new();
@@ -101,7 +102,10 @@ impl Tenancy {
         Tenancy {
             keys: Arc::new(KeyCache::new(Arc::clone(&store))),
             failures: AuthFailures::new(s.auth_failures_per_minute),
-            quotas: Quotas::new(Arc::clone(&store), prices, Arc::clone(&clock)),
+            quotas: Arc::new(match shared {
+                Some(shared) => Quotas::new(Arc::clone(&store), prices, Arc::clone(&clock)).with_shared(shared),
+                None => Quotas::new(Arc::clone(&store), prices, Arc::clone(&clock)),
+            }),
             ledger: writer.sender(),
             writer: Mutex::new(Some(writer)),
             master: s.master_key.as_ref().map(|k| KeyDigest::of(k.expose())),
@@ -128,11 +132,15 @@ impl Tenancy {
 
     /// Starts the key/tenant change poller; it stops with `stop`.
     pub fn spawn_background(&self, tasks: &TaskTracker, stop: CancellationToken) {
-        tasks.spawn(Arc::clone(&self.keys).poll(self.poll_interval, stop));
+        tasks.spawn(Arc::clone(&self.keys).poll(self.poll_interval, stop.clone()));
+        tasks.spawn(Arc::clone(&self.quotas).correct_shared(stop));
     }
 
     /// Writes every queued usage row (after the last request settled) and stops the writer.
     pub async fn shutdown(&self) -> Option<LedgerStats> {
+        if let Some(shared) = self.quotas.shared() {
+            shared.shutdown().await;
+        }
         let writer = self.writer.lock().ok()?.take()?;
         Some(writer.shutdown().await)
     }

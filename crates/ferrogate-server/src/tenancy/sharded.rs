@@ -67,6 +67,17 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
         removed
     }
 
+    /// Takes every key out (the values are dropped).
+    pub fn drain_keys(&self) -> Vec<K> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            if let Ok(mut m) = s.write() {
+                out.extend(m.drain().map(|(k, _)| k));
+            }
+        }
+        out
+    }
+
     pub fn clear(&self) {
         self.remove_where(|_, _| true);
     }

@@ -264,6 +264,9 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     {
         errs.push(format!("limits.redis_url: {e}"));
     }
+    if raw.breaker.shared && raw.limits.redis_url.is_none() {
+        errs.push("breaker.shared needs limits.redis_url (the replicas tell each other through that Redis)".into());
+    }
     let resilience = Resilience { queue: raw.queue, breaker: raw.breaker, retry: raw.retry, tiers: raw.tiers };
     ferrogate_server::resilience::config::check(&resilience, &raw.deployments, &mut errs);
     let obs = ferrogate_server::observability::config::check(

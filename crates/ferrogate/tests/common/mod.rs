@@ -15,6 +15,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(dir: &Path, name: &str, config: &str) -> Server {
+        Self::start_env(dir, name, config, &[]).await
+    }
+
+    /// As [`Server::start`], with extra environment variables (e.g. libfaketime's).
+    pub async fn start_env(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, config).unwrap();
@@ -25,6 +30,7 @@ impl Server {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env_remove("FERROGATE_MASTER_KEY")
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

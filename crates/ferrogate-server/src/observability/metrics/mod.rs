@@ -57,6 +57,7 @@ pub const TOKENS_PER_SECOND: &str = "ferrogate_output_tokens_per_second";
 pub const TOKENS: &str = "ferrogate_tokens_total";
 pub const ACTIVE_REQUESTS: &str = "ferrogate_active_requests";
 pub const BUDGET_REJECTIONS: &str = "ferrogate_budget_rejections_total";
+pub const BUDGET_STORE: &str = "ferrogate_budget_store_events_total";
 pub const RATE_LIMITED: &str = "ferrogate_rate_limit_rejections_total";
 pub const QUEUE_DEPTH: &str = "ferrogate_queue_depth";
 pub const QUEUE_WAIT: &str = "ferrogate_queue_wait_seconds";
@@ -121,6 +122,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("counter", TOKENS, "Tokens, by deployment and type: prompt, cached (part of prompt) and completion."),
     ("gauge", ACTIVE_REQUESTS, "Inference requests and streams in flight."),
     ("counter", BUDGET_REJECTIONS, "Requests refused because a key's or tenant's budget is used up."),
+    (
+        "counter",
+        BUDGET_STORE,
+        "The shared budget store (Redis), by event: error (could not answer), failed_open (admitted without a reservation), seed (an owner seeded from the ledger), correction (a window raised to the ledger), settle_failed.",
+    ),
     ("counter", RATE_LIMITED, "Requests refused by a rate or concurrency limit, by scope."),
     ("gauge", QUEUE_DEPTH, "Requests waiting in a deployment's admission queue."),
     ("histogram", QUEUE_WAIT, "Time requests waited in a deployment's admission queue."),

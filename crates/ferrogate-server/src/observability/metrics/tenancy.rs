@@ -16,6 +16,23 @@ impl Metrics {
         }
     }
 
+    /// What the shared budget store did (only when budgets are shared).
+    pub fn set_shared_budgets(&self, q: &crate::tenancy::quotas::Quotas) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(store) = q.shared() else { return };
+        let c = &q.shared_counts;
+        let events = [
+            ("error", c.errors.load(Relaxed)),
+            ("failed_open", c.failed_open.load(Relaxed)),
+            ("seed", c.seeds.load(Relaxed)),
+            ("correction", c.corrections.load(Relaxed)),
+            ("settle_failed", store.failed_settles()),
+        ];
+        for (event, n) in events {
+            self.counter(BUDGET_STORE, vec![slabel("event", event)]).absolute(n);
+        }
+    }
+
     /// The usage ledger's counters.
     pub fn set_ledger(&self, s: &ferrogate_core::tenancy::ledger::LedgerStats) {
         let rows = [
