@@ -52,11 +52,17 @@
 # (`cache = true`, `cache_nondeterministic = true`: every request of the load is the same, so all
 # but the first are hits): the cost of a hit against the bare gateway's miss through nginx.
 #
+# By default (issue 20; --no-anthropic skips it), "anthropic" sends the same conversation to the bare gateway as an
+# Anthropic Messages request (POST /v1/messages, `anthropic-version` header): the gateway translates
+# it to OpenAI chat for the OpenAI-compatible nginx upstream and the answer (whole, or the stream
+# event by event) back. Its p50/p99 at c=1 minus the bare gateway's (OpenAI in, OpenAI out, the
+# same upstream and process) is what the translation adds.
+#
 # With BENCH_BASE_BIN=/path/to/an/older/ferrogate, "base" is that binary as a bare gateway (the
 # same config as "gateway") measured in the same run: a change's cost or gain side by side with
 # the binary before it (issue 16: no worse than before at c=1).
 #
-# Usage: scripts/bench-overhead.sh [--direct-only] [--no-auth] [--governance] [--resilience] [--observability] [--guardrails] [--cache]
+# Usage: scripts/bench-overhead.sh [--direct-only] [--no-auth] [--governance] [--resilience] [--observability] [--guardrails] [--cache] [--no-anthropic]
 #   --direct-only   measure nginx alone (checks the harness without a gateway)
 #   --no-auth       skip the "gateway + auth + ledger" variant
 #   --governance    add the "gateway + rate limits" variant (BENCH_GOV_REDIS: counters in Redis)
@@ -64,6 +70,7 @@
 #   --observability also the "gateway + metrics + tracing" variants (100% and 1% sampling)
 #   --guardrails    add the "gateway + guardrails" variant (injection + PII checks, flag mode)
 #   --cache         add the "gateway + response cache" variant (every request a hit)
+#   --no-anthropic  skip the "Anthropic in, OpenAI out" variant (translation overhead)
 # Env: BENCH_DURATION (s per run, default 8), BENCH_WARMUP (s, default 2), BENCH_CONCURRENCY
 #      ("1 16 64"), BENCH_TARGETS (default "direct proxy gateway auth"; direct and gateway are
 #      the baseline every comparison needs), BENCH_PIN (1: pin as above, 0: no pinning), BENCH_TTFT_N (default 2000),
@@ -103,6 +110,7 @@ GUARD=0
 GUARD_PID=""
 GUARD_PORT=""
 CACHE=0
+ANTHROPIC=1
 CACHE_PID=""
 CACHE_PORT=""
 BASE_BIN="${BENCH_BASE_BIN:-}"
@@ -408,12 +416,19 @@ chat_body() {
   fi
 }
 
+# anthropic_body MODEL STREAM: the same conversation as chat_body, in Anthropic's shape.
+anthropic_body() {
+  local model="$1" stream="$2"
+  printf '{"model":"%s","max_tokens":16,"messages":[{"role":"user","content":"Say hello."}],"stream":%s}' "$model" "$stream"
+}
+
 # url TARGET MODE: where a request of MODE (json|sse) goes for TARGET (direct|proxy|gateway|auth).
 url() {
   case "$1" in
   direct) printf 'http://127.0.0.1:%s/%s/v1/chat/completions' "$NGINX_PORT" "$2" ;;
   proxy) printf 'http://127.0.0.1:%s/%s/v1/chat/completions' "$PROXY_PORT" "$2" ;;
   gateway) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GW_PORT" ;;
+  anthropic) printf 'http://127.0.0.1:%s/v1/messages' "$GW_PORT" ;;
   auth) printf 'http://127.0.0.1:%s/v1/chat/completions' "$AUTH_PORT" ;;
   obs100) printf 'http://127.0.0.1:%s/v1/chat/completions' "$OBS100_PORT" ;;
   obs1) printf 'http://127.0.0.1:%s/v1/chat/completions' "$OBS1_PORT" ;;
@@ -430,6 +445,8 @@ url() {
 auth_header() {
   if [ "$1" = auth ]; then
     printf 'authorization: Bearer %s' "$AUTH_KEY"
+  elif [ "$1" = anthropic ]; then
+    printf 'anthropic-version: 2023-06-01'
   else
     printf 'x-bench: 1'
   fi
@@ -439,9 +456,11 @@ auth_header() {
 oha_run() {
   local target="$1" mode="$2" conc="$3" secs="$4" out="$5" model=fast stream=false
   [ "$mode" = json ] || { model=fast-sse; stream=true; }
+  local body
+  if [ "$target" = anthropic ]; then body="$(anthropic_body "$model" "$stream")"; else body="$(chat_body "$model" "$stream")"; fi
   "${LOAD_PIN[@]}" "$OHA" --no-tui --output-format json --wait-ongoing-requests-after-deadline \
     -z "${secs}s" -c "$conc" -m POST -H 'content-type: application/json' -H "$(auth_header "$target")" \
-    -d "$(chat_body "$model" "$stream")" "$(url "$target" "$mode")" >"$out" ||
+    -d "$body" "$(url "$target" "$mode")" >"$out" ||
     fg_die "oha failed against $target ($mode, c=$conc)"
   # Every response must be a 200: a fast error would flatter the numbers.
   python3 - "$out" <<'PY' || fg_die "non-200 responses or errors in $out ($target $mode c=$conc)"
@@ -473,8 +492,9 @@ measure_load() {
   local mode conc target
   for mode in json sse; do
     for conc in "${CONCURRENCY[@]}"; do
-      for target in direct proxy gateway base cache auth gov guard resil govall obs100 obs1; do
-        case "$target" in base | cache | gov | guard | resil | govall | obs*) ;; *) wanted "$target" || continue ;; esac
+      for target in direct proxy gateway anthropic base cache auth gov guard resil govall obs100 obs1; do
+        case "$target" in anthropic | base | cache | gov | guard | resil | govall | obs*) ;; *) wanted "$target" || continue ;; esac
+        [ "$target" != anthropic ] || [ "$ANTHROPIC" = 1 ] || continue
         [ "$target" != base ] || [ -n "$BASE_BIN" ] || continue
         [ "$target" != cache ] || [ "$CACHE" = 1 ] || continue
         [ "$target" != govall ] || { [ "$GOV" = 1 ] && [ "$RESIL" = 1 ]; } || continue
@@ -766,7 +786,9 @@ def variant_rows(target):
             for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
 auth_rows, gov_rows, govall_rows = variant_rows("auth"), variant_rows("gov"), variant_rows("govall")
 guard_rows = variant_rows("guard")
+anthropic_rows = variant_rows("anthropic")
 for title, vrows in (("baseline binary (BENCH_BASE_BIN), bare gateway", variant_rows("base")),
+                     ("Anthropic Messages in, OpenAI out (translation)", anthropic_rows),
                      ("gateway + response cache (every request a hit)", variant_rows("cache")),
                      ("gateway + auth + ledger", auth_rows), ("gateway + rate limits", gov_rows),
                      ("gateway + every governance feature", govall_rows),
@@ -917,6 +939,14 @@ for label, c, name, d, g, o in obs_rows:
         ratio = added_obs / max(added_gw, 1)
         check(f"added p99 with metrics + tracing ({name} sampled) <= 1.5x bare gateway at c=1 ({label})",
               ratio <= 1.5, f"{added_obs:.0f} vs {added_gw:.0f} µs ({ratio:.2f}×)")
+# Issue 20: what translating Anthropic Messages to OpenAI chat and back adds, against OpenAI
+# passthrough in the same process and run (reported, no target set).
+tr = [(label, g, a) for label, c, d, g, a in anthropic_rows if c == "1" and a and g]
+if tr:
+    lines += ["", "| translation overhead, c=1 (Anthropic in minus OpenAI passthrough) | p50 (µs) | p99 (µs) |",
+              "|---|---:|---:|"]
+    for label, g, a in tr:
+        lines.append(f"| {label} | {a['p50'] - g['p50']:,.0f} | {a['p99'] - g['p99']:,.0f} |")
 lines += ["", "| target | result | measured |", "|---|---|---:|"]
 if not checks:
     lines.append("| (all) | SKIP | no gateway measured |")
@@ -956,6 +986,8 @@ main() {
     --governance) GOV=1 ;;
     --guardrails) GUARD=1 ;;
     --cache) CACHE=1 ;;
+    --anthropic) ANTHROPIC=1 ;;
+    --no-anthropic) ANTHROPIC=0 ;;
     --resilience) RESIL=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; fg_die "unknown option '$arg'" ;;
@@ -999,6 +1031,7 @@ main() {
   warm_up direct
   wanted proxy && warm_up proxy
   [ "$DIRECT_ONLY" = 1 ] || warm_up gateway
+  [ "$ANTHROPIC" = 0 ] || [ "$DIRECT_ONLY" = 1 ] || warm_up anthropic
   [ "$AUTH" = 0 ] || warm_up auth
   [ "$GOV" = 0 ] || warm_up gov
   [ "$RESIL" = 0 ] || warm_up resil

@@ -146,7 +146,11 @@ mod tests {
                 match b {
                     b'!' => self.finished = true,
                     b'.' => self.done = true,
-                    _ => out.push_back(Ok(StreamEvent::Delta { text: (*b as char).to_string(), tool_calls: None })),
+                    _ => out.push_back(Ok(StreamEvent::Delta {
+                        text: (*b as char).to_string(),
+                        tool_calls: None,
+                        logprobs: None,
+                    })),
                 }
             }
         }

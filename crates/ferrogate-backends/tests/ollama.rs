@@ -48,7 +48,7 @@ fn chat_request() -> InferenceRequest {
 }
 
 fn delta(s: &str) -> StreamEvent {
-    StreamEvent::Delta { text: s.into(), tool_calls: None }
+    StreamEvent::Delta { text: s.into(), tool_calls: None, logprobs: None }
 }
 
 /// The events of `items`, which must all be `Ok`.

@@ -58,6 +58,8 @@ pub struct GenParams {
 pub struct Completion {
     pub text: String,
     pub tool_calls: Option<Vec<Value>>,
+    /// OpenAI's `choices[].logprobs.content`: one entry per token, when the client asked.
+    pub logprobs: Option<Vec<Value>>,
     pub finish_reason: FinishReason,
     /// The upstream's own counts; `None` when it reported none (then counted locally).
     pub usage: Option<Usage>,
@@ -66,7 +68,12 @@ pub struct Completion {
 /// One step of a streamed answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
-    Delta { text: String, tool_calls: Option<Vec<Value>> },
+    /// `logprobs`: OpenAI's `logprobs.content` entries of the tokens in this delta, when asked.
+    Delta {
+        text: String,
+        tool_calls: Option<Vec<Value>>,
+        logprobs: Option<Vec<Value>>,
+    },
     Finish(FinishReason),
     Usage(Usage),
 }
@@ -113,6 +120,8 @@ pub struct Capabilities {
     pub images: bool,
     /// Reports exact token usage (otherwise tokens are counted locally).
     pub usage: bool,
+    /// Returns `logprobs`/`top_logprobs` for chat answers (otherwise they are refused, 400).
+    pub logprobs: bool,
 }
 
 #[async_trait]

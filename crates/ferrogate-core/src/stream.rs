@@ -73,7 +73,7 @@ mod tests {
     use futures::stream;
 
     fn delta(s: &str) -> Result<StreamEvent, BackendError> {
-        Ok(StreamEvent::Delta { text: s.into(), tool_calls: None })
+        Ok(StreamEvent::Delta { text: s.into(), tool_calls: None, logprobs: None })
     }
 
     fn t(first: u64, inter: u64, total: u64) -> StreamTimeouts {

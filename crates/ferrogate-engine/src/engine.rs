@@ -12,12 +12,15 @@ use tokio::sync::{mpsc as tokio_mpsc, watch};
 
 use crate::config::{EngineConfig, resolve};
 use crate::error::{EngineError, SubmitError};
+use crate::ffi;
 use crate::generation::Generation;
+use crate::grammar::{self, OutputFormat};
 use crate::job::{Job, Shared};
 use crate::model::LoadedModel;
 use crate::request::{GenerateRequest, Prompt};
 use crate::scheduler;
 use crate::stats::{EngineStats, EngineStatus, ModelInfo, Stats};
+use llama_cpp_2::sampling::LlamaSampler;
 
 /// The embedded llama.cpp engine. Clones share one model, one context and one scheduler.
 #[derive(Clone)]
@@ -87,7 +90,22 @@ impl Engine {
     pub fn submit(&self, req: GenerateRequest) -> Result<Generation, SubmitError> {
         let model = self.ready_model()?;
         req.sampling.validate().map_err(SubmitError::InvalidRequest)?;
-        let text = model.render(&req.prompt).map_err(invalid)?;
+        if req.logprobs.is_some_and(|k| k > crate::logprobs::MAX_TOP_LOGPROBS) {
+            let max = crate::logprobs::MAX_TOP_LOGPROBS;
+            return Err(SubmitError::InvalidRequest(format!("top_logprobs must be in 0..={max}")));
+        }
+        let grammar = compile_grammar(model, &req.output)?;
+        let prompt = match (req.prompt, &req.output) {
+            (Prompt::Chat { messages, tools }, OutputFormat::Tools(spec)) => {
+                let _ = tools; // the engine's own tool protocol replaces the template's
+                Prompt::Chat { messages: grammar::tools::prepare(&messages, Some(spec)), tools: None }
+            }
+            (Prompt::Chat { messages, tools }, _) => {
+                Prompt::Chat { messages: grammar::tools::prepare(&messages, None), tools }
+            }
+            (text, _) => text,
+        };
+        let text = model.render(&prompt).map_err(invalid)?;
         let context = self.shared().cfg.ctx_per_seq;
         if model.provably_over(&text, context) {
             return Err(SubmitError::PromptTooLong { bytes: text.len(), context });
@@ -100,7 +118,16 @@ impl Engine {
             return Err(SubmitError::QueueFull { retry_after: shared.stats.retry_after(parallel) });
         }
         let (tx, rx) = tokio_mpsc::unbounded_channel();
-        let job = Job { tokens, max_tokens, sampling: req.sampling, stop: req.stop, tx, submitted: Instant::now() };
+        let job = Job {
+            tokens,
+            max_tokens,
+            sampling: req.sampling,
+            stop: req.stop,
+            grammar,
+            logprobs: req.logprobs,
+            tx,
+            submitted: Instant::now(),
+        };
         if self.inner.jobs.send(job).is_err() {
             shared.stats.release(None);
             return Err(SubmitError::Engine(EngineError::Stopped));
@@ -164,6 +191,18 @@ impl Engine {
         }
         Ok(wanted)
     }
+}
+
+/// The output format's grammar as a sampler; an unsupported schema or a grammar llama.cpp
+/// cannot parse is the caller's error.
+fn compile_grammar(model: &LoadedModel, output: &OutputFormat) -> Result<Option<LlamaSampler>, SubmitError> {
+    let Some(gbnf) = output.grammar().map_err(|e| SubmitError::InvalidRequest(e.to_string()))? else {
+        return Ok(None);
+    };
+    let sampler = ffi::guarded("grammar", || LlamaSampler::grammar(&model.llama, &gbnf, "root"))
+        .map_err(SubmitError::Engine)?
+        .map_err(|e| SubmitError::InvalidRequest(format!("the output grammar cannot be compiled: {e}")))?;
+    Ok(Some(sampler))
 }
 
 fn invalid(e: EngineError) -> SubmitError {

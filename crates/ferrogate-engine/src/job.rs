@@ -4,6 +4,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc as tokio_mpsc, watch};
 
@@ -28,6 +29,10 @@ pub(crate) struct Job {
     pub max_tokens: u32,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
+    /// The output grammar's sampler (compiled at submit), applied before the others.
+    pub grammar: Option<LlamaSampler>,
+    /// Alternatives per token when log probabilities are asked for.
+    pub logprobs: Option<u8>,
     pub tx: tokio_mpsc::UnboundedSender<GenEvent>,
     pub submitted: Instant,
 }

@@ -22,7 +22,8 @@
 //! ```
 //!
 //! Module map: `engine` (the handle, validation), `scheduler` (the thread and its step),
-//! `slots` (sequence slots, prefix choice), `sampling`, `template`, `stop`, `utf8`, `model`
+//! `slots` (sequence slots, prefix choice), `sampling`, `grammar` (constrained output:
+//! JSON, JSON Schema, tool calls), `template`, `stop`, `utf8`, `model`
 //! (loaded GGUF), `ffi` (process-wide llama.cpp glue), `config`, `stats`, `error`.
 
 mod config;
@@ -30,8 +31,10 @@ mod engine;
 mod error;
 mod ffi;
 mod generation;
+pub mod grammar;
 mod job;
 mod llama_log;
+mod logprobs;
 mod model;
 mod request;
 mod sampling;
@@ -46,6 +49,8 @@ pub use config::{EngineConfig, model_dir};
 pub use engine::Engine;
 pub use error::{EngineError, SubmitError};
 pub use generation::Generation;
-pub use request::{Finish, FinishReason, GenEvent, GenerateRequest, Prompt, SamplingParams};
+pub use grammar::OutputFormat;
+pub use logprobs::MAX_TOP_LOGPROBS;
+pub use request::{Finish, FinishReason, GenEvent, GenerateRequest, Prompt, SamplingParams, TokenLogprob};
 pub use stats::{EngineStats, EngineStatus, ModelInfo};
 pub use template::{FallbackTemplate, TemplateSource};

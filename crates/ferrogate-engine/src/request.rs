@@ -4,6 +4,7 @@
 //! `sampling`. Defaults follow the OpenAI API (temperature 1, top_p 1, no penalties).
 
 use crate::error::EngineError;
+use crate::grammar::OutputFormat;
 
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
@@ -13,6 +14,11 @@ pub struct GenerateRequest {
     pub max_tokens: Option<u32>,
     /// Stop strings: matched across token boundaries and never emitted.
     pub stop: Vec<String>,
+    /// Free text, JSON (object or schema) or tool calls: enforced by a grammar while sampling.
+    pub output: OutputFormat,
+    /// Report each generated token's log probability and this many alternatives (0..=20);
+    /// `None`: no `Logprob` events.
+    pub logprobs: Option<u8>,
 }
 
 impl GenerateRequest {
@@ -27,7 +33,14 @@ impl GenerateRequest {
     }
 
     fn new(prompt: Prompt) -> Self {
-        Self { prompt, sampling: SamplingParams::default(), max_tokens: None, stop: Vec::new() }
+        Self {
+            prompt,
+            sampling: SamplingParams::default(),
+            max_tokens: None,
+            stop: Vec::new(),
+            output: OutputFormat::Text,
+            logprobs: None,
+        }
     }
 }
 
@@ -130,10 +143,23 @@ pub enum GenEvent {
         /// Prompt tokens whose KV was reused from an earlier request (prefix cache).
         cached_tokens: u32,
     },
+    /// A generated token's log probability (only when asked for), sent before the text that
+    /// token is part of. End-of-generation tokens have none.
+    Logprob(TokenLogprob),
     /// Newly generated text: complete UTF-8, never part of a stop string.
     Text(String),
     Done(Finish),
     Error(EngineError),
+}
+
+/// One token's log probability and the most likely alternatives at its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token's bytes (a token may end inside a UTF-8 character).
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    /// (bytes, logprob), most likely first.
+    pub top: Vec<(Vec<u8>, f32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,8 +15,10 @@ const PENALTY_LAST_N: i32 = 64;
 /// llama.cpp draws a random seed when given this value (`LLAMA_DEFAULT_SEED`).
 const RANDOM_SEED: u32 = u32::MAX;
 
-pub(crate) fn sampler_for(params: &SamplingParams, n_vocab: i32) -> LlamaSampler {
-    let mut chain = Vec::with_capacity(6);
+/// `grammar` (constrained output) goes first: every later stage sees only allowed tokens.
+pub(crate) fn sampler_for(params: &SamplingParams, n_vocab: i32, grammar: Option<LlamaSampler>) -> LlamaSampler {
+    let mut chain = Vec::with_capacity(7);
+    chain.extend(grammar);
     if has_penalties(params) {
         chain.push(LlamaSampler::penalties(
             n_vocab,

@@ -40,6 +40,8 @@ pub(crate) struct Sequence {
     pub max_tokens: u32,
     pub utf8: Utf8Decoder,
     pub stop: StopMatcher,
+    /// Alternatives per token when the request asked for log probabilities.
+    pub logprobs: Option<u8>,
     /// Where this sequence's logits are in the batch being decoded (not its sequence id).
     pub logits_at: Option<i32>,
     /// Admission order: prefill chunks go to the oldest prompt first.

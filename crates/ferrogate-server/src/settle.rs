@@ -165,7 +165,13 @@ impl Settle {
         self.outcome = Outcome::Finished(reason);
         self.usage = Some(usage);
         if let Some(f) = self.fill.take() {
-            let whole = Completion { text: f.text, tool_calls: None, finish_reason: reason, usage: Some(usage) };
+            let whole = Completion {
+                text: f.text,
+                tool_calls: None,
+                logprobs: None,
+                finish_reason: reason,
+                usage: Some(usage),
+            };
             crate::pipeline::cache::fill(&self.st, f.key, f.ttl, &f.model, &whole, usage);
         }
     }

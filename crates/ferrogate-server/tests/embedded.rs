@@ -191,13 +191,14 @@ async fn a_prompt_too_long_by_its_bytes_is_refused_before_tokenizing() {
 #[tokio::test]
 async fn unsupported_options_are_refused_not_ignored() {
     let gw = TestGateway::embedded(1, "").await;
-    let res =
-        gw.post_json("/v1/chat/completions", &chat("hi", json!({"response_format": {"type": "json_object"}}))).await;
+    let res = gw.post_json("/v1/chat/completions", &chat("hi", json!({"response_format": {"type": "regex"}}))).await;
     assert_eq!(res.status(), 400);
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["error"]["param"], "response_format");
-    let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]);
+    let tools = json!([{"type": "function", "function": {"name": "f g", "parameters": {}}}]);
     let res = gw.post_json("/v1/chat/completions", &chat("hi", json!({"tools": tools}))).await;
+    assert_eq!(res.status(), 400);
+    let res = gw.post_json("/v1/chat/completions", &chat("hi", json!({"logit_bias": {"1": 5}}))).await;
     assert_eq!(res.status(), 400);
     gw.shutdown().await;
 }

@@ -116,6 +116,19 @@ async fn streaming_chat_becomes_openai_chunks_with_usage() {
     gw.shutdown().await;
 }
 
+/// Ollama's API has no log probabilities: asked for, they are refused before the upstream.
+#[tokio::test]
+async fn logprobs_are_refused_for_an_ollama_backend() {
+    let f = FakeUpstream::ollama().await.unwrap();
+    let gw = gateway(&f, "").await;
+    let res = gw.post_json(CHAT, &chat(json!({"logprobs": true}))).await;
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["param"], "logprobs", "{v}");
+    assert!(f.requests().iter().all(|r| r.path != "/api/chat"), "nothing reached Ollama");
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn done_reason_length_is_finish_reason_length() {
     let f = FakeUpstream::ollama().await.unwrap();

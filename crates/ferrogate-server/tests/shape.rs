@@ -70,10 +70,6 @@ async fn oversized_request_parts_are_refused_before_the_upstream() {
     let long_field = "x".repeat(5000);
     refused(&gw, &chat("m", json!({ long_field: 1 })), &format!("{}…", "x".repeat(64))).await;
 
-    // Log probabilities cannot be returned: refused, not answered with `logprobs: null`.
-    refused(&gw, &chat("m", json!({"logprobs": true, "top_logprobs": 2})), "logprobs").await;
-    refused(&gw, &chat("vendor", json!({"top_logprobs": 2})), "top_logprobs").await;
-
     // An unknown model is echoed clipped too (the name itself is within bounds).
     let (status, v) = post(&gw, &chat(&"n".repeat(256), json!({}))).await;
     assert_eq!(status, 404, "{v}");

@@ -1,23 +1,31 @@
 //! Pure conversions between the gateway's request/answer types and the engine's.
 
 use ferrogate_core::{BackendError, GenParams, InferenceRequest, Input};
-use ferrogate_engine::{EngineError, Finish, GenerateRequest, Prompt, SamplingParams, SubmitError};
+use ferrogate_engine::{EngineError, Finish, GenerateRequest, MAX_TOP_LOGPROBS, Prompt, SamplingParams, SubmitError};
 use ferrogate_protocol::openai::{ChatMessage, FinishReason, Role, Usage};
 use serde_json::{Map, Value, json};
+
+use super::output::output_format;
 
 /// Builds the engine request; refuses client options the engine cannot honour (400), rather
 /// than silently ignoring them.
 pub fn to_generate_request(req: InferenceRequest) -> Result<GenerateRequest, BackendError> {
     check_unsupported(&req.extra)?;
-    let prompt = match req.input {
-        Input::Text(t) => Prompt::Text(t),
-        Input::Chat { messages, tools, .. } => Prompt::Chat { messages: messages.iter().map(message).collect(), tools },
+    let logprobs = logprobs(&req.extra)?;
+    let (prompt, output) = match req.input {
+        Input::Text(t) => (Prompt::Text(t), output_format(None, None, &req.extra)?),
+        Input::Chat { messages, tools, tool_choice } => {
+            let output = output_format(tools.as_ref(), tool_choice.as_ref(), &req.extra)?;
+            (Prompt::Chat { messages: messages.iter().map(message).collect(), tools: None }, output)
+        }
     };
     Ok(GenerateRequest {
         prompt,
         sampling: sampling(&req.params),
         max_tokens: req.params.max_tokens,
         stop: req.params.stop,
+        output,
+        logprobs,
     })
 }
 
@@ -28,17 +36,33 @@ fn check_unsupported(extra: &Map<String, Value>) -> Result<(), BackendError> {
             message: format!("'{param}' {why} with the embedded engine"),
         })
     };
-    match extra.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str) {
-        None | Some("text") => {}
-        Some(_) => return unsupported("response_format", "is not supported (only type 'text')"),
-    }
-    if extra.get("logprobs").is_some_and(|v| v.as_bool() == Some(true)) {
-        return unsupported("logprobs", "is not supported");
-    }
     if extra.get("logit_bias").is_some_and(|v| v.as_object().is_some_and(|m| !m.is_empty())) {
         return unsupported("logit_bias", "is not supported");
     }
     Ok(())
+}
+
+/// `logprobs: true` → alternatives per token (`top_logprobs`, default 0); `None` when off.
+fn logprobs(extra: &Map<String, Value>) -> Result<Option<u8>, BackendError> {
+    let on = extra.get("logprobs").is_some_and(|v| v.as_bool() == Some(true));
+    let top = match extra.get("top_logprobs") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64().filter(|&k| k <= u64::from(MAX_TOP_LOGPROBS)) {
+            Some(k) => Some(k as u8),
+            None => {
+                let message = format!("'top_logprobs' must be an integer in 0..={MAX_TOP_LOGPROBS}");
+                return Err(BackendError::InvalidRequest { param: Some("top_logprobs".into()), message });
+            }
+        },
+    };
+    match (on, top) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(BackendError::InvalidRequest {
+            param: Some("logprobs".into()),
+            message: "'logprobs' must be true when 'top_logprobs' is set".into(),
+        }),
+        (true, top) => Ok(Some(top.unwrap_or(0))),
+    }
 }
 
 /// An OpenAI message as the chat template expects it: `content` a string; `developer` is `system`.
@@ -148,8 +172,9 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_honour() {
         for extra in [
-            json!({"response_format": {"type": "json_object"}}),
-            json!({"logprobs": true}),
+            json!({"response_format": {"type": "regex"}}),
+            json!({"top_logprobs": 2}),
+            json!({"logprobs": true, "top_logprobs": 21}),
             json!({"logit_bias": {"1": 5}}),
         ] {
             assert!(matches!(to_generate_request(req(extra)), Err(BackendError::InvalidRequest { .. })));

@@ -4,7 +4,9 @@
 //! the sequence slot and its KV cache at the scheduler's next step; rendering and tokenizing a
 //! prompt run on a blocking thread, never on a runtime worker.
 
+mod answer;
 mod convert;
+mod output;
 pub mod source;
 
 use async_trait::async_trait;
@@ -14,8 +16,9 @@ use ferrogate_core::{
     Backend, BackendError, BackendStats, Capabilities, Completion, EnginePhases, EventStream, Health, InferenceRequest,
     StreamEvent,
 };
-use ferrogate_engine::{Engine, EngineConfig, EngineStatus, GenEvent};
-use ferrogate_protocol::openai::Usage;
+use ferrogate_engine::{Engine, EngineConfig, EngineStatus, GenEvent, GenerateRequest};
+
+use answer::AnswerState;
 use futures::StreamExt;
 
 pub use convert::{to_generate_request, usage_of};
@@ -40,11 +43,14 @@ impl EmbeddedBackend {
     /// Renders, tokenizes and enqueues on a blocking thread: a prompt of megabytes costs CPU
     /// there, not on a runtime worker that other requests' futures need. Dropped before it
     /// finishes, the `Generation` it made is dropped too, which frees its slot.
-    async fn submit(&self, req: InferenceRequest) -> Result<ferrogate_engine::Generation, BackendError> {
-        if let Some(p) = &req.obs.phases {
+    async fn submit(
+        &self,
+        gen_req: GenerateRequest,
+        phases: Option<&Arc<EnginePhases>>,
+    ) -> Result<ferrogate_engine::Generation, BackendError> {
+        if let Some(p) = phases {
             EnginePhases::mark(&p.submitted);
         }
-        let gen_req = to_generate_request(req)?;
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.submit(gen_req))
             .await
@@ -58,6 +64,7 @@ fn mark_phase(phases: Option<&Arc<EnginePhases>>, ev: &GenEvent) {
     let Some(p) = phases else { return };
     match ev {
         GenEvent::Started { .. } => EnginePhases::mark(&p.started),
+        GenEvent::Logprob(_) => {}
         GenEvent::Text(_) => EnginePhases::mark(&p.first_token),
         GenEvent::Done(_) | GenEvent::Error(_) => EnginePhases::mark(&p.done),
     }
@@ -74,23 +81,22 @@ impl Backend for EmbeddedBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // Tool calls are not parsed out of generated text, so tools are refused rather than ignored.
-        Capabilities { chat: true, text_completion: true, tools: false, images: false, usage: true }
+        // Tool calls: grammar-constrained envelope, parsed back into `tool_calls` (grammar::tools).
+        Capabilities { chat: true, text_completion: true, tools: true, images: false, usage: true, logprobs: true }
     }
 
     async fn chat(&self, req: InferenceRequest) -> Result<Completion, BackendError> {
-        let phases = req.obs.phases.clone();
-        let mut generation = self.submit(req).await?;
-        let mut text = String::new();
+        let (phases, request_id) = (req.obs.phases.clone(), req.request_id.clone());
+        let gen_req = to_generate_request(req)?;
+        let mut answer = AnswerState::new(request_id, &gen_req.output);
+        let mut generation = self.submit(gen_req, phases.as_ref()).await?;
         while let Some(ev) = generation.next().await {
             mark_phase(phases.as_ref(), &ev);
             match ev {
                 GenEvent::Started { .. } => {}
-                GenEvent::Text(t) => text.push_str(&t),
-                GenEvent::Done(f) => {
-                    let (finish_reason, usage) = usage_of(&f);
-                    return Ok(Completion { text, tool_calls: None, finish_reason, usage: Some(usage) });
-                }
+                GenEvent::Logprob(lp) => answer.logprob(&lp),
+                GenEvent::Text(t) => answer.push_text(&t),
+                GenEvent::Done(f) => return answer.complete(&f),
                 GenEvent::Error(e) => return Err(convert::engine_error(e)),
             }
         }
@@ -98,17 +104,20 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn chat_stream(&self, req: InferenceRequest) -> Result<EventStream, BackendError> {
-        let phases = req.obs.phases.clone();
-        let generation = self.submit(req).await?;
+        let (phases, request_id) = (req.obs.phases.clone(), req.request_id.clone());
+        let gen_req = to_generate_request(req)?;
+        let mut answer = AnswerState::new(request_id, &gen_req.output);
+        let generation = self.submit(gen_req, phases.as_ref()).await?;
         let events = generation.flat_map(move |ev| {
             mark_phase(phases.as_ref(), &ev);
             let items: Vec<Result<StreamEvent, BackendError>> = match ev {
                 GenEvent::Started { .. } => vec![],
-                GenEvent::Text(text) => vec![Ok(StreamEvent::Delta { text, tool_calls: None })],
-                GenEvent::Done(f) => {
-                    let (reason, usage): (_, Usage) = usage_of(&f);
-                    vec![Ok(StreamEvent::Finish(reason)), Ok(StreamEvent::Usage(usage))]
+                GenEvent::Logprob(lp) => {
+                    answer.logprob(&lp);
+                    vec![]
                 }
+                GenEvent::Text(text) => answer.stream_text(text),
+                GenEvent::Done(f) => answer.stream_end(&f),
                 GenEvent::Error(e) => vec![Err(convert::engine_error(e))],
             };
             futures::stream::iter(items)

@@ -21,7 +21,8 @@ use crate::stream;
 
 /// Images are passed on as base64 `images` (data: URLs only).
 const CAPABILITIES: Capabilities =
-    Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true };
+    // Ollama's API has no log probabilities.
+    Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true, logprobs: false };
 
 pub struct OllamaBackend {
     name: String,

@@ -221,7 +221,7 @@ pub(crate) fn parse_completion(body: &[u8]) -> Result<Completion, BackendError> 
     let (text, calls) = content(&mut line);
     let tool_calls = (!calls.is_empty()).then(|| tool_calls_from_ollama(&calls, 0, false));
     let finish_reason = finish_reason(line.done_reason.as_deref(), tool_calls.is_some());
-    Ok(Completion { text, tool_calls, finish_reason, usage: usage(&line) })
+    Ok(Completion { text, tool_calls, logprobs: None, finish_reason, usage: usage(&line) })
 }
 
 /// Decodes Ollama's NDJSON stream into events as bytes arrive.
@@ -247,7 +247,7 @@ impl NdjsonLines {
         let tool_calls = (!calls.is_empty()).then(|| tool_calls_from_ollama(&calls, self.tool_calls, true));
         self.tool_calls += calls.len();
         if !text.is_empty() || tool_calls.is_some() {
-            out.push_back(Ok(StreamEvent::Delta { text, tool_calls }));
+            out.push_back(Ok(StreamEvent::Delta { text, tool_calls, logprobs: None }));
         }
         if line.done {
             self.done = true;
@@ -418,8 +418,8 @@ mod tests {
     #[test]
     fn lines_map_to_events_for_any_split() {
         let expected = vec![
-            StreamEvent::Delta { text: "Hé".into(), tool_calls: None },
-            StreamEvent::Delta { text: "llo".into(), tool_calls: None },
+            StreamEvent::Delta { text: "Hé".into(), tool_calls: None, logprobs: None },
+            StreamEvent::Delta { text: "llo".into(), tool_calls: None, logprobs: None },
             StreamEvent::Finish(FinishReason::Length),
             StreamEvent::Usage(Usage::new(9, 2, None)),
         ];

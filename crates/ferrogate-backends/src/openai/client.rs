@@ -20,7 +20,7 @@ use crate::http::{self, ClientSettings, RESPONSE_BODY_CAP, within};
 use crate::stream;
 
 const CAPABILITIES: Capabilities =
-    Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true };
+    Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true, logprobs: true };
 
 pub struct OpenAiBackend {
     name: String,

@@ -176,6 +176,21 @@ struct WireChoice {
     text: Option<String>,
     #[serde(default)]
     finish_reason: Option<String>,
+    /// Chat `{"content": [...]}` when the client asked for log probabilities.
+    #[serde(default)]
+    logprobs: Option<WireLogprobs>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WireLogprobs {
+    #[serde(default)]
+    content: Option<Vec<Value>>,
+}
+
+impl WireChoice {
+    fn take_logprobs(&mut self) -> Option<Vec<Value>> {
+        self.logprobs.take().and_then(|l| l.content).filter(|c| !c.is_empty())
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,17 +219,18 @@ pub(crate) fn parse_completion(body: &[u8]) -> Result<Completion, BackendError> 
             serde_json::from_value(v).map_err(|e| invalid_json("the response", &e))?
         }
     };
-    let choice = wire
+    let mut choice = wire
         .choices
         .into_iter()
         .next()
         .ok_or_else(|| BackendError::Protocol("the response has no choices".to_owned()))?;
+    let logprobs = choice.take_logprobs();
     let (text, tool_calls) = match choice.message {
         Some(m) => (m.content.unwrap_or_default(), m.tool_calls.filter(|c| !c.is_empty())),
         None => (choice.text.unwrap_or_default(), None),
     };
     let finish_reason = finish_reason(choice.finish_reason.as_deref(), tool_calls.is_some());
-    Ok(Completion { text, tool_calls, finish_reason, usage: wire.usage })
+    Ok(Completion { text, tool_calls, logprobs, finish_reason, usage: wire.usage })
 }
 
 fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> FinishReason {
@@ -228,12 +244,13 @@ fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> FinishReason {
 /// The events of one stream chunk, in order: content, finish, usage. Role-only deltas give none.
 fn chunk_events(wire: WireResponse, out: &mut VecDeque<Item>) -> bool {
     let mut finished = false;
-    for choice in wire.choices {
+    for mut choice in wire.choices {
+        let logprobs = choice.take_logprobs();
         let delta = choice.delta.unwrap_or_default();
         let text = delta.content.or(choice.text).unwrap_or_default();
         let tool_calls = delta.tool_calls.filter(|c| !c.is_empty());
-        if !text.is_empty() || tool_calls.is_some() {
-            out.push_back(Ok(StreamEvent::Delta { text, tool_calls }));
+        if !text.is_empty() || tool_calls.is_some() || logprobs.is_some() {
+            out.push_back(Ok(StreamEvent::Delta { text, tool_calls, logprobs }));
         }
         if let Some(r) = choice.finish_reason {
             out.push_back(Ok(StreamEvent::Finish(FinishReason::from_upstream(&r))));
@@ -340,8 +357,8 @@ impl Decoder for SseChunks {
 /// A whole answer replayed as stream events (for upstreams that ignore `stream: true`).
 pub(crate) fn completion_events(c: Completion) -> Vec<Item> {
     let mut out = Vec::with_capacity(3);
-    if !c.text.is_empty() || c.tool_calls.is_some() {
-        out.push(Ok(StreamEvent::Delta { text: c.text, tool_calls: c.tool_calls }));
+    if !c.text.is_empty() || c.tool_calls.is_some() || c.logprobs.is_some() {
+        out.push(Ok(StreamEvent::Delta { text: c.text, tool_calls: c.tool_calls, logprobs: c.logprobs }));
     }
     out.push(Ok(StreamEvent::Finish(c.finish_reason)));
     out.extend(c.usage.map(|u| Ok(StreamEvent::Usage(u))));
@@ -479,7 +496,7 @@ mod tests {
     }
 
     fn delta(s: &str) -> StreamEvent {
-        StreamEvent::Delta { text: s.into(), tool_calls: None }
+        StreamEvent::Delta { text: s.into(), tool_calls: None, logprobs: None }
     }
 
     const STREAM: &str = concat!(
@@ -520,6 +537,23 @@ mod tests {
     }
 
     #[test]
+    fn logprobs_are_kept_whole_and_per_chunk() {
+        let entry = r#"{"token":"hey","logprob":-0.1,"bytes":[104,101,121],"top_logprobs":[]}"#;
+        let whole = format!(
+            r#"{{"choices":[{{"message":{{"content":"hey"}},"logprobs":{{"content":[{entry}]}},"finish_reason":"stop"}}]}}"#
+        );
+        let c = parse_completion(whole.as_bytes()).unwrap();
+        assert_eq!(c.logprobs.unwrap()[0]["token"], "hey");
+        let legacy = parse_completion(br#"{"choices":[{"text":"a","logprobs":{"tokens":["a"]}}]}"#).unwrap();
+        assert_eq!(legacy.logprobs, None, "legacy completions' shape is not carried");
+        let chunk = format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"hey\"}},\"logprobs\":{{\"content\":[{entry}]}}}}]}}\n\n"
+        );
+        let (items, _) = decode(&[chunk.as_bytes()]);
+        assert!(matches!(&items[0], Ok(StreamEvent::Delta { logprobs: Some(l), .. }) if l.len() == 1), "{items:?}");
+    }
+
+    #[test]
     fn error_event_and_garbage() {
         let (items, _) = decode(&[b"data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n"]);
         assert!(matches!(&items[0], Err(BackendError::Status { status: 500, message, .. }) if message == "boom"));
@@ -549,6 +583,7 @@ mod tests {
         let c = Completion {
             text: "x".into(),
             tool_calls: None,
+            logprobs: None,
             finish_reason: FinishReason::Stop,
             usage: Some(Usage::new(1, 1, None)),
         };

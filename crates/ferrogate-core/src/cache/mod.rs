@@ -30,6 +30,6 @@ pub use control::CacheControl;
 pub use entry::CachedCompletion;
 pub use key::{CacheKey, cache_key};
 pub use memory::MemoryCache;
-pub use policy::{Bypass, CachePolicy, CacheUse, decide, is_deterministic};
+pub use policy::{Bypass, CachePolicy, CacheUse, decide, is_deterministic, wants_logprobs};
 pub use store::{CacheError, ResponseCache};
 pub use tiered::TieredCache;

@@ -37,6 +37,8 @@ pub enum Bypass {
     Nondeterministic,
     /// More than one choice asked for.
     SeveralChoices,
+    /// Log probabilities asked for (an entry keeps only the text).
+    Logprobs,
     /// `Cache-Control: no-store`.
     NoStore,
 }
@@ -48,6 +50,7 @@ impl Bypass {
             Bypass::Disabled => "disabled",
             Bypass::Nondeterministic => "nondeterministic",
             Bypass::SeveralChoices => "several_choices",
+            Bypass::Logprobs => "logprobs",
             Bypass::NoStore => "no_store",
         }
     }
@@ -76,10 +79,19 @@ pub fn decide(req: &ChatCompletionRequest, policy: &CachePolicy, control: CacheC
     if req.n.is_some_and(|n| n > 1) {
         return CacheUse::Bypass(Bypass::SeveralChoices);
     }
+    if wants_logprobs(&req.extra) {
+        return CacheUse::Bypass(Bypass::Logprobs);
+    }
     if !policy.cache_nondeterministic && !is_deterministic(req) {
         return CacheUse::Bypass(Bypass::Nondeterministic);
     }
     CacheUse::Use { read: control.may_read() }
+}
+
+/// `logprobs: true` (or any `top_logprobs`): the answer must carry them, a cached one cannot.
+pub fn wants_logprobs(extra: &serde_json::Map<String, serde_json::Value>) -> bool {
+    extra.get("logprobs").is_some_and(|v| v.as_bool() == Some(true))
+        || extra.get("top_logprobs").is_some_and(|v| !v.is_null())
 }
 
 /// Temperature 0 (greedy) or a fixed seed: the same request gives the same answer.
@@ -128,5 +140,7 @@ mod tests {
         assert_eq!(decide(&r, &ON, no_cache), CacheUse::Use { read: false });
         let two = req(json!({"temperature": 0.0, "n": 2}));
         assert_eq!(decide(&two, &ON, NONE), CacheUse::Bypass(Bypass::SeveralChoices));
+        let lp = req(json!({"temperature": 0.0, "logprobs": true}));
+        assert_eq!(decide(&lp, &ON, NONE), CacheUse::Bypass(Bypass::Logprobs));
     }
 }

@@ -13,7 +13,8 @@ use llama_cpp_2::token::LlamaToken;
 use super::Scheduler;
 use crate::error::EngineError;
 use crate::job::Job;
-use crate::request::{Finish, FinishReason, GenEvent};
+use crate::logprobs::logprobs;
+use crate::request::{Finish, FinishReason, GenEvent, TokenLogprob};
 use crate::sampling::{argmax, is_plain_greedy, sampler_for};
 use crate::slots::{Sequence, Slot};
 use crate::stop::{StopMatcher, StopOutcome};
@@ -68,9 +69,10 @@ impl Scheduler<'_> {
         stats.cached_tokens.fetch_add(reuse as u64, Relaxed);
         self.tick += 1;
         let seq = Sequence {
-            sampler: sampler_for(&job.sampling, self.model.n_vocab()),
-            greedy: is_plain_greedy(&job.sampling),
+            greedy: is_plain_greedy(&job.sampling) && job.grammar.is_none(),
+            sampler: sampler_for(&job.sampling, self.model.n_vocab(), job.grammar),
             stop: StopMatcher::new(&job.stop),
+            logprobs: job.logprobs,
             prompt: job.tokens,
             prompt_done: reuse,
             cached_tokens: u32::try_from(reuse).unwrap_or(u32::MAX),
@@ -183,8 +185,34 @@ impl Scheduler<'_> {
             } else {
                 seq.sampler.sample(&self.ctx, at)
             };
+            let wants_logprobs = seq.logprobs;
             self.shared.stats.completion_tokens.fetch_add(1, Relaxed);
+            if let Some(k) = wants_logprobs
+                && !self.model.is_eog(token)
+            {
+                let lp = self.token_logprob(at, token, k);
+                if let Some(seq) = &self.slots[i].seq {
+                    let _ = seq.tx.send(GenEvent::Logprob(lp));
+                }
+            }
             self.on_token(i, token);
+        }
+    }
+
+    /// Log-softmax of the logits at batch index `at` for `token`, with `k` alternatives.
+    fn token_logprob(&self, at: i32, token: LlamaToken, k: u8) -> TokenLogprob {
+        let logits = self.ctx.get_logits_ith(at);
+        let index = usize::try_from(token.0).unwrap_or(usize::MAX);
+        let (logprob, top) = logprobs(logits, index, usize::from(k));
+        let bytes_of = |t: usize| {
+            let mut buf = Vec::new();
+            self.model.piece(LlamaToken(i32::try_from(t).unwrap_or(-1)), &mut buf);
+            buf
+        };
+        TokenLogprob {
+            bytes: bytes_of(index),
+            logprob,
+            top: top.into_iter().map(|(t, lp)| (bytes_of(t), lp)).collect(),
         }
     }
 

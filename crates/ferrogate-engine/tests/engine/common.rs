@@ -66,6 +66,7 @@ pub async fn collect(mut generation: Generation) -> Output {
         while let Some(event) = generation.next().await {
             match event {
                 GenEvent::Started { prompt_tokens, cached_tokens } => started = Some((prompt_tokens, cached_tokens)),
+                GenEvent::Logprob(_) => assert!(started.is_some(), "logprob before Started"),
                 GenEvent::Text(t) => {
                     assert!(started.is_some(), "text before Started");
                     chunks.push(t);

@@ -6,5 +6,6 @@
 mod batching;
 mod cache;
 mod common;
+mod grammar;
 mod lifecycle;
 mod sampling;

@@ -30,6 +30,7 @@ pub fn respond(st: AppState, answer: Answer) -> Response {
 
 pub fn chat_completion(request_id: &str, model: &str, c: Completion, usage: Usage) -> ChatCompletion {
     let content = if c.text.is_empty() && c.tool_calls.is_some() { None } else { Some(c.text) };
+    let logprobs = c.logprobs.map(|content| serde_json::json!({ "content": content, "refusal": null }));
     ChatCompletion {
         id: format!("chatcmpl-{request_id}"),
         object: "chat.completion".into(),
@@ -38,7 +39,7 @@ pub fn chat_completion(request_id: &str, model: &str, c: Completion, usage: Usag
         choices: vec![ChatChoice {
             index: 0,
             message: AssistantMessage { role: Role::Assistant, content, tool_calls: c.tool_calls, refusal: None },
-            logprobs: None,
+            logprobs,
             finish_reason: Some(c.finish_reason),
         }],
         usage,

@@ -78,6 +78,7 @@ pub fn completion(e: &CachedCompletion) -> Completion {
     Completion {
         text: e.text.clone(),
         tool_calls: e.tool_calls.clone(),
+        logprobs: None,
         finish_reason: e.finish_reason,
         usage: Some(e.usage),
     }
@@ -85,7 +86,7 @@ pub fn completion(e: &CachedCompletion) -> Completion {
 
 /// A cached answer as the events of a stream: its text (and tool calls), the finish, the usage.
 pub fn events(e: &CachedCompletion) -> (StreamEvent, ferrogate_core::EventStream) {
-    let first = StreamEvent::Delta { text: e.text.clone(), tool_calls: e.tool_calls.clone() };
+    let first = StreamEvent::Delta { text: e.text.clone(), tool_calls: e.tool_calls.clone(), logprobs: None };
     let rest = vec![Ok(StreamEvent::Finish(e.finish_reason)), Ok(StreamEvent::Usage(e.usage))];
     (first, Box::pin(futures::stream::iter(rest)))
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use ferrogate_core::cache::wants_logprobs;
 use ferrogate_core::tier::Decision;
 use ferrogate_core::{Deployment, GatewayError, GenParams, InferenceRequest, Input, tokens};
 use ferrogate_protocol::openai::{ChatCompletionRequest, CompletionRequest, LEGACY_DEFAULT_MAX_TOKENS, shape};
@@ -52,6 +53,10 @@ pub fn chat(st: &AppState, cx: &RequestCx, r: ChatCompletionRequest, endpoint: E
     if has_tools && !caps.tools {
         return Err(ApiError::invalid(Some("tools".into()), format!("Model '{}' does not support tools", plan.shown)));
     }
+    if wants_logprobs(&plan.req.extra) && !caps.logprobs {
+        let msg = format!("Model '{}' cannot return log probabilities (its backend has none)", plan.shown);
+        return Err(ApiError::invalid(Some("logprobs".into()), msg));
+    }
     (plan.stream, plan.include_usage, plan.prompt_estimate) = (stream, include_usage, prompt_estimate);
     Ok(plan)
 }
@@ -76,6 +81,11 @@ pub fn completion(st: &AppState, cx: &RequestCx, r: CompletionRequest, endpoint:
         user: r.user,
     };
     let (stream, include_usage) = (r.stream == Some(true), r.stream_options.is_some_and(|o| o.include_usage));
+    if r.extra.get("logprobs").is_some_and(|v| !v.is_null()) {
+        // Legacy completions' logprobs (token lists and offsets) are not carried back.
+        let msg = "'logprobs' is not supported on /v1/completions: use /v1/chat/completions";
+        return Err(ApiError::invalid(Some("logprobs".into()), msg.to_owned()));
+    }
     let prompt_estimate = tokens::estimate(&prompt);
     let mut plan = route(st, cx, endpoint, r.model, Input::Text(prompt), params, r.extra, prompt_estimate)?;
     if !plan.deployment.capabilities().text_completion {
@@ -150,7 +160,6 @@ fn route(
 /// kind's allow-list) or the deployment passes vendor fields through (`extra_body`): 400 else,
 /// like OpenAI's own "Unrecognized request argument".
 fn check_fields(deployment: &Deployment, extra: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
-    refuse_logprobs(extra)?;
     match extra.keys().find(|k| !deployment.accepts_field(k)) {
         None => Ok(()),
         Some(k) => Err(ApiError::invalid(
@@ -162,20 +171,6 @@ fn check_fields(deployment: &Deployment, extra: &serde_json::Map<String, serde_j
             ),
         )),
     }
-}
-
-/// No backend's answer carries log probabilities back to the client yet (the OpenAI adapter's
-/// responses had `logprobs: null` while the upstream was asked for them): refused clearly rather
-/// than silently answered without.
-fn refuse_logprobs(extra: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
-    use serde_json::Value;
-    for field in ["logprobs", "top_logprobs"] {
-        if extra.get(field).is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))) {
-            let msg = format!("'{field}' is not supported: ferrogate does not return log probabilities");
-            return Err(ApiError::invalid(Some(field.into()), msg));
-        }
-    }
-    Ok(())
 }
 
 /// Model name → deployment: aliases, and the virtual tiered model (whose choice is then the

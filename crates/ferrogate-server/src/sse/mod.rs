@@ -49,6 +49,9 @@ pub trait Frames: Send + Sync + 'static {
     fn opening(&mut self) -> Vec<Bytes>;
     /// Text and/or tool-call fragments (OpenAI-shaped) of one backend event.
     fn delta(&mut self, text: String, tool_calls: Option<Vec<Value>>) -> Vec<Bytes>;
+    /// Log probabilities of the tokens of the next `delta` (OpenAI's `logprobs.content`
+    /// entries); only OpenAI's chat framing carries them (other fronts cannot ask for them).
+    fn logprobs(&mut self, _entries: Vec<Value>) {}
     /// The backend's finish reason.
     fn finish(&mut self, reason: FinishReason) -> Vec<Bytes>;
     /// The normal end, with the request's usage (the upstream's, or the gateway's estimate).
@@ -159,7 +162,10 @@ impl<F: Frames> Pump<F> {
 
     async fn on_event(&mut self, ev: StreamEvent) -> Result<(), Gone> {
         match ev {
-            StreamEvent::Delta { text, tool_calls } => {
+            StreamEvent::Delta { text, tool_calls, logprobs } => {
+                if let Some(entries) = logprobs {
+                    self.frames.logprobs(entries);
+                }
                 if text.is_empty() && tool_calls.is_none() {
                     return Ok(());
                 }

@@ -20,6 +20,8 @@ pub struct Encoder {
     created: u64,
     model: String,
     include_usage: bool,
+    /// Log probabilities not yet sent: they ride on the next chat chunk.
+    logprobs: Vec<Value>,
 }
 
 impl Encoder {
@@ -31,11 +33,17 @@ impl Encoder {
             created: unix_now(),
             model: model.to_owned(),
             include_usage,
+            logprobs: Vec::new(),
         }
     }
 
-    fn chat_chunk(&self, delta: Delta, finish: Option<FinishReason>) -> Bytes {
-        json_frame(&chat_chunk(&self.id, self.created, &self.model, delta, finish, self.include_usage))
+    fn chat_chunk(&mut self, delta: Delta, finish: Option<FinishReason>) -> Bytes {
+        let mut chunk = chat_chunk(&self.id, self.created, &self.model, delta, finish, self.include_usage);
+        if !self.logprobs.is_empty() {
+            let content = std::mem::take(&mut self.logprobs);
+            chunk.choices[0].logprobs = Some(serde_json::json!({ "content": content, "refusal": null }));
+        }
+        json_frame(&chunk)
     }
 
     fn text_chunk(&self, text: String, finish: Option<FinishReason>) -> Bytes {
@@ -79,6 +87,10 @@ impl Frames for Encoder {
             _ if self.simple() => json_frame(&serde_json::json!({ "text": text })),
             _ => self.chat_chunk(Delta { role: None, content: (!text.is_empty()).then_some(text), tool_calls }, None),
         }]
+    }
+
+    fn logprobs(&mut self, entries: Vec<Value>) {
+        self.logprobs.extend(entries);
     }
 
     fn finish(&mut self, reason: FinishReason) -> Vec<Bytes> {
