@@ -6,6 +6,7 @@
 //! every change to a key or tenant invalidates this instance's key cache at once (other
 //! instances see it at their next poll); every error is OpenAI-shaped.
 
+pub mod config;
 pub mod dlq;
 pub mod keys;
 pub mod tenants;
@@ -39,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/keys/{id}/rotate", post(keys::rotate))
         .route("/admin/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/admin/v1/usage", get(usage::admin))
+        .route("/admin/v1/config", get(config::show))
 }
 
 async fn openapi() -> Response {

@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use arc_swap::ArcSwap;
+
 use ferrogate_core::tenancy::quota::{self, Charge, Counters, Owner, Price, Refusal, Seed, Ticket};
 use ferrogate_core::tenancy::store::{REQUEST_PATH_DEADLINE, within};
 use ferrogate_core::tenancy::time::{self, Clock};
@@ -44,18 +46,24 @@ pub enum AdmitError {
 pub struct Quotas {
     slots: Sharded<OwnerId, Arc<Slot>>,
     store: Arc<dyn TenancyStore>,
-    /// By every model name clients may use (deployments and their aliases).
-    prices: HashMap<String, Price>,
+    /// By every model name clients may use (deployments and their aliases); replaced whole by a
+    /// configuration reload, read lock-free.
+    prices: ArcSwap<HashMap<String, Price>>,
     pub clock: Arc<dyn Clock>,
 }
 
 impl Quotas {
     pub fn new(store: Arc<dyn TenancyStore>, prices: HashMap<String, Price>, clock: Arc<dyn Clock>) -> Self {
-        Self { slots: Sharded::new(), store, prices, clock }
+        Self { slots: Sharded::new(), store, prices: ArcSwap::from_pointee(prices), clock }
     }
 
     pub fn price(&self, model: &str) -> Price {
-        self.prices.get(model).copied().unwrap_or_default()
+        self.prices.load().get(model).copied().unwrap_or_default()
+    }
+
+    /// A reload's prices; counters (and so budgets spent) are untouched.
+    pub fn set_prices(&self, prices: HashMap<String, Price>) {
+        self.prices.store(Arc::new(prices));
     }
 
     fn slot(&self, owner: OwnerId) -> Arc<Slot> {

@@ -15,13 +15,18 @@ pub struct Server {
 
 impl Server {
     pub async fn start(dir: &Path, name: &str, config: &str) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, config).unwrap();
+        Self::start_file(dir, name, &file).await
+    }
+
+    /// As [`Server::start`], with the configuration file already in place (`file`).
+    pub async fn start_file(dir: &Path, name: &str, file: &Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
             .args(["serve", "--config"])
-            .arg(&file)
+            .arg(file)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env_remove("FERROGATE_MASTER_KEY")
             .env("RUST_LOG", "debug")
