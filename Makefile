@@ -29,7 +29,7 @@ NEXTEST_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
-	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable
+	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable bench-reload image-local
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -161,3 +161,10 @@ bench-engine: ## embedded engine throughput vs llama.cpp's llama-server
 bench-portable: ## the portable build's engine speed against the native build's (both demo models)
 	@scripts/setup.sh --bench
 	scripts/bench-portable.sh
+
+bench-reload: ## reload under load: failed requests and p50/p99 with a SIGHUP every 250 ms vs none (nginx upstream)
+	@scripts/setup.sh --bench --no-models
+	scripts/bench-reload.sh
+
+image-local: build-release ## container image without a registry: debootstrap base + podman, host-built binary, smoke test
+	scripts/build-image-local.sh
