@@ -86,6 +86,7 @@ mod tests {
         ("/admin/v1/keys/{id}/rotate", &["post"]),
         ("/admin/v1/keys/{id}/revoke", &["post"]),
         ("/admin/v1/usage", &["get"]),
+        ("/admin/v1/config", &["get"]),
     ];
 
     #[test]
