@@ -30,7 +30,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
 	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable \
-	bench-batch
+	bench-batch bench-reload image-local
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -166,3 +166,10 @@ bench-portable: ## the portable build's engine speed against the native build's 
 bench-batch: build-release ## interactive TTFT p50/p99 alone and beside a 1,000-line batch (embedded SmolLM2)
 	@scripts/setup.sh --bench
 	scripts/bench-batch.sh
+
+bench-reload: ## reload under load: failed requests and p50/p99 with a SIGHUP every 250 ms vs none (nginx upstream)
+	@scripts/setup.sh --bench --no-models
+	scripts/bench-reload.sh
+
+image-local: build-release ## container image without a registry: debootstrap base + podman, host-built binary, smoke test
+	scripts/build-image-local.sh

@@ -294,9 +294,15 @@ pub struct Registry {
 impl Registry {
     /// Fails with every name that is used twice.
     pub fn new(deployments: Vec<Deployment>) -> Result<Self, Vec<String>> {
+        Self::shared(deployments.into_iter().map(Arc::new).collect())
+    }
+
+    /// As [`new`](Self::new), over deployments that may also be in another registry (a
+    /// configuration reload keeps an unchanged deployment — its queue, in-flight counts and retry
+    /// budget — by putting the same `Arc` in the next registry).
+    pub fn shared(deployments: Vec<Arc<Deployment>>) -> Result<Self, Vec<String>> {
         let mut by_name = HashMap::new();
         let mut dupes = Vec::new();
-        let deployments: Vec<Arc<Deployment>> = deployments.into_iter().map(Arc::new).collect();
         for d in &deployments {
             for name in std::iter::once(&d.name).chain(&d.aliases) {
                 if by_name.insert(name.clone(), Arc::clone(d)).is_some() {

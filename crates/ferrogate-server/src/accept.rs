@@ -62,12 +62,16 @@ struct Shared {
     kill: CancellationToken,
 }
 
+/// The router in force: a configuration reload swaps it whole; each request takes the one in
+/// force when it arrives and keeps it (with its `AppState` snapshot) to its end.
+pub type Served = Arc<arc_swap::ArcSwap<Router>>;
+
 /// Accepts on `listener` and serves `app` until `stop`, then waits for the connections to end
 /// (or `kill`). The peer address reaches handlers as `ConnectInfo<SocketAddr>`; with `tls`,
 /// [`crate::tls::PeerCert`] says whether the client's certificate verified.
 pub async fn run(
     listener: TcpListener,
-    app: Router,
+    app: Served,
     limits: AcceptLimits,
     tls: Option<Arc<Tls>>,
     stop: CancellationToken,
@@ -96,7 +100,7 @@ pub async fn run(
         }
         match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => {
-                conns.spawn(conn::serve(tcp, peer, app.clone(), Arc::clone(&shared), slot));
+                conns.spawn(conn::serve(tcp, peer, Arc::clone(&app), Arc::clone(&shared), slot));
             }
             Err(_) => match Arc::clone(&refusals).try_acquire_owned() {
                 Ok(permit) => {

@@ -22,8 +22,10 @@ pub mod handlers;
 pub mod jobs;
 pub mod lifecycle;
 pub mod limits;
+pub mod live;
 pub mod observability;
 pub mod pipeline;
+pub mod probes;
 pub mod request;
 pub mod resilience;
 pub mod router;
@@ -38,4 +40,4 @@ pub mod warmup;
 
 pub use lifecycle::{Running, StartError, shutdown_signal, start};
 pub use settings::Settings;
-pub use state::{AppState, Services};
+pub use state::{AppState, LiveServices, Services};

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrogate_core::Health;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -19,11 +18,6 @@ use crate::accept::{self, AcceptLimits};
 use crate::settings::Settings;
 use crate::state::{AppState, Services};
 use crate::tls::Tls;
-
-/// Bound of one health probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Probe interval while some backend is not healthy yet (model loading): `/ready` turns quickly.
-const FAST_PROBE: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -38,7 +32,10 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The separate `/metrics` listener's address, when `metrics.listen` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// The snapshot the server started with (see [`Running::live`] for the one in force).
     pub state: AppState,
+    /// Live reconfiguration: applies a reloaded configuration to the running server.
+    pub live: crate::live::Live,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -71,7 +68,7 @@ pub async fn start(
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
     let tls = listener_tls(cfg, &st)?;
     tracing::info!(%addr, tls = tls.is_some(), deployments = st.registry.deployments().len(), "ferrogate listening");
-    spawn_health_checks(&st);
+    crate::probes::spawn(&st, st.backends.clone());
     crate::warmup::spawn(&st);
     let metrics_addr = spawn_metrics_listener(&st, accept_limits(cfg)).await?;
     crate::sampler::spawn(&st);
@@ -87,8 +84,13 @@ pub async fn start(
             _ = stop_rx => {}
         }
     };
-    let task = tokio::spawn(serve(listener, st.clone(), accept_limits(cfg), tls, signal));
-    Ok(Running { addr, metrics_addr, state: st, stop: Some(stop), task })
+    let gate = tls
+        .as_ref()
+        .filter(|(_, gated)| *gated)
+        .map(|_| crate::tls::gate::Gate { metrics: !st.obs.cfg.metrics.public });
+    let live = crate::live::Live::new(st.clone(), gate);
+    let task = tokio::spawn(serve(listener, st.clone(), live.served(), accept_limits(cfg), tls, signal));
+    Ok(Running { addr, metrics_addr, state: st, live, stop: Some(stop), task })
 }
 
 /// Serves `/metrics` alone on `metrics.listen` (same accept bounds), until draining starts.
@@ -98,6 +100,7 @@ async fn spawn_metrics_listener(st: &AppState, limits: AcceptLimits) -> Result<O
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: at, source })?;
     tracing::info!(%addr, "metrics listening");
     let (app, stop) = (crate::router::metrics_router(st.clone()), st.stopping.clone());
+    let app = Arc::new(arc_swap::ArcSwap::from_pointee(app));
     st.tasks.spawn(accept::run(listener, app, limits, None, stop.clone(), stop));
     Ok(Some(addr))
 }
@@ -122,19 +125,16 @@ fn accept_limits(cfg: &Settings) -> AcceptLimits {
 async fn serve(
     listener: TcpListener,
     st: AppState,
+    app: accept::Served,
     limits: AcceptLimits,
     tls: Option<(Arc<Tls>, bool)>,
     signal: impl Future<Output = ()> + Send + 'static,
 ) {
-    let mut app = crate::router::router(st.clone());
-    if let Some((_, true)) = &tls {
-        app = crate::tls::gate::wrap(app, crate::tls::gate::Gate { metrics: !st.obs.cfg.metrics.public });
-    }
     let (close, kill) = (CancellationToken::new(), CancellationToken::new());
     let tls = tls.map(|(t, _)| t);
     let server = tokio::spawn(accept::run(listener, app, limits, tls, close.clone(), kill.clone()));
     signal.await;
-    let deadline = Instant::now() + st.settings.shutdown_grace;
+    let deadline = Instant::now() + st.current().settings.shutdown_grace;
     st.start_draining();
     tracing::info!(
         inflight = st.inflight(),
@@ -160,6 +160,7 @@ async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut server).await;
     }
     // Every request has settled (or the grace period is over): write the usage rows still queued.
+    let st = st.current();
     if let Some(t) = &st.tenancy {
         t.shutdown().await;
     }
@@ -167,38 +168,6 @@ async fn serve(
     // And the spans still queued.
     st.obs.shutdown().await;
     tracing::info!("shutdown complete");
-}
-
-/// One active health-check loop per backend, so a slow or hanging probe of one backend never
-/// delays another's: every `health_check_interval_secs`, or every 250 ms while the backend is
-/// not healthy (model loading, down) so `/ready` and routing follow it quickly. Results feed
-/// `/ready`, the balancer (unhealthy targets are avoided) and the deployment's concurrency
-/// (an engine reports its slots once loaded).
-fn spawn_health_checks(st: &AppState) {
-    for b in st.backends.iter().map(Arc::clone) {
-        let st2 = st.clone();
-        st.tasks.spawn(async move {
-            loop {
-                let h = tokio::time::timeout(PROBE_TIMEOUT, b.health())
-                    .await
-                    .unwrap_or_else(|_| Health::Unhealthy("health check timed out".into()));
-                if h != st2.health_of(b.name()) {
-                    tracing::info!(
-                        backend = b.name(),
-                        health = h.label(),
-                        reason = h.reason(),
-                        "backend health changed"
-                    );
-                }
-                let wait = if h.is_healthy() { st2.settings.health_interval } else { FAST_PROBE };
-                st2.set_health(b.name(), h);
-                tokio::select! {
-                    _ = st2.stopping.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-        });
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

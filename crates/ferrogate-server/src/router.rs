@@ -17,9 +17,16 @@ use crate::state::AppState;
 use crate::{access, admin, auth, body, limits};
 
 pub fn router(st: AppState) -> Router {
+    router_gated(st, None)
+}
+
+/// [`router`], with `server.tls.admin_requires_client_cert`'s gate (`Some`) inside the access
+/// and error-shape layers, so its refusals are logged and counted like any other.
+pub fn router_gated(st: AppState, gate: Option<crate::tls::gate::Gate>) -> Router {
     let stages = ServiceBuilder::new()
         .layer(from_fn_with_state(st.clone(), access::layer)) // 1 request id, trace, access log, metrics
         .layer(axum::middleware::from_fn(error::front::layer)) // 1b errors in the route's protocol shape
+        .layer(from_fn_with_state(gate, crate::tls::gate::check)) // 1c mTLS-only paths (admin, metrics)
         .layer(CatchPanicLayer::custom(on_panic)) // 2 a bug answers 500, never drops the connection
         .layer(from_fn_with_state(st.clone(), drain)) // 3 shutting down → 503
         .layer(from_fn_with_state(st.clone(), limits::layer::layer)) // 3b client IP; rate-limit headers

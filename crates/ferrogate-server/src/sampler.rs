@@ -53,7 +53,7 @@ pub fn spawn(st: &AppState) {
             tokio::select! {
                 _ = st2.stopping.cancelled() => return,
                 _ = tick.tick() => {
-                    refresh(&st2);
+                    refresh(&st2.current());
                     st2.obs.metrics.upkeep();
                 }
             }

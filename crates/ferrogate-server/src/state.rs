@@ -1,11 +1,16 @@
-//! `AppState`: everything a request needs, built once at start-up and shared by `Arc` — the
-//! services the composition root handed in ([`Services`]: registry, backends, breakers, stores),
-//! the settings a request reads ([`RequestSettings`]), and the process's run-time state (health,
-//! in-flight count, draining).
+//! `AppState`: everything a request needs, shared by `Arc` — the services the composition root
+//! handed in ([`Services`]: registry, backends, breakers, stores), the settings a request reads
+//! ([`RequestSettings`]), and the process's run-time state (health, in-flight count, draining).
+//!
+//! Live reconfiguration: an `AppState` is a snapshot. A reload builds the next one from the one
+//! in force ([`AppState::reconfigured`]: new deployments, backends, keys, limits, tiers,
+//! guardrails and settings over the same stores, limiter counters, metrics and run-time state)
+//! and `live` serves it to every request that starts from then on; a request keeps the snapshot
+//! it started with to its end. Background loops read [`AppState::current`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use ferrogate_core::breaker::Breaker;
@@ -21,7 +26,7 @@ use crate::auth::keys::StaticKeys;
 use crate::limits::Limiter;
 use crate::observability::Observability;
 use crate::resilience::tiers::TierRouter;
-use crate::settings::Settings;
+use crate::settings::{ActiveConfig, Settings};
 use crate::tenancy::Tenancy;
 
 /// What the composition root (the binary) builds and hands the server: the backends and the
@@ -46,6 +51,14 @@ pub struct Services {
     /// Conversations and stored responses (the Responses and Conversations APIs); `None`: those
     /// endpoints are off (see `settings::conversations`).
     pub conversations: Option<Arc<dyn ConversationStore>>,
+}
+
+/// What a configuration reload replaces of the [`Services`]: the deployments and the backends
+/// and breakers under them (the composition root reuses the unchanged ones).
+pub struct LiveServices {
+    pub registry: Registry,
+    pub backends: Vec<Arc<dyn Backend>>,
+    pub breakers: HashMap<String, Arc<Breaker>>,
 }
 
 #[derive(Clone)]
@@ -86,14 +99,10 @@ pub struct Inner {
     pub limits: Arc<Limiter>,
     /// The settings a request reads (limits, timeouts, framing).
     pub settings: RequestSettings,
-    /// Set on SIGTERM/SIGINT: `/ready` turns 503 and new requests get 503 `shutting_down`.
-    draining: AtomicBool,
-    /// `server.warmup` is on and its requests have not all finished: `/ready` answers 503.
-    warming: AtomicBool,
-    /// Requests (and streams) not yet finished; shutdown waits for zero.
-    inflight: AtomicUsize,
-    /// Latest active health check result per backend name.
-    health: RwLock<HashMap<String, Health>>,
+    /// The configuration this snapshot was built from (`/admin/v1/config`).
+    pub config: ActiveConfig,
+    /// What every snapshot shares: draining, in-flight count, health, the snapshot in force.
+    run: Arc<Runtime>,
     /// Background work (health checks, warm-up) that shutdown waits for.
     pub tasks: TaskTracker,
     /// Cancelled when draining starts: background loops stop at once.
@@ -111,7 +120,22 @@ pub struct Inner {
     pub conversations: Option<ConvService>,
 }
 
+/// The process's run-time state, shared by every snapshot.
+struct Runtime {
+    /// Set on SIGTERM/SIGINT: `/ready` turns 503 and new requests get 503 `shutting_down`.
+    draining: AtomicBool,
+    /// `server.warmup` is on and its requests have not all finished: `/ready` answers 503.
+    warming: AtomicBool,
+    /// Requests (and streams) not yet finished; shutdown waits for zero.
+    inflight: AtomicUsize,
+    /// Latest active health check result per backend name.
+    health: RwLock<HashMap<String, Health>>,
+    /// The snapshot in force (weak: snapshots own the runtime, not the other way round).
+    current: RwLock<Weak<Inner>>,
+}
+
 /// What the Responses and Conversations handlers need.
+#[derive(Clone)]
 pub struct ConvService {
     pub store: Arc<dyn ConversationStore>,
     pub retention: Retention,
@@ -140,40 +164,29 @@ impl AppState {
         });
         let cache_policies =
             cfg.deployments.iter().map(|(name, d)| (name.clone(), d.cache_policy(&cfg.cache))).collect();
-        let res = &cfg.resilience;
         let limits = Arc::new(Limiter::with_store(&cfg.limits, tenancy.is_some(), limit_store, clock));
         let obs = Arc::new(observability_of(cfg, &backends)?);
         let guardrails = crate::guardrails::Guardrails::new(&cfg.guardrails).map_err(|e| vec![e])?;
-        let settings = RequestSettings {
-            backend_concurrency: res.queue.backend_concurrency,
-            body_limit: cfg.server.body_limit_bytes,
-            body_read_timeout: Duration::from_secs(cfg.server.body_read_timeout_secs),
-            backend_header: cfg.server.backend_header,
-            shape: ferrogate_protocol::openai::shape::ShapeLimits {
-                max_messages: cfg.server.max_messages,
-                max_message_bytes: cfg.server.max_message_bytes,
-            },
-            request_timeout: Duration::from_secs(cfg.server.request_timeout_secs),
-            keepalive: Duration::from_secs(cfg.server.sse_keepalive_secs),
-            client_write_timeout: Duration::from_secs(cfg.server.client_write_timeout_secs),
-            shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_secs),
-            health_interval: Duration::from_secs(cfg.server.health_check_interval_secs),
-        };
         let health =
             backends.iter().map(|b| (b.name().to_owned(), Health::NotReady("not checked yet".into()))).collect();
-        Ok(AppState(Arc::new(Inner {
-            registry,
-            backends,
-            breakers,
-            tiers: TierRouter::new(&res.tiers),
-            keys: StaticKeys::new(&cfg.server.api_keys),
-            tenancy,
-            limits,
-            settings,
+        let run = Arc::new(Runtime {
             draining: AtomicBool::new(false),
             warming: AtomicBool::new(cfg.server.warmup),
             inflight: AtomicUsize::new(0),
             health: RwLock::new(health),
+            current: RwLock::new(Weak::new()),
+        });
+        let st = AppState(Arc::new(Inner {
+            registry,
+            backends,
+            breakers,
+            tiers: TierRouter::new(&cfg.resilience.tiers),
+            keys: StaticKeys::new(&cfg.server.api_keys),
+            tenancy,
+            limits,
+            settings: request_settings(cfg),
+            config: active(cfg),
+            run,
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
             obs,
@@ -182,9 +195,93 @@ impl AppState {
             cache_policies,
             jobs,
             conversations,
-        })))
+        }));
+        st.publish();
+        Ok(st)
     }
 
+    /// The next snapshot for the reloaded `cfg`: `live`'s deployments and backends, `cfg`'s
+    /// static keys, rate-limit rules (over the same counters), tiers, guardrails, cache policies
+    /// and request settings; stores, metrics and run-time state are this one's. Not yet in force:
+    /// the caller serves it, then [`publish`](Self::publish)es it.
+    pub fn reconfigured(&self, cfg: &Settings, live: LiveServices) -> Result<AppState, Vec<String>> {
+        let guardrails = crate::guardrails::Guardrails::new(&cfg.guardrails).map_err(|e| vec![e])?;
+        let LiveServices { registry, backends, breakers } = live;
+        let deployments = deployment_labels(cfg);
+        let mut names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+        names.sort_unstable();
+        self.obs.metrics.preregister(&deployments, &names);
+        let next = AppState(Arc::new(Inner {
+            registry,
+            backends,
+            breakers,
+            tiers: TierRouter::new(&cfg.resilience.tiers),
+            keys: StaticKeys::new(&cfg.server.api_keys),
+            tenancy: self.tenancy.clone(),
+            limits: Arc::new(self.limits.reconfigured(&cfg.limits)),
+            settings: request_settings(cfg),
+            config: active(cfg),
+            run: Arc::clone(&self.run),
+            tasks: self.tasks.clone(),
+            stopping: self.stopping.clone(),
+            obs: Arc::clone(&self.obs),
+            guardrails,
+            cache: self.cache.clone(),
+            cache_policies: cfg.deployments.iter().map(|(n, d)| (n.clone(), d.cache_policy(&cfg.cache))).collect(),
+            jobs: self.jobs.clone(),
+            conversations: self.conversations.clone(),
+        }));
+        // New targets start as healthy as their backend was last seen (a new backend's as at
+        // start, until its first check).
+        for b in &next.backends {
+            let seen = self.run.health.read().ok().and_then(|m| m.get(b.name()).cloned());
+            if let Some(h) = seen {
+                next.apply_health(b.name(), &h);
+            }
+        }
+        Ok(next)
+    }
+
+    /// Makes this snapshot the one background work ([`current`](Self::current)) reads.
+    pub fn publish(&self) {
+        if let Ok(mut w) = self.run.current.write() {
+            *w = Arc::downgrade(&self.0);
+        }
+    }
+
+    /// The snapshot in force (this one when it is, or when none was published).
+    pub fn current(&self) -> AppState {
+        self.run.current.read().ok().and_then(|w| w.upgrade()).map_or_else(|| self.clone(), AppState)
+    }
+}
+
+/// The settings a request reads, from `cfg`.
+fn request_settings(cfg: &Settings) -> RequestSettings {
+    let res = &cfg.resilience;
+    RequestSettings {
+        backend_concurrency: res.queue.backend_concurrency,
+        body_limit: cfg.server.body_limit_bytes,
+        body_read_timeout: Duration::from_secs(cfg.server.body_read_timeout_secs),
+        backend_header: cfg.server.backend_header,
+        shape: ferrogate_protocol::openai::shape::ShapeLimits {
+            max_messages: cfg.server.max_messages,
+            max_message_bytes: cfg.server.max_message_bytes,
+        },
+        request_timeout: Duration::from_secs(cfg.server.request_timeout_secs),
+        keepalive: Duration::from_secs(cfg.server.sse_keepalive_secs),
+        client_write_timeout: Duration::from_secs(cfg.server.client_write_timeout_secs),
+        shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_secs),
+        health_interval: Duration::from_secs(cfg.server.health_check_interval_secs),
+    }
+}
+
+/// What `/admin/v1/config` shows of `cfg`, stamped with the time it takes effect.
+fn active(cfg: &Settings) -> ActiveConfig {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    ActiveConfig { loaded_at: now, ..cfg.active.clone() }
+}
+
+impl AppState {
     /// Whether requests must present a key: static keys, a master key or a key database exist.
     pub fn auth_required(&self) -> bool {
         self.keys.enabled() || self.tenancy.is_some()
@@ -201,39 +298,44 @@ impl AppState {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.run.draining.load(Ordering::Relaxed)
     }
 
     /// Whether the start-up warm-up (`server.warmup`) is still running.
     pub fn is_warming(&self) -> bool {
-        self.warming.load(Ordering::Relaxed)
+        self.run.warming.load(Ordering::Relaxed)
     }
 
     /// The warm-up has finished: `/ready` may turn 200.
     pub fn warmed(&self) {
-        self.warming.store(false, Ordering::Relaxed);
+        self.run.warming.store(false, Ordering::Relaxed);
     }
 
     pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
+        self.run.draining.store(true, Ordering::Relaxed);
         self.stopping.cancel();
     }
 
     pub fn inflight(&self) -> usize {
-        self.inflight.load(Ordering::Relaxed)
+        self.run.inflight.load(Ordering::Relaxed)
     }
 
     /// Counts a request as in flight until the guard drops (the end of a stream's body).
     pub fn track(&self) -> InflightGuard {
-        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.run.inflight.fetch_add(1, Ordering::Relaxed);
         InflightGuard(self.clone())
     }
 
+    /// Records a health check's result and applies it to the targets of the snapshot in force.
     pub fn set_health(&self, backend: &str, h: Health) {
-        let healthy = h.is_healthy();
-        if let Ok(mut map) = self.health.write() {
+        self.current().apply_health(backend, &h);
+        if let Ok(mut map) = self.run.health.write() {
             map.insert(backend.to_owned(), h);
         }
+    }
+
+    fn apply_health(&self, backend: &str, h: &Health) {
+        let healthy = h.is_healthy();
         for d in self.registry.deployments() {
             for t in d.targets.iter().filter(|t| t.backend.name() == backend) {
                 t.set_healthy(healthy);
@@ -246,7 +348,8 @@ impl AppState {
     }
 
     pub fn health_of(&self, backend: &str) -> Health {
-        self.health
+        self.run
+            .health
             .read()
             .ok()
             .and_then(|m| m.get(backend).cloned())
@@ -256,8 +359,7 @@ impl AppState {
 
 /// Metrics pre-registered for the configured deployments and backends, and the tracer.
 fn observability_of(cfg: &Settings, backends: &[Arc<dyn Backend>]) -> Result<Observability, Vec<String>> {
-    let deployments: Vec<(&str, Vec<&str>)> =
-        cfg.deployments.iter().map(|(n, d)| (n.as_str(), d.backends.iter().map(String::as_str).collect())).collect();
+    let deployments = deployment_labels(cfg);
     let mut names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
     names.sort_unstable();
     Observability::new(&cfg.obs, &deployments, &names).map_err(|e| vec![e])
@@ -267,6 +369,11 @@ pub struct InflightGuard(AppState);
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.0.run.inflight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Each deployment's name and its backends' (the metrics' pre-registered label sets).
+fn deployment_labels(cfg: &Settings) -> Vec<(&str, Vec<&str>)> {
+    cfg.deployments.iter().map(|(n, d)| (n.as_str(), d.backends.iter().map(String::as_str).collect())).collect()
 }

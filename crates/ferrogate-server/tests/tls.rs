@@ -292,6 +292,10 @@ async fn the_admin_api_requires_a_verified_client_certificate_when_configured() 
     let anonymous = client(&ca.pem(), None, false);
     let r = anonymous.get(&tenants).bearer_auth(MASTER).send().await.unwrap();
     assert_eq!(r.status(), 403);
+    // Refused inside the access layer: logged and timed like any other answer (issue 21).
+    for h in ["x-request-id", "x-response-time-ms"] {
+        assert!(r.headers().contains_key(h), "the gate's 403 bypassed the access layer: no {h}");
+    }
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("client certificate"), "{body}");
     assert_eq!(anonymous.get(https(gw.addr, "/metrics")).bearer_auth(MASTER).send().await.unwrap().status(), 403);

@@ -106,37 +106,44 @@ fn backends(cfg: &Config) -> Result<HashMap<String, Arc<dyn Backend>>, Vec<Strin
 }
 
 /// The deployments over the built backends, each with its resilience policy.
-fn registry(
+pub(crate) fn registry(
     cfg: &Config,
     backends: &HashMap<String, Arc<dyn Backend>>,
     breakers: &HashMap<String, Arc<Breaker>>,
 ) -> Result<Registry, Vec<String>> {
     let created = ferrogate_protocol::openai::unix_now();
+    Registry::new(
+        cfg.deployments.iter().map(|(name, d)| deployment(cfg, name, d, backends, breakers, created)).collect(),
+    )
+}
+
+/// Deployment `name` of `cfg` over the built backends, with its resilience policy.
+pub(crate) fn deployment(
+    cfg: &Config,
+    name: &str,
+    d: &crate::config::DeploymentConfig,
+    backends: &HashMap<String, Arc<dyn Backend>>,
+    breakers: &HashMap<String, Arc<Breaker>>,
+    created: u64,
+) -> Deployment {
     let res = &cfg.resilience;
     let slots = |b: &str| match cfg.backends.get(b) {
         Some(BackendConfig::Embedded(e)) => e.parallel.unwrap_or(1),
         Some(_) => res.queue.backend_concurrency,
         None => 0,
     };
-    let deployments = cfg
-        .deployments
+    let upstream = d.upstream_model.clone().unwrap_or_else(|| name.to_owned());
+    let targets = d
+        .backends
         .iter()
-        .map(|(name, d)| {
-            let upstream = d.upstream_model.clone().unwrap_or_else(|| name.clone());
-            let targets = d
-                .backends
-                .iter()
-                .filter_map(|b| Some((b, backends.get(b)?, breakers.get(b)?)))
-                .map(|(b, backend, breaker)| {
-                    let weight = d.weights.get(b).copied().unwrap_or(1);
-                    Arc::new(Target::with(Arc::clone(backend), upstream.clone(), weight, Arc::clone(breaker)))
-                })
-                .collect();
-            let policy = ferrogate_server::resilience::policy(res, d, slots);
-            Deployment::with_policy(name.clone(), d.aliases.clone(), targets, created, policy)
+        .filter_map(|b| Some((b, backends.get(b)?, breakers.get(b)?)))
+        .map(|(b, backend, breaker)| {
+            let weight = d.weights.get(b).copied().unwrap_or(1);
+            Arc::new(Target::with(Arc::clone(backend), upstream.clone(), weight, Arc::clone(breaker)))
         })
         .collect();
-    Registry::new(deployments)
+    let policy = ferrogate_server::resilience::policy(res, d, slots);
+    Deployment::with_policy(name.to_owned(), d.aliases.clone(), targets, created, policy)
 }
 
 /// Opens the database (creating and migrating it), starts the ledger writer on its own

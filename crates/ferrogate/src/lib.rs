@@ -8,5 +8,6 @@
 pub mod compose;
 pub mod compose_jobs;
 pub mod config;
+pub mod reload;
 
 pub use compose::{start, start_with_clock};

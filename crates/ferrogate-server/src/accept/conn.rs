@@ -23,7 +23,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::{AcceptLimits, Shared};
+use super::{AcceptLimits, Served, Shared};
 use crate::tls::PeerCert;
 
 /// Serves one connection until it ends, is found idle, or the server stops. `_slot` is its place
@@ -32,7 +32,7 @@ use crate::tls::PeerCert;
 pub(super) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
-    app: Router,
+    app: Served,
     shared: Arc<Shared>,
     _slot: OwnedSemaphorePermit,
 ) {
@@ -93,7 +93,7 @@ async fn plain_http_refused(mut tcp: TcpStream, peer: SocketAddr) {
 async fn drive<I>(
     io: I,
     peer: SocketAddr,
-    app: Router,
+    app: Served,
     shared: &Shared,
     activity: Arc<Activity>,
     cert: Option<PeerCert>,
@@ -108,7 +108,8 @@ async fn drive<I>(
                 req.extensions_mut().insert(c);
             }
             let guard = InFlight::start(&activity);
-            let app = app.clone();
+            // The router (and configuration snapshot) in force now, kept to the request's end.
+            let app = Router::clone(&app.load());
             async move {
                 let res = app.oneshot(req.map(Body::new)).await;
                 res.map(|r| r.map(|inner| Tracked { inner, _guard: guard }))

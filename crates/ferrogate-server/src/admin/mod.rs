@@ -8,6 +8,7 @@
 //! every change to a key or tenant invalidates this instance's key cache at once (other
 //! instances see it at their next poll); every error is OpenAI-shaped.
 
+pub mod config;
 pub mod dlq;
 pub mod keys;
 pub mod tenants;
@@ -41,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/keys/{id}/rotate", post(keys::rotate))
         .route("/admin/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/admin/v1/usage", get(usage::admin))
+        .route("/admin/v1/config", get(config::show))
 }
 
 async fn openapi() -> Response {
@@ -86,6 +88,7 @@ mod tests {
         ("/admin/v1/keys/{id}/rotate", &["post"]),
         ("/admin/v1/keys/{id}/revoke", &["post"]),
         ("/admin/v1/usage", &["get"]),
+        ("/admin/v1/config", &["get"]),
         // Mounted by `jobs::routes` when background work is on.
         ("/admin/v1/dlq", &["get"]),
         ("/admin/v1/dlq/replay", &["post"]),

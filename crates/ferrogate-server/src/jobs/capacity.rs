@@ -16,6 +16,7 @@ impl Spare {
 
 impl Capacity for Spare {
     fn has_spare(&self) -> bool {
-        !self.0.is_draining() && self.0.registry.deployments().iter().all(|d| d.queue.stats().waiting_interactive == 0)
+        !self.0.is_draining()
+            && self.0.current().registry.deployments().iter().all(|d| d.queue.stats().waiting_interactive == 0)
     }
 }

@@ -66,7 +66,7 @@ impl EdgeRunner {
         }
         let body = Bytes::from(serde_json::to_vec(&body).map_err(|e| JobError::poison(e.to_string()))?);
         let cx = self.context(&request_id, endpoint, owner, &item.url);
-        let st = self.st.clone();
+        let st = self.st.current();
         // A line refused before any backend (invalid body, budget, rate) is recorded as the
         // access layer records a live request's: one usage row per line, whatever happens.
         let mut unsettled = Unsettled::new(st.clone(), cx.clone(), endpoint);

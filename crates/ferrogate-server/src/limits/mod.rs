@@ -112,7 +112,8 @@ pub struct Limiter {
     pub trusted_proxies: Vec<IpNet>,
     /// Tenancy is on: stored keys may carry per-key and per-tenant rates.
     key_rates: bool,
-    stats: LimiterStats,
+    /// Shared with the limiter a reload builds from this one: counts never go backwards.
+    stats: Arc<LimiterStats>,
     /// Unix ms of the last store-failure log line (one a second at most).
     last_error_log_ms: AtomicI64,
     clock: Arc<dyn Clock>,
@@ -146,9 +147,24 @@ impl Limiter {
             policy: s.on_store_error,
             trusted_proxies: s.trusted_proxies.clone(),
             key_rates,
-            stats: LimiterStats::default(),
+            stats: Arc::default(),
             last_error_log_ms: AtomicI64::new(i64::MIN),
             clock,
+        }
+    }
+
+    /// A configuration reload's limiter: `s`'s rules, failure policy and trusted proxies over the
+    /// same store (so every counter whose key is unchanged keeps its value) and statistics.
+    pub fn reconfigured(&self, s: &LimitSettings) -> Self {
+        Self {
+            rules: s.rules.clone(),
+            store: Arc::clone(&self.store),
+            policy: s.on_store_error,
+            trusted_proxies: s.trusted_proxies.clone(),
+            key_rates: self.key_rates,
+            stats: Arc::clone(&self.stats),
+            last_error_log_ms: AtomicI64::new(i64::MIN),
+            clock: Arc::clone(&self.clock),
         }
     }
 

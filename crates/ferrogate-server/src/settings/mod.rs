@@ -2,6 +2,7 @@
 //! `[deployments.NAME]` tables (`sections`), and the sections of each concern. The whole file
 //! (with `[backends]`, model files and logs) is read and checked by the binary's `config`.
 
+pub mod active;
 pub mod conversations;
 pub mod sections;
 pub mod tls;
@@ -9,6 +10,7 @@ pub mod tls;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+pub use self::active::ActiveConfig;
 pub use self::conversations::ConversationsSection;
 pub use self::sections::{CacheSection, DeploymentConfig, ServerConfig};
 pub use self::tls::TlsSection;
@@ -39,4 +41,6 @@ pub struct Settings {
     pub cache: CacheSection,
     /// `[conversations]`: the Responses and Conversations APIs' state (docs/STATE.md).
     pub conversations: ConversationsSection,
+    /// Version, source and restart-required changes of this configuration (`/admin/v1/config`).
+    pub active: ActiveConfig,
 }

@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// `[server.tls]`: serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) instead of plain HTTP.
     pub tls: Option<super::tls::TlsSection>,
+    /// How often `serve --config FILE` reads the file to see whether it changed (a Kubernetes
+    /// ConfigMap swap included) and reloads it; 0: only on SIGHUP (docs/DEPLOY.md).
+    pub config_poll_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             body_read_timeout_secs: 30,
             max_connections: 10_000,
             tls: None,
+            config_poll_ms: 2000,
         }
     }
 }
@@ -96,6 +100,7 @@ impl fmt::Debug for ServerConfig {
             .field("body_read_timeout_secs", &self.body_read_timeout_secs)
             .field("max_connections", &self.max_connections)
             .field("tls", &self.tls)
+            .field("config_poll_ms", &self.config_poll_ms)
             .finish()
     }
 }

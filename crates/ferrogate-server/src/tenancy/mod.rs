@@ -91,14 +91,7 @@ impl Tenancy {
         clock: Arc<dyn Clock>,
         shared: Option<SharedQuota>,
     ) -> Tenancy {
-        // Prices are configured per deployment; clients may use its aliases too.
-        let mut prices = HashMap::new();
-        for (name, price) in &s.prices {
-            prices.insert(name.clone(), *price);
-            for alias in deployments.get(name).map(|d| d.aliases.as_slice()).unwrap_or_default() {
-                prices.insert(alias.clone(), *price);
-            }
-        }
+        let prices = prices_by_name(s, deployments);
         Tenancy {
             keys: Arc::new(KeyCache::new(Arc::clone(&store))),
             failures: AuthFailures::new(s.auth_failures_per_minute),
@@ -115,6 +108,12 @@ impl Tenancy {
             clock,
             refusals: RefusalCounts::default(),
         }
+    }
+
+    /// A configuration reload: the new prices (by deployment and alias). Everything else here
+    /// — the store, the ledger, the master key, budgets spent — is fixed until a restart.
+    pub fn reprice(&self, s: &TenancySettings, deployments: &BTreeMap<String, DeploymentConfig>) {
+        self.quotas.set_prices(prices_by_name(s, deployments));
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -161,4 +160,19 @@ impl Tenancy {
             AdmitError::Unavailable(e) => e.into(),
         })
     }
+}
+
+/// Prices are configured per deployment; clients may use its aliases too.
+fn prices_by_name(
+    s: &TenancySettings,
+    deployments: &BTreeMap<String, DeploymentConfig>,
+) -> HashMap<String, ferrogate_core::tenancy::quota::Price> {
+    let mut prices = HashMap::new();
+    for (name, price) in &s.prices {
+        prices.insert(name.clone(), *price);
+        for alias in deployments.get(name).map(|d| d.aliases.as_slice()).unwrap_or_default() {
+            prices.insert(alias.clone(), *price);
+        }
+    }
+    prices
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use ferrogate_core::limits::FailurePolicy;
 use ferrogate_core::tenancy::quota::{self, Charge, Counters, Owner, Price, Refusal, Seed, Ticket};
 use ferrogate_core::tenancy::shared::{SharedAdmit, SharedBudgets, SharedCheck, SharedOwner, SharedTicket};
@@ -90,8 +91,9 @@ pub struct Quotas {
     touched: Sharded<OwnerId, ()>,
     pub shared_counts: SharedCounts,
     store: Arc<dyn TenancyStore>,
-    /// By every model name clients may use (deployments and their aliases).
-    prices: HashMap<String, Price>,
+    /// By every model name clients may use (deployments and their aliases); replaced whole by a
+    /// configuration reload, read lock-free.
+    prices: ArcSwap<HashMap<String, Price>>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -103,7 +105,7 @@ impl Quotas {
             touched: Sharded::new(),
             shared_counts: SharedCounts::default(),
             store,
-            prices,
+            prices: ArcSwap::from_pointee(prices),
             clock,
         }
     }
@@ -120,7 +122,12 @@ impl Quotas {
     }
 
     pub fn price(&self, model: &str) -> Price {
-        self.prices.get(model).copied().unwrap_or_default()
+        self.prices.load().get(model).copied().unwrap_or_default()
+    }
+
+    /// A reload's prices; counters (and so budgets spent) are untouched.
+    pub fn set_prices(&self, prices: HashMap<String, Price>) {
+        self.prices.store(Arc::new(prices));
     }
 
     fn slot(&self, owner: OwnerId) -> Arc<Slot> {

@@ -1,10 +1,10 @@
 //! `server.tls.admin_requires_client_cert`: the admin API (and `/metrics` unless public) answer
-//! only connections that presented a client certificate the listener verified — checked before
-//! any other stage, so a connection without one learns nothing about the key store.
+//! only connections that presented a client certificate the listener verified — checked right
+//! inside the access layer (so a refusal is logged and counted like any other) and before every
+//! other stage, so a connection without one learns nothing about the key store.
 
-use axum::Router;
 use axum::extract::{Request, State};
-use axum::middleware::{Next, from_fn_with_state};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::PeerCert;
@@ -24,14 +24,10 @@ impl Gate {
     }
 }
 
-/// `app` behind the gate.
-pub fn wrap(app: Router, gate: Gate) -> Router {
-    app.layer(from_fn_with_state(gate, check))
-}
-
-async fn check(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+/// The router's stage (`router::router_gated`); `None`: no gate, every path passes.
+pub async fn check(State(gate): State<Option<Gate>>, req: Request, next: Next) -> Response {
     let verified = req.extensions().get::<PeerCert>().is_some_and(|c| c.verified);
-    if gate.guards(req.uri().path()) && !verified {
+    if gate.is_some_and(|g| g.guards(req.uri().path())) && !verified {
         return ApiError::permission_denied(
             ErrorCode::EndpointNotAllowed,
             None,

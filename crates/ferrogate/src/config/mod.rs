@@ -24,7 +24,7 @@ pub use ferrogate_server::guardrails::config::{GuardrailSettings, GuardrailsConf
 pub use ferrogate_server::limits::config::{LimitSettings, LimitsConfig};
 pub use ferrogate_server::observability::config::{DashboardConfig, MetricsConfig, ObservabilityConfig, TracingConfig};
 pub use ferrogate_server::resilience::config::{BreakerSection, QueueSection, Resilience, RetrySection, TiersSection};
-pub use ferrogate_server::settings::{CacheSection, DeploymentConfig, ServerConfig, Settings};
+pub use ferrogate_server::settings::{ActiveConfig, CacheSection, DeploymentConfig, ServerConfig, Settings};
 pub use ferrogate_server::tenancy::config::{PriceConfig, Secret, TenancyConfig, TenancySettings};
 
 /// The default model file, served when the configuration names no backend at all.
@@ -102,6 +102,31 @@ pub struct Config {
     pub webhooks: jobs::WebhooksConfig,
     /// `[batches]`.
     pub batches: jobs::BatchesConfig,
+    /// The merged file and environment as read (reloads compare sections of it).
+    pub tree: Tree,
+}
+
+/// The configuration as read, before checking: what a reload compares to tell which sections
+/// changed. Holds secrets, so its `Debug` prints none of it.
+#[derive(Clone, Default)]
+pub struct Tree(Option<figment::value::Value>);
+
+impl Tree {
+    /// The value at a dotted `path` (`server.listen`), `None` when unset.
+    pub fn find(&self, path: &str) -> Option<&figment::value::Value> {
+        self.0.as_ref()?.find_ref(path)
+    }
+
+    /// Whether `path` is set to the same value in both (unset in both counts as the same).
+    pub fn same_at(&self, other: &Tree, path: &str) -> bool {
+        self.find(path) == other.find(path)
+    }
+}
+
+impl fmt::Debug for Tree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tree(..)")
+    }
 }
 
 impl std::ops::Deref for Config {
@@ -156,12 +181,22 @@ pub fn load(path: Option<&Path>, listen: Option<&str>) -> Result<Config, ConfigE
     if let Some(l) = listen {
         fig = fig.merge(Serialized::default("server.listen", l));
     }
-    checked(&fig, &text, |raw| {
+    let mut cfg = checked(&fig, &text, |raw| {
         if let Some(k) = std::env::var(ferrogate_server::tenancy::config::MASTER_KEY_ENV).ok().filter(|k| !k.is_empty())
         {
             raw.tenancy.master_key = Some(Secret::new(k));
         }
-    })
+    })?;
+    cfg.settings.active.source = path.map(|p| p.display().to_string());
+    Ok(cfg)
+}
+
+/// `sha256:<hex>` of a configuration file's text: the version `/admin/v1/config` shows.
+pub fn version_of(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// Loads a configuration given as TOML text (tests, embedding), without environment overrides.
@@ -177,7 +212,12 @@ fn checked(fig: &Figment, text: &str, adjust: impl FnOnce(&mut RawConfig)) -> Re
     if let Some(mut raw) = found.value {
         adjust(&mut raw);
         match check(raw) {
-            Ok(cfg) if errs.is_empty() => return Ok(cfg),
+            Ok(mut cfg) if errs.is_empty() => {
+                cfg.tree = Tree(fig.extract::<figment::value::Value>().ok());
+                cfg.settings.active =
+                    ActiveConfig { version: version_of(text), origin: "start", ..ActiveConfig::default() };
+                return Ok(cfg);
+            }
             Ok(_) => {}
             Err(more) => errs.extend(more.0.into_iter().filter(|e| !about_removed(e, &found.removed))),
         }
@@ -294,12 +334,14 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
                 guardrails,
                 cache: raw.cache,
                 conversations: raw.conversations,
+                active: ActiveConfig::default(),
             },
             log: raw.log,
             model_dir,
             backends: raw.backends,
             webhooks: raw.webhooks,
             batches: raw.batches,
+            tree: Tree::default(),
         }),
         _ => Err(ConfigErrors(errs)),
     }

@@ -20,13 +20,22 @@ impl Server {
 
     /// As [`Server::start`], with extra environment variables (e.g. libfaketime's).
     pub async fn start_env(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, config).unwrap();
+        Self::start_file_env(dir, name, &file, env).await
+    }
+
+    /// As [`Server::start`], with the configuration file already in place (`file`).
+    pub async fn start_file(dir: &Path, name: &str, file: &Path) -> Server {
+        Self::start_file_env(dir, name, file, &[]).await
+    }
+
+    async fn start_file_env(dir: &Path, name: &str, file: &Path, env: &[(&str, &str)]) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
             .args(["serve", "--config"])
-            .arg(&file)
+            .arg(file)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env_remove("FERROGATE_MASTER_KEY")
             .env("RUST_LOG", "debug")

@@ -17,6 +17,7 @@
 //!   snapshots by `sampler` (and before a scrape), never read from `AppState` here.
 
 mod cache;
+mod config;
 mod engine;
 mod guardrails;
 mod jobs;
@@ -97,6 +98,7 @@ pub const JOBS_RUNNING: &str = "ferrogate_jobs_running";
 pub const JOBS_OLDEST_AGE: &str = "ferrogate_jobs_oldest_ready_age_seconds";
 pub const JOBS_DEAD: &str = "ferrogate_jobs_dead";
 pub const START_TIME: &str = "ferrogate_start_time_seconds";
+pub const CONFIG_RELOADS: &str = "ferrogate_config_reloads_total";
 // OpenTelemetry GenAI semantic conventions, under their Prometheus names (dots → underscores,
 // unit suffix), recorded alongside the ferrogate_* families.
 pub const GENAI_TOKEN_USAGE: &str = "gen_ai_client_token_usage";
@@ -136,6 +138,7 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("counter", FAILOVERS, "Requests moved to another backend of their deployment before the first byte."),
     ("counter", FALLBACKS, "Requests served by a fallback deployment, by the deployment asked for."),
     ("counter", GUARDRAIL_FINDINGS, "Guardrail findings, by rule (injection.*, pii.*) and action (log, flag, block)."),
+    ("counter", CONFIG_RELOADS, "Configuration reloads (SIGHUP or file change), by result (ok, error)."),
     ("counter", GUARDRAIL_JUDGE, "Guardrail judge calls, by outcome (injection, safe, unparsable, timeout, error)."),
     (
         "counter",
@@ -287,6 +290,7 @@ impl Metrics {
         };
         m.describe();
         m.preregister(deployments, backends);
+        m.preregister_reloads();
         m
     }
 
@@ -303,7 +307,7 @@ impl Metrics {
     }
 
     /// Zero-valued series for label sets known from the configuration.
-    fn preregister(&self, deployments: &[(&str, Vec<&str>)], backends: &[&str]) {
+    pub(crate) fn preregister(&self, deployments: &[(&str, Vec<&str>)], backends: &[&str]) {
         for (d, targets) in deployments {
             for e in ENDPOINTS {
                 let labels = vec![
