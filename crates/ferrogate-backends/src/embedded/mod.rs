@@ -5,6 +5,7 @@
 //! prompt run on a blocking thread, never on a runtime worker.
 
 mod convert;
+pub mod embeddings;
 pub mod source;
 
 use async_trait::async_trait;
@@ -75,7 +76,7 @@ impl Backend for EmbeddedBackend {
 
     fn capabilities(&self) -> Capabilities {
         // Tool calls are not parsed out of generated text, so tools are refused rather than ignored.
-        Capabilities { chat: true, text_completion: true, tools: false, images: false, usage: true }
+        Capabilities { chat: true, text_completion: true, tools: false, images: false, usage: true, embeddings: false }
     }
 
     async fn chat(&self, req: InferenceRequest) -> Result<Completion, BackendError> {

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod completions;
 pub mod conversations;
 pub mod dashboard;
+pub mod embeddings;
 pub mod encode;
 pub mod files;
 pub mod health;

@@ -9,6 +9,7 @@
 
 pub mod admit;
 pub mod cache;
+pub mod embed;
 pub mod plan;
 
 use std::sync::Arc;
