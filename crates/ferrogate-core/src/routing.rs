@@ -202,8 +202,14 @@ impl Deployment {
 
     /// What every target can do (a request the deployment accepts works on any target).
     pub fn capabilities(&self) -> Capabilities {
-        let all =
-            Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true, embeddings: true };
+        let all = Capabilities {
+            chat: true,
+            text_completion: true,
+            tools: true,
+            images: true,
+            usage: true,
+            embeddings: true,
+        };
         self.targets.iter().map(|t| t.backend.capabilities()).fold(all, |a, c| Capabilities {
             chat: a.chat && c.chat,
             text_completion: a.text_completion && c.text_completion,
@@ -333,7 +339,14 @@ mod tests {
             "nop"
         }
         fn capabilities(&self) -> Capabilities {
-            Capabilities { chat: true, text_completion: true, tools: false, images: false, usage: true, embeddings: false }
+            Capabilities {
+                chat: true,
+                text_completion: true,
+                tools: false,
+                images: false,
+                usage: true,
+                embeddings: false,
+            }
         }
         async fn chat(&self, _: InferenceRequest) -> Result<Completion, BackendError> {
             Err(BackendError::Internal("nop".into()))

@@ -74,7 +74,8 @@ async fn openai_embeddings_every_input_shape_and_encoding() {
     let ids = json!([101, 1037, 4937, 2938, 1012, 102]);
     let v = ok_json(gw.post_json("/v1/embeddings", &json!({"model": "minilm", "input": ids})).await).await;
     assert!(cos(&floats(&v["data"][0]["embedding"]), &one) > 0.9999);
-    let v = ok_json(gw.post_json("/v1/embeddings", &json!({"model": "minilm", "input": [ids, [101, 102]]})).await).await;
+    let v =
+        ok_json(gw.post_json("/v1/embeddings", &json!({"model": "minilm", "input": [ids, [101, 102]]})).await).await;
     assert_eq!((v["data"].as_array().unwrap().len(), v["usage"]["prompt_tokens"].as_u64()), (2, Some(8)));
 
     let b64 = json!({"model": "minilm", "input": "A cat sat.", "encoding_format": "base64"});
@@ -207,13 +208,14 @@ async fn metered_and_budgeted(db: &TestDatabase) {
     let post = |id: &str, path: &str, body: Value| {
         gw.http.post(gw.url(path)).bearer_auth(key).header("x-request-id", id).json(&body).send()
     };
-    let v = ok_json(post("e1", "/v1/embeddings", json!({"model": "minilm", "input": ["A cat sat.", "Hi"]})).await.unwrap())
-        .await;
+    let v =
+        ok_json(post("e1", "/v1/embeddings", json!({"model": "minilm", "input": ["A cat sat.", "Hi"]})).await.unwrap())
+            .await;
     assert_eq!(v["usage"]["prompt_tokens"], 9);
     let v = ok_json(post("e2", "/api/embed", json!({"model": "minilm", "input": "A cat sat."})).await.unwrap()).await;
     assert_eq!(v["prompt_eval_count"], 6);
-    let v = ok_json(post("e3", "/api/embeddings", json!({"model": "minilm", "prompt": "A cat sat."})).await.unwrap())
-        .await;
+    let v =
+        ok_json(post("e3", "/api/embeddings", json!({"model": "minilm", "prompt": "A cat sat."})).await.unwrap()).await;
     assert_eq!(v["embedding"].as_array().unwrap().len(), 384);
     // 21 of 20 tokens spent: the next request is refused before the model runs.
     let res = post("e4", "/v1/embeddings", json!({"model": "minilm", "input": "x"})).await.unwrap();

@@ -23,7 +23,9 @@ pub async fn handle(
     let req: EmbeddingRequest = decode(body, st.settings.body_limit)?;
     let base64 = req.wants_base64();
     let Embedded { vectors, prompt_tokens, shown, settle } = embed::run(&st, &cx, req, Endpoint::Embeddings).await?;
-    let vectors = vectors.into_iter().map(|v| if base64 { EmbeddingVector::Base64(encode(&v)) } else { EmbeddingVector::Float(v) });
+    let vectors = vectors
+        .into_iter()
+        .map(|v| if base64 { EmbeddingVector::Base64(encode(&v)) } else { EmbeddingVector::Float(v) });
     let body = EmbeddingResponse::new(shown.to_string(), vectors.collect(), prompt_tokens);
     let mut res = Json(body).into_response();
     decorate(&mut res, &shown, &settle);

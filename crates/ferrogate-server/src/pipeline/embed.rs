@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use ferrogate_core::{
-    Backend, BackendError, EmbedItem, EmbedOutput, EmbedRequest, GenParams, InferenceRequest, Input, TimeoutKind, tokens,
+    Backend, BackendError, EmbedItem, EmbedOutput, EmbedRequest, GenParams, InferenceRequest, Input, TimeoutKind,
+    tokens,
 };
 use ferrogate_protocol::openai::embeddings::{EmbeddingItem, EmbeddingRequest};
 use ferrogate_protocol::openai::{ChatMessage, FinishReason, Role, Usage};
@@ -73,7 +74,11 @@ pub async fn run(st: &AppState, cx: &RequestCx, r: EmbeddingRequest, endpoint: E
 }
 
 /// One attempt, bounded by the server's request timeout.
-async fn embed(b: Arc<dyn Backend>, req: EmbedRequest, limit: std::time::Duration) -> Result<EmbedOutput, BackendError> {
+async fn embed(
+    b: Arc<dyn Backend>,
+    req: EmbedRequest,
+    limit: std::time::Duration,
+) -> Result<EmbedOutput, BackendError> {
     let n = req.inputs.len();
     match tokio::time::timeout(limit, b.embed(req)).await {
         Ok(Ok(out)) if out.vectors.len() != n => {
@@ -134,11 +139,7 @@ mod tests {
         let input = Input::Chat { messages, tools: None, tool_choice: None };
         assert_eq!(
             after_guardrails(items, &input),
-            vec![
-                EmbedItem::Text("call [PHONE]".into()),
-                EmbedItem::Tokens(vec![1, 2]),
-                EmbedItem::Text("b".into())
-            ]
+            vec![EmbedItem::Text("call [PHONE]".into()), EmbedItem::Tokens(vec![1, 2]), EmbedItem::Text("b".into())]
         );
     }
 }

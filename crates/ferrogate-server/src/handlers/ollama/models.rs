@@ -8,9 +8,9 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ferrogate_core::Deployment;
-use axum::response::{IntoResponse, Response};
 use ferrogate_protocol::ollama::front::{
     EmbedInput, EmbedRequest, EmbedResponse, LegacyEmbeddingRequest, LegacyEmbeddingResponse, ListResponse,
     ListedModel, ModelDetails, PsResponse, RunningModel, ShowRequest, ShowResponse, VersionResponse, rfc3339,
@@ -123,8 +123,7 @@ pub async fn embeddings(
 ) -> Result<Response, ApiError> {
     let req: LegacyEmbeddingRequest = decode(body, st.settings.body_limit)?;
     let r = openai_request(req.model, EmbeddingInput::One(req.prompt), None);
-    let Embedded { vectors, shown, settle, .. } =
-        pipeline_embed::run(&st, &cx, r, Endpoint::OllamaEmbeddings).await?;
+    let Embedded { vectors, shown, settle, .. } = pipeline_embed::run(&st, &cx, r, Endpoint::OllamaEmbeddings).await?;
     let embedding = vectors.into_iter().next().unwrap_or_default();
     let mut res = Json(LegacyEmbeddingResponse { embedding }).into_response();
     decorate(&mut res, &shown, &settle);
