@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ferrogate_core::breaker::Breaker;
-use ferrogate_core::cache::{CachePolicy, ResponseCache};
+use ferrogate_core::cache::{CachePolicy, ResponseCache, SemanticIndex, SemanticPolicy};
 use ferrogate_core::conversations::{ConversationStore, Retention};
 use ferrogate_core::limits::LimitStore;
 use ferrogate_core::tenancy::time::Clock;
@@ -39,6 +39,8 @@ pub struct Services {
     pub limit_store: Arc<dyn LimitStore>,
     /// The response cache, when a deployment opts in.
     pub cache: Option<Arc<dyn ResponseCache>>,
+    /// The semantic cache's index, when a deployment opts in (in process, or pgvector).
+    pub semantic: Option<Arc<dyn SemanticIndex>>,
     /// Time for key expiry, budgets, limits and usage rows (tests move it).
     pub clock: Arc<dyn Clock>,
     /// The durable queue, Files + Batches and webhooks; `None`: no background work.
@@ -105,6 +107,9 @@ pub struct Inner {
     /// The response cache (`None`: no deployment caches) and each deployment's policy.
     pub cache: Option<Arc<dyn ResponseCache>>,
     cache_policies: HashMap<String, CachePolicy>,
+    /// The semantic cache's index (`None`: no deployment opts in) and each deployment's policy.
+    pub semantic: Option<Arc<dyn SemanticIndex>>,
+    semantic_policies: HashMap<String, SemanticPolicy>,
     /// Files + Batches, the DLQ and webhooks (`None`: off, tenancy is off).
     pub jobs: Option<Arc<crate::jobs::services::Jobs>>,
     /// The Responses and Conversations APIs' store and settings; `None`: those endpoints are off.
@@ -119,6 +124,25 @@ pub struct ConvService {
     pub clock: Arc<dyn Clock>,
 }
 
+/// Every semantic cache names an embedding deployment that exists and serves embeddings.
+fn check_semantic(registry: &Registry, policies: &HashMap<String, SemanticPolicy>) -> Result<(), Vec<String>> {
+    let mut errs = Vec::new();
+    for (name, p) in policies {
+        match registry.resolve(&p.embedding) {
+            None => errs.push(format!("deployments.{name}.semantic_cache: no deployment '{}'", p.embedding)),
+            Some(d) if !d.capabilities().embeddings => errs.push(format!(
+                "deployments.{name}.semantic_cache: deployment '{}' does not serve embeddings",
+                p.embedding
+            )),
+            Some(_) => {}
+        }
+        if !(0.0..=1.0).contains(&p.threshold) {
+            errs.push(format!("deployments.{name}.semantic_cache.threshold must be within 0..1"));
+        }
+    }
+    if errs.is_empty() { Ok(()) } else { Err(errs) }
+}
+
 impl std::ops::Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
@@ -129,8 +153,18 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// The state of a server over `services`, configured by `cfg`.
     pub fn new(cfg: &Settings, services: Services) -> Result<AppState, Vec<String>> {
-        let Services { registry, backends, breakers, tenancy, limit_store, cache, clock, jobs, conversations } =
-            services;
+        let Services {
+            registry,
+            backends,
+            breakers,
+            tenancy,
+            limit_store,
+            cache,
+            semantic,
+            clock,
+            jobs,
+            conversations,
+        } = services;
         let jobs = jobs.map(|j| Arc::new(crate::jobs::services::Jobs::new(j)));
         let conversations = conversations.filter(|_| cfg.conversations.enabled).map(|store| ConvService {
             store,
@@ -140,6 +174,12 @@ impl AppState {
         });
         let cache_policies =
             cfg.deployments.iter().map(|(name, d)| (name.clone(), d.cache_policy(&cfg.cache))).collect();
+        let semantic_policies: HashMap<String, SemanticPolicy> = cfg
+            .deployments
+            .iter()
+            .filter_map(|(name, d)| d.semantic_policy(&cfg.cache).map(|p| (name.clone(), p)))
+            .collect();
+        check_semantic(&registry, &semantic_policies)?;
         let res = &cfg.resilience;
         let limits = Arc::new(Limiter::with_store(&cfg.limits, tenancy.is_some(), limit_store, clock));
         let obs = Arc::new(observability_of(cfg, &backends)?);
@@ -180,6 +220,8 @@ impl AppState {
             guardrails,
             cache,
             cache_policies,
+            semantic,
+            semantic_policies,
             jobs,
             conversations,
         })))
@@ -198,6 +240,11 @@ impl AppState {
     /// `deployment`'s response-cache policy (off when it has none).
     pub fn cache_policy(&self, deployment: &str) -> CachePolicy {
         self.cache_policies.get(deployment).copied().unwrap_or_default()
+    }
+
+    /// `deployment`'s semantic-cache policy, when it has one.
+    pub fn semantic_policy(&self, deployment: &str) -> Option<&SemanticPolicy> {
+        self.semantic_policies.get(deployment)
     }
 
     pub fn is_draining(&self) -> bool {

@@ -41,6 +41,7 @@ mod migrations;
 pub mod redis_cache;
 pub mod redis_limits;
 mod sealing;
+pub mod semantic_pg;
 mod tenants;
 mod usage;
 mod webhooks;
