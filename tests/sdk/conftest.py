@@ -3,8 +3,8 @@
 The gateway is the debug binary that `make test` builds (`make build`: the same cargo build as the
 Rust tests, so both share one compile of llama.cpp), started with
 `serve --config <tmp toml>` on a free port, serving the embedded SmolLM2 model as deployment
-`smollm2`. Tests talk to it only over HTTP, as any client would: through the official `openai`
-SDK (`client`), the official `anthropic` SDK (`anthropic_client`, Messages API), the official
+`smollm2` and the all-MiniLM-L6-v2 embedding model as `minilm`. Tests talk to it only over
+HTTP, as any client would: through the official `openai` SDK (`client`), the official `anthropic` SDK (`anthropic_client`, Messages API), the official
 `ollama` client (`ollama_client`, the Ollama API) or raw `httpx` (`http`) where they need status
 codes and bodies the SDKs hide.
 
@@ -36,6 +36,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The embedding model, deployment `minilm` (tests/sdk/test_embeddings.py), beside MODEL_FILE.
+EMBED_MODEL = "minilm"
+EMBED_FILE = "all-MiniLM-L6-v2.gguf"
 LOG_TAIL_LINES = 60
 
 # Set once the gateway started: the terminal summary prints its log tail when a test failed.
@@ -75,8 +78,9 @@ def _model_path() -> Path:
         os.environ.get("FERROGATE_MODEL_DIR") or Path.home() / ".cache" / "ferrogate" / "models"
     )
     path = model_dir / MODEL_FILE
-    if not path.is_file():
-        pytest.exit(f"model not found at {path}: run scripts/fetch-models.sh", returncode=2)
+    for needed in (path, model_dir / EMBED_FILE):
+        if not needed.is_file():
+            pytest.exit(f"model not found at {needed}: run scripts/fetch-models.sh", returncode=2)
     return path
 
 
@@ -100,6 +104,14 @@ model_path = {json.dumps(str(model_path))}
 
 [deployments.{MODEL}]
 backends = ["{MODEL}"]
+
+[backends.{EMBED_MODEL}]
+kind = "embedded_embeddings"
+model_path = {json.dumps(str(model_path.parent / EMBED_FILE))}
+threads = 1
+
+[deployments.{EMBED_MODEL}]
+backends = ["{EMBED_MODEL}"]
 
 # The Responses and Conversations APIs keep their state here (tests/sdk/test_responses.py).
 [conversations]
@@ -205,6 +217,12 @@ def base_url(gateway: Gateway) -> str:
 def model(gateway: Gateway) -> str:
     """The deployment name to send as `model`."""
     return gateway.model
+
+
+@pytest.fixture(scope="session")
+def embed_model() -> str:
+    """The embedding deployment's name."""
+    return EMBED_MODEL
 
 
 @pytest.fixture(scope="session")

@@ -70,5 +70,5 @@ def test_errors_are_response_errors(ollama_client: ollama.Client, model: str) ->
     assert nf_stream.value.status_code == 404
     with pytest.raises(ollama.ResponseError) as emb:
         ollama_client.embed(model=model, input="hello")
-    assert emb.value.status_code == 400
-    assert "Embeddings" in emb.value.error
+    assert emb.value.status_code == 400, "a chat model does not embed"
+    assert "does not serve embeddings" in emb.value.error

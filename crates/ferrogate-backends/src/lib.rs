@@ -36,6 +36,8 @@ pub enum BackendConfig {
     Openai(openai::OpenAiConfig),
     Ollama(ollama::OllamaConfig),
     Embedded(ferrogate_engine::EngineConfig),
+    /// A sentence-embedding GGUF run in process (serves `/v1/embeddings` only).
+    EmbeddedEmbeddings(ferrogate_engine::EmbedConfig),
 }
 
 /// What building a backend may need beyond its own config.
@@ -52,6 +54,7 @@ impl BackendConfig {
             BackendConfig::Openai(c) => c.problems(),
             BackendConfig::Ollama(c) => c.problems(),
             BackendConfig::Embedded(c) => embedded_problems(c),
+            BackendConfig::EmbeddedEmbeddings(c) => embedding_problems(c),
         };
         problems.into_iter().map(|p| format!("backends.{name}: {p}")).collect()
     }
@@ -62,6 +65,7 @@ impl BackendConfig {
             BackendConfig::Openai(_) => openai::KIND,
             BackendConfig::Ollama(_) => ollama::KIND,
             BackendConfig::Embedded(_) => "embedded",
+            BackendConfig::EmbeddedEmbeddings(_) => "embedded_embeddings",
         }
     }
 }
@@ -76,6 +80,20 @@ fn embedded_problems(c: &ferrogate_engine::EngineConfig) -> Vec<String> {
     }
 }
 
+fn embedding_problems(c: &ferrogate_engine::EmbedConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    if c.model_path.as_os_str().is_empty() {
+        problems.push("model_path is required".to_owned());
+    }
+    if c.batch_tokens < 8 {
+        problems.push(format!("batch_tokens must be at least 8 (got {})", c.batch_tokens));
+    }
+    if c.max_batch_inputs == 0 || c.queue_size == 0 {
+        problems.push("max_batch_inputs and queue_size must be at least 1".to_owned());
+    }
+    problems
+}
+
 /// Builds the backend `name` from its config. Call [`BackendConfig::validate`] first: this
 /// reports only the first problem it meets.
 pub fn build(name: &str, cfg: BackendConfig, cx: &BuildContext) -> Result<Arc<dyn Backend>, String> {
@@ -84,6 +102,7 @@ pub fn build(name: &str, cfg: BackendConfig, cx: &BuildContext) -> Result<Arc<dy
         BackendConfig::Openai(c) => Arc::new(OpenAiBackend::new(name, c)?),
         BackendConfig::Ollama(c) => Arc::new(OllamaBackend::new(name, c)?),
         BackendConfig::Embedded(c) => Arc::new(embedded::EmbeddedBackend::start(name, c)?),
+        BackendConfig::EmbeddedEmbeddings(c) => Arc::new(embedded::embeddings::EmbeddingBackend::start(name, c)?),
     };
     Ok(backend)
 }
@@ -124,6 +143,15 @@ mod tests {
         let problems = c.validate("up");
         assert!(problems.len() >= 3, "{problems:?}");
         assert!(problems.iter().all(|p| p.starts_with("backends.up: ")));
+    }
+
+    #[test]
+    fn embedding_backend_config() {
+        let c = parse(serde_json::json!({"kind": "embedded_embeddings", "model_path": "m.gguf"})).unwrap();
+        assert_eq!((c.kind(), c.validate("e").len()), ("embedded_embeddings", 0));
+        let c = parse(serde_json::json!({"kind": "embedded_embeddings", "batch_tokens": 1})).unwrap();
+        assert_eq!(c.validate("e").len(), 2);
+        assert!(parse(serde_json::json!({"kind": "embedded_embeddings", "parallel": 2})).is_err());
     }
 
     #[test]

@@ -53,6 +53,34 @@ pub struct GenParams {
     pub user: Option<String>,
 }
 
+/// An embeddings request, already routed: `model` is the upstream's model name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedRequest {
+    /// Propagated upstream as `X-Request-Id`.
+    pub request_id: String,
+    pub model: String,
+    /// One vector is asked for per input, in order.
+    pub inputs: Vec<EmbedItem>,
+    /// Output size asked for (models that support shortening, e.g. OpenAI's v3); `None`: native.
+    pub dimensions: Option<u32>,
+    pub user: Option<String>,
+}
+
+/// One input to embed: text, or token ids in the model's own vocabulary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmbedItem {
+    Text(String),
+    Tokens(Vec<i64>),
+}
+
+/// The vectors of an [`EmbedRequest`], one per input, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedOutput {
+    pub vectors: Vec<Vec<f32>>,
+    /// The upstream's own count; `None` when it reported none (then counted locally).
+    pub prompt_tokens: Option<u32>,
+}
+
 /// A whole (non-streamed) answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
@@ -122,6 +150,8 @@ pub struct Capabilities {
     pub usage: bool,
     /// Returns `logprobs`/`top_logprobs` for chat answers (otherwise they are refused, 400).
     pub logprobs: bool,
+    /// Serves `embed` (an embedding model, or an upstream that may have one).
+    pub embeddings: bool,
 }
 
 #[async_trait]
@@ -139,6 +169,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn chat(&self, req: InferenceRequest) -> Result<Completion, BackendError>;
     /// Resolves once the upstream has accepted the request (status known); events follow.
     async fn chat_stream(&self, req: InferenceRequest) -> Result<EventStream, BackendError>;
+    /// Vectors for the inputs; only backends whose capabilities say `embeddings` serve it.
+    async fn embed(&self, req: EmbedRequest) -> Result<EmbedOutput, BackendError> {
+        let _ = req;
+        Err(BackendError::InvalidRequest {
+            param: Some("model".into()),
+            message: format!("backend '{}' does not serve embeddings", self.name()),
+        })
+    }
     async fn health(&self) -> Health;
     /// Model names the upstream serves.
     async fn models(&self) -> Result<Vec<String>, BackendError>;

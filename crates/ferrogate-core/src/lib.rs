@@ -27,8 +27,8 @@ pub mod tier;
 pub mod tokens;
 
 pub use backend::{
-    Backend, BackendError, Capabilities, Completion, EventStream, GenParams, Health, InferenceRequest, Input,
-    StreamEvent, TimeoutKind,
+    Backend, BackendError, Capabilities, Completion, EmbedItem, EmbedOutput, EmbedRequest, EventStream, GenParams,
+    Health, InferenceRequest, Input, StreamEvent, TimeoutKind,
 };
 pub use blame::Blame;
 pub use error::GatewayError;

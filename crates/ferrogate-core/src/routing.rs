@@ -202,8 +202,15 @@ impl Deployment {
 
     /// What every target can do (a request the deployment accepts works on any target).
     pub fn capabilities(&self) -> Capabilities {
-        let all =
-            Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true, logprobs: true };
+        let all = Capabilities {
+            chat: true,
+            text_completion: true,
+            tools: true,
+            images: true,
+            usage: true,
+            logprobs: true,
+            embeddings: true,
+        };
         self.targets.iter().map(|t| t.backend.capabilities()).fold(all, |a, c| Capabilities {
             chat: a.chat && c.chat,
             text_completion: a.text_completion && c.text_completion,
@@ -211,6 +218,7 @@ impl Deployment {
             images: a.images && c.images,
             usage: a.usage && c.usage,
             logprobs: a.logprobs && c.logprobs,
+            embeddings: a.embeddings && c.embeddings,
         })
     }
 
@@ -346,6 +354,7 @@ mod tests {
                 images: false,
                 usage: true,
                 logprobs: false,
+                embeddings: false,
             }
         }
         async fn chat(&self, _: InferenceRequest) -> Result<Completion, BackendError> {

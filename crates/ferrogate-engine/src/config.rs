@@ -125,7 +125,7 @@ pub fn model_dir() -> PathBuf {
     home.join(".cache/ferrogate/models")
 }
 
-fn find_model(path: &Path) -> PathBuf {
+pub(crate) fn find_model(path: &Path) -> PathBuf {
     if path.is_absolute() || path.exists() {
         return path.to_path_buf();
     }

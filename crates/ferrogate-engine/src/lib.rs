@@ -21,12 +21,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map: `engine` (the handle, validation), `scheduler` (the thread and its step),
-//! `slots` (sequence slots, prefix choice), `sampling`, `grammar` (constrained output:
-//! JSON, JSON Schema, tool calls), `template`, `stop`, `utf8`, `model`
+//! Module map: `embed` (sentence embeddings: its own thread and context), `engine` (the handle,
+//! validation), `scheduler` (the thread and its step), `slots` (sequence slots, prefix choice),
+//! `sampling`, `grammar` (constrained output: JSON, JSON Schema, tool calls), `template`, `stop`,
+//! `utf8`, `model`
 //! (loaded GGUF), `ffi` (process-wide llama.cpp glue), `config`, `stats`, `error`.
 
 mod config;
+mod embed;
 mod engine;
 mod error;
 mod ffi;
@@ -46,6 +48,7 @@ mod template;
 mod utf8;
 
 pub use config::{EngineConfig, model_dir};
+pub use embed::{EmbedConfig, EmbedError, EmbedInput, EmbedModelInfo, Embedder, Embeddings};
 pub use engine::Engine;
 pub use error::{EngineError, SubmitError};
 pub use generation::Generation;

@@ -12,7 +12,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::error::{self, ApiError};
 use crate::handlers::dashboard;
 use crate::handlers::ollama::{self, models as ollama_models};
-use crate::handlers::{anthropic, chat, completions, conversations as convs, health, models, responses, simple};
+use crate::handlers::{
+    anthropic, chat, completions, conversations as convs, embeddings, health, models, responses, simple,
+};
 use crate::state::AppState;
 use crate::{access, admin, auth, body, limits};
 
@@ -36,6 +38,7 @@ pub fn router_gated(st: AppState, gate: Option<crate::tls::gate::Gate>) -> Route
     let routes = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
+        .route("/v1/embeddings", post(embeddings::handle))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route("/v1/messages", post(anthropic::messages))
@@ -47,7 +50,7 @@ pub fn router_gated(st: AppState, gate: Option<crate::tls::gate::Gate>) -> Route
         .route("/api/ps", get(ollama_models::ps))
         .route("/api/version", get(ollama_models::version))
         .route("/api/embed", post(ollama_models::embed))
-        .route("/api/embeddings", post(ollama_models::embed))
+        .route("/api/embeddings", post(ollama_models::embeddings))
         .route("/v1/responses", post(responses::create))
         .route("/v1/responses/{id}", get(responses::retrieve).delete(responses::delete))
         .route("/v1/responses/{id}/input_items", get(responses::input_items))

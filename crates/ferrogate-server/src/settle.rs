@@ -84,8 +84,11 @@ pub struct Settle {
     pub route_note: Option<String>,
     /// Flagged guardrail findings (header and access log).
     pub guardrails: Option<String>,
-    /// `x-ferrogate-cache`: `hit` or `miss` for a cacheable request, `None` otherwise.
+    /// `x-ferrogate-cache`: `hit`, `semantic-hit` or `miss` for a cacheable request, `None`
+    /// otherwise.
     pub cache: Option<&'static str>,
+    /// `x-ferrogate-cache-similarity` of a semantic hit.
+    pub similarity: Option<f32>,
     /// A streamed miss: its text is collected and the cache filled when it finishes.
     pub fill: Option<CacheFill>,
     requested: RequestedModel,
@@ -125,6 +128,7 @@ impl Settle {
             route_note: plan.route_note.clone(),
             guardrails: plan.guardrails.clone(),
             cache: None,
+            similarity: None,
             fill: None,
             requested: plan.requested.clone(),
             client_ip: plan.client_ip,
@@ -183,7 +187,7 @@ impl Settle {
 
     /// Answered from the response cache: no backend was called.
     pub fn cache_hit(&self) -> bool {
-        self.cache == Some("hit")
+        matches!(self.cache, Some("hit" | "semantic-hit"))
     }
 
     /// What the client got: the error's status before the first byte, 200 after it (or on

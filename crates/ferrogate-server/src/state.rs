@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use ferrogate_core::breaker::Breaker;
-use ferrogate_core::cache::{CachePolicy, ResponseCache};
+use ferrogate_core::cache::{CachePolicy, ResponseCache, SemanticIndex, SemanticPolicy};
 use ferrogate_core::conversations::{ConversationStore, Retention};
 use ferrogate_core::limits::LimitStore;
 use ferrogate_core::tenancy::time::Clock;
@@ -44,6 +44,8 @@ pub struct Services {
     pub limit_store: Arc<dyn LimitStore>,
     /// The response cache, when a deployment opts in.
     pub cache: Option<Arc<dyn ResponseCache>>,
+    /// The semantic cache's index, when a deployment opts in (in process, or pgvector).
+    pub semantic: Option<Arc<dyn SemanticIndex>>,
     /// Time for key expiry, budgets, limits and usage rows (tests move it).
     pub clock: Arc<dyn Clock>,
     /// The durable queue, Files + Batches and webhooks; `None`: no background work.
@@ -114,6 +116,9 @@ pub struct Inner {
     /// The response cache (`None`: no deployment caches) and each deployment's policy.
     pub cache: Option<Arc<dyn ResponseCache>>,
     cache_policies: HashMap<String, CachePolicy>,
+    /// The semantic cache's index (`None`: no deployment opts in) and each deployment's policy.
+    pub semantic: Option<Arc<dyn SemanticIndex>>,
+    semantic_policies: HashMap<String, SemanticPolicy>,
     /// Files + Batches, the DLQ and webhooks (`None`: off, tenancy is off).
     pub jobs: Option<Arc<crate::jobs::services::Jobs>>,
     /// The Responses and Conversations APIs' store and settings; `None`: those endpoints are off.
@@ -143,6 +148,30 @@ pub struct ConvService {
     pub clock: Arc<dyn Clock>,
 }
 
+/// The semantic cache's policy of every deployment that has one.
+fn semantic_policies(cfg: &Settings) -> HashMap<String, SemanticPolicy> {
+    cfg.deployments.iter().filter_map(|(name, d)| d.semantic_policy(&cfg.cache).map(|p| (name.clone(), p))).collect()
+}
+
+/// Every semantic cache names an embedding deployment that exists and serves embeddings.
+fn check_semantic(registry: &Registry, policies: &HashMap<String, SemanticPolicy>) -> Result<(), Vec<String>> {
+    let mut errs = Vec::new();
+    for (name, p) in policies {
+        match registry.resolve(&p.embedding) {
+            None => errs.push(format!("deployments.{name}.semantic_cache: no deployment '{}'", p.embedding)),
+            Some(d) if !d.capabilities().embeddings => errs.push(format!(
+                "deployments.{name}.semantic_cache: deployment '{}' does not serve embeddings",
+                p.embedding
+            )),
+            Some(_) => {}
+        }
+        if !(0.0..=1.0).contains(&p.threshold) {
+            errs.push(format!("deployments.{name}.semantic_cache.threshold must be within 0..1"));
+        }
+    }
+    if errs.is_empty() { Ok(()) } else { Err(errs) }
+}
+
 impl std::ops::Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
@@ -153,8 +182,18 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// The state of a server over `services`, configured by `cfg`.
     pub fn new(cfg: &Settings, services: Services) -> Result<AppState, Vec<String>> {
-        let Services { registry, backends, breakers, tenancy, limit_store, cache, clock, jobs, conversations } =
-            services;
+        let Services {
+            registry,
+            backends,
+            breakers,
+            tenancy,
+            limit_store,
+            cache,
+            semantic,
+            clock,
+            jobs,
+            conversations,
+        } = services;
         let jobs = jobs.map(|j| Arc::new(crate::jobs::services::Jobs::new(j)));
         let conversations = conversations.filter(|_| cfg.conversations.enabled).map(|store| ConvService {
             store,
@@ -164,6 +203,8 @@ impl AppState {
         });
         let cache_policies =
             cfg.deployments.iter().map(|(name, d)| (name.clone(), d.cache_policy(&cfg.cache))).collect();
+        let semantic_policies = semantic_policies(cfg);
+        check_semantic(&registry, &semantic_policies)?;
         let limits = Arc::new(Limiter::with_store(&cfg.limits, tenancy.is_some(), limit_store, clock));
         let obs = Arc::new(observability_of(cfg, &backends)?);
         let guardrails = crate::guardrails::Guardrails::new(&cfg.guardrails).map_err(|e| vec![e])?;
@@ -193,6 +234,8 @@ impl AppState {
             guardrails,
             cache,
             cache_policies,
+            semantic,
+            semantic_policies,
             jobs,
             conversations,
         }));
@@ -207,6 +250,8 @@ impl AppState {
     pub fn reconfigured(&self, cfg: &Settings, live: LiveServices) -> Result<AppState, Vec<String>> {
         let guardrails = crate::guardrails::Guardrails::new(&cfg.guardrails).map_err(|e| vec![e])?;
         let LiveServices { registry, backends, breakers } = live;
+        let semantic_policies = semantic_policies(cfg);
+        check_semantic(&registry, &semantic_policies)?;
         let deployments = deployment_labels(cfg);
         let mut names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
         names.sort_unstable();
@@ -228,6 +273,8 @@ impl AppState {
             guardrails,
             cache: self.cache.clone(),
             cache_policies: cfg.deployments.iter().map(|(n, d)| (n.clone(), d.cache_policy(&cfg.cache))).collect(),
+            semantic: self.semantic.clone(),
+            semantic_policies,
             jobs: self.jobs.clone(),
             conversations: self.conversations.clone(),
         }));
@@ -295,6 +342,11 @@ impl AppState {
     /// `deployment`'s response-cache policy (off when it has none).
     pub fn cache_policy(&self, deployment: &str) -> CachePolicy {
         self.cache_policies.get(deployment).copied().unwrap_or_default()
+    }
+
+    /// `deployment`'s semantic-cache policy, when it has one.
+    pub fn semantic_policy(&self, deployment: &str) -> Option<&SemanticPolicy> {
+        self.semantic_policies.get(deployment)
     }
 
     pub fn is_draining(&self) -> bool {

@@ -45,6 +45,7 @@ pub mod redis_budgets;
 pub mod redis_cache;
 pub mod redis_limits;
 mod sealing;
+pub mod semantic_pg;
 mod tenants;
 mod usage;
 mod webhooks;

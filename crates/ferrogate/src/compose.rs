@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ferrogate_backends::embedded::source;
 use ferrogate_backends::{BackendConfig, BuildContext};
 use ferrogate_core::breaker::Breaker;
-use ferrogate_core::cache::{MemoryCache, ResponseCache, TieredCache};
+use ferrogate_core::cache::{MemoryCache, MemoryIndex, ResponseCache, SemanticIndex, TieredCache};
 use ferrogate_core::conversations::ConversationStore;
 use ferrogate_core::limits::LimitStore;
 use ferrogate_core::limits::memory::MemoryLimitStore;
@@ -26,6 +26,7 @@ use ferrogate_server::{Running, Services, StartError};
 use ferrogate_store::redis_budgets::RedisBudgets;
 use ferrogate_store::redis_cache::{RedisCacheOptions, RedisResponseCache};
 use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
+use ferrogate_store::semantic_pg::PgSemanticIndex;
 use ferrogate_store::{Store, StoreOptions};
 
 use crate::config::Config;
@@ -67,6 +68,7 @@ pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Services, V
     let clock = tenancy.as_ref().map_or(clock, |t| Arc::clone(&t.clock));
     let limit_store = limit_store(cfg, Arc::clone(&clock)).map_err(|e| vec![e])?;
     let cache = response_cache(cfg, Arc::clone(&clock)).map_err(|e| vec![e])?;
+    let semantic = semantic_index(cfg).await.map_err(|e| vec![e])?;
     Ok(Services {
         registry,
         backends: backends.into_values().collect(),
@@ -74,6 +76,7 @@ pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Services, V
         tenancy,
         limit_store,
         cache,
+        semantic,
         clock,
         jobs,
         conversations,
@@ -255,6 +258,19 @@ fn response_cache(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Option<Arc<dyn 
     // no longer than this.
     let near_ttl = std::time::Duration::from_secs(c.ttl_secs.min(60));
     Ok(Some(Arc::new(TieredCache::new(near, far, near_ttl))))
+}
+
+/// The semantic cache's index when a deployment opts in: PostgreSQL when
+/// `cache.semantic_database_url` is set (shared by replicas), else in process.
+async fn semantic_index(cfg: &Config) -> Result<Option<Arc<dyn SemanticIndex>>, String> {
+    let c = &cfg.cache;
+    if !cfg.deployments.values().any(|d| d.semantic_cache.is_some()) {
+        return Ok(None);
+    }
+    match &c.semantic_database_url {
+        Some(url) => Ok(Some(Arc::new(PgSemanticIndex::connect(url.expose(), c.semantic_per_scope).await?))),
+        None => Ok(Some(Arc::new(MemoryIndex::new(c.semantic_per_scope, c.semantic_max_scopes)))),
+    }
 }
 
 /// Fetches every `hf://` model into `<model_dir>/hf` (a cached file needs no network) and points

@@ -6,6 +6,7 @@
 
 mod answer;
 mod convert;
+pub mod embeddings;
 mod output;
 pub mod source;
 
@@ -82,7 +83,15 @@ impl Backend for EmbeddedBackend {
 
     fn capabilities(&self) -> Capabilities {
         // Tool calls: grammar-constrained envelope, parsed back into `tool_calls` (grammar::tools).
-        Capabilities { chat: true, text_completion: true, tools: true, images: false, usage: true, logprobs: true }
+        Capabilities {
+            chat: true,
+            text_completion: true,
+            tools: true,
+            images: false,
+            usage: true,
+            logprobs: true,
+            embeddings: false,
+        }
     }
 
     async fn chat(&self, req: InferenceRequest) -> Result<Completion, BackendError> {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferrogate_core::stream::StreamTimeouts;
 use ferrogate_core::{
-    Backend, BackendError, Capabilities, Completion, EventStream, Health, InferenceRequest, TimeoutKind,
+    Backend, BackendError, Capabilities, Completion, EmbedOutput, EmbedRequest, EventStream, Health, InferenceRequest,
+    TimeoutKind,
 };
 use serde_json::Value;
 use tokio::time::Instant;
@@ -22,7 +23,7 @@ use crate::stream;
 /// Images are passed on as base64 `images` (data: URLs only).
 const CAPABILITIES: Capabilities =
     // Ollama's API has no log probabilities.
-    Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true, logprobs: false };
+    Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true, logprobs: false, embeddings: true };
 
 pub struct OllamaBackend {
     name: String,
@@ -97,6 +98,13 @@ impl OllamaBackend {
     }
 
     /// `NotReady` while a required model is not pulled (or not loaded, if required).
+    async fn embeddings(&self, req: &EmbedRequest) -> Result<EmbedOutput, BackendError> {
+        let body = super::embed::body(req, self.keep_alive.as_ref())?;
+        let rb = self.http.post(self.url(super::embed::PATH)).json(&body);
+        let resp = http::send(http::with_request_id(rb, &req.request_id)).await?;
+        super::embed::parse(&http::read_body(resp, 128 * 1024 * 1024).await?, req.inputs.len())
+    }
+
     async fn readiness(&self, wanted: &[String]) -> Health {
         let pulled = match within(self.health_timeout, TimeoutKind::Total, self.list("/api/tags")).await {
             Ok(list) => list,
@@ -141,6 +149,10 @@ impl Backend for OllamaBackend {
             .await
             .unwrap_or(Err(BackendError::Timeout(kind)))?;
         Ok(stream::bounded(stream::events(resp, NdjsonLines::new()), self.timeouts, sent))
+    }
+
+    async fn embed(&self, req: EmbedRequest) -> Result<EmbedOutput, BackendError> {
+        within(self.timeouts.total, TimeoutKind::Total, self.embeddings(&req)).await
     }
 
     async fn health(&self) -> Health {

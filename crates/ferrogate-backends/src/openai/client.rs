@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferrogate_core::stream::StreamTimeouts;
 use ferrogate_core::{
-    Backend, BackendError, Capabilities, Completion, EventStream, Health, InferenceRequest, TimeoutKind,
+    Backend, BackendError, Capabilities, Completion, EmbedOutput, EmbedRequest, EventStream, Health, InferenceRequest,
+    TimeoutKind,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use tokio::time::Instant;
@@ -20,7 +21,10 @@ use crate::http::{self, ClientSettings, RESPONSE_BODY_CAP, within};
 use crate::stream;
 
 const CAPABILITIES: Capabilities =
-    Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true, logprobs: true };
+    Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true, logprobs: true, embeddings: true };
+
+/// 2,048 inputs of 3,072 floats as JSON text reach ~70 MB.
+const EMBED_BODY_CAP: usize = 128 * 1024 * 1024;
 
 pub struct OpenAiBackend {
     name: String,
@@ -107,6 +111,12 @@ impl OpenAiBackend {
         Ok(stream::events(resp, SseChunks::new()))
     }
 
+    async fn embeddings(&self, req: &EmbedRequest) -> Result<EmbedOutput, BackendError> {
+        let rb = self.http.post(self.url("/embeddings")).json(&super::embed::body(req));
+        let resp = http::send(http::with_request_id(rb, &req.request_id)).await?;
+        super::embed::parse(&http::read_body(resp, EMBED_BODY_CAP).await?, req.inputs.len())
+    }
+
     async fn model_list(&self) -> Result<Vec<String>, BackendError> {
         let resp = http::send(self.http.get(self.url("/models"))).await?;
         convert::model_ids(&http::read_body(resp, RESPONSE_BODY_CAP).await?)
@@ -155,6 +165,10 @@ impl Backend for OpenAiBackend {
             .await
             .unwrap_or(Err(BackendError::Timeout(kind)))?;
         Ok(stream::bounded(events, self.timeouts, sent))
+    }
+
+    async fn embed(&self, req: EmbedRequest) -> Result<EmbedOutput, BackendError> {
+        within(self.timeouts.total, TimeoutKind::Total, self.embeddings(&req)).await
     }
 
     async fn health(&self) -> Health {

@@ -5,6 +5,7 @@
 mod client;
 mod config;
 pub(crate) mod convert;
+mod embed;
 
 pub use client::OpenAiBackend;
 pub use config::OpenAiConfig;

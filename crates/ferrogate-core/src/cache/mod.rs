@@ -23,6 +23,7 @@ pub mod entry;
 pub mod key;
 pub mod memory;
 pub mod policy;
+pub mod semantic;
 pub mod store;
 pub mod tiered;
 
@@ -31,5 +32,6 @@ pub use entry::CachedCompletion;
 pub use key::{CacheKey, cache_key};
 pub use memory::MemoryCache;
 pub use policy::{Bypass, CachePolicy, CacheUse, decide, is_deterministic, wants_logprobs};
+pub use semantic::{MemoryIndex, SemanticHit, SemanticIndex, SemanticPolicy, SemanticScope, semantic_key};
 pub use store::{CacheError, ResponseCache};
 pub use tiered::TieredCache;

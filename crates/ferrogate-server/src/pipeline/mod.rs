@@ -9,7 +9,9 @@
 
 pub mod admit;
 pub mod cache;
+pub mod embed;
 pub mod plan;
+pub mod semantic;
 
 use std::sync::Arc;
 
@@ -60,11 +62,12 @@ impl Answer {
 
 /// The request path, in order.
 pub async fn run(st: &AppState, cx: &RequestCx, ask: Ask) -> Result<Answer, ApiError> {
-    // The decoded request, kept for the cache key only when a response cache exists.
+    // The decoded request, kept for the cache keys only when a response or semantic cache exists.
     let cacheable = match &ask {
-        Ask::Chat(r, _) if st.cache.is_some() => Some(r.clone()),
+        Ask::Chat(r, _) if st.cache.is_some() || st.semantic.is_some() => Some(r.clone()),
         _ => None,
     };
+    let for_semantic = cacheable.as_ref().filter(|_| st.semantic.is_some()).cloned();
     // 1 plan (pure): validate, route, scopes and caps, capabilities
     let mut plan = match ask {
         Ask::Chat(r, endpoint) => plan::chat(st, cx, r, endpoint)?,
@@ -74,9 +77,19 @@ pub async fn run(st: &AppState, cx: &RequestCx, ask: Ask) -> Result<Answer, ApiE
     let held = admit::admit(st, &mut plan).await?;
     // 3 the response cache: a hit answers here
     let step = cache::lookup(st, cx, &plan, cacheable).await;
-    if let cache::Step::Hit(entry) = &step {
+    // 3b the semantic cache (after an exact miss): a paraphrase's answer answers here
+    let sem = match &step {
+        cache::Step::Hit(_) => semantic::Semantic::Off,
+        _ => semantic::lookup(st, cx, &plan, for_semantic.as_ref()).await,
+    };
+    let hit = match (&step, &sem) {
+        (cache::Step::Hit(entry), _) => Some((entry, "hit", None)),
+        (_, semantic::Semantic::Hit(h)) => Some((&h.entry, "semantic-hit", Some(h.similarity))),
+        _ => None,
+    };
+    if let Some((entry, label, similarity)) = hit {
         let mut settle = Settle::new(st, &mut plan, held);
-        settle.cache = Some("hit");
+        (settle.cache, settle.similarity) = (Some(label), similarity);
         settle.finish(entry.finish_reason, entry.usage);
         let body = if plan.stream {
             let (first, events) = cache::events(entry);
@@ -87,9 +100,9 @@ pub async fn run(st: &AppState, cx: &RequestCx, ask: Ask) -> Result<Answer, ApiE
         return Ok(Answer { endpoint: plan.endpoint, shown: plan.shown, include_usage: plan.include_usage, body });
     }
     // 4 dispatch: queue → pick → call → retry → fallback, before the first byte only
-    let miss = match step {
-        cache::Step::Miss { .. } => Some("miss"),
-        cache::Step::Off | cache::Step::Hit(_) => None,
+    let miss = match (&step, &sem) {
+        (cache::Step::Miss { .. }, _) | (_, semantic::Semantic::Miss { .. }) => Some("miss"),
+        _ => None,
     };
     let body = if plan.stream {
         let Dispatched { lease, value: (first, events), mut settle } =
@@ -112,6 +125,7 @@ pub async fn run(st: &AppState, cx: &RequestCx, ask: Ask) -> Result<Answer, ApiE
         if let cache::Step::Miss { key, ttl } = step {
             cache::fill(st, key, ttl, &plan.shown, &completion, usage);
         }
+        semantic::fill(st, sem, &plan.shown, &completion, usage);
         Body::Whole { completion, usage, settle }
     };
     // 5 respond: the handler encodes the answer; 6 settle: when its `Settle` drops

@@ -44,6 +44,10 @@ pub fn chat(st: &AppState, cx: &RequestCx, r: ChatCompletionRequest, endpoint: E
     let input = Input::Chat { messages: r.messages, tools: r.tools, tool_choice: r.tool_choice };
     let mut plan = route(st, cx, endpoint, r.model, input, params, r.extra, prompt_estimate)?;
     let caps = plan.deployment.capabilities();
+    if !caps.chat {
+        let msg = format!("Model '{}' is an embedding model: use /v1/embeddings", plan.shown);
+        return Err(ApiError::invalid(Some("model".into()), msg));
+    }
     if has_images && !caps.images {
         return Err(ApiError::invalid(
             Some("messages".into()),
@@ -96,6 +100,21 @@ pub fn completion(st: &AppState, cx: &RequestCx, r: CompletionRequest, endpoint:
     }
     (plan.stream, plan.include_usage, plan.prompt_estimate) = (stream, include_usage, prompt_estimate);
     Ok(plan)
+}
+
+/// A request of another path (embeddings), its model checked and routed as a chat's is.
+pub(crate) fn routed(
+    st: &AppState,
+    cx: &RequestCx,
+    endpoint: Endpoint,
+    model: String,
+    input: Input,
+    params: GenParams,
+    prompt_estimate: u32,
+) -> Result<Plan, ApiError> {
+    shape::check_model(&model)?;
+    note_model(cx, &model);
+    route(st, cx, endpoint, model, input, params, serde_json::Map::new(), prompt_estimate)
 }
 
 /// The model the client asked for, for the usage row of a request rejected before routing.

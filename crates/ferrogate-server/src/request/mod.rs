@@ -38,6 +38,12 @@ pub enum Endpoint {
     OllamaGenerate,
     /// OpenAI's `POST /v1/responses`.
     Responses,
+    /// OpenAI's `POST /v1/embeddings`.
+    Embeddings,
+    /// Ollama's `POST /api/embed`.
+    OllamaEmbed,
+    /// Ollama's older `POST /api/embeddings`.
+    OllamaEmbeddings,
 }
 
 impl Endpoint {
@@ -52,12 +58,15 @@ impl Endpoint {
             "/api/chat" => Some(Endpoint::OllamaChat),
             "/api/generate" => Some(Endpoint::OllamaGenerate),
             "/v1/responses" => Some(Endpoint::Responses),
+            "/v1/embeddings" => Some(Endpoint::Embeddings),
+            "/api/embed" => Some(Endpoint::OllamaEmbed),
+            "/api/embeddings" => Some(Endpoint::OllamaEmbeddings),
             _ => None,
         }
     }
 
     /// The usage ledger's name (`chat.completions`, `completions`, `generate`, `stream`,
-    /// `messages`, `api.chat`, `api.generate`).
+    /// `messages`, `api.chat`, `api.generate`, `responses`, `embeddings`, `api.embed`, `api.embeddings`).
     pub fn ledger_name(self) -> &'static str {
         match self {
             Endpoint::Chat => "chat.completions",
@@ -68,6 +77,9 @@ impl Endpoint {
             Endpoint::OllamaChat => "api.chat",
             Endpoint::OllamaGenerate => "api.generate",
             Endpoint::Responses => "responses",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::OllamaEmbed => "api.embed",
+            Endpoint::OllamaEmbeddings => "api.embeddings",
         }
     }
 
@@ -82,6 +94,9 @@ impl Endpoint {
             Endpoint::OllamaChat => "ollama_chat",
             Endpoint::OllamaGenerate => "ollama_generate",
             Endpoint::Responses => "responses",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::OllamaEmbed => "ollama_embed",
+            Endpoint::OllamaEmbeddings => "ollama_embeddings",
         }
     }
 }

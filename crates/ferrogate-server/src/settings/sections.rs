@@ -153,6 +153,29 @@ pub struct DeploymentConfig {
     /// Cache sampled requests (temperature > 0 without a seed) too.
     #[serde(default)]
     pub cache_nondeterministic: bool,
+    /// Answer paraphrases of answered requests too (the semantic cache; docs/STATE.md).
+    #[serde(default)]
+    pub semantic_cache: Option<SemanticCacheConfig>,
+}
+
+/// `[deployments.NAME] semantic_cache = { embedding = "minilm", threshold = 0.90 }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticCacheConfig {
+    /// The deployment that embeds the last user message (one serving embeddings).
+    pub embedding: String,
+    /// Cosine similarity at or above which an earlier answer is served.
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    /// How long an answer is served; default `cache.ttl_secs`.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// Measured on tests/data/paraphrases.json with all-MiniLM-L6-v2 (docs/STATE.md): 23 of 30
+/// paraphrases served, 2 of 30 hard negatives.
+fn default_threshold() -> f32 {
+    0.90
 }
 
 /// `[cache]`: the response cache shared by the deployments that opt in (`cache = true`).
@@ -167,11 +190,26 @@ pub struct CacheSection {
     pub redis_url: Option<crate::tenancy::config::Secret>,
     /// Prefix of the cache's Redis keys.
     pub key_prefix: String,
+    /// The semantic cache's index in PostgreSQL with pgvector (`postgres://…`), shared by every
+    /// replica; unset: in process.
+    pub semantic_database_url: Option<crate::tenancy::config::Secret>,
+    /// In-process semantic index: entries kept per scope (conversation prefix), oldest out first.
+    pub semantic_per_scope: usize,
+    /// In-process semantic index: scopes kept at most.
+    pub semantic_max_scopes: usize,
 }
 
 impl Default for CacheSection {
     fn default() -> Self {
-        Self { max_bytes: 64 << 20, ttl_secs: 3600, redis_url: None, key_prefix: "fgc:".into() }
+        Self {
+            max_bytes: 64 << 20,
+            ttl_secs: 3600,
+            redis_url: None,
+            key_prefix: "fgc:".into(),
+            semantic_database_url: None,
+            semantic_per_scope: 64,
+            semantic_max_scopes: 100_000,
+        }
     }
 }
 
@@ -183,5 +221,14 @@ impl DeploymentConfig {
             ttl: std::time::Duration::from_secs(self.cache_ttl_secs.unwrap_or(c.ttl_secs)),
             cache_nondeterministic: self.cache_nondeterministic,
         }
+    }
+
+    /// This deployment's semantic-cache policy, if it has one.
+    pub fn semantic_policy(&self, c: &CacheSection) -> Option<ferrogate_core::cache::SemanticPolicy> {
+        self.semantic_cache.as_ref().map(|s| ferrogate_core::cache::SemanticPolicy {
+            embedding: s.embedding.clone(),
+            threshold: s.threshold,
+            ttl: std::time::Duration::from_secs(s.ttl_secs.unwrap_or(c.ttl_secs)),
+        })
     }
 }

@@ -1,24 +1,27 @@
 //! Ollama's model routes: `GET /api/tags` (the deployments and aliases the caller may use),
 //! `POST /api/show`, `GET /api/ps` (every deployment counts as loaded: ferrogate does not unload
-//! models), `GET /api/version`, and `POST /api/embed` / `/api/embeddings`, which answer a clear
-//! error until embeddings are served (issue 20 item 3).
+//! models), `GET /api/version`, and `POST /api/embed` / `/api/embeddings`, which run the
+//! embeddings path (`pipeline::embed`; ledger endpoints `api.embed`, `api.embeddings`).
 
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ferrogate_core::Deployment;
 use ferrogate_protocol::ollama::front::{
-    ListResponse, ListedModel, ModelDetails, PsResponse, RunningModel, ShowRequest, ShowResponse, VersionResponse,
-    rfc3339,
+    EmbedInput, EmbedRequest, EmbedResponse, LegacyEmbeddingRequest, LegacyEmbeddingResponse, ListResponse,
+    ListedModel, ModelDetails, PsResponse, RunningModel, ShowRequest, ShowResponse, VersionResponse, rfc3339,
 };
+use ferrogate_protocol::openai::embeddings::{EmbeddingInput, EmbeddingRequest};
 use ferrogate_protocol::openai::unix_now;
 
 use crate::error::ApiError;
-use crate::handlers::{decode, resolve_model};
-use crate::request::RequestCx;
+use crate::handlers::{decode, decorate, resolve_model};
+use crate::pipeline::embed::{self as pipeline_embed, Embedded};
+use crate::request::{Endpoint, RequestCx};
 use crate::state::AppState;
 
 /// The Ollama API version `/api/version` reports: the one whose endpoints and fields ferrogate
@@ -84,9 +87,51 @@ pub async fn version() -> Json<VersionResponse> {
     Json(VersionResponse { version: OLLAMA_API_VERSION.to_owned() })
 }
 
-/// `POST /api/embed` and `/api/embeddings`: not served yet.
-pub async fn embed() -> ApiError {
-    ApiError::invalid(None, "Embeddings are not served by this gateway yet (/api/embed, /api/embeddings)")
+/// `POST /api/embed`: one vector per input. Ollama's `truncate` (cut over-long inputs) is not
+/// offered: an input longer than the model takes is refused (400), as `truncate: false` asks.
+pub async fn embed(
+    State(st): State<AppState>,
+    Extension(cx): Extension<RequestCx>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let req: EmbedRequest = decode(body, st.settings.body_limit)?;
+    let input = match req.input {
+        EmbedInput::One(s) => EmbeddingInput::One(s),
+        EmbedInput::Many(v) => EmbeddingInput::Many(v),
+    };
+    let r = openai_request(req.model, input, req.dimensions);
+    let Embedded { vectors, prompt_tokens, shown, settle } =
+        pipeline_embed::run(&st, &cx, r, Endpoint::OllamaEmbed).await?;
+    let body = EmbedResponse {
+        model: shown.to_string(),
+        embeddings: vectors,
+        total_duration: Some(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)),
+        load_duration: Some(0),
+        prompt_eval_count: Some(prompt_tokens),
+    };
+    let mut res = Json(body).into_response();
+    decorate(&mut res, &shown, &settle);
+    Ok(res)
+}
+
+/// `POST /api/embeddings` (the older route): one prompt, one vector.
+pub async fn embeddings(
+    State(st): State<AppState>,
+    Extension(cx): Extension<RequestCx>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: LegacyEmbeddingRequest = decode(body, st.settings.body_limit)?;
+    let r = openai_request(req.model, EmbeddingInput::One(req.prompt), None);
+    let Embedded { vectors, shown, settle, .. } = pipeline_embed::run(&st, &cx, r, Endpoint::OllamaEmbeddings).await?;
+    let embedding = vectors.into_iter().next().unwrap_or_default();
+    let mut res = Json(LegacyEmbeddingResponse { embedding }).into_response();
+    decorate(&mut res, &shown, &settle);
+    Ok(res)
+}
+
+fn openai_request(model: String, input: EmbeddingInput, dimensions: Option<u32>) -> EmbeddingRequest {
+    EmbeddingRequest { model, input, encoding_format: None, dimensions, user: None, extra: Default::default() }
 }
 
 /// A deployment's details: unknown at the gateway (format, family, size and quantization belong
