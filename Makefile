@@ -29,7 +29,8 @@ NEXTEST_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
-	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable
+	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable \
+	fuzz bench-soak
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -143,6 +144,15 @@ lint: ## rustfmt --check, clippy -D warnings on all targets (and shellcheck, if 
 fmt: ## format the Rust code
 	$(CARGO) fmt --all
 
+# cargo-fuzz needs a nightly toolchain, which this project does not use (docs/SECURITY.md): the
+# proptest targets stand in for it. `make test` runs them short (each property's own default);
+# this runs them long, in the dev profile `make test` already built. FUZZ_CASES per property.
+FUZZ_CASES ?= 100000
+fuzz: ## the property tests of the request, SSE/NDJSON decoders and converters, FUZZ_CASES (100k) cases each
+	@scripts/setup.sh --no-models
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) nextest run -p ferrogate-protocol \
+	  -E 'binary(/_prop$$/)' --no-fail-fast
+
 # === benchmarks (results go to bench-results/, gitignored) ===
 
 bench-overhead: ## gateway overhead vs direct: nginx static upstream, oha load, c=1/16/64
@@ -157,6 +167,10 @@ bench-engine: ## embedded engine throughput vs llama.cpp's llama-server
 	@scripts/setup.sh --bench
 	@test -x scripts/bench-engine.sh || { echo "scripts/bench-engine.sh is not there yet" >&2; exit 1; }
 	scripts/bench-engine.sh
+
+bench-soak: ## 2,000 concurrent SSE streams (RSS, CPU; nginx side by side), then a SOAK_MINUTES (30) soak with the RSS slope
+	@scripts/setup.sh --bench --no-models
+	scripts/bench-soak.sh
 
 bench-portable: ## the portable build's engine speed against the native build's (both demo models)
 	@scripts/setup.sh --bench
