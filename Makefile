@@ -146,11 +146,12 @@ fmt: ## format the Rust code
 
 # cargo-fuzz needs a nightly toolchain, which this project does not use (docs/SECURITY.md): the
 # proptest targets stand in for it. `make test` runs them short (each property's own default);
-# this runs them long, in the dev profile `make test` already built. FUZZ_CASES per property.
+# this runs them long, optimized (Cargo profile `fuzz`: release with debug assertions and overflow
+# checks). FUZZ_CASES per property.
 FUZZ_CASES ?= 100000
 fuzz: ## the property tests of the request, SSE/NDJSON decoders and converters, FUZZ_CASES (100k) cases each
 	@scripts/setup.sh --no-models
-	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) nextest run -p ferrogate-protocol \
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) nextest run -p ferrogate-protocol --cargo-profile fuzz \
 	  -E 'binary(/_prop$$/)' --no-fail-fast
 
 # === benchmarks (results go to bench-results/, gitignored) ===
