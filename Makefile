@@ -30,7 +30,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
 	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable \
-	bench-batch bench-reload image-local bench-embed
+	bench-batch bench-reload image-local bench-embed fuzz bench-soak
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -144,6 +144,16 @@ lint: ## rustfmt --check, clippy -D warnings on all targets (and shellcheck, if 
 fmt: ## format the Rust code
 	$(CARGO) fmt --all
 
+# cargo-fuzz needs a nightly toolchain, which this project does not use (docs/SECURITY.md): the
+# proptest targets stand in for it. `make test` runs them short (each property's own default);
+# this runs them long, optimized (Cargo profile `fuzz`: release with debug assertions and overflow
+# checks). FUZZ_CASES per property.
+FUZZ_CASES ?= 100000
+fuzz: ## the property tests of the request, SSE/NDJSON decoders and converters, FUZZ_CASES (100k) cases each
+	@scripts/setup.sh --no-models
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) nextest run -p ferrogate-protocol --cargo-profile fuzz \
+	  -E 'binary(/_prop$$/)' --no-fail-fast
+
 # === benchmarks (results go to bench-results/, gitignored) ===
 
 bench-overhead: ## gateway overhead vs direct: nginx static upstream, oha load, c=1/16/64
@@ -163,6 +173,10 @@ bench-embed: ## embeddings/s at batch 1 and 32: the embedded MiniLM vs llama-ser
 	@scripts/setup.sh --bench
 	@scripts/fetch-models.sh minilm
 	scripts/bench-embed.sh
+
+bench-soak: ## 2,000 concurrent SSE streams (RSS, CPU; nginx side by side), then a SOAK_MINUTES (30) soak with the RSS slope
+	@scripts/setup.sh --bench --no-models
+	scripts/bench-soak.sh
 
 bench-portable: ## the portable build's engine speed against the native build's (both demo models)
 	@scripts/setup.sh --bench

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod strategies;
+
 use ferrogate_protocol::lines::LineDecoder;
 use ferrogate_protocol::sse::{SseDecoder, SseEvent};
 use proptest::prelude::*;
@@ -58,7 +60,7 @@ fn lines_decode(parts: &[Vec<u8>]) -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(strategies::cases(512)))]
 
     #[test]
     fn sse_any_bytes_any_cut_same_events(bytes in stream_bytes(), cuts in proptest::collection::vec(any::<usize>(), 0..16)) {

@@ -103,7 +103,7 @@ fn sent(steps: &[Step]) -> (String, BTreeMap<usize, String>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
+    #![proptest_config(ProptestConfig::with_cases(strategies::cases(1024)))]
 
     #[test]
     fn anthropic_stream_is_well_formed_and_lossless(steps in steps(), fail_at in proptest::option::of(0usize..30)) {

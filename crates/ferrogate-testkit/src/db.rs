@@ -105,6 +105,11 @@ impl TestDatabase {
         TestDatabase { kind: DbKind::Postgres, url: url.to_string(), dir: None, _pg: Some(guard) }
     }
 
+    /// A PostgreSQL database that exists already and outlives this value (a private server's).
+    pub(crate) fn existing_postgres(url: String) -> TestDatabase {
+        TestDatabase { kind: DbKind::Postgres, url, dir: None, _pg: None }
+    }
+
     /// A scratch directory that lives as long as this database (logs, config files).
     pub fn scratch(&self) -> PathBuf {
         match &self.dir {

@@ -47,6 +47,20 @@ impl PrivateRedis {
         }
     }
 
+    /// `SIGSTOP`: the server keeps its connections and port but answers nothing (a hung Redis).
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            crate::process::signal(c.id(), crate::process::Signal::Stop);
+        }
+    }
+
+    /// `SIGCONT` after [`PrivateRedis::pause`]: it answers what was queued, then new commands.
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            crate::process::signal(c.id(), crate::process::Signal::Cont);
+        }
+    }
+
     /// Starts the server again on the same port (after [`PrivateRedis::kill`]).
     pub async fn restart(&mut self) {
         self.kill();
@@ -67,6 +81,7 @@ impl PrivateRedis {
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
+        self.resume();
         self.kill();
     }
 }

@@ -303,3 +303,258 @@ pub fn ollama_chat_request() -> impl Strategy<Value = Value> {
             r
         })
 }
+
+// === run length ===
+
+/// Cases per property: `PROPTEST_CASES` when set (`make fuzz` sets a large number), else the
+/// property's own short default (`make test`). proptest's `with_cases` would ignore the variable.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+// === OpenAI request bodies: well-typed fields mixed with wrong types, huge numbers, odd keys ===
+
+/// A value for a field: usually of its type (`good`), sometimes anything at all.
+fn field(good: impl Strategy<Value = Value> + 'static) -> BoxedStrategy<Value> {
+    prop_oneof![6 => good, 1 => any_json(), 1 => odd_number()].boxed()
+}
+
+/// Numbers at and past the edges of what the typed fields hold.
+fn odd_number() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!(u64::MAX)),
+        Just(json!(i64::MIN)),
+        Just(json!(4_294_967_296u64)),
+        Just(json!(1e300)),
+        Just(json!(-0.0)),
+        Just(json!(1.5)),
+        Just(json!(f64::MIN_POSITIVE)),
+        any::<i64>().prop_map(|n| json!(n)),
+    ]
+}
+
+fn openai_content() -> impl Strategy<Value = Value> {
+    let part = prop_oneof![
+        3 => text().prop_map(|t| json!({"type": "text", "text": t})),
+        1 => Just(json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}})),
+        1 => Just(json!({"type": "input_audio"})),
+        1 => any_json(),
+    ];
+    prop_oneof![
+        4 => text().prop_map(Value::String),
+        2 => proptest::collection::vec(part, 0..3).prop_map(Value::Array),
+        1 => Just(Value::Null),
+        1 => any_json(),
+    ]
+}
+
+fn openai_message() -> impl Strategy<Value = Value> {
+    let role = prop_oneof![
+        5 => Just(json!("user")),
+        3 => Just(json!("system")),
+        3 => Just(json!("assistant")),
+        2 => Just(json!("tool")),
+        1 => Just(json!("developer")),
+        1 => Just(json!("robot")),
+        1 => any_json(),
+    ];
+    let call = ("[a-c]{0,2}", any_json()).prop_map(
+        |(id, args)| json!({"id": id, "type": "function", "function": {"name": "f", "arguments": args.to_string()}}),
+    );
+    (
+        role,
+        openai_content(),
+        proptest::option::of(proptest::collection::vec(call, 0..2)),
+        proptest::option::of(field("[a-c]{0,2}".prop_map(Value::String))),
+        proptest::option::of(field(text().prop_map(Value::String))),
+    )
+        .prop_map(|(role, content, calls, tool_call_id, name)| {
+            let mut m = json!({"role": role, "content": content});
+            if let Some(c) = calls {
+                m["tool_calls"] = Value::Array(c);
+            }
+            if let Some(id) = tool_call_id {
+                m["tool_call_id"] = id;
+            }
+            if let Some(n) = name {
+                m["name"] = n;
+            }
+            m
+        })
+}
+
+/// The sampling and control fields chat and legacy completions share, each maybe absent.
+fn common_fields() -> impl Strategy<Value = Vec<(&'static str, Value)>> {
+    let stop = prop_oneof![
+        text().prop_map(Value::String),
+        proptest::collection::vec(text(), 0..6).prop_map(|v| json!(v)),
+        Just(json!([""])),
+        Just(json!("x".repeat(300))),
+    ];
+    let logit_bias = proptest::collection::btree_map("[0-9]{1,5}", -100i64..=100, 0..4)
+        .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+    let fields: Vec<(&'static str, BoxedStrategy<Value>)> = vec![
+        ("temperature", field((-1.0f64..3.0).prop_map(|f| json!(f)))),
+        ("top_p", field((0.0f64..1.2).prop_map(|f| json!(f)))),
+        ("max_tokens", field((0u64..70_000).prop_map(|n| json!(n)))),
+        ("stop", field(stop)),
+        ("seed", field(any::<i64>().prop_map(|n| json!(n)))),
+        ("n", field((0u64..4).prop_map(|n| json!(n)))),
+        ("user", field(text().prop_map(Value::String))),
+        ("stream", field(any::<bool>().prop_map(Value::Bool))),
+        ("stream_options", field(any::<bool>().prop_map(|b| json!({"include_usage": b})))),
+        ("frequency_penalty", field((-3.0f64..3.0).prop_map(|f| json!(f)))),
+        ("presence_penalty", field((-3.0f64..3.0).prop_map(|f| json!(f)))),
+        ("top_k", field((-1i64..100).prop_map(|n| json!(n)))),
+        ("min_p", field((0.0f64..1.0).prop_map(|f| json!(f)))),
+        ("logit_bias", field(logit_bias)),
+        ("metadata", field(proptest::collection::btree_map("[a-z]{1,4}", text(), 0..3).prop_map(|m| json!(m)))),
+        ("response_format", field(Just(json!({"type": "json_object"})))),
+        ("logprobs", field(any::<bool>().prop_map(Value::Bool))),
+        ("guided_json", any_json().boxed()),
+        ("x_vendor", any_json().boxed()),
+    ];
+    let picked: Vec<_> = fields
+        .into_iter()
+        .map(|(name, s)| proptest::option::weighted(0.3, s).prop_map(move |v| v.map(|v| (name, v))))
+        .collect();
+    picked.prop_map(|v| v.into_iter().flatten().collect())
+}
+
+fn model() -> BoxedStrategy<Value> {
+    field(prop_oneof![
+        6 => "[a-z0-9:/._-]{0,12}".prop_map(Value::String),
+        1 => Just(Value::String("m".repeat(300))),
+    ])
+}
+
+fn with(mut base: Value, fields: Vec<(&'static str, Value)>) -> Value {
+    for (k, v) in fields {
+        base[k] = v;
+    }
+    base
+}
+
+/// An OpenAI `/v1/chat/completions` body.
+pub fn openai_chat_request() -> impl Strategy<Value = Value> {
+    let messages = field(proptest::collection::vec(openai_message(), 0..5).prop_map(Value::Array));
+    let tools = proptest::option::of(field(Just(
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]),
+    )));
+    (model(), messages, tools, common_fields()).prop_map(|(model, messages, tools, fields)| {
+        let mut r = with(json!({"model": model, "messages": messages}), fields);
+        if let Some(t) = tools {
+            r["tools"] = t;
+        }
+        r
+    })
+}
+
+/// An OpenAI `/v1/completions` body.
+pub fn openai_completion_request() -> impl Strategy<Value = Value> {
+    let prompt = field(prop_oneof![
+        text().prop_map(Value::String),
+        proptest::collection::vec(text(), 0..3).prop_map(|v| json!(v)),
+        Just(json!([1, 2, 3])),
+    ]);
+    let echo = proptest::option::of(any::<bool>());
+    (model(), prompt, echo, common_fields()).prop_map(|(model, prompt, echo, fields)| {
+        let mut r = with(json!({"model": model, "prompt": prompt}), fields);
+        if let Some(e) = echo {
+            r["echo"] = json!(e);
+        }
+        r
+    })
+}
+
+/// An Ollama `/api/generate` body.
+pub fn ollama_generate_request() -> impl Strategy<Value = Value> {
+    let opt_text = || proptest::option::of(field(text().prop_map(Value::String)));
+    (
+        model(),
+        opt_text(),
+        opt_text(),
+        proptest::option::of(field(any::<bool>().prop_map(Value::Bool))),
+        proptest::option::of(field(any::<bool>().prop_map(Value::Bool))),
+        proptest::option::of(field(Just(json!({"num_predict": 8, "temperature": 0.5, "stop": ["x"]})))),
+        proptest::option::of(field(Just(json!([1, 2])))),
+        opt_text(),
+    )
+        .prop_map(|(model, prompt, system, stream, raw, options, context, suffix)| {
+            let mut r = json!({"model": model});
+            let pairs = [
+                ("prompt", prompt),
+                ("system", system),
+                ("stream", stream),
+                ("raw", raw),
+                ("options", options),
+                ("context", context),
+                ("suffix", suffix),
+            ];
+            for (k, v) in pairs {
+                if let Some(v) = v {
+                    r[k] = v;
+                }
+            }
+            r
+        })
+}
+
+/// What a body's bytes may suffer on the wire: nothing, a BOM, truncation, a flipped byte,
+/// invalid UTF-8, a duplicated key, deep nesting around it.
+#[derive(Debug, Clone)]
+pub enum Mangle {
+    None,
+    Bom,
+    Truncate(usize),
+    Flip(usize, u8),
+    InvalidUtf8(usize),
+    DuplicateModel,
+    Nest(usize),
+}
+
+pub fn mangle() -> impl Strategy<Value = Mangle> {
+    prop_oneof![
+        8 => Just(Mangle::None),
+        1 => Just(Mangle::Bom),
+        1 => any::<usize>().prop_map(Mangle::Truncate),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mangle::Flip(i, b)),
+        1 => any::<usize>().prop_map(Mangle::InvalidUtf8),
+        1 => Just(Mangle::DuplicateModel),
+        1 => (1usize..20_000).prop_map(Mangle::Nest),
+    ]
+}
+
+/// `body` serialized, then mangled.
+pub fn bytes_of(body: &Value, how: &Mangle) -> Vec<u8> {
+    let mut b = serde_json::to_vec(body).unwrap_or_default();
+    let at = |i: usize, len: usize| if len == 0 { 0 } else { i % len };
+    match *how {
+        Mangle::None => {}
+        Mangle::Bom => {
+            b.splice(0..0, *b"\xEF\xBB\xBF");
+        }
+        Mangle::Truncate(i) => b.truncate(at(i, b.len())),
+        Mangle::Flip(i, x) => {
+            let i = at(i, b.len());
+            if let Some(c) = b.get_mut(i) {
+                *c = x;
+            }
+        }
+        Mangle::InvalidUtf8(i) => {
+            let i = at(i, b.len());
+            b.splice(i..i, [0xC3, 0x28, 0xFF]);
+        }
+        Mangle::DuplicateModel if b.first() == Some(&b'{') => {
+            b.splice(1..1, *br#""model":7,"#);
+        }
+        Mangle::DuplicateModel => {}
+        Mangle::Nest(depth) => {
+            let mut nested = "[{\"a\":".repeat(depth).into_bytes();
+            nested.extend_from_slice(&b);
+            nested.extend(std::iter::repeat_n(b"}]".iter().copied(), depth).flatten());
+            b = nested;
+        }
+    }
+    b
+}
