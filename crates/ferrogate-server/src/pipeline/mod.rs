@@ -60,20 +60,16 @@ impl Answer {
 
 /// The request path, in order.
 pub async fn run(st: &AppState, cx: &RequestCx, ask: Ask) -> Result<Answer, ApiError> {
-    // The decoded request, kept for the cache key only when a response cache exists.
-    let cacheable = match &ask {
-        Ask::Chat(r, _) if st.cache.is_some() => Some(r.clone()),
-        _ => None,
-    };
-    // 1 plan (pure): validate, route, scopes and caps, capabilities
+    // 1 plan (pure): validate, route, scopes and caps, capabilities; the cache key, if cacheable
     let mut plan = match ask {
         Ask::Chat(r, endpoint) => plan::chat(st, cx, r, endpoint)?,
         Ask::Completion(r, endpoint) => plan::completion(st, cx, r, endpoint)?,
     };
+    let keyed = cache::plan(st, cx, &plan);
     // 2 admit: guardrails, budgets and concurrency, rate limits
     let held = admit::admit(st, &mut plan).await?;
     // 3 the response cache: a hit answers here
-    let step = cache::lookup(st, cx, &plan, cacheable).await;
+    let step = cache::lookup(st, cx, &plan, keyed).await;
     if let cache::Step::Hit(entry) = &step {
         let mut settle = Settle::new(st, &mut plan, held);
         settle.cache = Some("hit");
