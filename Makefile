@@ -29,7 +29,7 @@ NEXTEST_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
-	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable
+	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable bench-conversation
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -161,3 +161,8 @@ bench-engine: ## embedded engine throughput vs llama.cpp's llama-server
 bench-portable: ## the portable build's engine speed against the native build's (both demo models)
 	@scripts/setup.sh --bench
 	scripts/bench-portable.sh
+
+bench-conversation: ## TTFT per turn of a stored conversation (embedded engine) vs full history to llama-server
+	@scripts/setup.sh --bench
+	scripts/build-llama-server.sh >/dev/null
+	scripts/bench-conversation.sh
