@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::super::InvalidParam;
-use super::item::{ItemRole, ItemStatus, MessageItem};
+use super::item::{ItemRole, ItemStatus, ListPage, MessageItem};
 
 /// `"function_call"`: the only value a [`FunctionCallItem`]'s `type` takes (so an untagged
 /// [`ResponseItem`] reads the right variant).
@@ -140,6 +140,15 @@ impl ResponseItem {
 impl From<MessageItem> for ResponseItem {
     fn from(m: MessageItem) -> Self {
         ResponseItem::Message(m)
+    }
+}
+
+impl ListPage<ResponseItem> {
+    /// A page of items; the ids bracket `data`.
+    pub fn of_items(data: Vec<ResponseItem>, has_more: bool) -> Self {
+        let first_id = data.first().map(|i| i.id().to_owned());
+        let last_id = data.last().map(|i| i.id().to_owned());
+        Self { object: "list".into(), data, first_id, last_id, has_more }
     }
 }
 

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use super::super::InvalidParam;
 use super::super::chat::Role;
 use super::super::shape::{MAX_METADATA_KEY_BYTES, MAX_METADATA_PAIRS, MAX_METADATA_VALUE_BYTES, clip};
-use super::call::ResponseItem;
 
 /// `metadata`: up to 16 string pairs (see [`check_metadata`]); ordered, so it serializes stably.
 pub type Metadata = BTreeMap<String, String>;
@@ -117,15 +116,6 @@ pub struct ListPage<T> {
     pub first_id: Option<String>,
     pub last_id: Option<String>,
     pub has_more: bool,
-}
-
-impl ListPage<ResponseItem> {
-    /// A page of items; the ids bracket `data`.
-    pub fn of_items(data: Vec<ResponseItem>, has_more: bool) -> Self {
-        let first_id = data.first().map(|i| i.id().to_owned());
-        let last_id = data.last().map(|i| i.id().to_owned());
-        Self { object: "list".into(), data, first_id, last_id, has_more }
-    }
 }
 
 /// OpenAI's bounds on `metadata`: at most 16 pairs, keys ≤ 64 bytes, values ≤ 512 bytes.
