@@ -30,7 +30,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
 	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable \
-	bench-batch bench-reload image-local bench-embed fuzz bench-soak
+	bench-batch bench-reload image-local bench-embed fuzz bench-soak bench-conversation
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -192,3 +192,8 @@ bench-reload: ## reload under load: failed requests and p50/p99 with a SIGHUP ev
 
 image-local: build-release ## container image without a registry: debootstrap base + podman, host-built binary, smoke test
 	scripts/build-image-local.sh
+
+bench-conversation: ## TTFT per turn of a stored conversation (embedded engine) vs full history to llama-server
+	@scripts/setup.sh --bench
+	scripts/build-llama-server.sh >/dev/null
+	scripts/bench-conversation.sh

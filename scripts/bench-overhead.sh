@@ -69,7 +69,11 @@
 #   --resilience    add the "gateway + resilience" variant and the queue_full latency check
 #   --observability also the "gateway + metrics + tracing" variants (100% and 1% sampling)
 #   --guardrails    add the "gateway + guardrails" variant (injection + PII checks, flag mode)
-#   --cache         add the "gateway + response cache" variant (every request a hit)
+#   --cache         add the "gateway + response cache" variant (every request a hit) and its miss path
+#                   ("cachemiss": the same gateway with `cache-control: no-cache`, so every request
+#                   computes the key, is proxied to nginx and fills the entry); the report adds the
+#                   gateway's CPU time per request (utime + stime from /proc/<pid>/stat around each
+#                   oha run) for the bare gateway, a hit and a miss
 #   --no-anthropic  skip the "Anthropic in, OpenAI out" variant (translation overhead)
 # Env: BENCH_DURATION (s per run, default 8), BENCH_WARMUP (s, default 2), BENCH_CONCURRENCY
 #      ("1 16 64"), BENCH_TARGETS (default "direct proxy gateway auth"; direct and gateway are
@@ -435,33 +439,55 @@ url() {
   gov) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GOV_PORT" ;;
   guard) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GUARD_PORT" ;;
   base) printf 'http://127.0.0.1:%s/v1/chat/completions' "$BASE_PORT" ;;
-  cache) printf 'http://127.0.0.1:%s/v1/chat/completions' "$CACHE_PORT" ;;
+  cache | cachemiss) printf 'http://127.0.0.1:%s/v1/chat/completions' "$CACHE_PORT" ;;
   resil) printf 'http://127.0.0.1:%s/v1/chat/completions' "$RESIL_PORT" ;;
   govall) printf 'http://127.0.0.1:%s/v1/chat/completions' "$GOVALL_PORT" ;;
   esac
 }
 
-# auth_header TARGET: a header oha sends; the stored key for "auth", a no-op header otherwise.
+# auth_header TARGET: a header oha sends; the stored key for "auth", `no-cache` for the cache's
+# miss path, a no-op header otherwise.
 auth_header() {
   if [ "$1" = auth ]; then
     printf 'authorization: Bearer %s' "$AUTH_KEY"
   elif [ "$1" = anthropic ]; then
     printf 'anthropic-version: 2023-06-01'
+  elif [ "$1" = cachemiss ]; then
+    printf 'cache-control: no-cache'
   else
     printf 'x-bench: 1'
   fi
 }
 
-# oha_run TARGET MODE CONCURRENCY SECONDS OUT
+# target_pid TARGET: the pid of the gateway process serving TARGET (empty for nginx targets).
+target_pid() {
+  case "$1" in
+  gateway | anthropic) printf '%s' "$GW_PID" ;;
+  cache | cachemiss) printf '%s' "$CACHE_PID" ;;
+  auth) printf '%s' "$AUTH_PID" ;;
+  base) printf '%s' "$BASE_PID" ;;
+  *) ;;
+  esac
+}
+
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (/proc/PID/stat
+# fields 14 and 15; the command name in field 2 has no spaces for ferrogate).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# oha_run TARGET MODE CONCURRENCY SECONDS OUT: also writes OUT's gateway CPU time (ticks, and
+# ticks per second) to OUT with .cpu for the targets target_pid knows.
 oha_run() {
-  local target="$1" mode="$2" conc="$3" secs="$4" out="$5" model=fast stream=false
+  local target="$1" mode="$2" conc="$3" secs="$4" out="$5" model=fast stream=false pid t0=""
   [ "$mode" = json ] || { model=fast-sse; stream=true; }
   local body
   if [ "$target" = anthropic ]; then body="$(anthropic_body "$model" "$stream")"; else body="$(chat_body "$model" "$stream")"; fi
+  pid="$(target_pid "$target")"
+  [ -z "$pid" ] || t0="$(cpu_ticks "$pid")"
   "${LOAD_PIN[@]}" "$OHA" --no-tui --output-format json --wait-ongoing-requests-after-deadline \
     -z "${secs}s" -c "$conc" -m POST -H 'content-type: application/json' -H "$(auth_header "$target")" \
     -d "$body" "$(url "$target" "$mode")" >"$out" ||
     fg_die "oha failed against $target ($mode, c=$conc)"
+  [ -z "$t0" ] || printf '{"ticks": %s, "hz": %s}\n' "$(($(cpu_ticks "$pid") - t0))" "$(getconf CLK_TCK)" >"${out%.json}.cpu"
   # Every response must be a 200: a fast error would flatter the numbers.
   python3 - "$out" <<'PY' || fg_die "non-200 responses or errors in $out ($target $mode c=$conc)"
 import json, sys
@@ -492,11 +518,11 @@ measure_load() {
   local mode conc target
   for mode in json sse; do
     for conc in "${CONCURRENCY[@]}"; do
-      for target in direct proxy gateway anthropic base cache auth gov guard resil govall obs100 obs1; do
-        case "$target" in anthropic | base | cache | gov | guard | resil | govall | obs*) ;; *) wanted "$target" || continue ;; esac
+      for target in direct proxy gateway anthropic base cache cachemiss auth gov guard resil govall obs100 obs1; do
+        case "$target" in anthropic | base | cache | cachemiss | gov | guard | resil | govall | obs*) ;; *) wanted "$target" || continue ;; esac
         [ "$target" != anthropic ] || [ "$ANTHROPIC" = 1 ] || continue
         [ "$target" != base ] || [ -n "$BASE_BIN" ] || continue
-        [ "$target" != cache ] || [ "$CACHE" = 1 ] || continue
+        case "$target" in cache | cachemiss) [ "$CACHE" = 1 ] || continue ;; esac
         [ "$target" != govall ] || { [ "$GOV" = 1 ] && [ "$RESIL" = 1 ]; } || continue
         case "$target" in obs*) [ "$OBS" = 1 ] || continue ;; esac
         [ "$target" = direct ] || [ "$DIRECT_ONLY" = 0 ] || continue
@@ -790,6 +816,7 @@ anthropic_rows = variant_rows("anthropic")
 for title, vrows in (("baseline binary (BENCH_BASE_BIN), bare gateway", variant_rows("base")),
                      ("Anthropic Messages in, OpenAI out (translation)", anthropic_rows),
                      ("gateway + response cache (every request a hit)", variant_rows("cache")),
+                     ("gateway + response cache, miss path (`no-cache`: key, proxy, fill)", variant_rows("cachemiss")),
                      ("gateway + auth + ledger", auth_rows), ("gateway + rate limits", gov_rows),
                      ("gateway + every governance feature", govall_rows),
                      ("gateway + guardrails (injection + PII, flag)", guard_rows)):
@@ -815,6 +842,23 @@ if any(r for *_, r in resil_rows):
         ratio = (r["p99"] - d["p99"]) / max(g["p99"] - d["p99"], 1)
         lines.append(f"| {label} | {c} | {f0(r['rps'])} | {f0(r['p50'])} / {f0(r['p99'])} | "
                      f"{f0(r['p50'] - d['p50'])} / {f0(r['p99'] - d['p99'])} | {ratio:.2f}× |")
+def cpu_per_request(mode, c, target):
+    r, cpu = load(f"oha-{mode}-c{c}-{target}.json"), load(f"oha-{mode}-c{c}-{target}.cpu")
+    if not (r and cpu):
+        return None
+    n = sum(r.get("statusCodeDistribution", {}).values())
+    return (cpu["ticks"] / cpu["hz"] * 1e6 / n, n) if n else None
+cpu_targets = (("gateway", "bare gateway (proxied to nginx)"), ("cache", "cache hit"),
+               ("cachemiss", "cache miss (`no-cache`: key + proxy + fill)"))
+cpu_rows = [(mode, label, c, [cpu_per_request(mode, c, t) for t, _ in cpu_targets])
+            for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
+if any(v[1] and v[2] for *_, v in cpu_rows):
+    lines += ["", "| gateway CPU per request (µs, utime + stime / requests) | c | "
+              + " | ".join(name for _, name in cpu_targets) + " |", "|---|---:|---:|---:|---:|"]
+    for mode, label, c, vals in cpu_rows:
+        cells = ["—" if v is None else f"{v[0]:,.0f} ({v[1]:,} req)" for v in vals]
+        lines.append(f"| {label} | {c} | " + " | ".join(cells) + " |")
+
 qf, qo = load("queue-full-probe.json"), load("oha-queue-full-c16.json")
 if qf:
     lines += ["", "| 503 queue_full while saturated | p50 (µs) | p99 (µs) |", "|---|---:|---:|",

@@ -6,13 +6,17 @@ What a client relies on: `client.responses.create(...)` and its `output_text`, m
 `sequence_number`, `responses.retrieve/delete/input_items.list`, and
 `client.conversations.create/retrieve/update/delete` with `conversations.items.create/list`;
 `responses.create(background=True)` polled with `responses.retrieve` and `responses.cancel` (on a
-gateway with tenancy on: background responses are jobs of its queue).
+gateway with tenancy on: background responses are jobs of its queue); function calling (`tools`,
+`function_call` output items, `function_call_output` input, the argument stream events) over an
+OpenAI-compatible upstream that calls tools.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import openai
@@ -199,3 +203,160 @@ def test_background_without_tenancy_is_refused(client: openai.OpenAI, model: str
     with pytest.raises(openai.BadRequestError) as e:
         ask(client, model, "Say hello.", background=True)
     assert "tenancy" in str(e.value) and e.value.body.get("param") == "background"
+
+
+# === function calling (an OpenAI-compatible upstream that calls tools: the embedded engine refuses them) ===
+
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+}
+
+
+def _tool_chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> bytes:
+    body = {"id": "chatcmpl-tools", "object": "chat.completion.chunk", "created": 1, "model": "fake",
+            "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if usage:
+        body["usage"] = usage
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+class _ToolUpstream(BaseHTTPRequestHandler):
+    """An OpenAI-compatible upstream that asks for `get_weather(city="Paris")` until the request
+    carries a tool result, then answers `It is <result>.` (whole or streamed); keeps the last
+    request body in `server.last`."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        req = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.server.last = req  # type: ignore[attr-defined]
+        last = req["messages"][-1]
+        usage = {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
+        if last["role"] == "tool":
+            text = f"It is {last['content']}."
+            whole = {"role": "assistant", "content": text}
+            frames = [_tool_chunk({"role": "assistant", "content": ""}), _tool_chunk({"content": text}),
+                      _tool_chunk({}, "stop")]
+            finish = "stop"
+        else:
+            call = {"id": "call_sdk1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+            whole = {"role": "assistant", "content": None, "tool_calls": [call]}
+            first = dict(call, index=0, function={"name": "get_weather", "arguments": ""})
+            frames = [_tool_chunk({"role": "assistant", "content": ""}), _tool_chunk({"tool_calls": [first]})]
+            frames += [_tool_chunk({"tool_calls": [{"index": 0, "function": {"arguments": a}}]})
+                       for a in ('{"city":', '"Paris"}')]
+            frames.append(_tool_chunk({}, "tool_calls"))
+            finish = "tool_calls"
+        if req.get("stream"):
+            frames += [_tool_chunk({}, usage=usage), b"data: [DONE]\n\n"]
+            body = b"".join(frames)
+            ctype = "text/event-stream"
+        else:
+            body = json.dumps({"id": "chatcmpl-tools", "object": "chat.completion", "created": 1, "model": "fake",
+                               "choices": [{"index": 0, "message": whole, "finish_reason": finish}],
+                               "usage": usage}).encode()
+            ctype = "application/json"
+        self.send_response(200)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def tool_gateway(tmp_path_factory: pytest.TempPathFactory):
+    """(client, upstream): a gateway whose deployment `tools` is `_ToolUpstream`."""
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _ToolUpstream)
+    upstream.daemon_threads = True
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    tmp = tmp_path_factory.mktemp("tools")
+    rest = f"""
+[backends.up]
+kind = "openai"
+base_url = "http://127.0.0.1:{upstream.server_address[1]}/v1"
+
+[deployments.tools]
+backends = ["up"]
+
+[conversations]
+database_url = "sqlite://{tmp}/conversations.db"
+"""
+    root, proc = _start_configured(tmp, "tools", "", rest)
+    try:
+        with openai.OpenAI(base_url=f"{root}/v1", api_key="unused", max_retries=0, timeout=30) as c:
+            yield c, upstream
+    finally:
+        _stop(proc)
+        upstream.shutdown()
+        upstream.server_close()
+
+
+def test_function_call_and_its_output(tool_gateway) -> None:
+    client, upstream = tool_gateway
+    r = client.responses.create(model="tools", input="Weather in Paris?", tools=[WEATHER_TOOL], tool_choice="required")
+    assert upstream.last["tools"][0]["function"]["name"] == "get_weather"
+    assert upstream.last["tool_choice"] == "required"
+    call = r.output[0]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Paris"}
+    assert call.call_id == "call_sdk1" and call.id.startswith("fc_")
+    assert r.output_text == ""
+
+    # The SDK's documented loop: send the call's result back with previous_response_id.
+    done = client.responses.create(
+        model="tools",
+        previous_response_id=r.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18C"}],
+        tools=[WEATHER_TOOL],
+    )
+    assert done.output_text == "It is 18C."
+    roles = [m["role"] for m in upstream.last["messages"]]
+    assert roles == ["user", "assistant", "tool"]
+    assert upstream.last["messages"][1]["tool_calls"][0]["id"] == "call_sdk1"
+    items = client.responses.input_items.list(done.id)
+    assert [i.type for i in items.data] == ["function_call_output"]
+
+
+def test_streamed_function_call_in_a_conversation(tool_gateway) -> None:
+    client, upstream = tool_gateway
+    conv = client.conversations.create()
+    events = list(client.responses.create(model="tools", input="Weather in Paris?", tools=[WEATHER_TOOL],
+                                          conversation=conv.id, stream=True))
+    kinds = [e.type for e in events]
+    assert "response.function_call_arguments.delta" in kinds, kinds
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert deltas == done.arguments == '{"city":"Paris"}'
+    final = events[-1]
+    assert final.type == "response.completed"
+    call = final.response.output[0]
+    assert call.type == "function_call" and call.call_id == "call_sdk1"
+
+    # The conversation holds the call; the result continues it as the next turn's input.
+    # (The SDK's input param type wants a list here, as for any item.)
+    answer = client.responses.create(
+        model="tools", conversation=conv.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "20C"}],
+    )
+    assert answer.output_text == "It is 20C."
+    items = client.conversations.items.list(conv.id, order="asc")
+    assert [i.type for i in items.data] == ["message", "function_call", "function_call_output", "message"]
+    assert items.data[1].name == "get_weather" and items.data[2].output == "20C"
+
+
+def test_the_embedded_engine_refuses_tools(client: openai.OpenAI, model: str) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        ask(client, model, "Weather in Paris?", tools=[WEATHER_TOOL])
+    assert e.value.body.get("param") == "tools" and "does not support tools" in str(e.value)

@@ -185,7 +185,7 @@ async fn insert_items(tx: &mut Tx, conv: &ConversationId, first_seq: i64, items:
         .bind(item.id.as_str())
         .bind(conv.as_str())
         .bind(first_seq + len_i64(&items[..i]))
-        .bind(item.role.as_str())
+        .bind(item.role_label())
         .bind(to_json(item)?)
         .bind(now)
         .execute(&mut **tx)

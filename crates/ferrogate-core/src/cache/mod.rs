@@ -8,7 +8,8 @@
 //! How the edge uses it, per chat request (after routing, so the deployment is known):
 //! 1. [`decide`] with the deployment's [`CachePolicy`] and `CacheControl::parse(headers)`;
 //!    `Bypass` → no cache, no `x-ferrogate-cache` header.
-//! 2. `Use { read: true }` → [`cache_key`] → [`ResponseCache::get`]: a hit answers with
+//! 2. `Use { read: true }` → [`cache_key`] (the gateway: [`KeyParts::of_planned`], once, where
+//!    the request is planned) → [`ResponseCache::get`]: a hit answers with
 //!    [`CachedCompletion::to_completion`] or [`CachedCompletion::to_chunks`] and
 //!    `x-ferrogate-cache: hit`; otherwise `miss`, and the request runs.
 //! 3. settle: on a miss with a successful, finished answer, [`ResponseCache::put`] with the
@@ -29,9 +30,9 @@ pub mod tiered;
 
 pub use control::CacheControl;
 pub use entry::CachedCompletion;
-pub use key::{CacheKey, cache_key};
+pub use key::{CacheKey, KeyParts, cache_key};
 pub use memory::MemoryCache;
-pub use policy::{Bypass, CachePolicy, CacheUse, decide, is_deterministic, wants_logprobs};
+pub use policy::{Bypass, CachePolicy, CacheUse, Sampling, decide, decide_sampling, is_deterministic, wants_logprobs};
 pub use semantic::{MemoryIndex, SemanticHit, SemanticIndex, SemanticPolicy, SemanticScope, semantic_key};
 pub use store::{CacheError, ResponseCache};
 pub use tiered::TieredCache;

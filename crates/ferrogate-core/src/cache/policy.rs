@@ -70,6 +70,33 @@ pub enum CacheUse {
 
 /// Decides [`CacheUse`] for a request under a deployment's policy and the client's header.
 pub fn decide(req: &ChatCompletionRequest, policy: &CachePolicy, control: CacheControl) -> CacheUse {
+    let logprobs = wants_logprobs(&req.extra);
+    let sampling = Sampling { temperature: req.temperature, seed: req.seed, n: req.n, logprobs };
+    decide_sampling(sampling, policy, control)
+}
+
+/// The request fields [`decide`] reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sampling {
+    /// 0 is greedy (deterministic).
+    pub temperature: Option<f32>,
+    /// A fixed seed makes sampling repeatable.
+    pub seed: Option<i64>,
+    /// Choices asked for.
+    pub n: Option<u32>,
+    /// The answer must carry log probabilities (a cached one cannot).
+    pub logprobs: bool,
+}
+
+impl Sampling {
+    /// Temperature 0 (greedy) or a fixed seed.
+    pub fn is_deterministic(&self) -> bool {
+        self.temperature == Some(0.0) || self.seed.is_some()
+    }
+}
+
+/// [`decide`] from the sampling fields alone (the plan stage has no chat request left).
+pub fn decide_sampling(req: Sampling, policy: &CachePolicy, control: CacheControl) -> CacheUse {
     if !policy.enabled {
         return CacheUse::Bypass(Bypass::Disabled);
     }
@@ -79,10 +106,10 @@ pub fn decide(req: &ChatCompletionRequest, policy: &CachePolicy, control: CacheC
     if req.n.is_some_and(|n| n > 1) {
         return CacheUse::Bypass(Bypass::SeveralChoices);
     }
-    if wants_logprobs(&req.extra) {
+    if req.logprobs {
         return CacheUse::Bypass(Bypass::Logprobs);
     }
-    if !policy.cache_nondeterministic && !is_deterministic(req) {
+    if !policy.cache_nondeterministic && !req.is_deterministic() {
         return CacheUse::Bypass(Bypass::Nondeterministic);
     }
     CacheUse::Use { read: control.may_read() }

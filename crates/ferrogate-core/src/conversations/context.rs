@@ -8,8 +8,8 @@
 //! `disabled`: nothing is dropped; a prompt that does not fit is [`ContextLengthExceeded`]
 //! (400 `context_length_exceeded`, as OpenAI answers).
 
-use ferrogate_protocol::openai::responses::convert::chat_message;
-use ferrogate_protocol::openai::responses::{ItemRole, MessageItem, Truncation};
+use ferrogate_protocol::openai::responses::convert::{chat_message, join_tool_calls};
+use ferrogate_protocol::openai::responses::{ItemRole, ResponseItem, Truncation};
 use ferrogate_protocol::openai::{ChatMessage, Role};
 
 /// The prompt plus the output budget is larger than the model's context.
@@ -28,9 +28,9 @@ pub struct ContextRequest<'a> {
     /// Placed first, as a system message; never dropped.
     pub instructions: Option<&'a str>,
     /// Earlier items, oldest first.
-    pub history: &'a [MessageItem],
+    pub history: &'a [ResponseItem],
     /// This turn's new items.
-    pub input: &'a [MessageItem],
+    pub input: &'a [ResponseItem],
     /// The model's context length, in tokens.
     pub context_length: u32,
     /// Tokens reserved for the answer (`max_output_tokens`, or the deployment's default).
@@ -73,7 +73,8 @@ pub fn fit_context(
         needed = prompt + budget;
         if needed <= limit {
             let kept_history = history.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(m, _)| m);
-            let messages: Vec<ChatMessage> = system.into_iter().chain(kept_history).chain(input).collect();
+            let messages: Vec<ChatMessage> =
+                join_tool_calls(system.into_iter().chain(kept_history).chain(input).collect());
             let dropped_items = keep.iter().filter(|k| !**k).count();
             return Ok(Fitted { messages, prompt_tokens: prompt, dropped_items });
         }
@@ -83,13 +84,13 @@ pub fn fit_context(
 
 /// Where each turn of the history starts (the index of each user item; items before the first
 /// user item belong to no turn and are kept).
-fn turn_starts(history: &[MessageItem]) -> Vec<usize> {
-    history.iter().enumerate().filter(|(_, i)| i.role == ItemRole::User).map(|(n, _)| n).collect()
+fn turn_starts(history: &[ResponseItem]) -> Vec<usize> {
+    history.iter().enumerate().filter(|(_, i)| i.role() == Some(ItemRole::User)).map(|(n, _)| n).collect()
 }
 
 /// Which history items stay when the `drop` oldest turns go; system and developer items always
 /// stay, as do items before the first user item.
-fn kept(history: &[MessageItem], starts: &[usize], drop: usize) -> Vec<bool> {
+fn kept(history: &[ResponseItem], starts: &[usize], drop: usize) -> Vec<bool> {
     let cut_end = match drop {
         0 => 0,
         d if d >= starts.len() => history.len(),
@@ -99,7 +100,9 @@ fn kept(history: &[MessageItem], starts: &[usize], drop: usize) -> Vec<bool> {
     history
         .iter()
         .enumerate()
-        .map(|(n, item)| n < first || n >= cut_end || matches!(item.role, ItemRole::System | ItemRole::Developer))
+        .map(|(n, item)| {
+            n < first || n >= cut_end || matches!(item.role(), Some(ItemRole::System | ItemRole::Developer))
+        })
         .collect()
 }
 
@@ -108,12 +111,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use std::cell::Cell;
 
-    use ferrogate_protocol::openai::responses::Part;
+    use ferrogate_protocol::openai::responses::{MessageItem, Part};
 
     use super::*;
 
-    fn item(role: ItemRole, text: &str) -> MessageItem {
-        MessageItem::new(format!("msg_{text}"), role, vec![Part::InputText { text: text.into() }])
+    fn item(role: ItemRole, text: &str) -> ResponseItem {
+        MessageItem::new(format!("msg_{text}"), role, vec![Part::InputText { text: text.into() }]).into()
     }
 
     /// One token per character plus one per message: easy to reason about.
@@ -121,7 +124,7 @@ mod tests {
         m.text().len() as u32 + 1
     }
 
-    fn history() -> Vec<MessageItem> {
+    fn history() -> Vec<ResponseItem> {
         vec![
             item(ItemRole::User, "aaaa"),      // 5
             item(ItemRole::Assistant, "bbbb"), // 5
@@ -131,7 +134,7 @@ mod tests {
         ]
     }
 
-    fn req<'a>(h: &'a [MessageItem], input: &'a [MessageItem], ctx: u32, t: Truncation) -> ContextRequest<'a> {
+    fn req<'a>(h: &'a [ResponseItem], input: &'a [ResponseItem], ctx: u32, t: Truncation) -> ContextRequest<'a> {
         ContextRequest {
             instructions: Some("ii"), // 3
             history: h,

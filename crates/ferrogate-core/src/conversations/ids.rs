@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 macro_rules! prefixed_id {
-    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal $(, $also:literal)*) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
@@ -22,9 +22,10 @@ macro_rules! prefixed_id {
                 Self(format!("{}{}", $prefix, uuid::Uuid::now_v7().simple()))
             }
 
-            /// `s` if it has this kind's shape: the prefix, then 32 to 64 hex digits.
+            /// `s` if it has this kind's shape: the prefix (or another this kind accepts), then
+            /// 32 to 64 hex digits.
             pub fn parse(s: &str) -> Option<Self> {
-                let hex = s.strip_prefix($prefix)?;
+                let hex = [$prefix $(, $also)*].iter().find_map(|p| s.strip_prefix(p))?;
                 let ok = (32..=64).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit());
                 ok.then(|| Self(s.to_owned()))
             }
@@ -60,10 +61,26 @@ prefixed_id!(
     "conv_"
 );
 prefixed_id!(
-    /// Identifies an item (a message) of a conversation or of a response's input or output.
+    /// Identifies an item of a conversation or of a response's input or output: a message
+    /// (`msg_…`), a function call (`fc_…`) or a function's output (`fco_…`).
     ItemId,
-    "msg_"
+    "msg_",
+    "fc_",
+    "fco_"
 );
+
+impl ItemId {
+    /// The prefix of a function call item's id.
+    pub const CALL_PREFIX: &'static str = "fc_";
+    /// The prefix of a function output item's id.
+    pub const OUTPUT_PREFIX: &'static str = "fco_";
+
+    /// A fresh id with `prefix` ([`Self::PREFIX`], [`Self::CALL_PREFIX`] or
+    /// [`Self::OUTPUT_PREFIX`]).
+    pub fn generate_with(prefix: &'static str) -> Self {
+        Self(format!("{prefix}{}", uuid::Uuid::now_v7().simple()))
+    }
+}
 prefixed_id!(
     /// Identifies a stored response.
     ResponseId,
@@ -82,6 +99,10 @@ mod tests {
         let r = ResponseId::generate();
         assert!(r.as_str().starts_with("resp_"));
         assert_eq!(ItemId::parse(ItemId::generate().as_str()).map(|i| i.as_str().len()), Some(4 + 32));
+        let call = ItemId::generate_with(ItemId::CALL_PREFIX);
+        assert_eq!(ItemId::parse(call.as_str()), Some(call));
+        assert!(ItemId::parse("fco_0123456789abcdef0123456789abcdef").is_some());
+        assert!(ItemId::parse("fcx_0123456789abcdef0123456789abcdef").is_none());
     }
 
     #[test]

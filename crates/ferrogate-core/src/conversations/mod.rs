@@ -34,7 +34,9 @@ pub use ferrogate_protocol::openai::responses as wire;
 /// The metadata map of conversations and responses (the wire type).
 pub use ferrogate_protocol::openai::responses::Metadata;
 pub use ids::{ConversationId, ItemId, ResponseId};
-pub use model::{Conversation, Item, ItemPage, ListQuery, NewConversation, Order, Owner, Purged, StoredResponse, Turn};
+pub use model::{
+    Conversation, Item, ItemBody, ItemPage, ListQuery, NewConversation, Order, Owner, Purged, StoredResponse, Turn,
+};
 pub use retention::Retention;
 pub use store::{ConvResult, ConversationStore};
 pub use turn::{Continues, Persist, TurnPlan, plan_turn, settle_turn};

@@ -1,7 +1,9 @@
 //! The plain types of conversations and stored responses: who owns them, what they hold, and
 //! the shapes store calls take and return.
 
-use ferrogate_protocol::openai::responses::{ItemRole, ItemStatus, MessageItem, Metadata, Part, Response};
+use ferrogate_protocol::openai::responses::{
+    FunctionCallItem, FunctionCallOutputItem, ItemRole, ItemStatus, MessageItem, Metadata, Part, Response, ResponseItem,
+};
 use serde::{Deserialize, Serialize};
 
 use super::ids::{ConversationId, ItemId, ResponseId};
@@ -59,41 +61,125 @@ impl Conversation {
     }
 }
 
-/// One message item, as stored (content parts as JSON).
+/// One item, as stored (as JSON: `id`, `status` and the body's fields — a message's `role` and
+/// `content` parts, a function call's `call_id`, `name` and `arguments`, a function output's
+/// `call_id` and `output`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
-    /// `msg_…`.
+    /// `msg_…`, `fc_…` (a function call) or `fco_…` (a function's output).
     pub id: ItemId,
-    /// Who wrote it.
-    pub role: ItemRole,
-    /// Its text parts.
-    pub content: Vec<Part>,
     /// `completed`, or `incomplete` when a limit cut it.
     pub status: ItemStatus,
+    /// What the item says.
+    #[serde(flatten)]
+    pub body: ItemBody,
+}
+
+/// What an item says. Stored untagged: the field sets tell the kinds apart, and rows written
+/// before function calls existed (messages) read unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ItemBody {
+    /// The model asked for a function call.
+    FunctionCall {
+        /// Ties the call to its output.
+        call_id: String,
+        /// The function's name.
+        name: String,
+        /// The arguments as JSON text.
+        arguments: String,
+    },
+    /// The caller's function returned.
+    FunctionCallOutput {
+        /// The call this answers.
+        call_id: String,
+        /// The result as text.
+        output: String,
+    },
+    /// A message.
+    Message {
+        /// Who wrote it.
+        role: ItemRole,
+        /// Its text parts.
+        content: Vec<Part>,
+    },
 }
 
 impl Item {
-    /// A completed item with a fresh id.
+    /// A completed message with a fresh id.
     pub fn new(role: ItemRole, content: Vec<Part>) -> Self {
-        Self { id: ItemId::generate(), role, content, status: ItemStatus::Completed }
+        Self { id: ItemId::generate(), status: ItemStatus::Completed, body: ItemBody::Message { role, content } }
+    }
+
+    /// Who the item is from, as the `role` column records it: a message's role, `assistant` for
+    /// a function call, `tool` for a function's output.
+    pub fn role_label(&self) -> &'static str {
+        match &self.body {
+            ItemBody::Message { role, .. } => role.as_str(),
+            ItemBody::FunctionCall { .. } => "assistant",
+            ItemBody::FunctionCallOutput { .. } => "tool",
+        }
+    }
+
+    /// A message's role (`None` for function items).
+    pub fn role(&self) -> Option<ItemRole> {
+        match &self.body {
+            ItemBody::Message { role, .. } => Some(*role),
+            _ => None,
+        }
     }
 
     /// The wire item.
-    pub fn to_wire(&self) -> MessageItem {
-        let mut m = MessageItem::new(self.id.as_str(), self.role, self.content.clone());
-        m.status = self.status;
-        m
+    pub fn to_wire(&self) -> ResponseItem {
+        let id = self.id.as_str();
+        let mut item: ResponseItem = match &self.body {
+            ItemBody::Message { role, content } => MessageItem::new(id, *role, content.clone()).into(),
+            ItemBody::FunctionCall { call_id, name, arguments } => {
+                ResponseItem::FunctionCall(FunctionCallItem::new(id, call_id.clone(), name.clone(), arguments))
+            }
+            ItemBody::FunctionCallOutput { call_id, output } => {
+                ResponseItem::FunctionCallOutput(FunctionCallOutputItem::new(id, call_id.clone(), output.clone()))
+            }
+        };
+        match &mut item {
+            ResponseItem::Message(m) => m.status = self.status,
+            ResponseItem::FunctionCall(c) => c.status = self.status,
+            ResponseItem::FunctionCallOutput(o) => o.status = self.status,
+        }
+        item
     }
 
-    /// An item from the wire (a response's output), keeping its id when it has this kind's
-    /// shape, else with a fresh one.
-    pub fn from_wire(m: &MessageItem) -> Self {
-        Self {
-            id: ItemId::parse(&m.id).unwrap_or_else(ItemId::generate),
-            role: m.role,
-            content: m.content.clone(),
-            status: m.status,
+    /// An item from the wire (a response's output), keeping its id when it has an item id's
+    /// shape, else with a fresh one of its kind.
+    pub fn from_wire(w: &ResponseItem) -> Self {
+        let mut item = Self::fresh(w);
+        if let Some(id) = ItemId::parse(w.id()) {
+            item.id = id;
         }
+        item
+    }
+
+    /// An item from the wire with a fresh id of its kind (input: a client's ids are never
+    /// trusted to be unique).
+    pub fn fresh(w: &ResponseItem) -> Self {
+        let (prefix, body) = match w {
+            ResponseItem::Message(m) => {
+                (ItemId::PREFIX, ItemBody::Message { role: m.role, content: m.content.clone() })
+            }
+            ResponseItem::FunctionCall(c) => (
+                ItemId::CALL_PREFIX,
+                ItemBody::FunctionCall {
+                    call_id: c.call_id.clone(),
+                    name: c.name.clone(),
+                    arguments: c.arguments.clone(),
+                },
+            ),
+            ResponseItem::FunctionCallOutput(o) => (
+                ItemId::OUTPUT_PREFIX,
+                ItemBody::FunctionCallOutput { call_id: o.call_id.clone(), output: o.output.clone() },
+            ),
+        };
+        Self { id: ItemId::generate_with(prefix), status: w.status(), body }
     }
 }
 
@@ -198,7 +284,7 @@ pub struct ItemPage {
 
 impl ItemPage {
     /// The wire page.
-    pub fn to_wire(&self) -> ferrogate_protocol::openai::responses::ListPage<MessageItem> {
+    pub fn to_wire(&self) -> ferrogate_protocol::openai::responses::ListPage<ResponseItem> {
         ferrogate_protocol::openai::responses::ListPage::of_items(
             self.items.iter().map(Item::to_wire).collect(),
             self.has_more,
@@ -232,6 +318,7 @@ pub struct Purged {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     fn items(n: usize) -> Vec<Item> {
@@ -263,8 +350,26 @@ mod tests {
         let item = Item::new(ItemRole::Assistant, vec![Part::output_text("hi")]);
         let wire = item.to_wire();
         assert_eq!(Item::from_wire(&wire), item);
-        let mut foreign = wire.clone();
+        let ResponseItem::Message(mut foreign) = wire else { panic!("a message") };
         foreign.id = "item_from_elsewhere".into();
-        assert!(Item::from_wire(&foreign).id.as_str().starts_with("msg_"));
+        assert!(Item::from_wire(&foreign.into()).id.as_str().starts_with("msg_"));
+    }
+
+    #[test]
+    fn function_items_round_trip_through_storage_json() {
+        let call = ResponseItem::FunctionCall(FunctionCallItem::new("fc_x", "call_1", "f", "{}"));
+        let item = Item::fresh(&call);
+        assert!(item.id.as_str().starts_with("fc_"));
+        assert_eq!(item.role_label(), "assistant");
+        let json = serde_json::to_string(&item).unwrap();
+        assert_eq!(serde_json::from_str::<Item>(&json).unwrap(), item);
+        let out = Item::fresh(&ResponseItem::FunctionCallOutput(FunctionCallOutputItem::new("", "call_1", "18C")));
+        assert!(out.id.as_str().starts_with("fco_"));
+        let json = serde_json::to_string(&out).unwrap();
+        assert_eq!(serde_json::from_str::<Item>(&json).unwrap(), out);
+        assert_eq!(Item::from_wire(&out.to_wire()), out, "stored ids are kept");
+        // A message row as written before function calls existed reads unchanged.
+        let old = r#"{"id":"msg_0190aaaabbbbccccddddeeeeffff0000","role":"user","content":[{"type":"input_text","text":"hi"}],"status":"completed"}"#;
+        assert_eq!(serde_json::from_str::<Item>(old).unwrap().role(), Some(ItemRole::User));
     }
 }

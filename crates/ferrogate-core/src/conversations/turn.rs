@@ -8,7 +8,7 @@
 //! conversation, the turn's items are appended whatever `store` says (the conversation is the
 //! state the client asked for) and the response is stored with them only when `store` is true.
 
-use ferrogate_protocol::openai::responses::{MessageItem, Response, ResponseStatus, ResponsesRequest};
+use ferrogate_protocol::openai::responses::{Response, ResponseItem, ResponseStatus, ResponsesRequest};
 
 use super::ids::{ConversationId, ItemId, ResponseId};
 use super::model::{Item, Owner, StoredResponse, Turn};
@@ -30,7 +30,7 @@ pub struct TurnPlan {
 
 impl TurnPlan {
     /// The input as wire items (for [`fit_context`](super::fit_context)'s `input`).
-    pub fn input_wire(&self) -> Vec<MessageItem> {
+    pub fn input_wire(&self) -> Vec<ResponseItem> {
         self.input.iter().map(Item::to_wire).collect()
     }
 }
@@ -38,7 +38,7 @@ impl TurnPlan {
 /// Plans a turn; `created_at_s` is the response's `created_at` (unix seconds).
 pub fn plan_turn(req: &ResponsesRequest, created_at_s: u64) -> TurnPlan {
     let response_id = ResponseId::generate();
-    let input = req.input_messages().into_iter().map(|(role, parts)| Item::new(role, parts)).collect();
+    let input = req.input_items().iter().map(Item::fresh).collect();
     let skeleton = Response::started(response_id.as_str(), created_at_s, req);
     TurnPlan { response_id, output_item_id: ItemId::generate(), input, skeleton }
 }
@@ -109,7 +109,7 @@ pub fn settle_turn(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
-    use ferrogate_protocol::openai::responses::{ItemRole, Part};
+    use ferrogate_protocol::openai::responses::{ItemRole, MessageItem, Part};
     use serde_json::json;
 
     use super::*;
@@ -125,7 +125,7 @@ mod tests {
         let mut body = plan.skeleton.clone();
         body.status = status;
         let item = MessageItem::new(plan.output_item_id.as_str(), ItemRole::Assistant, vec![Part::output_text("ok")]);
-        body.output = vec![item];
+        body.output = vec![item.into()];
         body
     }
 

@@ -17,7 +17,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use ferrogate_core::conversations::wire::{
-    MessageItem, ResponseDeleted, ResponseError, ResponseStatus, ResponseStreamEvent, ResponsesRequest, chat_output,
+    ResponseDeleted, ResponseError, ResponseItem, ResponseStatus, ResponseStreamEvent, ResponsesRequest, chat_output,
     chat_request,
 };
 use ferrogate_core::conversations::{
@@ -25,6 +25,7 @@ use ferrogate_core::conversations::{
     fit_context, plan_turn, settle_turn,
 };
 use ferrogate_core::tokens;
+use ferrogate_protocol::openai::ChatMessage;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
@@ -73,7 +74,7 @@ pub(crate) async fn turn(
         plan.response_id = id;
     }
     let (continues, history) = context_of(conv, &owner, req).await?;
-    let history: Vec<MessageItem> = history.iter().map(Item::to_wire).collect();
+    let history: Vec<ResponseItem> = history.iter().map(Item::to_wire).collect();
     let input = plan.input_wire();
     let budget = req.max_output_tokens.unwrap_or(conv.settings.default_output_tokens);
     let fit = ContextRequest {
@@ -84,7 +85,7 @@ pub(crate) async fn turn(
         max_output_tokens: budget,
         truncation: req.truncation(),
     };
-    let fitted = fit_context(&fit, |m| tokens::estimate(&m.text()).saturating_add(4)).map_err(|e| ApiError {
+    let fitted = fit_context(&fit, estimate).map_err(|e| ApiError {
         param: Some("input".into()),
         ..ApiError::new(ErrorCode::ContextLengthExceeded, e.to_string())
     })?;
@@ -95,6 +96,13 @@ pub(crate) async fn turn(
         Body::Whole { .. } => whole(st, turn, answer).await,
         Body::Stream { .. } => Ok(stream(st.clone(), turn, answer)),
     }
+}
+
+/// The gateway's estimate of one message's tokens: its text, its tool calls' JSON, and 4 for
+/// the template around it.
+fn estimate(m: &ChatMessage) -> u32 {
+    let calls = m.tool_calls.as_ref().map_or(0, |c| tokens::estimate(&serde_json::Value::from(c.clone()).to_string()));
+    tokens::estimate(&m.text()).saturating_add(calls).saturating_add(4)
 }
 
 /// What a turn carries from its start to its persistence.

@@ -1,16 +1,18 @@
-//! The response-cache step (docs/STATE.md), between admit and dispatch: for a deployment that
-//! caches and a deterministic request (temperature 0 or a seed, unless the deployment caches
-//! sampled requests too) without `Cache-Control: no-store`, look the request up under a key that
-//! covers its tenant, its deployment and everything that changes the answer (the messages, every
-//! sampling parameter, tools, the effective `max_tokens` after caps); a hit answers without a
-//! backend, a miss is answered by one and fills the cache. `no-cache` skips the lookup and still
-//! fills. A cache failure is a miss, logged and counted — never an error for the client.
+//! The response cache (docs/STATE.md), in two parts. Where the request is planned ([`plan`]):
+//! for a deployment that caches and a deterministic request (temperature 0 or a seed, unless the
+//! deployment caches sampled requests too) without `Cache-Control: no-store`, the key is computed
+//! once from the planned request — it covers the tenant, the deployment and everything that
+//! changes the answer (the messages, every sampling parameter, tools, the effective `max_tokens`
+//! after caps); for any other request nothing is copied or hashed. Between admit and dispatch
+//! ([`lookup`]): a hit answers without a backend, a miss is answered by one and fills the cache.
+//! `no-cache` skips the lookup and still fills. A cache failure is a miss, logged and counted —
+//! never an error for the client.
 
 use std::time::Duration;
 
-use ferrogate_core::cache::{CacheKey, CacheUse, CachedCompletion, cache_key, decide};
+use ferrogate_core::cache::{CacheKey, CacheUse, CachedCompletion, KeyParts, Sampling, decide_sampling};
 use ferrogate_core::{Completion, StreamEvent};
-use ferrogate_protocol::openai::{ChatCompletionRequest, Usage};
+use ferrogate_protocol::openai::Usage;
 
 use crate::observability::metrics::CacheEvent;
 use crate::request::RequestCx;
@@ -27,16 +29,35 @@ pub enum Step {
     Miss { key: CacheKey, ttl: Duration },
 }
 
-/// Looks `req` (the decoded request, when the cache is on) up for `plan`.
-pub async fn lookup(st: &AppState, cx: &RequestCx, plan: &Plan, req: Option<ChatCompletionRequest>) -> Step {
-    let (Some(cache), Some(mut req)) = (st.cache.as_ref(), req) else { return Step::Off };
+/// A cacheable request, as the plan stage decided it.
+pub struct Keyed {
+    key: CacheKey,
+    ttl: Duration,
+    /// False under `Cache-Control: no-cache`: skip the lookup, still fill.
+    read: bool,
+}
+
+/// The plan stage's part: the key of `plan`'s request when it may use the cache, computed once
+/// from the planned request (`max_tokens` already capped by the key and the deployment). `None`
+/// — with no copy and no hash — when there is no cache, the deployment does not cache, or the
+/// request is not cacheable (sampled, `no-store`, a raw text prompt).
+pub fn plan(st: &AppState, cx: &RequestCx, plan: &Plan) -> Option<Keyed> {
+    st.cache.as_ref()?;
     let deployment = plan.deployment.name.as_str();
     let policy = st.cache_policy(deployment);
-    let CacheUse::Use { read } = decide(&req, &policy, cx.cache_control) else { return Step::Off };
-    // The answer depends on the effective length bound (the key's and the deployment's caps).
-    (req.max_tokens, req.max_completion_tokens) = (plan.req.params.max_tokens, None);
+    let p = &plan.req.params;
+    let logprobs = ferrogate_core::cache::wants_logprobs(&plan.req.extra);
+    let sampling = Sampling { temperature: p.temperature, seed: p.seed, n: None, logprobs };
+    let CacheUse::Use { read } = decide_sampling(sampling, &policy, cx.cache_control) else { return None };
+    let parts = KeyParts::of_planned(&plan.req)?;
     let tenant = plan.caller.as_ref().and_then(|c| c.principal.tenant_id()).map_or("", |t| t.as_str());
-    let key = cache_key(tenant, deployment, &req);
+    Some(Keyed { key: parts.key(tenant, deployment), ttl: policy.ttl, read })
+}
+
+/// Looks a keyed request up (after admission: a hit counts against the caller's limits).
+pub async fn lookup(st: &AppState, cx: &RequestCx, plan: &Plan, keyed: Option<Keyed>) -> Step {
+    let (Some(cache), Some(Keyed { key, ttl, read })) = (st.cache.as_ref(), keyed) else { return Step::Off };
+    let deployment = plan.deployment.name.as_str();
     if read {
         match cache.get(&key).await {
             Ok(Some(entry)) => {
@@ -48,12 +69,12 @@ pub async fn lookup(st: &AppState, cx: &RequestCx, plan: &Plan, req: Option<Chat
             Err(e) => {
                 st.obs.metrics.cache(CacheEvent::Error { deployment });
                 tracing::warn!(request_id = %cx.id, error = %e, "response cache unavailable: answered as a miss");
-                return Step::Miss { key, ttl: policy.ttl };
+                return Step::Miss { key, ttl };
             }
         }
     }
     st.obs.metrics.cache(CacheEvent::Miss { deployment });
-    Step::Miss { key, ttl: policy.ttl }
+    Step::Miss { key, ttl }
 }
 
 /// Stores a whole answer after a miss, off the request path.

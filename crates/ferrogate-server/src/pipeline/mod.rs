@@ -62,21 +62,22 @@ impl Answer {
 
 /// The request path, in order.
 pub async fn run(st: &AppState, cx: &RequestCx, ask: Ask) -> Result<Answer, ApiError> {
-    // The decoded request, kept for the cache keys only when a response or semantic cache exists.
-    let cacheable = match &ask {
-        Ask::Chat(r, _) if st.cache.is_some() || st.semantic.is_some() => Some(r.clone()),
+    // The decoded request, kept for the semantic cache only when one is configured (its scope
+    // and the text to embed are read from the client's messages).
+    let for_semantic = match &ask {
+        Ask::Chat(r, _) if st.semantic.is_some() => Some(r.clone()),
         _ => None,
     };
-    let for_semantic = cacheable.as_ref().filter(|_| st.semantic.is_some()).cloned();
-    // 1 plan (pure): validate, route, scopes and caps, capabilities
+    // 1 plan (pure): validate, route, scopes and caps, capabilities; the cache key, if cacheable
     let mut plan = match ask {
         Ask::Chat(r, endpoint) => plan::chat(st, cx, r, endpoint)?,
         Ask::Completion(r, endpoint) => plan::completion(st, cx, r, endpoint)?,
     };
+    let keyed = cache::plan(st, cx, &plan);
     // 2 admit: guardrails, budgets and concurrency, rate limits
     let held = admit::admit(st, &mut plan).await?;
     // 3 the response cache: a hit answers here
-    let step = cache::lookup(st, cx, &plan, cacheable).await;
+    let step = cache::lookup(st, cx, &plan, keyed).await;
     // 3b the semantic cache (after an exact miss): a paraphrase's answer answers here
     let sem = match &step {
         cache::Step::Hit(_) => semantic::Semantic::Off,

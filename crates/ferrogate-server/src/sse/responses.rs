@@ -1,7 +1,8 @@
 //! The Responses API's stream framing: backend events drive the protocol crate's
 //! [`ResponseStreamBuilder`] (`response.created`, `response.in_progress`,
-//! `response.output_item.added`, `response.content_part.added`, `response.output_text.delta`, the
-//! `…done` events, then `response.completed` or `response.incomplete`), each frame an SSE
+//! `response.output_item.added`, `response.content_part.added`, `response.output_text.delta`,
+//! `response.function_call_arguments.delta` for tool calls, the `…done` events, then
+//! `response.completed` or `response.incomplete`), each frame an SSE
 //! `event:`/`data:` pair carrying an increasing `sequence_number`. A failure after the first byte
 //! is `response.failed` then `error`.
 //!
@@ -85,8 +86,12 @@ impl Frames for ResponsesFrames {
         frames(&self.builder.start())
     }
 
-    fn delta(&mut self, text: String, _tool_calls: Option<Vec<Value>>) -> Vec<Bytes> {
-        frames(&self.builder.delta(&text))
+    fn delta(&mut self, text: String, tool_calls: Option<Vec<Value>>) -> Vec<Bytes> {
+        let mut events = self.builder.delta(&text);
+        if let Some(calls) = tool_calls {
+            events.extend(self.builder.tool_calls(&calls));
+        }
+        frames(&events)
     }
 
     fn finish(&mut self, reason: FinishReason) -> Vec<Bytes> {

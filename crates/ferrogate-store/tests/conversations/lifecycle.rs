@@ -131,3 +131,43 @@ pub async fn metadata_updates_and_conversation_delete(db: &TestDb) {
     assert!(matches!(s.delete_conversation(&a, &conv.id).await, Err(ConversationError::NotFound { .. })));
     assert_eq!(count_rows(&db.url, "conversation_items").await, 0, "its items went with it");
 }
+
+/// Function call items and their outputs are stored, listed, fetched by id and chained like
+/// messages, and keep their kind.
+pub async fn function_items_round_trip(db: &TestDb) {
+    use ferrogate_core::conversations::wire::{FunctionCallItem, FunctionCallOutputItem, ResponseItem};
+    use ferrogate_core::conversations::{Item, ItemBody, Turn};
+    let s = &db.store;
+    let a = owner("t");
+    let conv = create(s, &a, vec![user("weather?")]).await;
+    let call = Item::fresh(&ResponseItem::FunctionCall(FunctionCallItem::new("", "call_1", "get_weather", "{}")));
+    let result = Item::fresh(&ResponseItem::FunctionCallOutput(FunctionCallOutputItem::new("", "call_1", "18C")));
+    let first = Turn {
+        conversation: conv.id.clone(),
+        expected_version: 0,
+        input: vec![user("Paris")],
+        output: vec![call.clone()],
+        response: Some(response(&a, Some(&conv.id), None, std::slice::from_ref(&call))),
+        expires_at_ms: None,
+    };
+    let stored = first.response.clone().unwrap();
+    s.append_turn(&a, first).await.unwrap();
+    let second = Turn {
+        conversation: conv.id.clone(),
+        expected_version: 1,
+        input: vec![result.clone()],
+        output: vec![assistant("18C in Paris")],
+        response: None,
+        expires_at_ms: None,
+    };
+    s.append_turn(&a, second).await.unwrap();
+    let (_, items) = s.history(&a, &conv.id, ALL).await.unwrap();
+    assert_eq!(items.len(), 5);
+    assert_eq!((&items[2], &items[3]), (&call, &result), "both kinds read back whole");
+    assert!(matches!(&items[2].body, ItemBody::FunctionCall { name, .. } if name == "get_weather"));
+    assert_eq!(s.get_item(&a, &conv.id, &call.id).await.unwrap(), call);
+    let got = s.get_response(&a, &stored.id).await.unwrap();
+    assert!(matches!(&got.body.output[0], ResponseItem::FunctionCall(c) if c.call_id == "call_1"));
+    let chain = s.response_chain(&a, &stored.id, 10).await.unwrap();
+    assert_eq!(chain.last(), Some(&call), "a chain carries the call");
+}

@@ -50,6 +50,7 @@ against_every_store!(
     lifecycle::item_pages_follow_the_cursor_both_ways,
     lifecycle::responses_chain_through_previous_ids,
     lifecycle::metadata_updates_and_conversation_delete,
+    lifecycle::function_items_round_trip,
     crash::a_killed_writer_leaves_whole_turns,
 );
 

@@ -12,7 +12,7 @@ use super::super::shape::{MAX_METADATA_KEY_BYTES, MAX_METADATA_PAIRS, MAX_METADA
 /// `metadata`: up to 16 string pairs (see [`check_metadata`]); ordered, so it serializes stably.
 pub type Metadata = BTreeMap<String, String>;
 
-/// Who wrote a message item. Tool roles are not items here (text only).
+/// Who wrote a message item. Tool calls and results are their own items (`call.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ItemRole {
@@ -118,15 +118,6 @@ pub struct ListPage<T> {
     pub has_more: bool,
 }
 
-impl ListPage<MessageItem> {
-    /// A page of items; the ids bracket `data`.
-    pub fn of_items(data: Vec<MessageItem>, has_more: bool) -> Self {
-        let first_id = data.first().map(|i| i.id.clone());
-        let last_id = data.last().map(|i| i.id.clone());
-        Self { object: "list".into(), data, first_id, last_id, has_more }
-    }
-}
-
 /// OpenAI's bounds on `metadata`: at most 16 pairs, keys ≤ 64 bytes, values ≤ 512 bytes.
 pub fn check_metadata(m: &Metadata) -> Result<(), InvalidParam> {
     if m.len() > MAX_METADATA_PAIRS {
@@ -175,8 +166,8 @@ mod tests {
     #[test]
     fn pages_name_their_first_and_last_ids() {
         let items = vec![
-            MessageItem::new("msg_1", ItemRole::User, vec![]),
-            MessageItem::new("msg_2", ItemRole::Assistant, vec![]),
+            MessageItem::new("msg_1", ItemRole::User, vec![]).into(),
+            MessageItem::new("msg_2", ItemRole::Assistant, vec![]).into(),
         ];
         let page = ListPage::of_items(items, true);
         assert_eq!((page.first_id.as_deref(), page.last_id.as_deref()), (Some("msg_1"), Some("msg_2")));

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::super::usage::Usage;
-use super::item::{MessageItem, Metadata};
+use super::call::ResponseItem;
+use super::item::Metadata;
 use super::request::{ResponsesRequest, Truncation};
 
 /// `status` of a response.
@@ -93,7 +94,7 @@ pub struct Response {
     pub created_at: u64,
     pub status: ResponseStatus,
     pub model: String,
-    pub output: Vec<MessageItem>,
+    pub output: Vec<ResponseItem>,
     pub usage: Option<ResponseUsage>,
     pub error: Option<ResponseError>,
     pub incomplete_details: Option<IncompleteDetails>,
@@ -146,9 +147,9 @@ impl Response {
         }
     }
 
-    /// The text of every output part, joined: what the SDKs' `output_text` property shows.
+    /// The text of every output message, joined: what the SDKs' `output_text` property shows.
     pub fn output_text(&self) -> String {
-        self.output.iter().map(MessageItem::text).collect()
+        self.output.iter().map(ResponseItem::text).collect()
     }
 }
 
@@ -172,7 +173,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use serde_json::json;
 
-    use super::super::item::{ItemRole, Part};
+    use super::super::item::{ItemRole, MessageItem, Part};
     use super::*;
 
     /// The SDK's `Response` model requires these keys; a missing one breaks `client.responses`.
@@ -180,7 +181,7 @@ mod tests {
     fn every_key_the_sdk_requires_is_written() {
         let req: ResponsesRequest = serde_json::from_value(json!({"model": "m", "input": "hi"})).unwrap();
         let mut r = Response::started("resp_1", 1_741_476_542, &req);
-        r.output.push(MessageItem::new("msg_1", ItemRole::Assistant, vec![Part::output_text("Hello")]));
+        r.output.push(MessageItem::new("msg_1", ItemRole::Assistant, vec![Part::output_text("Hello")]).into());
         r.status = ResponseStatus::Completed;
         let v = serde_json::to_value(&r).unwrap();
         for key in ["id", "object", "created_at", "model", "output", "parallel_tool_calls", "tool_choice", "tools"] {

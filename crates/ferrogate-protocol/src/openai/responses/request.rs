@@ -5,7 +5,8 @@ use serde_json::{Map, Value};
 
 use super::super::shape::check_model;
 use super::super::{InvalidParam, check_max_tokens, check_range};
-use super::item::{ItemRole, ItemStatus, Metadata, Part, check_metadata};
+use super::call::{FunctionCallItem, FunctionCallOutputItem, ResponseItem, chat_tool_choice, chat_tools};
+use super::item::{ItemRole, ItemStatus, MessageItem, Metadata, Part, check_metadata};
 
 /// A Responses API request. Fields ferrogate acts on are typed; the rest (`reasoning`,
 /// `include`, …) is kept in `extra`.
@@ -57,12 +58,38 @@ pub struct ResponsesRequest {
     pub extra: Map<String, Value>,
 }
 
-/// `input`: a string (one user message) or a list of message items.
+/// `input`: a string (one user message) or a list of items.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ResponseInput {
     Text(String),
-    Items(Vec<InputMessage>),
+    Items(Vec<InputItem>),
+}
+
+/// One input item: a message, a function call the model made (a previous output sent back), or
+/// the output of a function the caller ran. The function items are tried first: their `type` is
+/// fixed, while a message's is optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum InputItem {
+    FunctionCall(FunctionCallItem),
+    FunctionCallOutput(FunctionCallOutputItem),
+    Message(InputMessage),
+}
+
+impl InputItem {
+    /// The item as a response item (ids as the client sent them, possibly empty).
+    pub fn to_item(&self) -> ResponseItem {
+        match self {
+            InputItem::FunctionCall(c) => ResponseItem::FunctionCall(c.clone()),
+            InputItem::FunctionCallOutput(o) => ResponseItem::FunctionCallOutput(o.clone()),
+            InputItem::Message(m) => {
+                let mut item = MessageItem::new(m.id.clone().unwrap_or_default(), m.role, m.parts());
+                item.status = m.status.unwrap_or_default();
+                ResponseItem::Message(item)
+            }
+        }
+    }
 }
 
 impl Default for ResponseInput {
@@ -152,7 +179,22 @@ impl ResponsesRequest {
         if self.background == Some(true) && !self.stores() {
             return Err(InvalidParam::new("background", "background responses need 'store' to be true"));
         }
+        self.chat_tools()?;
+        self.chat_tool_choice()?;
         Ok(())
+    }
+
+    /// `tools` in chat's shape (function tools only), `None` when absent or empty.
+    pub fn chat_tools(&self) -> Result<Option<Vec<Value>>, InvalidParam> {
+        match self.tools.as_deref() {
+            None | Some([]) => Ok(None),
+            Some(tools) => chat_tools(tools).map(Some),
+        }
+    }
+
+    /// `tool_choice` in chat's shape.
+    pub fn chat_tool_choice(&self) -> Result<Option<Value>, InvalidParam> {
+        self.tool_choice.as_ref().map(chat_tool_choice).transpose()
     }
 
     fn check_input(&self) -> Result<(), InvalidParam> {
@@ -166,8 +208,13 @@ impl ResponsesRequest {
         if items.is_empty() {
             return Err(InvalidParam::new("input", "'input' must contain at least one item"));
         }
-        match items.iter().position(|m| m.kind.as_deref().is_some_and(|k| k != "message")) {
-            Some(i) => Err(InvalidParam::new(format!("input[{i}].type"), "only 'message' items are supported")),
+        let unsupported =
+            |i: &InputItem| matches!(i, InputItem::Message(m) if m.kind.as_deref().is_some_and(|k| k != "message"));
+        match items.iter().position(unsupported) {
+            Some(i) => {
+                let msg = "only 'message', 'function_call' and 'function_call_output' items are supported";
+                Err(InvalidParam::new(format!("input[{i}].type"), msg))
+            }
             None => Ok(()),
         }
     }
@@ -186,11 +233,14 @@ impl ResponsesRequest {
         self.truncation.unwrap_or_default()
     }
 
-    /// The new input as (role, parts) pairs, in order: a string is one user message.
-    pub fn input_messages(&self) -> Vec<(ItemRole, Vec<Part>)> {
+    /// The new input as items, in order (ids as the client sent them, possibly empty): a string
+    /// is one user message.
+    pub fn input_items(&self) -> Vec<ResponseItem> {
         match &self.input {
-            ResponseInput::Text(t) => vec![(ItemRole::User, vec![Part::InputText { text: t.clone() }])],
-            ResponseInput::Items(items) => items.iter().map(|m| (m.role, m.parts())).collect(),
+            ResponseInput::Text(t) => {
+                vec![MessageItem::new("", ItemRole::User, vec![Part::InputText { text: t.clone() }]).into()]
+            }
+            ResponseInput::Items(items) => items.iter().map(InputItem::to_item).collect(),
         }
     }
 }
@@ -213,10 +263,10 @@ mod tests {
         assert!(r.validate().is_ok());
         assert!(r.stores(), "store defaults to true");
         assert_eq!(r.truncation(), Truncation::Auto);
-        let msgs = r.input_messages();
-        assert_eq!(msgs.len(), 1);
-        assert_eq!(msgs[0].0, ItemRole::User);
-        assert_eq!(msgs[0].1[0].text(), "Tell me a three sentence bedtime story about a unicorn.");
+        let items = r.input_items();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].role(), Some(ItemRole::User));
+        assert_eq!(items[0].text(), "Tell me a three sentence bedtime story about a unicorn.");
     }
 
     /// Items in the easy form and in the full form a previous output used, mixed.
@@ -237,7 +287,7 @@ mod tests {
             "reasoning": {"effort": "low"}
         }));
         assert!(r.validate().is_ok(), "{:?}", r.validate());
-        let roles: Vec<_> = r.input_messages().into_iter().map(|(role, _)| role).collect();
+        let roles: Vec<_> = r.input_items().iter().filter_map(ResponseItem::role).collect();
         assert_eq!(roles, [ItemRole::Developer, ItemRole::Assistant, ItemRole::User]);
         assert_eq!(r.conversation.as_ref().unwrap().id(), "conv_123");
         assert_eq!(r.truncation(), Truncation::Disabled);
@@ -258,8 +308,10 @@ mod tests {
         assert_eq!(with("max_output_tokens", json!(0)), "max_output_tokens");
         assert_eq!(with("input", json!("")), "input");
         assert_eq!(with("input", json!([])), "input");
-        let fn_call = json!([{"type": "function_call_output", "role": "user", "content": "x"}]);
-        assert_eq!(with("input", fn_call), "input[0].type");
+        let other = json!([{"type": "reasoning", "role": "user", "content": "x"}]);
+        assert_eq!(with("input", other), "input[0].type");
+        assert_eq!(with("tools", json!([{"type": "web_search_preview"}])), "tools[0].type");
+        assert_eq!(with("tool_choice", json!("never")), "tool_choice");
         let mut both = base.clone();
         both["previous_response_id"] = json!("resp_1");
         both["conversation"] = json!("conv_1");
@@ -268,6 +320,24 @@ mod tests {
         bg["background"] = json!(true);
         bg["store"] = json!(false);
         assert_eq!(parse(bg).validate().unwrap_err().param, "background");
+    }
+
+    /// Continuing after a function call: the call sent back, then its output.
+    #[test]
+    fn function_items_in_input() {
+        let r = parse(json!({"model": "m", "input": [
+            {"role": "user", "content": "weather in Paris?"},
+            {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather",
+             "arguments": "{\"city\":\"Paris\"}", "status": "completed"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "18C"}
+        ], "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+           "tool_choice": {"type": "function", "name": "get_weather"}}));
+        assert!(r.validate().is_ok(), "{:?}", r.validate());
+        let items = r.input_items();
+        assert!(matches!(&items[1], ResponseItem::FunctionCall(c) if c.call_id == "call_1"));
+        assert!(matches!(&items[2], ResponseItem::FunctionCallOutput(o) if o.output == "18C"));
+        assert_eq!(r.chat_tools().unwrap().unwrap()[0]["function"]["name"], "get_weather");
+        assert_eq!(r.chat_tool_choice().unwrap().unwrap()["function"]["name"], "get_weather");
     }
 
     #[test]
