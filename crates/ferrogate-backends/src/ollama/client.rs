@@ -23,7 +23,15 @@ use crate::stream;
 /// Images are passed on as base64 `images` (data: URLs only).
 const CAPABILITIES: Capabilities =
     // Ollama's API has no log probabilities.
-    Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true, logprobs: false, embeddings: true };
+    Capabilities {
+        chat: true,
+        text_completion: true,
+        tools: true,
+        images: true,
+        usage: true,
+        logprobs: false,
+        embeddings: true,
+    };
 
 pub struct OllamaBackend {
     name: String,

@@ -20,8 +20,15 @@ use super::convert::{self, Endpoint, SseChunks};
 use crate::http::{self, ClientSettings, RESPONSE_BODY_CAP, within};
 use crate::stream;
 
-const CAPABILITIES: Capabilities =
-    Capabilities { chat: true, text_completion: true, tools: true, images: true, usage: true, logprobs: true, embeddings: true };
+const CAPABILITIES: Capabilities = Capabilities {
+    chat: true,
+    text_completion: true,
+    tools: true,
+    images: true,
+    usage: true,
+    logprobs: true,
+    embeddings: true,
+};
 
 /// 2,048 inputs of 3,072 floats as JSON text reach ~70 MB.
 const EMBED_BODY_CAP: usize = 128 * 1024 * 1024;
