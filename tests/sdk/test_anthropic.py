@@ -122,8 +122,9 @@ def test_errors_are_the_sdks_exceptions(anthropic_client: anthropic.Anthropic, m
     with pytest.raises(anthropic.BadRequestError) as bad:
         greedy(anthropic_client, model, messages=[])
     assert bad.value.body["error"]["type"] == "invalid_request_error"
-    # The embedded engine refuses tools (constrained tool calling is separate work): a clear 400.
-    tools = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}]
+    # A tool schema keyword the embedded engine's grammar cannot enforce: a clear 400 naming it.
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}
+    tools = [{"name": "count", "input_schema": schema}]
     with pytest.raises(anthropic.BadRequestError) as refused:
         greedy(anthropic_client, model, tools=tools)
-    assert "tools" in refused.value.message
+    assert "minimum" in refused.value.message

@@ -82,6 +82,8 @@ def _local(text: str, root: str) -> str:
 def test_the_readme_has_examples() -> None:
     assert len(CURLS) >= 4 and len(PYTHONS) >= 1, (CURLS, PYTHONS)
     for example in [*CURLS, *PYTHONS]:
+        if "/embeddings" in example or "embeddings.create" in example:
+            continue  # embeddings generate nothing: no max_tokens to bound
         assert "max_tokens" in example, f"an example without max_tokens:\n{example}"
 
 

@@ -356,7 +356,11 @@ def test_streamed_function_call_in_a_conversation(tool_gateway) -> None:
     assert items.data[1].name == "get_weather" and items.data[2].output == "20C"
 
 
-def test_the_embedded_engine_refuses_tools(client: openai.OpenAI, model: str) -> None:
-    with pytest.raises(openai.BadRequestError) as e:
-        ask(client, model, "Weather in Paris?", tools=[WEATHER_TOOL])
-    assert e.value.body.get("param") == "tools" and "does not support tools" in str(e.value)
+def test_the_embedded_engine_calls_a_required_tool(client: openai.OpenAI, model: str) -> None:
+    # Grammar-constrained tool calling on the embedded engine (docs/ENGINE.md): a required call
+    # comes back as a function_call item whose arguments parse and name the schema's field.
+    r = ask(client, model, "Weather in Paris?", tools=[WEATHER_TOOL], tool_choice="required", max_output_tokens=64)
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert calls, r.output
+    assert calls[0].name == "get_weather" and calls[0].call_id
+    assert "city" in json.loads(calls[0].arguments)

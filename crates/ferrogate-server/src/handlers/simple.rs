@@ -7,8 +7,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::Response;
+use ferrogate_core::Deployment;
 use ferrogate_protocol::openai::{ChatCompletionRequest, ChatMessage, Role, Stop};
 use serde::Deserialize;
+use std::sync::Arc;
 
 use crate::error::ApiError;
 use crate::handlers::decode;
@@ -80,6 +82,9 @@ async fn run(
     Ok(crate::handlers::encode::respond(st, answer))
 }
 
+/// The `default` alias, else the first deployment that generates text (never an embedding model).
 fn default_model(st: &AppState) -> Option<String> {
-    st.registry.resolve("default").or_else(|| st.registry.deployments().first()).map(|d| d.name.clone())
+    let generates = |d: &&Arc<Deployment>| d.capabilities().text_completion || d.capabilities().chat;
+    let first = || st.registry.deployments().iter().find(generates);
+    st.registry.resolve("default").or_else(first).map(|d| d.name.clone())
 }
