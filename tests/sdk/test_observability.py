@@ -111,8 +111,18 @@ def test_dashboard_numbers_move_with_real_traffic(gateway, browser, client: open
     first = rows[0].text
     assert model in first and "200" in first, first
     _wait("tokens/s moves", lambda: float(text("tps")) > 0)
-    # One row per backend (the embedding model's too): the chat model's row shows its engine.
-    engines = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#backends tr")]
+    # One row per backend (the embedding model's too), redrawn every second: read the table's text
+    # in one call (a row element may be replaced between finding and reading it) and take the chat
+    # model's row.
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def backend_rows():
+        try:
+            return browser.find_element(By.ID, "backends").text.splitlines()
+        except StaleElementReferenceException:
+            return None
+
+    engines = _wait("the backends table", backend_rows)
     engine = next((e for e in engines if e.startswith(model) or f" {model} " in f" {e} "), " | ".join(engines))
     assert model in engine and "healthy" in engine and "/" in engine, engine
     assert "Say hello" not in browser.page_source, "never prompt text"
