@@ -112,6 +112,7 @@ async fn subscribe(
         let listened = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
+            backoff = Duration::from_millis(100); // subscribed: a later loss starts over
             let mut messages = pubsub.on_message();
             while let Some(msg) = messages.next().await {
                 let Ok(text) = msg.get_payload::<String>() else { continue };

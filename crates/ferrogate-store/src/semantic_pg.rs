@@ -9,11 +9,12 @@
 //! created on connect (`IF NOT EXISTS`): PostgreSQL only, outside the shared SQLite/PostgreSQL
 //! migrations.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use ferrogate_core::cache::semantic::dot;
+use ferrogate_core::cache::semantic::best_match;
 use ferrogate_core::cache::{CacheError, CachedCompletion, SemanticHit, SemanticIndex, SemanticScope};
+use ferrogate_core::tenancy::time::now_ms;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// The index; cheap to clone (a pool).
@@ -62,10 +63,6 @@ fn kind(e: &sqlx::Error) -> String {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn unavailable(e: sqlx::Error) -> CacheError {
     CacheError::Unavailable(format!("semantic cache database: {}", kind(&e)))
 }
@@ -88,14 +85,10 @@ impl SemanticIndex for PgSemanticIndex {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        let best = rows
-            .into_iter()
-            .map(|(v, entry)| (dot(&v, vector), entry))
-            .filter(|(s, _)| *s >= threshold)
-            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let best = best_match(rows.iter().map(|(v, entry)| (v.as_slice(), entry)), vector, threshold);
         let Some((similarity, entry)) = best else { return Ok(None) };
         let entry: CachedCompletion =
-            serde_json::from_str(&entry).map_err(|e| CacheError::Corrupt(format!("semantic cache entry: {e}")))?;
+            serde_json::from_str(entry).map_err(|e| CacheError::Corrupt(format!("semantic cache entry: {e}")))?;
         Ok(Some(SemanticHit { entry, similarity }))
     }
 

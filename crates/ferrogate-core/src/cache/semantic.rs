@@ -113,6 +113,16 @@ pub fn unit(v: &[f32]) -> bool {
     (n - 1.0).abs() < 1e-3
 }
 
+/// The candidate most similar to `query` at or above `threshold` (every index applies this one
+/// rule), with its similarity.
+pub fn best_match<'a, T>(
+    candidates: impl Iterator<Item = (&'a [f32], T)>,
+    query: &[f32],
+    threshold: f32,
+) -> Option<(f32, T)> {
+    candidates.map(|(v, t)| (dot(v, query), t)).filter(|(s, _)| *s >= threshold).max_by(|a, b| a.0.total_cmp(&b.0))
+}
+
 /// Dot product (the cosine of unit vectors).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() {
@@ -154,11 +164,7 @@ impl SemanticIndex for MemoryIndex {
         let Some(items) = scopes.get_mut(scope) else { return Ok(None) };
         let now = Instant::now();
         items.retain(|i| i.expires > now);
-        let best = items
-            .iter()
-            .map(|i| (dot(&i.vector, vector), i))
-            .filter(|(s, _)| *s >= threshold)
-            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let best = best_match(items.iter().map(|i| (i.vector.as_slice(), i)), vector, threshold);
         Ok(best.map(|(similarity, i)| SemanticHit { entry: i.entry.clone(), similarity }))
     }
 
