@@ -9,9 +9,11 @@
 #   - cargo (must already exist: Rust comes from rustup) and cargo-nextest (cargo install);
 #   - the GGUF models, via scripts/fetch-models.sh (cached in ~/.cache/ferrogate/models).
 # Options:
-#   --test       also promtool and headless chromium (apt), and the Python venv (.venv) for the
+#   --test       also promtool and headless chromium (apt), the Python venv (.venv) for the
 #                openai-SDK and dashboard tests in tests/sdk, reinstalled
-#                only when tests/sdk/requirements.txt changes (a hash stamp in .venv)
+#                only when tests/sdk/requirements.txt changes (a hash stamp in .venv), and the
+#                pgvector extension in each installed PostgreSQL server that lacks it (the
+#                semantic cache's shared index)
 #   --bench      also the benchmark tools: nginx-light and wrk (apt), oha (cargo install into
 #                ~/.cache/ferrogate/tools, outside the repo)
 #   --no-models  skip the model fetch (lint-only callers)
@@ -51,6 +53,47 @@ install_oha() {
   fi
   fg_log "installing oha $OHA_VERSION into $OHA_ROOT (cargo install; ~10 minutes on 2 cores)"
   cargo install oha --locked --version "$OHA_VERSION" --root "$OHA_ROOT"
+}
+
+# pgvector for every PostgreSQL server installed here that lacks it. Debian 12 ships no
+# postgresql-15-pgvector binary package, so when apt has none the extension is built from Debian's
+# own source package (pgvector, fetched by `apt-get source` from the next release's deb-src, with
+# a private list directory: the system's apt sources stay untouched) against the server's headers
+# (postgresql-server-dev-N), without -march=native so the build runs on any x86-64 CPU.
+install_pgvector() {
+  local dir ver
+  for dir in /usr/lib/postgresql/*/bin; do
+    [ -x "$dir/postgres" ] || continue
+    ver="$(basename "$(dirname "$dir")")"
+    [ ! -f "/usr/share/postgresql/$ver/extension/vector.control" ] || continue
+    if apt-cache show "postgresql-$ver-pgvector" >/dev/null 2>&1; then
+      fg_apt_install "postgresql-$ver-pgvector"
+      continue
+    fi
+    fg_log "building pgvector for PostgreSQL $ver from Debian's source package (~1 minute)"
+    fg_apt_install "postgresql-server-dev-$ver"
+    local work
+    work="$(mktemp -d)"
+    mkdir -p "$work/lists/partial"
+    cat >"$work/src.sources" <<EOS
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOS
+    local apt_opts=(-o "Dir::Etc::sourcelist=$work/src.sources" -o Dir::Etc::sourceparts=-
+      -o "Dir::State::Lists=$work/lists" -o APT::Sandbox::User=root)
+    apt-get "${apt_opts[@]}" update -qq
+    (cd "$work" && apt-get "${apt_opts[@]}" source --download-only -qq pgvector >/dev/null)
+    tar -xzf "$work"/pgvector_*.orig.tar.gz -C "$work"
+    local src
+    src="$(find "$work" -maxdepth 1 -type d -name 'pgvector-*' | head -n 1)"
+    [ -n "$src" ] || fg_die "pgvector source not found in $work"
+    make -C "$src" -s PG_CONFIG="$dir/pg_config" OPTFLAGS="" >/dev/null
+    fg_as_root make -C "$src" -s PG_CONFIG="$dir/pg_config" OPTFLAGS="" install >/dev/null
+    rm -rf "$work"
+  done
 }
 
 # The SDK tests' venv; pip runs only when requirements.txt changed since the last install.
@@ -93,6 +136,7 @@ main() {
   install_nextest
   [ "$bench" -eq 0 ] || install_oha
   [ "$test" -eq 0 ] || setup_venv
+  [ "$test" -eq 0 ] || install_pgvector
   [ "$models" -eq 0 ] || "$FG_ROOT/scripts/fetch-models.sh"
 }
 

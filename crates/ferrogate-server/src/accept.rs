@@ -41,6 +41,18 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after an accept error (EMFILE: no file descriptor left) before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Binds a listener on `addr` with a queue of `backlog` connections the kernel has completed
+/// but the loop has not accepted yet (capped by `net.core.somaxconn`). Tokio's own `bind` asks for
+/// 1,024: a burst of a few thousand clients connecting at once overflows it and some of them are
+/// dropped or reset before the gateway ever sees them (`server.listen_backlog`).
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std's and tokio's `bind` do: a restart may bind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// The accept side's bounds (`[server]`: `header_read_timeout_secs`, `idle_timeout_secs`,
 /// `max_connections`).
 #[derive(Debug, Clone, Copy)]
@@ -157,4 +169,28 @@ fn refusal_response() -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    /// The listener asks the kernel for the configured backlog, not Tokio's 1,024: `ss` shows a
+    /// listening socket's backlog as its Send-Q.
+    #[tokio::test]
+    async fn the_listener_has_the_configured_backlog() {
+        for backlog in [77u32, 3000] {
+            let listener = super::bind("127.0.0.1:0".parse().unwrap(), backlog).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let out = std::process::Command::new("ss")
+                .args(["-ltnH", &format!("sport = :{port}")])
+                .output()
+                .expect("ss (iproute2) runs");
+            let line = String::from_utf8_lossy(&out.stdout).into_owned();
+            let send_q: u32 = line.split_whitespace().nth(2).and_then(|v| v.parse().ok()).expect(&line);
+            let somaxconn: u32 =
+                std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+            assert_eq!(send_q, backlog.min(somaxconn), "{line}");
+        }
+    }
 }

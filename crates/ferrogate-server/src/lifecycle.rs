@@ -63,8 +63,8 @@ pub async fn start(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
     let st = AppState::new(cfg, services).map_err(StartError::Build)?;
-    let listener =
-        TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
+    let listener = accept::bind(cfg.listen, cfg.server.listen_backlog)
+        .map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen, source })?;
     let tls = listener_tls(cfg, &st)?;
     tracing::info!(%addr, tls = tls.is_some(), deployments = st.registry.deployments().len(), "ferrogate listening");
@@ -93,10 +93,13 @@ pub async fn start(
     Ok(Running { addr, metrics_addr, state: st, live, stop: Some(stop), task })
 }
 
+/// The metrics listener's backlog: scrapers, not a crowd.
+const METRICS_BACKLOG: u32 = 1024;
+
 /// Serves `/metrics` alone on `metrics.listen` (same accept bounds), until draining starts.
 async fn spawn_metrics_listener(st: &AppState, limits: AcceptLimits) -> Result<Option<SocketAddr>, StartError> {
     let Some(at) = st.obs.cfg.metrics_listen.filter(|_| st.obs.cfg.metrics.enabled) else { return Ok(None) };
-    let listener = TcpListener::bind(at).await.map_err(|source| StartError::Bind { addr: at, source })?;
+    let listener = accept::bind(at, METRICS_BACKLOG).map_err(|source| StartError::Bind { addr: at, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: at, source })?;
     tracing::info!(%addr, "metrics listening");
     let (app, stop) = (crate::router::metrics_router(st.clone()), st.stopping.clone());

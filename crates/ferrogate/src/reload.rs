@@ -31,6 +31,7 @@ const RESTART_ONLY: &[&str] = &[
     "server.header_read_timeout_secs",
     "server.idle_timeout_secs",
     "server.max_connections",
+    "server.listen_backlog",
     "server.warmup",
     "server.config_poll_ms",
     "model_dir",

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub body_read_timeout_secs: u64,
     /// Open client connections at most; beyond, a new connection gets 503 and is closed.
     pub max_connections: usize,
+    /// Connections the kernel may hold completed but not yet accepted (the listen backlog,
+    /// capped by `net.core.somaxconn`): room for a burst of clients connecting at once.
+    pub listen_backlog: u32,
     /// `[server.tls]`: serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) instead of plain HTTP.
     pub tls: Option<super::tls::TlsSection>,
     /// How often `serve --config FILE` reads the file to see whether it changed (a Kubernetes
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             body_read_timeout_secs: 30,
             max_connections: 10_000,
+            listen_backlog: 4096,
             tls: None,
             config_poll_ms: 2000,
         }
@@ -99,6 +103,7 @@ impl fmt::Debug for ServerConfig {
             .field("idle_timeout_secs", &self.idle_timeout_secs)
             .field("body_read_timeout_secs", &self.body_read_timeout_secs)
             .field("max_connections", &self.max_connections)
+            .field("listen_backlog", &self.listen_backlog)
             .field("tls", &self.tls)
             .field("config_poll_ms", &self.config_poll_ms)
             .finish()

@@ -399,11 +399,16 @@ fn check_server(s: &ServerConfig, errs: &mut Vec<String>) {
         ("idle_timeout_secs", s.idle_timeout_secs),
         ("body_read_timeout_secs", s.body_read_timeout_secs),
         ("max_connections", s.max_connections as u64),
+        ("listen_backlog", u64::from(s.listen_backlog)),
     ];
     for (field, v) in positive {
         if v == 0 {
             errs.push(format!("server.{field} must be greater than 0"));
         }
+    }
+    // The kernel takes an int and caps it at net.core.somaxconn (at most 65,535 before Linux 5.4).
+    if s.listen_backlog > 65_535 {
+        errs.push(format!("server.listen_backlog must be at most 65535 (got {})", s.listen_backlog));
     }
     // A tokio semaphore holds at most `usize::MAX >> 3` permits; a million is already more
     // descriptors than a default process may open.
@@ -528,20 +533,22 @@ mod tests {
     fn accept_side_problems_are_listed_with_the_others() {
         let errs = from_toml(
             "[server]\nheader_read_timeout_secs = 0\nidle_timeout_secs = 100000\nbody_read_timeout_secs = 0\n\
-             max_connections = 2000000\nsse_keepalive_secs = 0\n",
+             max_connections = 2000000\nsse_keepalive_secs = 0\nlisten_backlog = 70000\n",
         )
         .unwrap_err();
         let all = errs.0.join("\n");
-        for field in ["header_read_timeout_secs", "idle_timeout_secs", "body_read_timeout_secs", "max_connections"] {
+        let fields = ["header_read_timeout_secs", "idle_timeout_secs", "body_read_timeout_secs", "max_connections"];
+        for field in fields.iter().chain(&["listen_backlog"]) {
             assert!(all.contains(&format!("server.{field}")), "{field}: {all}");
         }
-        assert_eq!(errs.0.len(), 5, "{all}");
+        assert_eq!(errs.0.len(), 6, "{all}");
         let ok = from_toml("").unwrap();
         assert_eq!(
             (ok.server.header_read_timeout_secs, ok.server.idle_timeout_secs, ok.server.body_read_timeout_secs),
             (10, 60, 30)
         );
         assert_eq!(ok.server.max_connections, 10_000);
+        assert_eq!(ok.server.listen_backlog, 4096);
     }
 
     #[test]
