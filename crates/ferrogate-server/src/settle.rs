@@ -29,10 +29,13 @@ use crate::state::{AppState, InflightGuard};
 use crate::tenancy::meter;
 use crate::tenancy::quotas::Admission;
 
-/// The cache entry a streamed miss fills when it finishes whole (`pipeline::cache`).
+/// The cache entries a streamed miss fills when it finishes whole: the exact cache's
+/// (`pipeline::cache`), the semantic index's (`pipeline::semantic`), or both.
 pub struct CacheFill {
-    pub key: ferrogate_core::cache::CacheKey,
-    pub ttl: std::time::Duration,
+    /// The exact cache's key and time to live.
+    pub exact: Option<(ferrogate_core::cache::CacheKey, std::time::Duration)>,
+    /// The semantic index's scope and vector (`Semantic::Miss`), or `Off`.
+    pub semantic: crate::pipeline::semantic::Semantic,
     /// The model name the answer carries.
     pub model: String,
     pub text: String,
@@ -176,7 +179,10 @@ impl Settle {
                 finish_reason: reason,
                 usage: Some(usage),
             };
-            crate::pipeline::cache::fill(&self.st, f.key, f.ttl, &f.model, &whole, usage);
+            if let Some((key, ttl)) = f.exact {
+                crate::pipeline::cache::fill(&self.st, key, ttl, &f.model, &whole, usage);
+            }
+            crate::pipeline::semantic::fill(&self.st, f.semantic, &f.model, &whole, usage);
         }
     }
 

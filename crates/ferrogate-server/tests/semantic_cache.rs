@@ -106,6 +106,42 @@ async fn paraphrases_are_served_from_the_semantic_cache() {
     gw.shutdown().await;
 }
 
+/// (x-ferrogate-cache, the text) of a streamed answer.
+async fn streamed(gw: &TestGateway, body: &Value) -> (Option<String>, String) {
+    let res = gw.post_json("/v1/chat/completions", body).await;
+    assert_eq!(res.status(), 200);
+    let cache = cache_headers(&res).0;
+    let mut dec = SseDecoder::new();
+    let mut text = String::new();
+    let mut body = res.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        for ev in dec.push(&chunk.unwrap()) {
+            if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                text.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or_default());
+            }
+        }
+    }
+    (cache, text)
+}
+
+#[tokio::test]
+async fn a_streamed_answer_fills_the_index_when_it_ends() {
+    let gw = gateway().await;
+    let sys = "You answer questions about rivers.";
+    let (cache, first) = streamed(&gw, &ask(sys, "How long is the river Nile?", true)).await;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    assert!(!first.is_empty());
+    filled().await;
+    // A paraphrase, whole and streamed: the streamed miss's text, sampled at temperature 0.7.
+    let (cache, sim, again) = whole(&gw, &ask(sys, "What is the length of the river Nile?", false), &[]).await;
+    assert_eq!(cache.as_deref(), Some("semantic-hit"), "the streamed answer was stored");
+    assert!(sim.unwrap() >= THRESHOLD);
+    assert_eq!(again, first);
+    let (cache, again) = streamed(&gw, &ask(sys, "What's the length of the river Nile?", true)).await;
+    assert_eq!((cache.as_deref(), again.as_str()), (Some("semantic-hit"), first.as_str()));
+    gw.shutdown().await;
+}
+
 /// The cosine of each pair, straight from the embedding model.
 async fn cosines(gw: &TestGateway, list: &[(String, String)]) -> Vec<f32> {
     let inputs: Vec<&str> = list.iter().flat_map(|(a, b)| [a.as_str(), b.as_str()]).collect();

@@ -109,8 +109,13 @@ pub async fn run(st: &AppState, cx: &RequestCx, ask: Ask) -> Result<Answer, ApiE
         let Dispatched { lease, value: (first, events), mut settle } =
             dispatch::run(st, &mut plan, held, open_stream).await?;
         settle.cache = miss;
-        if let cache::Step::Miss { key, ttl } = step {
-            settle.fill = Some(CacheFill { key, ttl, model: plan.shown.to_string(), text: String::new() });
+        let exact = match step {
+            cache::Step::Miss { key, ttl } => Some((key, ttl)),
+            _ => None,
+        };
+        if exact.is_some() || matches!(sem, semantic::Semantic::Miss { .. }) {
+            let model = plan.shown.to_string();
+            settle.fill = Some(CacheFill { exact, semantic: sem, model, text: String::new() });
         }
         Body::Stream { first, events, lease, settle }
     } else {

@@ -3,7 +3,9 @@
 //! deployment, and look for an answer to a paraphrase within the same scope (tenant, deployment,
 //! earlier messages and parameters: `core::cache::semantic`) at or above the threshold. A hit
 //! answers without the chat backend (`x-ferrogate-cache: semantic-hit`, the similarity in
-//! `x-ferrogate-cache-similarity`); a whole answer to a miss fills the index.
+//! `x-ferrogate-cache-similarity`); an answer to a miss fills the index once it is whole — at
+//! once for a JSON answer, at its end for a stream that finished without tool calls
+//! (`settle::CacheFill`).
 //!
 //! Rules: `Cache-Control: no-store` skips the step, `no-cache` skips the lookup and still fills;
 //! any failure — the embedding call, the index — is a miss, logged, never an error for the client.
@@ -27,7 +29,7 @@ pub enum Semantic {
     /// The deployment has no semantic cache, or the request cannot use it.
     Off,
     Hit(SemanticHit),
-    /// Answered by the backend; a whole answer fills the index under `scope`.
+    /// Answered by the backend; the answer, once whole, fills the index under `scope`.
     Miss {
         scope: SemanticScope,
         vector: Vec<f32>,
