@@ -5,6 +5,7 @@
 mod client;
 mod config;
 pub(crate) mod convert;
+mod passthrough;
 mod embed;
 
 pub use client::OpenAiBackend;

@@ -23,6 +23,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use ferrogate_core::chunk::RawChunk;
 use ferrogate_core::{BackendError, EventStream, StreamEvent};
 use ferrogate_protocol::openai::{FinishReason, Usage};
 use futures::StreamExt;
@@ -60,6 +61,12 @@ pub trait Frames: Send + Sync + 'static {
     fn fail(&mut self, e: &ApiError) -> Vec<Bytes>;
     /// What is sent after `server.keepalive_secs` without a frame, if the framing has one.
     fn keepalive(&self) -> Option<Bytes>;
+    /// An upstream chunk passed through (SSE passthrough) as this framing's frame, or `None`
+    /// when the framing re-frames: the pump then hands it over as decoded events (the default,
+    /// so a front of another protocol always gets decoded chunks).
+    fn raw(&mut self, _chunk: &RawChunk) -> Option<Bytes> {
+        None
+    }
 }
 
 /// Streams an answer in OpenAI's framing.
@@ -183,7 +190,27 @@ impl<F: Frames> Pump<F> {
                 self.settle.usage = Some(u);
                 Ok(())
             }
+            StreamEvent::Frame(chunk) => self.on_chunk(chunk).await,
         }
+    }
+
+    /// A passed-through chunk: settle reads its content and finish, the frame goes out as it
+    /// came (or, for a framing that re-frames, as the events it stands for).
+    async fn on_chunk(&mut self, chunk: RawChunk) -> Result<(), Gone> {
+        let Some(frame) = self.frames.raw(&chunk) else {
+            for ev in chunk.events() {
+                Box::pin(self.on_event(ev)).await?;
+            }
+            return Ok(());
+        };
+        if chunk.has_content() {
+            self.settle.deltas += 1;
+            self.settle.note_delta(chunk.text(), chunk.tool_calls);
+        }
+        if let Some(reason) = chunk.finish {
+            self.finished = Some(reason);
+        }
+        self.send(frame).await
     }
 
     /// Normal end: the protocol's closing frames. Ending without a finish reason is a failure
