@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
+use ::http::{Method, Uri};
 use async_trait::async_trait;
 use ferrogate_core::stream::StreamTimeouts;
 use ferrogate_core::{
     Backend, BackendError, Capabilities, Completion, EmbedOutput, EmbedRequest, EventStream, Health, InferenceRequest,
     TimeoutKind,
 };
-use ::http::{Method, Uri};
 use serde_json::Value;
 use tokio::time::Instant;
 

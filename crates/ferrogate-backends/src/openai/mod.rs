@@ -5,8 +5,8 @@
 mod client;
 mod config;
 pub(crate) mod convert;
-mod passthrough;
 mod embed;
+mod passthrough;
 
 pub use client::OpenAiBackend;
 pub use config::OpenAiConfig;

@@ -3,11 +3,11 @@
 //! `data: {"error": …}` event and `[DONE]`.
 
 use bytes::Bytes;
+use ferrogate_core::chunk::RawChunk;
 use ferrogate_protocol::openai::{
     ChatCompletionChunk, ChunkChoice, CompletionChoice, Delta, FinishReason, Role, Usage, unix_now,
 };
 use ferrogate_protocol::sse::{DONE_FRAME, KEEPALIVE_FRAME, data_frame};
-use ferrogate_core::chunk::RawChunk;
 use serde_json::Value;
 
 use super::Frames;
