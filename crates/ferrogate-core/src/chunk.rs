@@ -4,15 +4,14 @@
 //!
 //! Invariant: a raw chunk carries one choice of index 0, no usage (a `usage` key, if any, is
 //! `null`), no log probabilities, no error, and a finish reason only when it is one of OpenAI's
-//! own words: anything else is decoded into ordinary [`StreamEvent`]s by the backend instead.
-//! A front that does not speak OpenAI chat chunks gets the same events from [`RawChunk::events`].
+//! own words: anything else is decoded into ordinary `StreamEvent`s by the backend instead.
+//! A front that does not speak OpenAI chat chunks re-frames it from its text, tool calls
+//! ([`RawChunk::decode_tool_calls`]) and finish reason.
 
 use std::ops::Range;
 
 use ferrogate_protocol::openai::FinishReason;
 use serde_json::Value;
-
-use crate::backend::StreamEvent;
 
 /// The content of a raw chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,18 +60,13 @@ impl RawChunk {
         self.tool_calls || !self.text().is_empty()
     }
 
-    /// The same chunk as decoded events (delta, then finish), for fronts that re-frame.
-    pub fn events(&self) -> Vec<StreamEvent> {
-        let mut out = Vec::with_capacity(2);
-        let v: Value = serde_json::from_str(&self.json).unwrap_or(Value::Null);
-        let delta = &v["choices"][0]["delta"];
-        let tool_calls = delta["tool_calls"].as_array().filter(|c| !c.is_empty()).cloned();
-        let text = self.text().to_owned();
-        if !text.is_empty() || tool_calls.is_some() {
-            out.push(StreamEvent::Delta { text, tool_calls, logprobs: None });
+    /// The tool-call fragments of the delta, decoded (for a front that re-frames the chunk).
+    pub fn decode_tool_calls(&self) -> Option<Vec<Value>> {
+        if !self.tool_calls {
+            return None;
         }
-        out.extend(self.finish.map(StreamEvent::Finish));
-        out
+        let v: Value = serde_json::from_str(&self.json).ok()?;
+        v["choices"][0]["delta"]["tool_calls"].as_array().filter(|c| !c.is_empty()).cloned()
     }
 }
 
@@ -105,13 +99,12 @@ mod tests {
     }
 
     #[test]
-    fn decoded_events_of_a_chunk() {
+    fn tool_calls_decoded_on_demand() {
         let json = r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0}]},"finish_reason":"tool_calls"}]}"#;
         let mut c = chunk(json, ChunkText::Empty, Some(FinishReason::ToolCalls));
+        assert_eq!(c.decode_tool_calls(), None, "not flagged: not read");
         c.tool_calls = true;
-        let events = c.events();
-        assert_eq!(events.len(), 2);
-        assert!(matches!(&events[0], StreamEvent::Delta { tool_calls: Some(t), .. } if t.len() == 1));
-        assert_eq!(events[1], StreamEvent::Finish(FinishReason::ToolCalls));
+        assert_eq!(c.decode_tool_calls().map(|t| t.len()), Some(1));
+        assert!(c.has_content());
     }
 }

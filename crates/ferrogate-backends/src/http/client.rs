@@ -55,6 +55,8 @@ pub(crate) struct ClientSettings<'a> {
 
 type Direct = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+// One per backend, built once: the common variant stays inline rather than behind a Box.
+#[allow(clippy::large_enum_variant)]
 enum Transport {
     Direct(Direct),
     Proxied(reqwest::Client),

@@ -62,8 +62,8 @@ pub trait Frames: Send + Sync + 'static {
     /// What is sent after `server.keepalive_secs` without a frame, if the framing has one.
     fn keepalive(&self) -> Option<Bytes>;
     /// An upstream chunk passed through (SSE passthrough) as this framing's frame, or `None`
-    /// when the framing re-frames: the pump then hands it over as decoded events (the default,
-    /// so a front of another protocol always gets decoded chunks).
+    /// when the framing re-frames: the pump then hands it over decoded, through `delta` and
+    /// `finish` (the default, so a front of another protocol always gets decoded chunks).
     fn raw(&mut self, _chunk: &RawChunk) -> Option<Bytes> {
         None
     }
@@ -198,10 +198,7 @@ impl<F: Frames> Pump<F> {
     /// came (or, for a framing that re-frames, as the events it stands for).
     async fn on_chunk(&mut self, chunk: RawChunk) -> Result<(), Gone> {
         let Some(frame) = self.frames.raw(&chunk) else {
-            for ev in chunk.events() {
-                Box::pin(self.on_event(ev)).await?;
-            }
-            return Ok(());
+            return self.reframe(chunk).await;
         };
         if chunk.has_content() {
             self.settle.deltas += 1;
@@ -211,6 +208,24 @@ impl<F: Frames> Pump<F> {
             self.finished = Some(reason);
         }
         self.send(frame).await
+    }
+
+    /// A passed-through chunk for a framing that re-frames: the delta and finish it stands for.
+    async fn reframe(&mut self, chunk: RawChunk) -> Result<(), Gone> {
+        let tool_calls = chunk.decode_tool_calls();
+        let text = chunk.text().to_owned();
+        if !text.is_empty() || tool_calls.is_some() {
+            self.settle.deltas += 1;
+            self.settle.note_delta(&text, tool_calls.is_some());
+            let frames = self.frames.delta(text, tool_calls);
+            self.send_all(frames).await?;
+        }
+        if let Some(reason) = chunk.finish {
+            self.finished = Some(reason);
+            let frames = self.frames.finish(reason);
+            self.send_all(frames).await?;
+        }
+        Ok(())
     }
 
     /// Normal end: the protocol's closing frames. Ending without a finish reason is a failure
