@@ -28,7 +28,9 @@ pub(crate) const RESPONSE_BODY_CAP: usize = 32 * 1024 * 1024;
 /// Reads a whole body, refusing more than `cap` bytes.
 pub(crate) async fn read_body(resp: Response, cap: usize) -> Result<Vec<u8>, BackendError> {
     let mut body = resp.into_body();
-    let mut out = Vec::new();
+    // Sized once from Content-Length when the upstream sent one (bounded by `cap`).
+    let hint = http_body::Body::size_hint(&body).exact().unwrap_or(0);
+    let mut out = Vec::with_capacity(usize::try_from(hint).unwrap_or(0).min(cap));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BackendError::Protocol(error_chain(&*e)))?;
         if let Ok(chunk) = frame.into_data() {
