@@ -308,6 +308,25 @@ mod tests {
     }
 
     #[test]
+    fn a_timed_out_cause_is_found_in_the_chain() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("tcp connect error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let timed_out_connect = Outer(std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline"));
+        assert!(timed_out(&timed_out_connect));
+        assert!(!timed_out(&Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))));
+    }
+
+    #[test]
     fn uris_are_checked_once() {
         let u = uri("http://127.0.0.1:8000/v1", "/chat/completions").unwrap();
         assert_eq!(u.path(), "/v1/chat/completions");
