@@ -9,14 +9,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::Bytes;
 use ferrogate_core::stream::{StreamTimeouts, with_timeouts};
 use ferrogate_core::{BackendError, EventStream, StreamEvent, TimeoutKind};
-use futures::StreamExt;
-use futures::stream::BoxStream;
+use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use crate::http::{error_chain, truncate};
+use crate::http::{Body, BoxError, error_chain, truncate};
 
 pub(crate) type Item = Result<StreamEvent, BackendError>;
 
@@ -39,18 +37,18 @@ pub(crate) trait Decoder: Send + 'static {
 }
 
 struct Driver<D> {
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    body: Body,
     decoder: D,
     queue: VecDeque<Item>,
     ended: bool,
 }
 
 /// The events of `resp`'s body, decoded by `decoder`. No timeouts: see [`bounded`].
-pub(crate) fn events(resp: reqwest::Response, decoder: impl Decoder) -> EventStream {
-    body_events(resp.bytes_stream().boxed(), decoder)
+pub(crate) fn events(resp: http::Response<Body>, decoder: impl Decoder) -> EventStream {
+    body_events(resp.into_body(), decoder)
 }
 
-pub(crate) fn body_events(body: BoxStream<'static, reqwest::Result<Bytes>>, decoder: impl Decoder) -> EventStream {
+pub(crate) fn body_events(body: Body, decoder: impl Decoder) -> EventStream {
     let driver = Driver { body, decoder, queue: VecDeque::new(), ended: false };
     Box::pin(futures::stream::unfold(driver, Driver::step))
 }
@@ -72,22 +70,26 @@ impl<D: Decoder> Driver<D> {
                 self.release_connection().await;
                 return None;
             }
-            match self.body.next().await {
-                Some(Ok(bytes)) => self.decoder.push(&bytes, &mut self.queue),
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(bytes) = frame.data_ref() {
+                        self.decoder.push(bytes, &mut self.queue);
+                    }
+                }
                 Some(Err(e)) => self.end_of_body(Some(e)),
                 None => self.end_of_body(None),
             }
         }
     }
 
-    fn end_of_body(&mut self, error: Option<reqwest::Error>) {
+    fn end_of_body(&mut self, error: Option<BoxError>) {
         self.ended = true;
         if error.is_none() {
             self.decoder.flush(&mut self.queue);
         }
         if !self.decoder.finished() {
             let message = match error {
-                Some(e) => truncate(&format!("{PREMATURE_END}: {}", error_chain(&e.without_url()))),
+                Some(e) => truncate(&format!("{PREMATURE_END}: {}", error_chain(&*e))),
                 None => PREMATURE_END.to_owned(),
             };
             self.queue.push_back(Err(BackendError::Protocol(message)));
@@ -99,7 +101,7 @@ impl<D: Decoder> Driver<D> {
     /// upstream that keeps the body open after its end marker costs at most [`DRAIN_GRACE`].
     async fn release_connection(&mut self) {
         self.ended = true;
-        let _ = tokio::time::timeout(DRAIN_GRACE, self.body.next()).await;
+        let _ = tokio::time::timeout(DRAIN_GRACE, self.body.frame()).await;
     }
 }
 
@@ -162,12 +164,14 @@ mod tests {
         }
     }
 
-    fn body(parts: &[&'static str]) -> BoxStream<'static, reqwest::Result<Bytes>> {
-        let chunks: Vec<reqwest::Result<Bytes>> = parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect();
-        futures::stream::iter(chunks).boxed()
+    fn body(parts: &[&'static str]) -> Body {
+        let frames: Vec<Result<http_body::Frame<bytes::Bytes>, BoxError>> =
+            parts.iter().map(|p| Ok(http_body::Frame::data(bytes::Bytes::from_static(p.as_bytes())))).collect();
+        http_body_util::StreamBody::new(futures::stream::iter(frames)).boxed_unsync()
     }
 
     async fn run(parts: &[&'static str]) -> Vec<Item> {
+        use futures::StreamExt;
         body_events(body(parts), Bytewise::default()).collect().await
     }
 

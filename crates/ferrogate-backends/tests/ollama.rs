@@ -44,6 +44,7 @@ fn chat_request() -> InferenceRequest {
         // A client trying to force a reload: must not reach Ollama.
         extra: json!({"options": {"num_ctx": 32768}, "num_ctx": 32768}).as_object().unwrap().clone(),
         obs: Default::default(),
+        passthrough: false,
     }
 }
 

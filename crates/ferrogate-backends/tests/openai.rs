@@ -36,6 +36,7 @@ fn chat_request() -> InferenceRequest {
         params: GenParams { temperature: Some(0.3), max_tokens: Some(16), ..GenParams::default() },
         extra: json!({"logit_bias": {"50256": -100}}).as_object().unwrap().clone(),
         obs: Default::default(),
+        passthrough: false,
     }
 }
 

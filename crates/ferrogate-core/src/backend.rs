@@ -27,6 +27,9 @@ pub struct InferenceRequest {
     pub extra: Map<String, Value>,
     /// Trace headers to forward and the engine phase recorder (observability only).
     pub obs: crate::obs::RequestObs,
+    /// The client reads OpenAI chat chunks: a backend whose upstream writes them may hand them
+    /// over as they came ([`StreamEvent::Frame`]) instead of decoding them. Streams only.
+    pub passthrough: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +107,9 @@ pub enum StreamEvent {
     },
     Finish(FinishReason),
     Usage(Usage),
+    /// An upstream OpenAI chat chunk passed through as bytes (only when the request asked for
+    /// `passthrough`); it stands for the delta and/or finish it carries.
+    Frame(crate::chunk::RawChunk),
 }
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, BackendError>> + Send>>;

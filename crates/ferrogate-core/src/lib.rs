@@ -12,6 +12,7 @@ pub mod balance;
 pub mod blame;
 pub mod breaker;
 pub mod cache;
+pub mod chunk;
 pub mod conversations;
 pub mod error;
 pub mod guardrails;

@@ -155,8 +155,16 @@ impl SseDecoder {
         None
     }
 
+    /// Reads the finished line; its buffer is kept (cleared) for the next one, so a stream's
+    /// lines cost no allocation once the longest has been seen.
     fn end_line(&mut self, out: &mut Vec<SseEvent>) {
         let line = std::mem::take(&mut self.line);
+        self.read_line(&line, out);
+        self.line = line;
+        self.line.clear();
+    }
+
+    fn read_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
         if line.is_empty() {
             if let Some(ev) = self.dispatch() {
                 out.push(ev);
@@ -171,11 +179,12 @@ impl SseDecoder {
                 let v = &line[p + 1..];
                 (&line[..p], v.strip_prefix(b" ").unwrap_or(v))
             }
-            None => (&line[..], &b""[..]),
+            None => (line, &b""[..]),
         };
         match field {
             b"data" if self.data.len() + value.len() > self.limit => self.overflowed = true,
             b"data" => {
+                self.data.reserve(value.len() + 1);
                 self.data.extend_from_slice(value);
                 self.data.push(b'\n');
                 self.has_data = true;
@@ -194,7 +203,9 @@ impl SseDecoder {
         self.has_data = false;
         let mut data = std::mem::take(&mut self.data);
         data.pop(); // the trailing '\n'
-        Some(SseEvent { event, data: String::from_utf8_lossy(&data).into_owned(), id: self.id.clone() })
+        // Valid UTF-8 (the normal case) becomes the event's text without a copy.
+        let data = String::from_utf8(data).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Some(SseEvent { event, data, id: self.id.clone() })
     }
 }
 

@@ -61,7 +61,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     if let Ok(v) = HeaderValue::from_str(&cx.id) {
         headers.insert("x-request-id", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", elapsed.as_secs_f64() * 1000.0)) {
+    if let Some(v) = millis_header(elapsed) {
         headers.insert("x-response-time-ms", v);
     }
     let route = res.extensions_mut().remove::<RouteLog>().unwrap_or_default();
@@ -70,9 +70,9 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         "" => cx.obs.deployment.get().map_or("", String::as_str),
         m => m,
     };
-    if let Ok(v) = HeaderValue::from_str(&route.backend)
-        && st.settings.backend_header
-        && !route.backend.is_empty()
+    if st.settings.backend_header
+        && !route.backend.as_str().is_empty()
+        && let Ok(v) = HeaderValue::from_str(route.backend.as_str())
     {
         res.headers_mut().insert("x-ferrogate-backend", v);
     }
@@ -99,6 +99,16 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         ),
     }
     res
+}
+
+/// `elapsed` in milliseconds with three decimals, formatted on the stack (no `String`).
+fn millis_header(elapsed: std::time::Duration) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buf = [0u8; 32];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "{:.3}", elapsed.as_secs_f64() * 1000.0).ok()?;
+    let len = usize::try_from(cursor.position()).ok()?;
+    HeaderValue::from_bytes(buf.get(..len)?).ok()
 }
 
 /// The HTTP status on the root span (and its error, if any).

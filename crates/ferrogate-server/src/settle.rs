@@ -22,7 +22,7 @@ use crate::limits::reservation::RateReservation;
 use crate::observability::SettleObs;
 use crate::request::Endpoint;
 use crate::request::caller::Caller;
-use crate::request::names::{DeploymentName, RequestedModel, UpstreamModel};
+use crate::request::names::{BackendName, DeploymentName, RequestedModel, UpstreamModel};
 use crate::request::plan::Plan;
 use crate::request::record::{Charged, Outcome, RequestRecord};
 use crate::state::{AppState, InflightGuard};
@@ -70,7 +70,7 @@ pub struct Settle {
     /// The upstream's model name (the ledger's `model_served`), set per attempt.
     pub model_served: UpstreamModel,
     /// The backend of the current (last) attempt.
-    pub backend: String,
+    pub backend: BackendName,
     /// Dispatch began.
     pub started: Instant,
     pub stream: bool,
@@ -119,7 +119,7 @@ impl Settle {
             deployment,
             // Set by each dispatch attempt.
             model_served: UpstreamModel::default(),
-            backend: String::new(),
+            backend: BackendName::default(),
             started: Instant::now(),
             stream: plan.stream,
             first_token: None,

@@ -69,5 +69,6 @@ fn request(deployment: &str) -> InferenceRequest {
         params: GenParams { max_tokens: Some(1), ..GenParams::default() },
         extra: serde_json::Map::new(),
         obs: Default::default(),
+        passthrough: false,
     }
 }

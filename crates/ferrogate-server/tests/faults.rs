@@ -540,6 +540,53 @@ async fn request_id_and_mapped_model_reach_the_upstream() {
     gw.shutdown().await;
 }
 
+/// OpenAI chat chunks pass through as the upstream wrote them (SSE passthrough): a vendor
+/// field the gateway does not model reaches the client, while `id` and `model` are the
+/// gateway's, and an upstream `"usage":null` is dropped unless the client asked for usage.
+#[tokio::test]
+async fn chat_chunks_pass_through_with_the_gateways_id_and_model() {
+    let f = FakeUpstream::openai().await.unwrap();
+    let chunk = |delta: Value, finish: Value| {
+        sse(&json!({"id": "up-1", "object": "chat.completion.chunk", "created": 1, "model": "up-model",
+            "system_fingerprint": "fp-up", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "usage": null}))
+    };
+    let frames = vec![
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"content": "Hel\"lo"}), Value::Null),
+        chunk(json!({"content": " there"}), json!("stop")),
+        sse(&json!({"id": "up-1", "object": "chat.completion.chunk", "created": 1, "model": "up-model",
+            "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}})),
+        sse_done(),
+    ];
+    f.on(CHAT, StreamReply::new("text/event-stream", frames));
+    let gw = gateway(&f, "", "").await;
+    for include_usage in [false, true] {
+        let body = chat(json!({"stream": true, "stream_options": {"include_usage": include_usage}}));
+        let res = gw.http.post(gw.url(CHAT)).header("x-request-id", "req-pt").json(&body).send().await.unwrap();
+        let events = sse_data(&body_text(res).await);
+        assert_eq!(contents(&events), ["Hel\"lo", " there"]);
+        let chunks: Vec<Value> = events.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
+        let content: Vec<&Value> = chunks
+            .iter()
+            .filter(|c| c["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty()))
+            .collect();
+        for c in &content {
+            assert_eq!((c["id"].as_str(), c["model"].as_str()), (Some("chatcmpl-req-pt"), Some("m")), "{c}");
+            assert_eq!(c["system_fingerprint"], "fp-up", "passed through as written: {c}");
+            assert_eq!(c.get("usage").is_some(), include_usage, "{c}");
+        }
+        assert_eq!(content.last().unwrap()["choices"][0]["finish_reason"], "stop");
+        let last = chunks.last().unwrap();
+        if include_usage {
+            assert_eq!(usage_of(last), (4, 2, 6), "{last}");
+        } else {
+            assert!(last.get("usage").is_none(), "{last}");
+        }
+    }
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn stream_usage_is_the_upstreams() {
     let f = FakeUpstream::openai().await.unwrap();

@@ -154,6 +154,7 @@ mod tests {
             params: GenParams { temperature: Some(0.0), seed: Some(-1), max_tokens: Some(5), ..GenParams::default() },
             extra: extra.as_object().cloned().unwrap_or_default(),
             obs: Default::default(),
+            passthrough: false,
         }
     }
 

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use ::http::{Method, Uri};
 use async_trait::async_trait;
 use ferrogate_core::stream::StreamTimeouts;
 use ferrogate_core::{
@@ -17,7 +18,7 @@ use tokio::time::Instant;
 use super::KIND;
 use super::config::OllamaConfig;
 use super::convert::{self, Endpoint, NdjsonLines};
-use crate::http::{self, ClientSettings, RESPONSE_BODY_CAP, within};
+use crate::http::{self, ClientSettings, RESPONSE_BODY_CAP, Upstream, within};
 use crate::stream;
 
 /// Images are passed on as base64 `images` (data: URLs only).
@@ -35,9 +36,12 @@ const CAPABILITIES: Capabilities =
 
 pub struct OllamaBackend {
     name: String,
-    http: reqwest::Client,
+    http: Upstream,
     /// `base_url` without a trailing slash.
     base: String,
+    /// The inference URIs, parsed once.
+    chat_uri: Uri,
+    generate_uri: Uri,
     timeouts: StreamTimeouts,
     health_timeout: Duration,
     /// Sent with every request so the model stays loaded as configured.
@@ -59,7 +63,8 @@ impl OllamaBackend {
         if let Some(problem) = cfg.problems().into_iter().next() {
             return Err(format!("backend '{name}': {problem}"));
         }
-        let http = http::client(&ClientSettings {
+        let http = Upstream::new(&ClientSettings {
+            base_url: &cfg.base_url,
             bearer: None,
             headers: &cfg.headers,
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
@@ -68,10 +73,14 @@ impl OllamaBackend {
             ca_file: cfg.ca_file.as_deref(),
         })
         .map_err(|e| format!("backend '{name}': {e}"))?;
+        let base = cfg.base_url.trim_end_matches('/').to_owned();
+        let parse = |e: Endpoint| http::uri(&base, e.path()).map_err(|e| format!("backend '{name}': {e}"));
         Ok(Self {
             name: name.to_owned(),
             http,
-            base: cfg.base_url.trim_end_matches('/').to_owned(),
+            chat_uri: parse(Endpoint::Chat)?,
+            generate_uri: parse(Endpoint::Generate)?,
+            base,
             timeouts: cfg.stream_timeouts(),
             health_timeout: Duration::from_millis(cfg.health_timeout_ms),
             keep_alive: cfg.keep_alive.as_deref().map(convert::keep_alive),
@@ -85,19 +94,24 @@ impl OllamaBackend {
         within(self.health_timeout, TimeoutKind::Total, self.list("/api/ps")).await
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// Health and embedding paths (off the chat hot path, whose URIs are parsed once).
+    fn uri(&self, path: &str) -> Result<Uri, BackendError> {
+        http::uri(&self.base, path).map_err(BackendError::Internal)
     }
 
     async fn list(&self, path: &str) -> Result<Vec<String>, BackendError> {
-        let resp = http::send(self.http.get(self.url(path))).await?;
+        let resp = self.http.send(self.http.call(Method::GET, &self.uri(path)?)).await?;
         convert::model_names(&http::read_body(resp, RESPONSE_BODY_CAP).await?)
     }
 
-    async fn send(&self, req: &InferenceRequest, stream: bool) -> Result<reqwest::Response, BackendError> {
+    async fn send(&self, req: &InferenceRequest, stream: bool) -> Result<http::Response, BackendError> {
         let (endpoint, body): (Endpoint, Value) = convert::request_body(req, self.keep_alive.as_ref(), stream)?;
-        let rb = self.http.post(self.url(endpoint.path())).json(&body);
-        http::send(http::with_trace(http::with_request_id(rb, &req.request_id), &req.obs)).await
+        let uri = match endpoint {
+            Endpoint::Chat => &self.chat_uri,
+            Endpoint::Generate => &self.generate_uri,
+        };
+        let call = self.http.call(Method::POST, uri).json(encode(&body)?).request_id(&req.request_id).trace(&req.obs);
+        self.http.send(call).await
     }
 
     async fn complete(&self, req: &InferenceRequest) -> Result<Completion, BackendError> {
@@ -107,9 +121,9 @@ impl OllamaBackend {
 
     /// `NotReady` while a required model is not pulled (or not loaded, if required).
     async fn embeddings(&self, req: &EmbedRequest) -> Result<EmbedOutput, BackendError> {
-        let body = super::embed::body(req, self.keep_alive.as_ref())?;
-        let rb = self.http.post(self.url(super::embed::PATH)).json(&body);
-        let resp = http::send(http::with_request_id(rb, &req.request_id)).await?;
+        let body = encode(&super::embed::body(req, self.keep_alive.as_ref())?)?;
+        let call = self.http.call(Method::POST, &self.uri(super::embed::PATH)?).json(body).request_id(&req.request_id);
+        let resp = self.http.send(call).await?;
         super::embed::parse(&http::read_body(resp, 128 * 1024 * 1024).await?, req.inputs.len())
     }
 
@@ -130,6 +144,10 @@ impl OllamaBackend {
             Err(e) => Health::Unhealthy(e.to_string()),
         }
     }
+}
+
+fn encode(body: &Value) -> Result<Vec<u8>, BackendError> {
+    serde_json::to_vec(body).map_err(|e| BackendError::Internal(format!("cannot encode the request: {e}")))
 }
 
 #[async_trait]

@@ -329,6 +329,7 @@ mod tests {
                 .unwrap()
                 .clone(),
             obs: Default::default(),
+            passthrough: false,
         }
     }
 

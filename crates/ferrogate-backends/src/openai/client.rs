@@ -5,19 +5,19 @@
 
 use std::time::Duration;
 
+use ::http::{Method, Uri};
 use async_trait::async_trait;
 use ferrogate_core::stream::StreamTimeouts;
 use ferrogate_core::{
     Backend, BackendError, Capabilities, Completion, EmbedOutput, EmbedRequest, EventStream, Health, InferenceRequest,
     TimeoutKind,
 };
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use tokio::time::Instant;
 
 use super::KIND;
 use super::config::OpenAiConfig;
 use super::convert::{self, Endpoint, SseChunks};
-use crate::http::{self, ClientSettings, RESPONSE_BODY_CAP, within};
+use crate::http::{self, ClientSettings, RESPONSE_BODY_CAP, Upstream, within};
 use crate::stream;
 
 const CAPABILITIES: Capabilities = Capabilities {
@@ -35,13 +35,14 @@ const EMBED_BODY_CAP: usize = 128 * 1024 * 1024;
 
 pub struct OpenAiBackend {
     name: String,
-    http: reqwest::Client,
+    http: Upstream,
     /// `base_url` without a trailing slash.
     base: String,
-    /// The two inference URLs, parsed once: a per-request `Url::parse` (with IDNA) is measurable
-    /// at gateway-overhead scale.
-    chat_url: reqwest::Url,
-    completions_url: reqwest::Url,
+    /// The request URIs, parsed once: a per-request parse is measurable at gateway-overhead scale.
+    chat_uri: Uri,
+    completions_uri: Uri,
+    embeddings_uri: Uri,
+    models_uri: Uri,
     timeouts: StreamTimeouts,
     health_timeout: Duration,
     /// Configured model list; when set, `/models` is not asked.
@@ -61,7 +62,8 @@ impl OpenAiBackend {
             return Err(format!("backend '{name}': {problem}"));
         }
         let key = cfg.resolve_api_key().map_err(|e| format!("backend '{name}': {e}"))?;
-        let http = http::client(&ClientSettings {
+        let http = Upstream::new(&ClientSettings {
+            base_url: &cfg.base_url,
             bearer: key.as_deref(),
             headers: &cfg.headers,
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
@@ -71,15 +73,14 @@ impl OpenAiBackend {
         })
         .map_err(|e| format!("backend '{name}': {e}"))?;
         let base = cfg.base_url.trim_end_matches('/').to_owned();
-        let parse = |endpoint: Endpoint| {
-            reqwest::Url::parse(&format!("{base}{}", endpoint.path()))
-                .map_err(|e| format!("backend '{name}': invalid base_url '{base}': {e}"))
-        };
+        let parse = |path: &str| http::uri(&base, path).map_err(|e| format!("backend '{name}': {e}"));
         Ok(Self {
             name: name.to_owned(),
             http,
-            chat_url: parse(Endpoint::Chat)?,
-            completions_url: parse(Endpoint::Completions)?,
+            chat_uri: parse(Endpoint::Chat.path())?,
+            completions_uri: parse(Endpoint::Completions.path())?,
+            embeddings_uri: parse("/embeddings")?,
+            models_uri: parse("/models")?,
             base,
             timeouts: cfg.stream_timeouts(),
             health_timeout: Duration::from_millis(cfg.health_timeout_ms),
@@ -87,51 +88,46 @@ impl OpenAiBackend {
         })
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn post(&self, endpoint: Endpoint, req: &InferenceRequest, body: Vec<u8>) -> reqwest::RequestBuilder {
-        let url = match endpoint {
-            Endpoint::Chat => self.chat_url.clone(),
-            Endpoint::Completions => self.completions_url.clone(),
+    fn post(&self, endpoint: Endpoint, req: &InferenceRequest, body: Vec<u8>) -> http::Call {
+        let uri = match endpoint {
+            Endpoint::Chat => &self.chat_uri,
+            Endpoint::Completions => &self.completions_uri,
         };
-        let rb = self.http.post(url).header(CONTENT_TYPE, "application/json").body(body);
-        http::with_trace(http::with_request_id(rb, &req.request_id), &req.obs)
+        self.http.call(Method::POST, uri).json(body).request_id(&req.request_id).trace(&req.obs)
     }
 
     async fn complete(&self, req: &InferenceRequest) -> Result<Completion, BackendError> {
         let (endpoint, body) = convert::request_bytes(req, false)?;
-        let resp = http::send(self.post(endpoint, req, body)).await?;
+        let resp = self.http.send(self.post(endpoint, req, body)).await?;
         convert::parse_completion(&http::read_body(resp, RESPONSE_BODY_CAP).await?)
     }
 
     /// Sends a streamed request; resolves once the status is known.
     async fn open_stream(&self, req: &InferenceRequest) -> Result<EventStream, BackendError> {
         let (endpoint, body) = convert::request_bytes(req, true)?;
-        let resp = http::send(self.post(endpoint, req, body).header(ACCEPT, "text/event-stream")).await?;
-        if is_json(&resp) {
+        let resp = self.http.send(self.post(endpoint, req, body).event_stream()).await?;
+        if http::is_json(&resp) {
             // The upstream ignored `stream: true` and answered whole.
             let completion = convert::parse_completion(&http::read_body(resp, RESPONSE_BODY_CAP).await?)?;
             return Ok(Box::pin(futures::stream::iter(convert::completion_events(completion))));
         }
-        Ok(stream::events(resp, SseChunks::new()))
+        // Chat chunks pass through as they came when the client reads chat chunks too.
+        let passthrough = req.passthrough && endpoint == Endpoint::Chat;
+        Ok(stream::events(resp, SseChunks::new(passthrough)))
     }
 
     async fn embeddings(&self, req: &EmbedRequest) -> Result<EmbedOutput, BackendError> {
-        let rb = self.http.post(self.url("/embeddings")).json(&super::embed::body(req));
-        let resp = http::send(http::with_request_id(rb, &req.request_id)).await?;
+        let body = serde_json::to_vec(&super::embed::body(req))
+            .map_err(|e| BackendError::Internal(format!("cannot encode the request: {e}")))?;
+        let call = self.http.call(Method::POST, &self.embeddings_uri).json(body).request_id(&req.request_id);
+        let resp = self.http.send(call).await?;
         super::embed::parse(&http::read_body(resp, EMBED_BODY_CAP).await?, req.inputs.len())
     }
 
     async fn model_list(&self) -> Result<Vec<String>, BackendError> {
-        let resp = http::send(self.http.get(self.url("/models"))).await?;
+        let resp = self.http.send(self.http.call(Method::GET, &self.models_uri)).await?;
         convert::model_ids(&http::read_body(resp, RESPONSE_BODY_CAP).await?)
     }
-}
-
-fn is_json(resp: &reqwest::Response) -> bool {
-    resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("application/json"))
 }
 
 /// With a static model list, any answer short of an auth failure or a 5xx proves the upstream

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 
+use ferrogate_core::chunk::RawChunk;
 use ferrogate_core::{BackendError, Completion, GenParams, InferenceRequest, Input, StreamEvent};
 use ferrogate_protocol::openai::{
     ChatCompletionRequest, ChatMessage, CompletionRequest, FinishReason, PromptInput, Stop, StreamOptions, Usage,
@@ -288,24 +289,34 @@ fn error_status(v: &Value) -> u16 {
 
 // === streams ===
 
-/// Decodes an OpenAI SSE stream into events as bytes arrive.
+/// Decodes an OpenAI SSE stream into events as bytes arrive; with `passthrough`, plain chat
+/// chunks are handed over as they came ([`StreamEvent::Frame`], see `passthrough`).
 #[derive(Debug, Default)]
 pub(crate) struct SseChunks {
     sse: SseDecoder,
     done: bool,
     finished: bool,
+    passthrough: bool,
 }
 
 impl SseChunks {
-    pub(crate) fn new() -> Self {
-        Self::default()
+    pub(crate) fn new(passthrough: bool) -> Self {
+        Self { passthrough, ..Self::default() }
     }
 
-    fn event(&mut self, ev: &SseEvent, out: &mut VecDeque<Item>) {
+    fn event(&mut self, ev: SseEvent, out: &mut VecDeque<Item>) {
         if ev.is_done() {
             self.done = true;
             return;
         }
+        let ev = if self.passthrough {
+            match super::passthrough::raw_chunk(ev.data) {
+                Ok(raw) => return self.raw(raw, out),
+                Err(data) => SseEvent { data, ..ev },
+            }
+        } else {
+            ev
+        };
         // Fast path as in `parse_completion`: content, finish and usage chunks decode directly.
         if let Ok(wire) = serde_json::from_str::<WireResponse>(&ev.data)
             && (!wire.choices.is_empty() || wire.usage.is_some())
@@ -316,6 +327,15 @@ impl SseChunks {
         match serde_json::from_str::<Value>(&ev.data) {
             Err(e) => out.push_back(Err(invalid_json("a stream event", &e))),
             Ok(v) => self.chunk(v, out),
+        }
+    }
+
+    /// A chunk passed through: an event only when it carries content or a finish (a role-only
+    /// chunk gives none, as when decoded).
+    fn raw(&mut self, raw: RawChunk, out: &mut VecDeque<Item>) {
+        self.finished |= raw.finish.is_some();
+        if raw.has_content() || raw.finish.is_some() {
+            out.push_back(Ok(StreamEvent::Frame(raw)));
         }
     }
 
@@ -341,7 +361,7 @@ impl Decoder for SseChunks {
             if self.done {
                 break;
             }
-            self.event(&ev, out);
+            self.event(ev, out);
         }
     }
 
@@ -385,7 +405,7 @@ pub(crate) fn model_ids(body: &[u8]) -> Result<Vec<String>, BackendError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use ferrogate_protocol::openai::Role;
     use serde_json::json;
@@ -409,6 +429,7 @@ mod tests {
                 .unwrap()
                 .clone(),
             obs: Default::default(),
+            passthrough: false,
         }
     }
 
@@ -487,7 +508,7 @@ mod tests {
     }
 
     fn decode(parts: &[&[u8]]) -> (Vec<Item>, SseChunks) {
-        let mut d = SseChunks::new();
+        let mut d = SseChunks::new(false);
         let mut out = VecDeque::new();
         for p in parts {
             d.push(p, &mut out);
@@ -588,5 +609,21 @@ mod tests {
             usage: Some(Usage::new(1, 1, None)),
         };
         assert_eq!(completion_events(c).len(), 3);
+    }
+
+    #[test]
+    fn passthrough_hands_plain_chunks_over_and_decodes_the_rest() {
+        let mut d = SseChunks::new(true);
+        let mut out = VecDeque::new();
+        d.push(STREAM.as_bytes(), &mut out);
+        let items: Vec<StreamEvent> = out.into_iter().map(Result::unwrap).collect();
+        assert_eq!(items.len(), 3, "{items:?}");
+        let StreamEvent::Frame(first) = &items[0] else { panic!("not passed through: {:?}", items[0]) };
+        assert_eq!((first.text(), first.finish), ("Hé", None));
+        assert!(first.usage_key);
+        let StreamEvent::Frame(last) = &items[1] else { panic!("not passed through: {:?}", items[1]) };
+        assert_eq!((last.text(), last.finish), ("llo", Some(FinishReason::Stop)));
+        assert_eq!(items[2], StreamEvent::Usage(Usage::new(3, 2, None)));
+        assert!(d.is_done() && d.finished());
     }
 }

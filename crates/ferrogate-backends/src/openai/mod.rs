@@ -6,6 +6,7 @@ mod client;
 mod config;
 pub(crate) mod convert;
 mod embed;
+mod passthrough;
 
 pub use client::OpenAiBackend;
 pub use config::OpenAiConfig;

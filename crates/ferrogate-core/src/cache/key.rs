@@ -288,6 +288,7 @@ mod tests {
             },
             extra: chat.extra.clone(),
             obs: Default::default(),
+            passthrough: false,
         };
         let k = KeyParts::of_planned(&planned).unwrap().key("t", "d");
         assert_eq!(k, cache_key("t", "d", &chat));

@@ -96,6 +96,7 @@ fn request(request_id: &str, model: &str, text: &str) -> InferenceRequest {
         params: GenParams { temperature: Some(0.0), max_tokens: Some(4), ..GenParams::default() },
         extra: Default::default(),
         obs: Default::default(),
+        passthrough: false,
     }
 }
 

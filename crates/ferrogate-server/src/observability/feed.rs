@@ -4,8 +4,8 @@
 //!
 //! Invariant: fixed size; one short lock per finished request, never held across an await.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -26,8 +26,8 @@ pub struct Entry {
     pub at_ms: u64,
     pub request_id: String,
     pub endpoint: &'static str,
-    pub deployment: String,
-    pub backend: Option<String>,
+    pub deployment: Name,
+    pub backend: Option<Name>,
     pub status: u16,
     pub error_type: &'static str,
     pub latency_ms: f64,
@@ -35,12 +35,39 @@ pub struct Entry {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     /// Tenant name (stored keys only).
-    pub tenant: Option<String>,
+    pub tenant: Option<Name>,
 }
+
+/// A deployment, backend or tenant name, interned by the feed: an entry shares it, not a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Self(Arc::from(s))
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Names kept interned at most (configured deployments, backends and tenants are far fewer);
+/// past it a name is copied per entry.
+const MAX_NAMES: usize = 4096;
 
 #[derive(Debug)]
 pub struct Feed {
     ring: Mutex<VecDeque<Entry>>,
+    names: RwLock<HashSet<Arc<str>>>,
 }
 
 impl Default for Feed {
@@ -90,7 +117,21 @@ fn percentiles(mut v: Vec<f64>) -> Percentiles {
 
 impl Feed {
     pub fn new() -> Self {
-        Self { ring: Mutex::new(VecDeque::with_capacity(CAPACITY)) }
+        Self { ring: Mutex::new(VecDeque::with_capacity(CAPACITY)), names: RwLock::default() }
+    }
+
+    /// `name`, shared with every entry that names it.
+    pub fn intern(&self, name: &str) -> Name {
+        if let Some(n) = self.names.read().ok().and_then(|set| set.get(name).cloned()) {
+            return Name(n);
+        }
+        let n: Arc<str> = Arc::from(name);
+        if let Ok(mut set) = self.names.write()
+            && set.len() < MAX_NAMES
+        {
+            set.insert(Arc::clone(&n));
+        }
+        Name(n)
     }
 
     pub fn push(&self, e: Entry) {

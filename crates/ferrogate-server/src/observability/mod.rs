@@ -90,15 +90,15 @@ impl Observability {
             at_ms: feed::now_ms(),
             request_id: r.request_id.to_owned(),
             endpoint: sample.endpoint,
-            deployment: r.deployment.to_owned(),
-            backend: r.backend.map(str::to_owned),
+            deployment: self.feed.intern(r.deployment),
+            backend: r.backend.map(|b| self.feed.intern(b)),
             status: r.status,
             error_type: sample.error_type,
             latency_ms: r.duration.as_secs_f64() * 1000.0,
             ttft_ms: r.ttft.map(|t| t.as_secs_f64() * 1000.0),
             prompt_tokens: sample.prompt_tokens,
             completion_tokens: sample.completion_tokens,
-            tenant: r.tenant.map(str::to_owned),
+            tenant: r.tenant.map(|t| self.feed.intern(t)),
         });
     }
 

@@ -141,5 +141,5 @@ pub struct RequestLimits {
 #[derive(Debug, Clone, Default)]
 pub struct RouteLog {
     pub model: String,
-    pub backend: String,
+    pub backend: names::BackendName,
 }

@@ -37,7 +37,41 @@ macro_rules! name {
                 &self.0
             }
         }
+
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
     };
+}
+
+/// The backend serving a request (the current attempt's): the configured backend itself, so
+/// naming it per request copies nothing.
+#[derive(Clone, Default)]
+pub struct BackendName(Option<Arc<dyn ferrogate_core::Backend>>);
+
+impl BackendName {
+    pub fn of(backend: &Arc<dyn ferrogate_core::Backend>) -> Self {
+        Self(Some(Arc::clone(backend)))
+    }
+
+    /// The configured name; empty before any attempt.
+    pub fn as_str(&self) -> &str {
+        self.0.as_deref().map_or("", |b| b.name())
+    }
+}
+
+impl fmt::Display for BackendName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for BackendName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 name!(

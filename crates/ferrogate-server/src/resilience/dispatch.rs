@@ -20,7 +20,8 @@ use ferrogate_core::{Backend, BackendError, Blame, Deployment, InferenceRequest,
 
 use crate::error::ApiError;
 use crate::observability::metrics::ResilienceEvent;
-use crate::request::names::{DeploymentName, UpstreamModel};
+use crate::request::caller::Caller;
+use crate::request::names::{BackendName, DeploymentName, UpstreamModel};
 use crate::request::plan::Plan;
 use crate::settle::{Reservations, Settle};
 use crate::state::AppState;
@@ -78,7 +79,9 @@ where
     Fut: Future<Output = Result<T, BackendError>>,
 {
     let chain = chain(st, plan);
-    let key = queue_key(plan);
+    // The fair-share key, borrowed from the caller (no copy per request).
+    let caller = plan.caller.clone();
+    let key = queue_key(caller.as_deref());
     let mut settle: Option<Settle> = None;
     let mut held = Some(held);
     let mut last: Option<ApiError> = None;
@@ -89,7 +92,7 @@ where
             tracing::info!(request_id = %plan.req.request_id, from = %chain[i - 1].name, to = %dep.name, "falling back");
         }
         let asked = tokio::time::Instant::now();
-        let permit = match dep.queue.acquire(&key, plan.priority).await {
+        let permit = match dep.queue.acquire(key, plan.priority).await {
             Ok(p) => {
                 st.obs
                     .metrics
@@ -139,8 +142,8 @@ fn chain(st: &AppState, plan: &Plan) -> Vec<Arc<Deployment>> {
 }
 
 /// Fair-share identity in the queue: the stored key, else one shared anonymous identity.
-fn queue_key(plan: &Plan) -> String {
-    plan.caller.as_ref().and_then(|c| c.principal.key_id()).map_or_else(String::new, |k| k.as_str().to_owned())
+fn queue_key(caller: Option<&Caller>) -> &str {
+    caller.and_then(|c| c.principal.key_id()).map_or("", |k| k.as_str())
 }
 
 /// Attempts on one deployment: first try, then retries on other targets when possible.
@@ -163,7 +166,7 @@ where
         let mut guard = dep.pick_excluding(&tried).map_err(|e| picked_none(dep, e))?;
         tried.push(guard.index());
         let target = guard.target();
-        settle.backend = target.backend.name().to_owned();
+        settle.backend = BackendName::of(&target.backend);
         settle.model_served = UpstreamModel::new(target.upstream_model.as_str());
         let mut req = plan.req.clone();
         req.model = target.upstream_model.clone();
@@ -180,7 +183,7 @@ where
         } else if may_retry {
             retries += 1;
             dep.stats.retries.fetch_add(1, Ordering::Relaxed);
-            st.obs.metrics.resilience(ResilienceEvent::Retry { backend: &settle.backend });
+            st.obs.metrics.resilience(ResilienceEvent::Retry { backend: settle.backend.as_str() });
             if dep.targets.len() > tried.len() {
                 // Another backend of the deployment takes the next attempt.
                 st.obs.metrics.resilience(ResilienceEvent::Failover { deployment: &dep.name });

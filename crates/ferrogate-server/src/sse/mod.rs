@@ -23,6 +23,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use ferrogate_core::chunk::RawChunk;
 use ferrogate_core::{BackendError, EventStream, StreamEvent};
 use ferrogate_protocol::openai::{FinishReason, Usage};
 use futures::StreamExt;
@@ -60,6 +61,12 @@ pub trait Frames: Send + Sync + 'static {
     fn fail(&mut self, e: &ApiError) -> Vec<Bytes>;
     /// What is sent after `server.keepalive_secs` without a frame, if the framing has one.
     fn keepalive(&self) -> Option<Bytes>;
+    /// An upstream chunk passed through (SSE passthrough) as this framing's frame, or `None`
+    /// when the framing re-frames: the pump then hands it over decoded, through `delta` and
+    /// `finish` (the default, so a front of another protocol always gets decoded chunks).
+    fn raw(&mut self, _chunk: &RawChunk) -> Option<Bytes> {
+        None
+    }
 }
 
 /// Streams an answer in OpenAI's framing.
@@ -183,7 +190,42 @@ impl<F: Frames> Pump<F> {
                 self.settle.usage = Some(u);
                 Ok(())
             }
+            StreamEvent::Frame(chunk) => self.on_chunk(chunk).await,
         }
+    }
+
+    /// A passed-through chunk: settle reads its content and finish, the frame goes out as it
+    /// came (or, for a framing that re-frames, as the events it stands for).
+    async fn on_chunk(&mut self, chunk: RawChunk) -> Result<(), Gone> {
+        let Some(frame) = self.frames.raw(&chunk) else {
+            return self.reframe(chunk).await;
+        };
+        if chunk.has_content() {
+            self.settle.deltas += 1;
+            self.settle.note_delta(chunk.text(), chunk.tool_calls);
+        }
+        if let Some(reason) = chunk.finish {
+            self.finished = Some(reason);
+        }
+        self.send(frame).await
+    }
+
+    /// A passed-through chunk for a framing that re-frames: the delta and finish it stands for.
+    async fn reframe(&mut self, chunk: RawChunk) -> Result<(), Gone> {
+        let tool_calls = chunk.decode_tool_calls();
+        let text = chunk.text().to_owned();
+        if !text.is_empty() || tool_calls.is_some() {
+            self.settle.deltas += 1;
+            self.settle.note_delta(&text, tool_calls.is_some());
+            let frames = self.frames.delta(text, tool_calls);
+            self.send_all(frames).await?;
+        }
+        if let Some(reason) = chunk.finish {
+            self.finished = Some(reason);
+            let frames = self.frames.finish(reason);
+            self.send_all(frames).await?;
+        }
+        Ok(())
     }
 
     /// Normal end: the protocol's closing frames. Ending without a finish reason is a failure

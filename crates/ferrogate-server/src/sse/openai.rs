@@ -3,6 +3,7 @@
 //! `data: {"error": …}` event and `[DONE]`.
 
 use bytes::Bytes;
+use ferrogate_core::chunk::RawChunk;
 use ferrogate_protocol::openai::{
     ChatCompletionChunk, ChunkChoice, CompletionChoice, Delta, FinishReason, Role, Usage, unix_now,
 };
@@ -22,18 +23,26 @@ pub struct Encoder {
     include_usage: bool,
     /// Log probabilities not yet sent: they ride on the next chat chunk.
     logprobs: Vec<Value>,
+    /// `id` and `model` escaped for JSON, written into passed-through chunks; `None` when they
+    /// need no escaping (the common case: no copy).
+    id_json: Option<String>,
+    model_json: Option<String>,
 }
 
 impl Encoder {
     pub fn new(endpoint: Endpoint, request_id: &str, model: &str, include_usage: bool) -> Self {
         let prefix = if endpoint == Endpoint::Completion { "cmpl-" } else { "chatcmpl-" };
+        let id = format!("{prefix}{request_id}");
+        let (id_json, model_json) = (escaped(&id), escaped(model));
         Self {
             endpoint,
-            id: format!("{prefix}{request_id}"),
+            id,
             created: unix_now(),
             model: model.to_owned(),
             include_usage,
             logprobs: Vec::new(),
+            id_json,
+            model_json,
         }
     }
 
@@ -123,6 +132,49 @@ impl Frames for Encoder {
     fn keepalive(&self) -> Option<Bytes> {
         Some(Bytes::from_static(KEEPALIVE_FRAME))
     }
+
+    /// A chat chunk as the upstream wrote it, with the stream's own `id` and the model name the
+    /// client asked for written over the upstream's, and its `usage` member as OpenAI frames it
+    /// (`"usage":null` when the client asked for usage, none otherwise): one buffer, no
+    /// re-encoding. `None` (decode instead) when the chunk cannot be rewritten exactly.
+    fn raw(&mut self, chunk: &RawChunk) -> Option<Bytes> {
+        if self.endpoint != Endpoint::Chat || !self.logprobs.is_empty() {
+            return None;
+        }
+        let json = chunk.json.as_str();
+        let id = self.id_json.as_deref().unwrap_or(&self.id);
+        let model = self.model_json.as_deref().unwrap_or(&self.model);
+        let mut edits = [(chunk.id.clone()?, id), (chunk.model.clone()?, model), (0..0, "")];
+        if !self.include_usage && chunk.usage_key {
+            edits[2] = (chunk.usage_span.clone()?, "");
+        }
+        edits.sort_by_key(|(r, _)| r.start);
+        let add_usage = self.include_usage && !chunk.usage_key;
+        let body_end = if add_usage { json.trim_end().strip_suffix('}')?.len() } else { json.len() };
+        let mut out = Vec::with_capacity(json.len() + id.len() + model.len() + 32);
+        out.extend_from_slice(b"data: ");
+        let mut at = 0;
+        for (range, with) in edits.iter().filter(|(r, _)| r.end > 0) {
+            out.extend_from_slice(json.get(at..range.start)?.as_bytes());
+            out.extend_from_slice(with.as_bytes());
+            at = range.end;
+        }
+        out.extend_from_slice(json.get(at..body_end)?.as_bytes());
+        if add_usage {
+            out.extend_from_slice(br#","usage":null}"#);
+        }
+        out.extend_from_slice(b"\n\n");
+        Some(Bytes::from(out))
+    }
+}
+
+/// `s` as the inside of a JSON string (escaped, without its quotes) when it needs escaping.
+fn escaped(s: &str) -> Option<String> {
+    if !s.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        return None;
+    }
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    Some(quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default().to_owned())
 }
 
 /// One chat chunk of choice 0 (also the pivot the other front protocols translate from).
@@ -153,5 +205,67 @@ pub fn json_frame<T: serde::Serialize>(v: &T) -> Bytes {
             tracing::error!(error = %e, "failed to encode a stream frame");
             Bytes::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use ferrogate_core::chunk::ChunkText;
+
+    use super::*;
+
+    fn chunk(json: &str) -> RawChunk {
+        let at = |s: &str| json.find(s).map(|i| i..i + s.len());
+        RawChunk {
+            json: json.into(),
+            id: at("up-id"),
+            model: at("up-model"),
+            usage_key: json.contains("\"usage\""),
+            usage_span: json.find(",\"usage\":null").map(|i| i..i + 13),
+            text: ChunkText::Span(at("Hi").unwrap()),
+            tool_calls: false,
+            finish: None,
+        }
+    }
+
+    const CHUNK: &str = r#"{"id":"up-id","object":"chat.completion.chunk","created":7,"model":"up-model","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+
+    fn frame_json(b: &Bytes) -> Value {
+        let text = std::str::from_utf8(b).unwrap();
+        serde_json::from_str(text.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn passed_through_chunks_carry_the_gateway_id_and_model() {
+        let mut e = Encoder::new(Endpoint::Chat, "req\"1", "my-\"alias", false);
+        let v = frame_json(&e.raw(&chunk(CHUNK)).unwrap());
+        assert_eq!((v["id"].as_str(), v["model"].as_str()), (Some("chatcmpl-req\"1"), Some("my-\"alias")));
+        assert_eq!((v["created"].as_u64(), v["choices"][0]["delta"]["content"].as_str()), (Some(7), Some("Hi")));
+        assert!(v.get("usage").is_none());
+    }
+
+    #[test]
+    fn usage_null_is_added_when_asked_for() {
+        let mut e = Encoder::new(Endpoint::Chat, "r", "m", true);
+        let v = frame_json(&e.raw(&chunk(CHUNK)).unwrap());
+        assert!(v["usage"].is_null() && v.as_object().unwrap().contains_key("usage"));
+    }
+
+    #[test]
+    fn usage_null_is_cut_when_not_asked_for() {
+        let json = CHUNK.replace("null}]}", "null}],\"usage\":null}");
+        let mut e = Encoder::new(Endpoint::Chat, "r", "m", false);
+        let v = frame_json(&e.raw(&chunk(&json)).unwrap());
+        assert!(v.get("usage").is_none(), "{v}");
+        assert_eq!(v["choices"][0]["delta"]["content"], "Hi");
+    }
+
+    #[test]
+    fn other_framings_and_pending_logprobs_re_frame() {
+        assert!(Encoder::new(Endpoint::Stream, "r", "m", false).raw(&chunk(CHUNK)).is_none());
+        let mut e = Encoder::new(Endpoint::Chat, "r", "m", false);
+        e.logprobs(vec![Value::Null]);
+        assert!(e.raw(&chunk(CHUNK)).is_none());
     }
 }

@@ -1,17 +1,22 @@
 //! HTTP plumbing shared by the HTTP adapters: one pooled keep-alive client per backend
-//! (TCP_NODELAY, rustls, no proxy unless configured), bounded reads of upstream bodies, and the
-//! mapping of transport and HTTP failures onto [`BackendError`].
+//! ([`client`]: hyper-util, TCP_NODELAY, rustls, no proxy unless configured), bounded reads of
+//! upstream bodies, and the mapping of transport and HTTP failures onto [`BackendError`].
 //!
 //! Invariant: an upstream error body reaches a `BackendError` only as an extracted message of at
 //! most [`MAX_MESSAGE_CHARS`] characters, never raw; the API key header is marked sensitive.
 
-use std::collections::BTreeMap;
+mod client;
+
 use std::future::Future;
 use std::time::Duration;
 
 use ferrogate_core::{BackendError, TimeoutKind};
-use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
+use http_body_util::BodyExt;
 use serde_json::Value;
+
+pub(crate) use self::client::Response;
+pub(crate) use self::client::{Body, BoxError, Call, ClientSettings, Upstream, extra_roots, is_json, uri};
 
 /// Longest upstream message kept in an error.
 pub(crate) const MAX_MESSAGE_CHARS: usize = 500;
@@ -19,121 +24,38 @@ pub(crate) const MAX_MESSAGE_CHARS: usize = 500;
 const ERROR_BODY_CAP: usize = 64 * 1024;
 /// Most bytes of a whole (non-streamed) answer.
 pub(crate) const RESPONSE_BODY_CAP: usize = 32 * 1024 * 1024;
-/// Idle pooled connections are closed after this long.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// TCP keep-alive probes find dead peers of long idle streams.
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
-
-/// What a backend's HTTP client is built from.
-pub(crate) struct ClientSettings<'a> {
-    pub bearer: Option<&'a str>,
-    pub headers: &'a BTreeMap<String, String>,
-    pub connect_timeout: Duration,
-    pub pool_idle_per_host: usize,
-    pub proxy: Option<&'a str>,
-    /// Extra roots (PEM) for a private CA.
-    pub ca_file: Option<&'a std::path::Path>,
-}
-
-/// The pooled client. Requests carry no overall timeout here: callers bound each phase.
-pub(crate) fn client(s: &ClientSettings<'_>) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .default_headers(default_headers(s)?)
-        .user_agent(concat!("ferrogate/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(s.connect_timeout)
-        .pool_max_idle_per_host(s.pool_idle_per_host)
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .tcp_nodelay(true)
-        .tcp_keepalive(TCP_KEEPALIVE)
-        .redirect(reqwest::redirect::Policy::none())
-        .use_rustls_tls()
-        .no_proxy();
-    if let Some(p) = s.proxy {
-        builder = builder.proxy(reqwest::Proxy::all(p).map_err(|e| format!("invalid proxy '{p}': {e}"))?);
-    }
-    if let Some(file) = s.ca_file {
-        for cert in extra_roots(file)? {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))
-}
-
-/// The certificates of a PEM bundle (at least one).
-pub(crate) fn extra_roots(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
-    let pem = std::fs::read(file).map_err(|e| format!("ca_file {}: {e}", file.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", file.display()))?;
-    if certs.is_empty() {
-        return Err(format!("ca_file {} holds no PEM certificate", file.display()));
-    }
-    Ok(certs)
-}
-
-fn default_headers(s: &ClientSettings<'_>) -> Result<HeaderMap, String> {
-    let mut map = HeaderMap::new();
-    for (name, value) in s.headers {
-        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name '{name}'"))?;
-        let v = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header '{name}'"))?;
-        map.insert(n, v);
-    }
-    if let Some(key) = s.bearer {
-        let mut v = HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| "the API key is not a valid header value".to_owned())?;
-        v.set_sensitive(true);
-        map.insert(header::AUTHORIZATION, v);
-    }
-    Ok(map)
-}
-
-/// `X-Request-Id: <id>`, skipped when the id is not a valid header value.
-pub(crate) fn with_request_id(rb: reqwest::RequestBuilder, request_id: &str) -> reqwest::RequestBuilder {
-    match HeaderValue::from_str(request_id) {
-        Ok(v) if !request_id.is_empty() => rb.header("x-request-id", v),
-        _ => rb,
-    }
-}
-
-/// The request's W3C trace context (`traceparent`, `tracestate`), so the upstream's spans join the
-/// gateway's trace; nothing when tracing is off.
-pub(crate) fn with_trace(mut rb: reqwest::RequestBuilder, obs: &ferrogate_core::RequestObs) -> reqwest::RequestBuilder {
-    for (name, value) in &obs.trace_headers {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            rb = rb.header(*name, v);
-        }
-    }
-    rb
-}
-
-/// Sends `rb`; a non-2xx answer becomes the matching error (its body read, bounded).
-pub(crate) async fn send(rb: reqwest::RequestBuilder) -> Result<reqwest::Response, BackendError> {
-    let resp = rb.send().await.map_err(transport_error)?;
-    if resp.status().is_success() { Ok(resp) } else { Err(status_error(resp).await) }
-}
 
 /// Reads a whole body, refusing more than `cap` bytes.
-pub(crate) async fn read_body(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, BackendError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > cap {
-            return Err(BackendError::Protocol(format!("response body is larger than {cap} bytes")));
+pub(crate) async fn read_body(resp: Response, cap: usize) -> Result<Vec<u8>, BackendError> {
+    let mut body = resp.into_body();
+    // Sized once from Content-Length when the upstream sent one (bounded by `cap`).
+    let hint = http_body::Body::size_hint(&body).exact().unwrap_or(0);
+    let mut out = Vec::with_capacity(usize::try_from(hint).unwrap_or(0).min(cap));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BackendError::Protocol(error_chain(&*e)))?;
+        if let Ok(chunk) = frame.into_data() {
+            if out.len() + chunk.len() > cap {
+                return Err(BackendError::Protocol(format!("response body is larger than {cap} bytes")));
+            }
+            out.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(out)
 }
 
 /// Reads at most `cap` bytes of a body; a broken body yields what arrived.
-async fn read_prefix(mut resp: reqwest::Response, cap: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        let room = cap.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= cap {
-            break;
+async fn read_prefix(mut body: Body, cap: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(chunk) = frame.into_data() {
+            let room = cap.saturating_sub(out.len());
+            out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if out.len() >= cap {
+                break;
+            }
         }
     }
-    body
+    out
 }
 
 /// Runs `fut` within `limit`, or fails with a timeout of `kind`.
@@ -148,10 +70,10 @@ pub(crate) async fn within<T>(
 // === errors ===
 
 /// A non-2xx upstream answer → `Status` (or `ContextLength`), with its message and Retry-After.
-pub(crate) async fn status_error(resp: reqwest::Response) -> BackendError {
+pub(crate) async fn status_error(resp: Response) -> BackendError {
     let status = resp.status();
     let retry_after = retry_after(resp.headers());
-    let body = read_prefix(resp, ERROR_BODY_CAP).await;
+    let body = read_prefix(resp.into_body(), ERROR_BODY_CAP).await;
     let message =
         upstream_message(&body).unwrap_or_else(|| status.canonical_reason().unwrap_or("no message").to_owned());
     classify(status.as_u16(), message, retry_after)
@@ -169,7 +91,7 @@ pub(crate) fn classify(status: u16, message: String, retry_after: Option<Duratio
     BackendError::Status { status, message, retry_after }
 }
 
-/// A reqwest failure → the variant that says which phase failed.
+/// A reqwest failure (a backend behind a proxy) → the variant that says which phase failed.
 pub(crate) fn transport_error(e: reqwest::Error) -> BackendError {
     let (connect, timeout, body, request) =
         (e.is_connect(), e.is_timeout(), e.is_body() || e.is_decode(), e.is_request());
@@ -253,6 +175,7 @@ pub(crate) fn truncate(s: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn messages_of_known_error_shapes() {
@@ -296,22 +219,5 @@ mod tests {
         let e = classify(503, "busy".into(), Some(Duration::from_secs(2)));
         assert!(matches!(e, BackendError::Status { status: 503, retry_after: Some(_), .. }));
         assert!(e.retryable());
-    }
-
-    #[test]
-    fn bearer_header_is_sensitive() {
-        let headers = BTreeMap::from([("x-extra".to_owned(), "1".to_owned())]);
-        let s = ClientSettings {
-            bearer: Some("sk-secret"),
-            headers: &headers,
-            connect_timeout: Duration::from_secs(1),
-            pool_idle_per_host: 1,
-            proxy: None,
-            ca_file: None,
-        };
-        let map = default_headers(&s).unwrap();
-        assert!(map[header::AUTHORIZATION].is_sensitive());
-        assert!(!format!("{map:?}").contains("sk-secret"));
-        assert_eq!(map["x-extra"], "1");
     }
 }

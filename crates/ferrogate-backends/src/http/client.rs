@@ -1,0 +1,336 @@
+//! [`Upstream`]: one backend's HTTP client. By default hyper-util's pooled client directly
+//! (keep-alive, TCP_NODELAY, TCP keep-alive, HTTP/1.1, and HTTP/2 where TLS negotiates it; rustls
+//! with the public roots plus a `ca_file`'s): none of reqwest's per-request layers (redirect
+//! policy, URL re-parsing) on the hot path. A backend with a `proxy`, or with credentials in its
+//! `base_url`, goes through reqwest, which forwards plain-HTTP requests and tunnels HTTPS ones as
+//! proxies expect, and turns URL credentials into Basic authentication.
+//!
+//! Invariant: requests carry no overall timeout here — callers bound each phase; the headers
+//! every request carries (user agent, API key, configured extras) are built once per backend, the
+//! API key marked sensitive.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrogate_core::{BackendError, RequestObs, TimeoutKind};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::{error_chain, status_error};
+
+/// Any error of a response body.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A response body, whichever client read it.
+pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type Response = http::Response<Body>;
+
+/// Idle pooled connections are closed after this long.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// TCP keep-alive probes find dead peers of long idle streams.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("ferrogate/", env!("CARGO_PKG_VERSION")));
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What a backend's HTTP client is built from.
+pub(crate) struct ClientSettings<'a> {
+    pub base_url: &'a str,
+    pub bearer: Option<&'a str>,
+    pub headers: &'a BTreeMap<String, String>,
+    pub connect_timeout: Duration,
+    pub pool_idle_per_host: usize,
+    pub proxy: Option<&'a str>,
+    /// Extra roots (PEM) for a private CA.
+    pub ca_file: Option<&'a std::path::Path>,
+}
+
+type Direct = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+// One per backend, built once: the common variant stays inline rather than behind a Box.
+#[allow(clippy::large_enum_variant)]
+enum Transport {
+    Direct(Direct),
+    Proxied(reqwest::Client),
+}
+
+/// One backend's pooled client and the headers every request carries.
+pub(crate) struct Upstream {
+    transport: Transport,
+    headers: HeaderMap,
+}
+
+/// One request being built: method, URI, headers, body.
+pub(crate) struct Call(Request<Bytes>);
+
+impl Upstream {
+    pub(crate) fn new(s: &ClientSettings<'_>) -> Result<Self, String> {
+        let headers = default_headers(s)?;
+        let transport = if s.proxy.is_some() || has_credentials(s.base_url) {
+            Transport::Proxied(proxied(s)?)
+        } else {
+            Transport::Direct(direct(s)?)
+        };
+        Ok(Self { transport, headers })
+    }
+
+    /// A request to `uri` (parsed once, when the backend was built) with the backend's headers.
+    pub(crate) fn call(&self, method: Method, uri: &Uri) -> Call {
+        let mut req = Request::new(Bytes::new());
+        *req.method_mut() = method;
+        *req.uri_mut() = uri.clone();
+        // Sized for the per-request headers too, so adding them never grows the map.
+        let h = req.headers_mut();
+        h.reserve(self.headers.len() + 5);
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
+        }
+        Call(req)
+    }
+
+    /// Sends `call`; a non-2xx answer becomes the matching error (its body read, bounded).
+    pub(crate) async fn send(&self, call: Call) -> Result<Response, BackendError> {
+        let resp = match &self.transport {
+            Transport::Direct(c) => {
+                let resp = c.request(call.0.map(Full::new)).await.map_err(|e| direct_error(&e))?;
+                resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
+            }
+            Transport::Proxied(c) => {
+                let (parts, body) = call.0.into_parts();
+                // Built from the URL text so reqwest moves URL credentials into Basic auth.
+                let rb = c.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body);
+                let resp = http::Response::from(rb.send().await.map_err(super::transport_error)?);
+                resp.map(|b| b.map_err(|e| Box::new(e.without_url()) as BoxError).boxed_unsync())
+            }
+        };
+        if resp.status().is_success() { Ok(resp) } else { Err(status_error(resp).await) }
+    }
+}
+
+impl Call {
+    /// A JSON body (`Content-Type: application/json`).
+    pub(crate) fn json(mut self, body: Vec<u8>) -> Self {
+        self.0.headers_mut().insert(header::CONTENT_TYPE, JSON);
+        *self.0.body_mut() = Bytes::from(body);
+        self
+    }
+
+    /// `Accept: text/event-stream`.
+    pub(crate) fn event_stream(mut self) -> Self {
+        self.0.headers_mut().insert(header::ACCEPT, EVENT_STREAM);
+        self
+    }
+
+    /// `X-Request-Id: <id>`, skipped when the id is not a valid header value.
+    pub(crate) fn request_id(mut self, request_id: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(request_id)
+            && !request_id.is_empty()
+        {
+            self.0.headers_mut().insert(REQUEST_ID, v);
+        }
+        self
+    }
+
+    /// The request's W3C trace context (`traceparent`, `tracestate`), so the upstream's spans join
+    /// the gateway's trace; nothing when tracing is off.
+    pub(crate) fn trace(mut self, obs: &RequestObs) -> Self {
+        for (name, value) in &obs.trace_headers {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                self.0.headers_mut().insert(n, v);
+            }
+        }
+        self
+    }
+}
+
+/// Whether the answer is JSON (an upstream that ignored `stream: true`).
+pub(crate) fn is_json(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"))
+}
+
+/// `base` + `path` as a request URI, parsed once per backend.
+pub(crate) fn uri(base: &str, path: &str) -> Result<Uri, String> {
+    format!("{base}{path}").parse::<Uri>().map_err(|e| format!("invalid base_url '{base}': {e}"))
+}
+
+fn direct(s: &ClientSettings<'_>) -> Result<Direct, String> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_keepalive(Some(TCP_KEEPALIVE));
+    http.set_connect_timeout(Some(s.connect_timeout));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(s.ca_file)?)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(s.pool_idle_per_host)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
+}
+
+/// rustls with the public web roots (as reqwest's `rustls-tls` had) and a `ca_file`'s certificates.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(file) = ca_file {
+        for cert in extra_roots(file)? {
+            roots.add(cert).map_err(|e| format!("ca_file {}: {e}", file.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The certificates of a PEM bundle (at least one).
+pub(crate) fn extra_roots(file: &std::path::Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(file).map_err(|e| format!("ca_file {}: {e}", file.display()))?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", file.display()))?;
+    if certs.is_empty() {
+        return Err(format!("ca_file {} holds no PEM certificate", file.display()));
+    }
+    Ok(certs)
+}
+
+/// Whether `base_url` carries `user:password@` (reqwest sends them as Basic authentication).
+fn has_credentials(base_url: &str) -> bool {
+    base_url.parse::<Uri>().ok().and_then(|u| u.authority().map(|a| a.as_str().contains('@'))).unwrap_or(false)
+}
+
+/// The reqwest client of a backend behind a proxy or with URL credentials (environment proxy
+/// variables are ignored).
+fn proxied(s: &ClientSettings<'_>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(s.connect_timeout)
+        .pool_max_idle_per_host(s.pool_idle_per_host)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .tcp_nodelay(true)
+        .tcp_keepalive(TCP_KEEPALIVE)
+        .redirect(reqwest::redirect::Policy::none())
+        .use_rustls_tls()
+        .no_proxy();
+    if let Some(p) = s.proxy {
+        builder = builder.proxy(reqwest::Proxy::all(p).map_err(|e| format!("invalid proxy '{p}': {e}"))?);
+    }
+    if let Some(file) = s.ca_file {
+        let pem = std::fs::read(file).map_err(|e| format!("ca_file {}: {e}", file.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("ca_file: {e}"))? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+fn default_headers(s: &ClientSettings<'_>) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(s.headers.len() + 6);
+    map.insert(header::USER_AGENT, USER_AGENT);
+    for (name, value) in s.headers {
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name '{name}'"))?;
+        let v = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header '{name}'"))?;
+        map.insert(n, v);
+    }
+    if let Some(key) = s.bearer {
+        let mut v = HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| "the API key is not a valid header value".to_owned())?;
+        v.set_sensitive(true);
+        map.insert(header::AUTHORIZATION, v);
+    }
+    Ok(map)
+}
+
+/// A hyper-util client failure → the variant that says which phase failed (as reqwest's were).
+fn direct_error(e: &hyper_util::client::legacy::Error) -> BackendError {
+    let detail = error_chain(e);
+    if e.is_connect() {
+        if timed_out(e) { BackendError::Timeout(TimeoutKind::Connect) } else { BackendError::Connect(detail) }
+    } else {
+        // Sent, but the connection closed before any response: the upstream crashed or dropped
+        // it. Nothing reached the client, so another attempt is safe.
+        BackendError::Connect(format!("upstream closed the connection without a response ({detail})"))
+    }
+}
+
+/// Whether an I/O timeout is among `e`'s causes (the connector's connect timeout).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bearer_header_is_sensitive() {
+        let headers = BTreeMap::from([("x-extra".to_owned(), "1".to_owned())]);
+        let s = ClientSettings {
+            base_url: "http://x/v1",
+            bearer: Some("sk-secret"),
+            headers: &headers,
+            connect_timeout: Duration::from_secs(1),
+            pool_idle_per_host: 1,
+            proxy: None,
+            ca_file: None,
+        };
+        let map = default_headers(&s).unwrap();
+        assert!(map[header::AUTHORIZATION].is_sensitive());
+        assert!(!format!("{map:?}").contains("sk-secret"));
+        assert_eq!(map["x-extra"], "1");
+        assert!(map[header::USER_AGENT].to_str().unwrap().starts_with("ferrogate/"));
+    }
+
+    #[test]
+    fn a_timed_out_cause_is_found_in_the_chain() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("tcp connect error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let timed_out_connect = Outer(std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline"));
+        assert!(timed_out(&timed_out_connect));
+        assert!(!timed_out(&Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))));
+    }
+
+    #[test]
+    fn uris_are_checked_once() {
+        let u = uri("http://127.0.0.1:8000/v1", "/chat/completions").unwrap();
+        assert_eq!(u.path(), "/v1/chat/completions");
+        assert!(uri("http://bad host/v1", "/x").is_err());
+        assert!(has_credentials("https://bob:secret@x/v1") && !has_credentials("https://x/v1"));
+    }
+}

@@ -1,0 +1,207 @@
+//! SSE passthrough, the reading half (pure): an upstream chat chunk becomes a [`RawChunk`] —
+//! its JSON kept as received, with the byte ranges of `id`, `model` and the content, whether it
+//! has tool calls, and its finish reason — after one borrowing parse that copies nothing.
+//!
+//! Invariant: only a plain chunk passes (see `ferrogate_core::chunk`): one choice of index 0, no
+//! usage, no log probabilities, no escapes in `id`/`model`/`finish_reason`, a finish reason that
+//! is already OpenAI's word. Anything else is handed back and decoded as before, so usage
+//! accounting, error events and finish-reason mapping stay exactly as they were.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use ferrogate_core::chunk::{ChunkText, RawChunk};
+use ferrogate_protocol::openai::FinishReason;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
+
+/// What the passthrough reads of a chunk; every string borrowed from the chunk's text.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a str>,
+    #[serde(borrow, default)]
+    model: Option<&'a str>,
+    /// Exactly one choice: an empty list (the usage chunk) or several decode instead.
+    #[serde(borrow)]
+    choices: [PeekChoice<'a>; 1],
+    /// `None`: no key; `Some(false)`: `null`; `Some(true)`: a value (decoded instead).
+    #[serde(default, deserialize_with = "present")]
+    usage: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct PeekChoice<'a> {
+    #[serde(default)]
+    index: u32,
+    #[serde(borrow, default)]
+    delta: Option<PeekDelta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a str>,
+    #[serde(default, deserialize_with = "present")]
+    logprobs: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct PeekDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Text<'a>>,
+    /// Elements ignored: a `Vec` of a zero-sized type does not allocate.
+    #[serde(default)]
+    tool_calls: Option<Vec<IgnoredAny>>,
+}
+
+/// Borrowed when the JSON string has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Whether a field is present with a non-null value (`Some(true)`) or `null` (`Some(false)`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(Some(Option::<IgnoredAny>::deserialize(d)?.is_some()))
+}
+
+/// The byte range of `part` inside `whole` (`part` borrowed from it).
+fn span(whole: &str, part: &str) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start + part.len();
+    (end <= whole.len()).then_some(start..end)
+}
+
+/// `json` as a raw chunk, or `json` back when it must be decoded (see the module's invariant).
+pub(crate) fn raw_chunk(json: String) -> Result<RawChunk, String> {
+    let Some(parts) = read(&json) else { return Err(json) };
+    Ok(RawChunk { json, ..parts })
+}
+
+fn read(json: &str) -> Option<RawChunk> {
+    let peek: Peek<'_> = serde_json::from_str(json).ok()?;
+    let [choice] = peek.choices;
+    if choice.index != 0 || peek.usage == Some(true) || choice.logprobs == Some(true) {
+        return None;
+    }
+    let finish = match choice.finish_reason {
+        Some(r) => {
+            let reason = FinishReason::from_upstream(r);
+            // A free-form reason is mapped by the decoder; only OpenAI's own words pass.
+            (reason.as_str() == r).then_some(Some(reason))?
+        }
+        None => None,
+    };
+    let delta = choice.delta.unwrap_or(PeekDelta { content: None, tool_calls: None });
+    let text = match delta.content.map(|t| t.0) {
+        None => ChunkText::Empty,
+        Some(c) if c.is_empty() => ChunkText::Empty,
+        Some(Cow::Borrowed(c)) => ChunkText::Span(span(json, c)?),
+        Some(Cow::Owned(c)) => ChunkText::Owned(c),
+    };
+    Some(RawChunk {
+        json: String::new(),
+        id: match peek.id {
+            Some(id) => Some(span(json, id)?),
+            None => None,
+        },
+        model: match peek.model {
+            Some(m) => Some(span(json, m)?),
+            None => None,
+        },
+        usage_key: peek.usage.is_some(),
+        usage_span: if peek.usage.is_some() { usage_member(json) } else { None },
+        text,
+        tool_calls: delta.tool_calls.is_some_and(|c| !c.is_empty()),
+        finish,
+    })
+}
+
+/// The byte range of the one `"usage":null` member of `json` (whose top-level `usage` is
+/// `null`) with one adjacent comma; `None` unless exactly one such member is found. A `"usage"`
+/// with its quotes unescaped can only be a key (inside a string, quotes are escaped).
+fn usage_member(json: &str) -> Option<Range<usize>> {
+    let mut found = None;
+    for (at, key) in json.match_indices("\"usage\"") {
+        let before = json[..at].trim_end();
+        let Some(value) = json[at + key.len()..].trim_start().strip_prefix(':') else { continue };
+        let value = value.trim_start();
+        if !value.starts_with("null") || !(before.ends_with('{') || before.ends_with(',')) {
+            continue;
+        }
+        if found.is_some() {
+            return None;
+        }
+        found = Some((before.len(), json.len() - value.len() + "null".len()));
+    }
+    let (after_separator, end) = found?;
+    if json[..after_separator].ends_with(',') {
+        return Some(after_separator - 1..end);
+    }
+    // The first member: cut it with the comma that follows.
+    let rest = json[end..].trim_start().strip_prefix(',')?;
+    Some(after_separator..json.len() - rest.len())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn raw(json: &str) -> Option<RawChunk> {
+        raw_chunk(json.to_owned()).ok()
+    }
+
+    #[test]
+    fn a_content_chunk_passes_with_its_spans() {
+        let json = r#"{"id":"chatcmpl-up","object":"chat.completion.chunk","created":1,"model":"up-model","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}"#;
+        let c = raw(json).unwrap();
+        assert_eq!(&c.json[c.id.clone().unwrap()], "chatcmpl-up");
+        assert_eq!(&c.json[c.model.clone().unwrap()], "up-model");
+        assert_eq!((c.text(), c.tool_calls, c.finish, c.usage_key), ("Hello", false, None, false));
+    }
+
+    #[test]
+    fn escaped_content_is_decoded() {
+        let c = raw(r#"{"choices":[{"index":0,"delta":{"content":"a\n\"b\""}}],"usage":null}"#).unwrap();
+        assert_eq!(c.text(), "a\n\"b\"");
+        assert!(c.usage_key);
+    }
+
+    #[test]
+    fn the_usage_member_can_be_cut() {
+        let cut = |json: &str| {
+            let c = raw(json).unwrap();
+            let r = c.usage_span.clone().unwrap();
+            format!("{}{}", &json[..r.start], &json[r.end..])
+        };
+        let rest = r#"{"choices":[{"index":0,"delta":{"content":"x"}}]}"#;
+        assert_eq!(cut(r#"{"choices":[{"index":0,"delta":{"content":"x"}}],"usage":null}"#), rest);
+        let first = r#"{"usage": null, "choices":[{"index":0,"delta":{"content":"x"}}]}"#;
+        assert_eq!(cut(first), r#"{ "choices":[{"index":0,"delta":{"content":"x"}}]}"#);
+        let twice = r#"{"choices":[{"index":0,"delta":{"content":"x","usage":null}}],"usage":null}"#;
+        assert_eq!(raw(twice).unwrap().usage_span, None, "ambiguous: not cut");
+    }
+
+    #[test]
+    fn finish_and_tool_calls() {
+        let c = raw(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#).unwrap();
+        assert_eq!((c.finish, c.has_content()), (Some(FinishReason::Stop), false));
+        let c = raw(r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c"}]}}]}"#).unwrap();
+        assert!(c.tool_calls && c.has_content());
+        let c = raw(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#).unwrap();
+        assert!(!c.has_content());
+    }
+
+    #[test]
+    fn anything_unusual_is_decoded_instead() {
+        for json in [
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"x"}}],"usage":{"prompt_tokens":1}}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"x"}},{"index":1,"delta":{"content":"y"}}]}"#,
+            r#"{"choices":[{"index":1,"delta":{"content":"x"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"x"},"logprobs":{"content":[]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"eos_token"}]}"#,
+            r#"{"id":"a\"b","choices":[{"index":0,"delta":{"content":"x"}}]}"#,
+            r#"{"error":{"message":"boom"}}"#,
+            "not json",
+        ] {
+            assert!(raw(json).is_none(), "{json}");
+        }
+    }
+}
