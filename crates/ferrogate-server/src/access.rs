@@ -75,6 +75,11 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         && !route.backend.is_empty()
     {
         res.headers_mut().insert("x-ferrogate-backend", v);
+        if let Ok(v) = HeaderValue::from_str(&route.backend_route)
+            && !route.backend_route.is_empty()
+        {
+            res.headers_mut().insert("x-ferrogate-backend-route", v);
+        }
     }
     let status = res.status().as_u16();
     let error = res.extensions().get::<ErrorLog>();

@@ -68,6 +68,9 @@ pub struct Settle {
     pub model_served: UpstreamModel,
     /// The backend of the current (last) attempt.
     pub backend: String,
+    /// Why that backend was picked, `backend=a; reason=prefix; match=0.83`
+    /// (`x-ferrogate-backend-route`, with `server.backend_header`).
+    pub backend_route: String,
     /// Dispatch began.
     pub started: Instant,
     pub stream: bool,
@@ -117,6 +120,7 @@ impl Settle {
             // Set by each dispatch attempt.
             model_served: UpstreamModel::default(),
             backend: String::new(),
+            backend_route: String::new(),
             started: Instant::now(),
             stream: plan.stream,
             first_token: None,
