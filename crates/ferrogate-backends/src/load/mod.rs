@@ -111,7 +111,67 @@ fn in_process(b: &dyn Backend) -> Result<EngineLoad, String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use async_trait::async_trait;
+    use ferrogate_core::backend::*;
+    use ferrogate_core::obs::BackendStats;
+
+    /// An in-process engine as the scrape sees it: only its stats matter.
+    struct Engine(Option<BackendStats>);
+
+    #[async_trait]
+    impl Backend for Engine {
+        fn name(&self) -> &str {
+            "engine"
+        }
+        fn kind(&self) -> &'static str {
+            "embedded"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                chat: true,
+                text_completion: true,
+                tools: false,
+                images: false,
+                usage: true,
+                logprobs: false,
+                embeddings: false,
+            }
+        }
+        async fn chat(&self, _: InferenceRequest) -> Result<Completion, BackendError> {
+            Err(BackendError::Internal("unused".into()))
+        }
+        async fn chat_stream(&self, _: InferenceRequest) -> Result<EventStream, BackendError> {
+            Err(BackendError::Internal("unused".into()))
+        }
+        async fn health(&self) -> Health {
+            Health::Healthy
+        }
+        async fn models(&self) -> Result<Vec<String>, BackendError> {
+            Ok(vec![])
+        }
+        fn stats(&self) -> Option<BackendStats> {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn the_embedded_engine_reports_busy_slots_its_queue_and_kv_cells() {
+        let stats = BackendStats {
+            slots_total: 4,
+            slots_busy: 3,
+            queue_depth: 2,
+            kv_cells_used: 1024,
+            kv_cells_total: 4096,
+            ..BackendStats::default()
+        };
+        let scraper = Scraper::new(Duration::from_secs(1)).unwrap();
+        let probe = Probe::InProcess(Arc::new(Engine(Some(stats))));
+        let l = scraper.read(&probe, "m").await.unwrap();
+        assert_eq!((l.running, l.waiting, l.kv_usage), (3, 2, Some(0.25)));
+        assert!(scraper.read(&Probe::InProcess(Arc::new(Engine(None))), "m").await.is_err());
+    }
 
     #[test]
     fn the_metrics_url_sits_at_the_server_root() {
