@@ -93,9 +93,10 @@ pub fn resolve_model<'a>(st: &'a AppState, cx: &RequestCx, name: &str) -> Result
 }
 
 /// What the client learns about routing: the access log's model and backend
-/// (`x-ferrogate-backend`, and why it was picked in `x-ferrogate-backend-route`), `x-ferrogate-fallback: from->to` when a fallback served,
-/// `x-ferrogate-route` when the tiered model decided, `x-ferrogate-guardrails` when a guardrail
-/// flagged the request, `x-ferrogate-cache: hit|semantic-hit|miss` for a cacheable request and
+/// (`x-ferrogate-backend`, and why it was picked in `x-ferrogate-backend-route`),
+/// `x-ferrogate-fallback: from->to` when a fallback served, `x-ferrogate-route` when the tiered
+/// model decided, `x-ferrogate-guardrails` when a guardrail flagged the request,
+/// `x-ferrogate-cache: hit|semantic-hit|miss` for a cacheable request and
 /// `x-ferrogate-cache-similarity` for a semantic hit.
 pub fn decorate(res: &mut Response, shown: &str, s: &Settle) {
     let h = res.headers_mut();

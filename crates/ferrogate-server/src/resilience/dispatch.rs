@@ -1,9 +1,8 @@
 //! The execute stage's dispatch loop: for the planned deployment, then each of its fallbacks —
 //! wait for a slot in the deployment's queue, pick a target (by the deployment's routing mode —
 //! power of two choices, round robin, prefix affinity — among targets whose breaker is closed),
-//! call it, and on a retryable failure (connect error, 5xx,
-//! 429) retry on another target after a jittered backoff, within the attempt limit and the
-//! deployment's retry budget. A deployment that is overloaded (queue full or timed out), has
+//! call it, and on a retryable failure (connect error, 5xx, 429) retry on another target after a
+//! jittered backoff, within the attempt limit and the deployment's retry budget. A deployment that is overloaded (queue full or timed out), has
 //! every breaker open, or failed upstream hands the request to its next fallback.
 //!
 //! Invariants: everything here happens before the first byte reaches the client (a stream's
