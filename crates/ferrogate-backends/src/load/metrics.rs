@@ -102,6 +102,16 @@ mod tests {
         assert_eq!(sample("a:b{x=\"1\" 4"), None, "unclosed labels");
     }
 
+    /// `tests/data/llama-server-metrics.txt` is `GET /metrics` of a real `llama-server --metrics`
+    /// (the vendored llama.cpp, `-np 1`) taken while it ran one request and held two more back.
+    #[test]
+    fn a_real_llama_server_page_reads_as_one_running_two_waiting() {
+        let text = include_str!("../../tests/data/llama-server-metrics.txt");
+        assert!(text.contains("# TYPE llamacpp:requests_deferred gauge"));
+        let l = parse(text).unwrap();
+        assert_eq!((l.running, l.waiting, l.kv_usage), (1, 2, None), "this build has no KV gauge");
+    }
+
     #[test]
     fn vllm_gauges_are_summed_over_engines() {
         // The family names vLLM documents (docs/usage/metrics); two engines of one server.
