@@ -30,7 +30,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
 	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable \
-	bench-batch bench-reload image-local bench-embed fuzz bench-soak bench-conversation
+	bench-batch bench-reload image-local bench-embed fuzz bench-soak bench-conversation bench-routing
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -197,3 +197,8 @@ bench-conversation: ## TTFT per turn of a stored conversation (embedded engine) 
 	@scripts/setup.sh --bench
 	scripts/build-llama-server.sh >/dev/null
 	scripts/bench-conversation.sh
+
+bench-routing: build-release ## p50/p90 TTFT and tokens/s: prefix-affinity routing vs P2C vs round robin, two llama-servers
+	@scripts/setup.sh --bench
+	scripts/build-llama-server.sh >/dev/null
+	scripts/bench-routing.sh

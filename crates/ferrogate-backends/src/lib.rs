@@ -7,6 +7,7 @@
 //! connection (cancellation).
 //!
 //! Module map: `http` (pooled client, error mapping), `stream` (body → event stream, timeouts),
+//! `load` (engines' own load for engine-aware routing: `/metrics`, `/api/ps`, embedded stats),
 //! `validate` (config checks shared by the adapters), `openai/`, `ollama/` — each adapter folder
 //! holds `config.rs`, `convert.rs` (pure conversions), `client.rs` (the `Backend` impl).
 
@@ -19,6 +20,7 @@ use serde::Deserialize;
 mod defaults;
 pub mod embedded;
 mod http;
+pub mod load;
 pub mod ollama;
 pub mod openai;
 mod stream;

@@ -28,13 +28,19 @@ pub struct Candidate {
 /// The index of the target to use, or `None` when every breaker is open. Untried targets are
 /// preferred (a retry goes to another backend when there is one), then healthy ones.
 pub fn pick(cands: &[Candidate], rng: &mut fastrand::Rng) -> Option<usize> {
+    let eligible = eligible(cands)?;
+    Some(two_choices(cands, &eligible, rng))
+}
+
+/// The candidates a pick chooses among: available ones, untried and healthy if any are, then
+/// untried, then healthy, then any. `None` when no breaker lets a request through.
+pub fn eligible(cands: &[Candidate]) -> Option<Vec<usize>> {
     let pool = |f: &dyn Fn(&Candidate) -> bool| -> Vec<usize> {
         cands.iter().enumerate().filter(|(_, c)| c.available && f(c)).map(|(i, _)| i).collect()
     };
     let prefs: [&dyn Fn(&Candidate) -> bool; 4] =
         [&|c| !c.tried && c.healthy, &|c| !c.tried, &|c| c.healthy, &|_| true];
-    let eligible = prefs.iter().map(|f| pool(*f)).find(|p| !p.is_empty())?;
-    Some(two_choices(cands, &eligible, rng))
+    prefs.iter().map(|f| pool(*f)).find(|p| !p.is_empty())
 }
 
 fn two_choices(cands: &[Candidate], eligible: &[usize], rng: &mut fastrand::Rng) -> usize {

@@ -6,6 +6,7 @@
 //! these functions, backend crates implement [`Backend`], and `ferrogate-store` implements the
 //! [`tenancy`] store traits.
 
+pub mod affinity;
 pub mod backend;
 pub mod background;
 pub mod balance;

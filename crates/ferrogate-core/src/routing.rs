@@ -1,7 +1,9 @@
 //! Model name → deployment → backend. A deployment is what clients name (`model`); it has one or
 //! more targets (backend + the model name that backend knows + a weight), an admission queue,
-//! a retry budget and an optional fallback chain. Picking is weighted power-of-two-choices on
-//! outstanding requests among targets whose circuit breaker lets requests through (`balance`).
+//! a retry budget and an optional fallback chain. Picking follows the deployment's routing mode
+//! among targets whose circuit breaker lets requests through: weighted power-of-two-choices on
+//! outstanding requests (`balance`, the default), round robin, or prefix affinity scored against
+//! the engines' load (`affinity`).
 //!
 //! Invariant: the registry is immutable after start-up (lock-free reads on the hot path);
 //! in-flight counts are atomics released by a guard, so a cancelled request never leaks one; a
@@ -11,10 +13,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{Backend, BackendError, Capabilities};
+use crate::affinity::score::{self, Reason, Route, Signals};
+use crate::affinity::{LoadCell, Router, RoutingMode, ScorerConfig, prompt_blocks};
+use crate::backend::{Backend, BackendError, Capabilities, Input};
 use crate::balance::{self, Candidate, RetryBudget, RetryPolicy};
 use crate::breaker::{Breaker, BreakerConfig, Outcome, Ticket};
 use crate::queue::{AdmissionQueue, QueueConfig};
@@ -30,6 +35,8 @@ pub struct Target {
     inflight: AtomicUsize,
     /// Last active health check result; unhealthy targets are skipped while others are healthy.
     healthy: AtomicBool,
+    /// The engine's own load, written by the binary's scrape loop (prefix routing reads it).
+    pub load: LoadCell,
 }
 
 impl Target {
@@ -52,6 +59,7 @@ impl Target {
             breaker,
             inflight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
+            load: LoadCell::default(),
         }
     }
 
@@ -82,6 +90,10 @@ pub struct Policy {
     /// `extra_body = true`: client fields beyond every backend's allow-list are passed through
     /// (vendor extensions); otherwise a request carrying one is refused with 400.
     pub extra_body: bool,
+    /// How a request picks among the targets.
+    pub routing: RoutingMode,
+    /// The prefix scorer's knobs (`routing = "prefix"`).
+    pub scorer: ScorerConfig,
 }
 
 impl Default for Policy {
@@ -93,6 +105,8 @@ impl Default for Policy {
             max_tokens_cap: None,
             concurrency_fixed: false,
             extra_body: false,
+            routing: RoutingMode::default(),
+            scorer: ScorerConfig::default(),
         }
     }
 }
@@ -119,6 +133,8 @@ pub struct Deployment {
     pub queue: AdmissionQueue,
     pub retry_budget: RetryBudget,
     pub stats: DeploymentStats,
+    /// The routing mode's state (the prefix index, the round-robin turn).
+    pub router: Router,
 }
 
 /// Why no target could be picked.
@@ -157,6 +173,7 @@ impl Deployment {
             created,
             queue: AdmissionQueue::new(policy.queue),
             retry_budget: RetryBudget::new(&policy.retry),
+            router: Router::new(policy.routing, policy.scorer.clone()),
             policy,
             stats: DeploymentStats::default(),
         }
@@ -170,6 +187,47 @@ impl Deployment {
     /// Picks a target whose breaker lets a request through, preferring targets not in `tried`
     /// (indexes into `targets`), then healthy ones; weighted power of two choices among them.
     pub fn pick_excluding(&self, tried: &[usize]) -> Result<TargetGuard, PickError> {
+        self.pick_with(tried, |c, rng| balance::pick(c, rng).map(|i| (i, Route::of(Reason::P2c))))
+    }
+
+    /// Picks a target for a request of `input` by the deployment's routing mode, among the
+    /// same candidates as [`Deployment::pick_excluding`]; the guard says why
+    /// ([`TargetGuard::route`]).
+    pub fn pick_for(&self, input: &Input, tried: &[usize]) -> Result<TargetGuard, PickError> {
+        match self.router.mode {
+            RoutingMode::P2c => self.pick_excluding(tried),
+            RoutingMode::RoundRobin => self.pick_with(tried, |c, _| {
+                score::round_robin(c, &self.router.turn).map(|i| (i, Route::of(Reason::RoundRobin)))
+            }),
+            RoutingMode::Prefix => self.pick_prefix(input, tried),
+        }
+    }
+
+    /// Prefix affinity: score the targets on the prompt's blocks they hold and their load, then
+    /// remember that the chosen one holds these blocks.
+    fn pick_prefix(&self, input: &Input, tried: &[usize]) -> Result<TargetGuard, PickError> {
+        let cfg = &self.router.config;
+        let hashes = prompt_blocks(input, cfg.block_bytes, cfg.max_blocks);
+        let depths = self.router.index.as_ref().map(|ix| ix.depths(&hashes, self.targets.len())).unwrap_or_default();
+        let max_age = Duration::from_millis(cfg.load_max_age_ms);
+        let signals: Vec<Signals> = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Signals { depth: depths.get(i).copied().unwrap_or(0), engine: t.load.get(max_age) })
+            .collect();
+        let guard = self.pick_with(tried, |c, rng| score::choose(c, &signals, hashes.len(), cfg, rng))?;
+        if let Some(ix) = &self.router.index {
+            ix.record(&hashes, guard.index);
+        }
+        Ok(guard)
+    }
+
+    fn pick_with(
+        &self,
+        tried: &[usize],
+        mut choose: impl FnMut(&[Candidate], &mut fastrand::Rng) -> Option<(usize, Route)>,
+    ) -> Result<TargetGuard, PickError> {
         if self.targets.is_empty() {
             return Err(PickError::NoTargets);
         }
@@ -188,11 +246,11 @@ impl Deployment {
             .collect();
         // A breaker may refuse between `available` and `try_acquire` (a racing probe): skip it.
         for _ in 0..self.targets.len() {
-            let Some(i) = with_rng(|rng| balance::pick(&cands, rng)) else { break };
+            let Some((i, route)) = with_rng(|rng| choose(&cands, rng)) else { break };
             let t = &self.targets[i];
             if let Some(ticket) = t.breaker.try_acquire(now) {
                 t.inflight.fetch_add(1, Ordering::Relaxed);
-                return Ok(TargetGuard { target: Arc::clone(t), index: i, ticket: Some(ticket) });
+                return Ok(TargetGuard { target: Arc::clone(t), index: i, ticket: Some(ticket), route });
             }
             cands[i].available = false;
         }
@@ -258,6 +316,8 @@ pub struct TargetGuard {
     /// Position in the deployment's targets (for "tried" sets).
     index: usize,
     ticket: Option<Ticket>,
+    /// Why this target was picked.
+    route: Route,
 }
 
 impl TargetGuard {
@@ -267,6 +327,11 @@ impl TargetGuard {
 
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// Why the target was picked (the routing mode's reason, and the prefix match).
+    pub fn route(&self) -> Route {
+        self.route
     }
 
     pub fn succeeded(&mut self) {
@@ -334,8 +399,10 @@ impl Registry {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::affinity;
     use crate::backend::*;
     use async_trait::async_trait;
+    use ferrogate_protocol::openai::{ChatMessage, Role};
 
     struct Nop(&'static str);
     #[async_trait]
@@ -427,6 +494,79 @@ mod tests {
         assert_eq!(d.cap_max_tokens(Some(50)), Some(50));
         assert_eq!(d.cap_max_tokens(None), Some(100));
         assert_eq!(d.pick().err(), Some(PickError::NoTargets));
+    }
+
+    fn routed(mode: RoutingMode) -> Deployment {
+        let targets = ["a", "b"].iter().map(|n| Arc::new(Target::new(Arc::new(Nop(n)), "m"))).collect();
+        Deployment::with_policy("d", vec![], targets, 0, Policy { routing: mode, ..Policy::default() })
+    }
+
+    fn chat(turns: &[(Role, &str)]) -> Input {
+        let messages = turns.iter().map(|(r, t)| ChatMessage::new(*r, *t)).collect();
+        Input::Chat { messages, tools: None, tool_choice: None }
+    }
+
+    #[test]
+    fn prefix_routing_keeps_each_tenant_and_its_conversation_on_one_backend() {
+        let d = routed(RoutingMode::Prefix);
+        let sys: Vec<String> =
+            (0..6).map(|t| format!("You are tenant {t}'s assistant. {}", "Rules. ".repeat(150))).collect();
+        let mut home = Vec::new();
+        for s in &sys {
+            let g = d.pick_for(&chat(&[(Role::System, s), (Role::User, "hello")]), &[]).unwrap();
+            assert_eq!(g.route().reason, Reason::Load, "a new prefix goes by load");
+            home.push(g.index());
+        }
+        for round in 0..5 {
+            for (t, s) in sys.iter().enumerate() {
+                let q = format!("question {round}");
+                let g = d.pick_for(&chat(&[(Role::System, s), (Role::User, &q)]), &[]).unwrap();
+                assert_eq!((g.index(), g.route().reason), (home[t], Reason::Prefix), "tenant {t}");
+                assert!(g.route().matched > 0.9, "{:?}", g.route());
+            }
+        }
+        // A later turn repeats the earlier ones: the conversation follows its backend.
+        let turn2 =
+            chat(&[(Role::System, &sys[0]), (Role::User, "hello"), (Role::Assistant, "hi"), (Role::User, "more")]);
+        assert_eq!(d.pick_for(&turn2, &[]).unwrap().index(), home[0]);
+    }
+
+    #[test]
+    fn a_hot_prefix_spills_over_when_its_backend_is_far_ahead() {
+        let d = routed(RoutingMode::Prefix);
+        let hot = chat(&[(Role::System, &"one tenant's long system prompt ".repeat(40))]);
+        let first = d.pick_for(&hot, &[]).unwrap();
+        let home = first.index();
+        let mut held = vec![first];
+        for _ in 0..ScorerConfig::default().guard_pending {
+            let g = d.pick_for(&hot, &[]).unwrap();
+            assert_eq!((g.index(), g.route().reason), (home, Reason::Prefix));
+            held.push(g);
+        }
+        let g = d.pick_for(&hot, &[]).unwrap();
+        assert_eq!((g.index(), g.route().reason), (1 - home, Reason::Guard), "5 in flight vs 0");
+        drop(held);
+    }
+
+    #[test]
+    fn engine_load_read_by_the_scrape_steers_new_prefixes() {
+        let d = routed(RoutingMode::Prefix);
+        d.targets[0].load.set(affinity::EngineLoad { running: 2, waiting: 6, kv_usage: Some(0.9) });
+        d.targets[1].load.set(affinity::EngineLoad { running: 1, waiting: 0, kv_usage: Some(0.2) });
+        for i in 0..5 {
+            let p = chat(&[(Role::User, &format!("fresh prompt {i} {}", "x".repeat(600)))]);
+            assert_eq!(d.pick_for(&p, &[]).unwrap().index(), 1);
+        }
+    }
+
+    #[test]
+    fn round_robin_and_p2c_say_so() {
+        let d = routed(RoutingMode::RoundRobin);
+        let p = chat(&[(Role::User, "hi")]);
+        let got: Vec<usize> = (0..4).map(|_| d.pick_for(&p, &[]).unwrap().index()).collect();
+        assert_eq!(got, vec![0, 1, 0, 1]);
+        assert_eq!(d.pick_for(&p, &[]).unwrap().route().reason, Reason::RoundRobin);
+        assert_eq!(routed(RoutingMode::P2c).pick_for(&p, &[]).unwrap().route().reason, Reason::P2c);
     }
 
     #[test]

@@ -75,6 +75,13 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         && let Ok(v) = HeaderValue::from_str(route.backend.as_str())
     {
         res.headers_mut().insert("x-ferrogate-backend", v);
+        if let Some(why) = route.backend_route {
+            let (reason, matched) = (why.reason.as_str(), why.matched);
+            let line = format!("backend={}; reason={reason}; match={matched:.2}", route.backend.as_str());
+            if let Ok(v) = HeaderValue::from_str(&line) {
+                res.headers_mut().insert("x-ferrogate-backend-route", v);
+            }
+        }
     }
     let status = res.status().as_u16();
     let error = res.extensions().get::<ErrorLog>();

@@ -71,6 +71,8 @@ pub struct Settle {
     pub model_served: UpstreamModel,
     /// The backend of the current (last) attempt.
     pub backend: BackendName,
+    /// Why that backend was picked (`x-ferrogate-backend-route`, with `server.backend_header`).
+    pub backend_route: Option<ferrogate_core::affinity::score::Route>,
     /// Dispatch began.
     pub started: Instant,
     pub stream: bool,
@@ -120,6 +122,7 @@ impl Settle {
             // Set by each dispatch attempt.
             model_served: UpstreamModel::default(),
             backend: BackendName::default(),
+            backend_route: None,
             started: Instant::now(),
             stream: plan.stream,
             first_token: None,

@@ -217,7 +217,7 @@ async fn wrong_static_keys_are_throttled() {
 }
 
 /// Issue 17: `x-ferrogate-backend` showed every client the gateway's topology; now it is opt-in
-/// (`server.backend_header`).
+/// (`server.backend_header`), and so is `x-ferrogate-backend-route` (issue 22).
 #[tokio::test]
 async fn the_serving_backend_is_named_only_when_configured() {
     use ferrogate_testkit::upstream::{FakeUpstream, chat_json};
@@ -231,7 +231,10 @@ async fn the_serving_backend_is_named_only_when_configured() {
     let (s, h, v) = call(app(&toml).await, post("/v1/chat/completions", body.clone())).await;
     assert_eq!(s, 200, "{v}");
     assert!(!h.contains_key("x-ferrogate-backend"), "off by default");
+    assert!(!h.contains_key("x-ferrogate-backend-route"), "why it was picked too");
     let (s, h, _) =
         call(app(&format!("[server]\nbackend_header = true\n{toml}")).await, post("/v1/chat/completions", body)).await;
     assert_eq!((s, h.get("x-ferrogate-backend").and_then(|v| v.to_str().ok())), (StatusCode::OK, Some("up")));
+    let route = h.get("x-ferrogate-backend-route").and_then(|v| v.to_str().ok());
+    assert_eq!(route, Some("backend=up; reason=p2c; match=0.00"));
 }

@@ -1,7 +1,8 @@
 //! The composition root: from a checked [`Config`], build what the server serves — the backends
 //! (`ferrogate-backends`), the deployments and breakers over them, the tenancy store and its
 //! ledger writer and the rate-limit store (`ferrogate-store`) — and hand them to the server as
-//! core's traits ([`Services`]). The server never names a backend or a store.
+//! core's traits ([`Services`]). The server never names a backend or a store. Once it serves,
+//! the engine-load scrape of prefix-routed deployments starts (`routing_load`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -45,7 +46,9 @@ pub async fn start_with_clock(
     let mut cfg = cfg.clone();
     fetch_models(&mut cfg).await.map_err(StartError::Build)?;
     let services = services(&cfg, clock).await.map_err(StartError::Build)?;
-    ferrogate_server::start(&cfg.settings, services, signal).await
+    let running = ferrogate_server::start(&cfg.settings, services, signal).await?;
+    crate::routing_load::spawn(&cfg, &running);
+    Ok(running)
 }
 
 /// The server's services from `cfg`; errors list every backend that failed.

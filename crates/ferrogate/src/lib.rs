@@ -9,5 +9,6 @@ pub mod compose;
 pub mod compose_jobs;
 pub mod config;
 pub mod reload;
+pub mod routing_load;
 
 pub use compose::{start, start_with_clock};

@@ -35,6 +35,7 @@ const RESTART_ONLY: &[&str] = &[
     "server.warmup",
     "server.config_poll_ms",
     "model_dir",
+    "routing.scrape_interval_ms",
     "log",
     "tenancy",
     "limits.redis_url",
@@ -265,7 +266,7 @@ fn live_services(
         backends.iter().map(|(n, b)| (n.clone(), Arc::clone(&b.backend))).collect();
     let breakers: HashMap<String, Arc<Breaker>> =
         backends.iter().map(|(n, b)| (n.clone(), Arc::clone(&b.breaker))).collect();
-    let defaults_same = ["queue", "retry", "breaker"].iter().all(|p| was.same_at(&cfg.tree, p));
+    let defaults_same = ["queue", "retry", "breaker", "routing"].iter().all(|p| was.same_at(&cfg.tree, p));
     let created = ferrogate_protocol::openai::unix_now();
     let deployments = cfg
         .deployments

@@ -93,9 +93,10 @@ pub fn resolve_model<'a>(st: &'a AppState, cx: &RequestCx, name: &str) -> Result
 }
 
 /// What the client learns about routing: the access log's model and backend
-/// (`x-ferrogate-backend`), `x-ferrogate-fallback: from->to` when a fallback served,
-/// `x-ferrogate-route` when the tiered model decided, `x-ferrogate-guardrails` when a guardrail
-/// flagged the request, `x-ferrogate-cache: hit|semantic-hit|miss` for a cacheable request and
+/// (`x-ferrogate-backend`, and why it was picked in `x-ferrogate-backend-route`),
+/// `x-ferrogate-fallback: from->to` when a fallback served, `x-ferrogate-route` when the tiered
+/// model decided, `x-ferrogate-guardrails` when a guardrail flagged the request,
+/// `x-ferrogate-cache: hit|semantic-hit|miss` for a cacheable request and
 /// `x-ferrogate-cache-similarity` for a semantic hit.
 pub fn decorate(res: &mut Response, shown: &str, s: &Settle) {
     let h = res.headers_mut();
@@ -116,5 +117,9 @@ pub fn decorate(res: &mut Response, shown: &str, s: &Settle) {
     if let Some(v) = s.similarity.and_then(|x| HeaderValue::from_str(&format!("{x:.4}")).ok()) {
         h.insert("x-ferrogate-cache-similarity", v);
     }
-    res.extensions_mut().insert(RouteLog { model: shown.to_owned(), backend: s.backend.clone() });
+    res.extensions_mut().insert(RouteLog {
+        model: shown.to_owned(),
+        backend: s.backend.clone(),
+        backend_route: s.backend_route,
+    });
 }

@@ -101,6 +101,17 @@ impl ObsCx {
         self.mark(Mark::Routed);
     }
 
+    /// The backend pick's why (`ferrogate.route.reason`, `ferrogate.route.match` on the root
+    /// span; the last attempt's wins).
+    pub fn picked(&self, reason: &'static str, matched: f32) {
+        if let Some(t) = self.sampled() {
+            t.set([
+                KeyValue::new("ferrogate.route.reason", reason),
+                KeyValue::new("ferrogate.route.match", f64::from(matched)),
+            ]);
+        }
+    }
+
     pub fn deployment(&self) -> &str {
         self.deployment.get().map_or(UNKNOWN, String::as_str)
     }

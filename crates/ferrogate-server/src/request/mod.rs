@@ -137,9 +137,13 @@ pub struct RequestLimits {
 }
 
 /// Filled by handlers so the access log can name the model and backend; the backend is also
-/// returned to the client in `x-ferrogate-backend` when `server.backend_header` is on.
+/// returned to the client in `x-ferrogate-backend` when `server.backend_header` is on, and why it
+/// was picked in `x-ferrogate-backend-route`.
 #[derive(Debug, Clone, Default)]
 pub struct RouteLog {
     pub model: String,
     pub backend: names::BackendName,
+    /// Why that backend was picked (`x-ferrogate-backend-route: backend=a; reason=prefix;
+    /// match=0.83`), formatted only when the header is sent.
+    pub backend_route: Option<ferrogate_core::affinity::score::Route>,
 }

@@ -180,6 +180,8 @@ pub struct Resilience {
     pub breaker: BreakerSection,
     pub retry: RetrySection,
     pub tiers: TiersSection,
+    /// `[routing]`: the prefix scorer and the engine-load scrape (docs/SCALING.md).
+    pub routing: ferrogate_core::affinity::ScorerConfig,
 }
 
 /// Every problem of the sections; `deployments` maps each deployment to its (backends,
@@ -189,6 +191,7 @@ pub fn check(
     deployments: &BTreeMap<String, crate::settings::sections::DeploymentConfig>,
     errs: &mut Vec<String>,
 ) {
+    errs.extend(r.routing.problems());
     if r.queue.max_wait_ms == 0 {
         errs.push("queue.max_wait_ms must be greater than 0".into());
     }

@@ -1,8 +1,8 @@
 //! The execute stage's dispatch loop: for the planned deployment, then each of its fallbacks —
-//! wait for a slot in the deployment's queue, pick a target (weighted power of two choices among
-//! targets whose breaker is closed), call it, and on a retryable failure (connect error, 5xx,
-//! 429) retry on another target after a jittered backoff, within the attempt limit and the
-//! deployment's retry budget. A deployment that is overloaded (queue full or timed out), has
+//! wait for a slot in the deployment's queue, pick a target (by the deployment's routing mode —
+//! power of two choices, round robin, prefix affinity — among targets whose breaker is closed),
+//! call it, and on a retryable failure (connect error, 5xx, 429) retry on another target after a
+//! jittered backoff, within the attempt limit and the deployment's retry budget. A deployment that is overloaded (queue full or timed out), has
 //! every breaker open, or failed upstream hands the request to its next fallback.
 //!
 //! Invariants: everything here happens before the first byte reaches the client (a stream's
@@ -163,10 +163,13 @@ where
     let mut retries = 0;
     dep.retry_budget.deposit();
     loop {
-        let mut guard = dep.pick_excluding(&tried).map_err(|e| picked_none(dep, e))?;
+        let mut guard = dep.pick_for(&plan.req.input, &tried).map_err(|e| picked_none(dep, e))?;
         tried.push(guard.index());
         let target = guard.target();
         settle.backend = BackendName::of(&target.backend);
+        let route = guard.route();
+        settle.backend_route = Some(route);
+        plan.obs.picked(route.reason.as_str(), route.matched);
         settle.model_served = UpstreamModel::new(target.upstream_model.as_str());
         let mut req = plan.req.clone();
         req.model = target.upstream_model.clone();

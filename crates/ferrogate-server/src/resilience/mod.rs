@@ -35,5 +35,7 @@ pub fn policy(r: &Resilience, d: &DeploymentConfig, slots: impl Fn(&str) -> usiz
         max_tokens_cap: d.max_tokens_cap,
         concurrency_fixed: d.concurrency.is_some(),
         extra_body: d.extra_body,
+        routing: d.routing,
+        scorer: r.routing.clone(),
     }
 }

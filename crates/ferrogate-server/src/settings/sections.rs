@@ -35,8 +35,9 @@ pub struct ServerConfig {
     /// A streaming client that takes none of the stream's frames for this long is cut off: the
     /// upstream is cancelled, the slot freed, the request settled as `client_stalled`.
     pub client_write_timeout_secs: u64,
-    /// Send `x-ferrogate-backend` (the backend that served) on responses. Off by default: it
-    /// shows clients the gateway's topology; useful when debugging routing.
+    /// Send `x-ferrogate-backend` (the backend that served) and `x-ferrogate-backend-route` (why
+    /// it was picked) on responses. Off by default: they show clients the gateway's topology;
+    /// useful when debugging routing.
     pub backend_header: bool,
     /// A connection must send a complete request head within this long: after its accept (any
     /// protocol) and, on HTTP/1, after each response — so it also ends an idle kept-alive HTTP/1
@@ -113,8 +114,13 @@ impl fmt::Debug for ServerConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
-    /// Backend names; requests are spread over them (weighted least outstanding requests).
+    /// Backend names; requests are spread over them by `routing`.
     pub backends: Vec<String>,
+    /// How a request picks among `backends`: `p2c` (weighted least outstanding requests, two
+    /// random choices; the default), `round_robin`, or `prefix` (the backend holding the
+    /// prompt's prefix, scored against the engines' load; `[routing]`, docs/SCALING.md).
+    #[serde(default)]
+    pub routing: ferrogate_core::affinity::RoutingMode,
     /// Other names clients may use for this deployment.
     #[serde(default)]
     pub aliases: Vec<String>,

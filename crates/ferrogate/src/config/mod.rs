@@ -75,6 +75,8 @@ struct RawConfig {
     breaker: BreakerSection,
     retry: RetrySection,
     tiers: TiersSection,
+    /// Engine-aware routing: the prefix scorer and the engine-load scrape.
+    routing: ferrogate_core::affinity::ScorerConfig,
     metrics: MetricsConfig,
     tracing: TracingConfig,
     dashboard: DashboardConfig,
@@ -307,7 +309,8 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     if raw.breaker.shared && raw.limits.redis_url.is_none() {
         errs.push("breaker.shared needs limits.redis_url (the replicas tell each other through that Redis)".into());
     }
-    let resilience = Resilience { queue: raw.queue, breaker: raw.breaker, retry: raw.retry, tiers: raw.tiers };
+    let resilience =
+        Resilience { queue: raw.queue, breaker: raw.breaker, retry: raw.retry, tiers: raw.tiers, routing: raw.routing };
     ferrogate_server::resilience::config::check(&resilience, &raw.deployments, &mut errs);
     let obs = ferrogate_server::observability::config::check(
         raw.metrics,
@@ -640,6 +643,30 @@ mod tests {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
         assert_eq!(errs.0.len(), 10, "{all}");
+    }
+
+    #[test]
+    fn routing_is_chosen_per_deployment_and_its_knobs_are_checked() {
+        let base = "[backends.a]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+                    [backends.b]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:10/v1\"\n";
+        let cfg = from_toml(&format!(
+            "{base}[deployments.p]\nbackends = [\"a\", \"b\"]\nrouting = \"prefix\"\n\
+             [deployments.d]\nbackends = [\"a\", \"b\"]\n[routing]\nguard_pending = 8\n"
+        ))
+        .unwrap();
+        use ferrogate_core::affinity::RoutingMode;
+        assert_eq!(cfg.deployments["p"].routing, RoutingMode::Prefix);
+        assert_eq!(cfg.deployments["d"].routing, RoutingMode::P2c, "the default");
+        assert_eq!(cfg.resilience.routing.guard_pending, 8);
+        let errs =
+            from_toml(&format!("{base}[deployments.p]\nbackends = [\"a\"]\nrouting = \"fastest\"\n")).unwrap_err();
+        assert!(errs.0.join("\n").contains("fastest"), "{:?}", errs.0);
+        let errs = from_toml(&format!(
+            "{base}[deployments.p]\nbackends = [\"a\"]\n[routing]\nblock_bytes = 4\nscrape_interval_ms = 0\n"
+        ))
+        .unwrap_err();
+        assert_eq!(errs.0.len(), 2, "{:?}", errs.0);
+        assert!(errs.0.join("\n").contains("routing.block_bytes"), "{:?}", errs.0);
     }
 
     #[test]
