@@ -30,6 +30,8 @@ use ferrogate_store::semantic_pg::PgSemanticIndex;
 use ferrogate_store::{Store, StoreOptions};
 
 use crate::config::Config;
+use crate::discovery::{self, Answers, Resolver, SystemResolver};
+use crate::reload::{ConfigFile, Reloader};
 
 /// Builds everything from `cfg`, binds and serves until `signal` resolves, then drains.
 pub async fn start(cfg: &Config, signal: impl Future<Output = ()> + Send + 'static) -> Result<Running, StartError> {
@@ -42,10 +44,31 @@ pub async fn start_with_clock(
     signal: impl Future<Output = ()> + Send + 'static,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
+    start_with(cfg, signal, clock, None, Arc::new(SystemResolver)).await
+}
+
+/// As [`start_with_clock`], reloading from `file` when given (SIGHUP, a change of its text), and
+/// resolving DNS-discovered backends through `resolver` — once before the backends are built,
+/// then every `discover_interval_ms` ([`Reloader`]).
+pub async fn start_with(
+    cfg: &Config,
+    signal: impl Future<Output = ()> + Send + 'static,
+    clock: Arc<dyn Clock>,
+    file: Option<ConfigFile>,
+    resolver: Arc<dyn Resolver>,
+) -> Result<Running, StartError> {
     let mut cfg = cfg.clone();
     fetch_models(&mut cfg).await.map_err(StartError::Build)?;
-    let services = services(&cfg, clock).await.map_err(StartError::Build)?;
-    ferrogate_server::start(&cfg.settings, services, signal).await
+    let answers = discovery::resolve_all(&cfg, &*resolver, &Answers::default()).await;
+    let expanded = discovery::expand(&cfg, &answers);
+    let services = services(&expanded, clock).await.map_err(StartError::Build)?;
+    let running = ferrogate_server::start(&expanded.settings, services, signal).await?;
+    if file.is_some() || discovery::interval(&cfg).is_some() {
+        let poll = std::time::Duration::from_millis(cfg.server.config_poll_ms);
+        let reloader = Arc::new(Reloader::new(file, &cfg, answers, resolver, &running));
+        reloader.spawn(poll, &running.state.tasks, running.state.stopping.clone());
+    }
+    Ok(running)
 }
 
 /// The server's services from `cfg`; errors list every backend that failed.
@@ -94,7 +117,7 @@ fn share_breakers(cfg: &Config, breakers: &HashMap<String, Arc<Breaker>>) -> Res
 }
 
 fn backends(cfg: &Config) -> Result<HashMap<String, Arc<dyn Backend>>, Vec<String>> {
-    let cx = BuildContext { model_dir: cfg.model_dir.clone() };
+    let cx = BuildContext { model_dir: cfg.model_dir.clone(), engines: cfg.engines.clone() };
     let mut errs = Vec::new();
     let mut out = HashMap::new();
     for (name, bc) in &cfg.backends {
