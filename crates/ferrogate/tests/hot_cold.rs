@@ -93,7 +93,7 @@ async fn an_on_demand_model_loads_on_first_use_and_unloads_when_idle() {
     assert_eq!(metric(&gw, "ferrogate_model_loaded", "smol").await, 0.0);
 
     // The first request waits for the load and is answered.
-    let text = answer(&gw, &ask("smol", "What is the capital of France?", 24)).await;
+    let text = answer(&gw, &ask("smol", "What is the capital of France? Answer in one word.", 24)).await;
     assert!(text.contains("Paris"), "{text}");
     assert_eq!(states(&gw).await, ("loaded".into(), "unloaded".into()));
     assert_eq!(ps(&gw).await, vec!["smol".to_owned()]);
@@ -110,16 +110,17 @@ async fn an_on_demand_model_loads_on_first_use_and_unloads_when_idle() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(metric(&gw, "ferrogate_model_unloads_total", "smol").await, 1.0);
     assert_eq!(metric(&gw, "ferrogate_model_loaded", "smol").await, 0.0);
-    assert_eq!(answer(&gw, &ask("smol", "What is the capital of France?", 24)).await, text);
+    assert_eq!(answer(&gw, &ask("smol", "What is the capital of France? Answer in one word.", 24)).await, text);
     gw.shutdown().await;
 }
 
-/// A streamed request long enough to be in flight for a while: a JSON array of at least 120
-/// numbers (the grammar holds the end of the answer back until then).
+/// A streamed request in flight for a few seconds: 150 tokens of a JSON array of 20 arrays of 5
+/// numbers (the grammar holds the end of the answer back, so it runs to its `max_tokens`).
 fn long_stream(model: &str) -> Value {
-    let schema = json!({"type": "object", "properties": {"n": {"type": "array", "items": {"type": "integer"},
-        "minItems": 120}}, "required": ["n"]});
-    let mut body = ask(model, "List the numbers from 1 to 200 as JSON.", 900);
+    let row = json!({"type": "array", "items": {"type": "integer"}, "minItems": 5, "maxItems": 5});
+    let schema = json!({"type": "object", "properties": {"n": {"type": "array", "items": row, "minItems": 20, "maxItems": 20}},
+        "required": ["n"]});
+    let mut body = ask(model, "List the numbers from 1 to 200 as JSON.", 150);
     body["stream"] = json!(true);
     body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "numbers", "schema": schema}});
     body
@@ -140,7 +141,7 @@ async fn a_budget_of_one_swaps_models_only_when_the_loaded_one_is_idle() {
     let waiter = {
         let gw = std::sync::Arc::clone(&gw2);
         tokio::spawn(async move {
-            let text = answer(&gw, &ask("gemma", "What is the capital of France?", 16)).await;
+            let text = answer(&gw, &ask("gemma", "What is the capital of France? Answer in one word.", 16)).await;
             (text, Instant::now())
         })
     };
@@ -158,11 +159,11 @@ async fn a_budget_of_one_swaps_models_only_when_the_loaded_one_is_idle() {
     }
     let stream_done = stream_done.expect("the stream on smol ended with [DONE]");
     assert!(!body.contains("\"error\""), "the stream on smol failed: {body}");
-    assert!(body.contains("\"finish_reason\":\"stop\""), "{body}");
+    assert!(body.contains("\"finish_reason\":\"stop\"") || body.contains("\"finish_reason\":\"length\""), "{body}");
 
     // Once smol is idle, it is unloaded for gemma, which then answers.
     let (text, answered) = waiter.await.unwrap();
-    assert!(!text.trim().is_empty());
+    assert!(!text.trim().is_empty()); // Gemma 3 270M's greedy answer here is not a useful fact check
     assert!(answered > stream_done, "gemma answered before smol's request finished");
     assert_eq!(states(&gw2).await, ("unloaded".into(), "loaded".into()));
     assert_eq!(ps(&gw2).await, vec!["gemma".to_owned()]);
@@ -200,3 +201,4 @@ async fn a_load_that_cannot_get_room_in_time_is_a_clear_503() {
     assert_eq!(answer(&gw, &ask("smol", "Say hello.", 8)).await.is_empty(), false);
     gw.shutdown().await;
 }
+
