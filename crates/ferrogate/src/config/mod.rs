@@ -507,6 +507,33 @@ mod tests {
 
     /// Issue 17: the derived `Debug` printed `server.api_keys` (and URLs with credentials).
     #[test]
+    fn the_model_budget_must_hold_every_pinned_model() {
+        let model = DEFAULT_MODEL_FILE;
+        let toml = |engine: &str, second: &str| {
+            format!(
+                "model_dir = \"/nonexistent\"\n{engine}\n[backends.a]\nkind = \"embedded\"\nmodel_path = \"{model}\"\n\
+                 [backends.b]\nkind = \"embedded\"\nmodel_path = \"{model}\"\n{second}\n\
+                 [deployments.m]\nbackends = [\"a\", \"b\"]\n"
+            )
+        };
+        let errs = |t: String| from_toml(&t).err().map(|e| e.0.join("\n")).unwrap_or_default();
+        let two_hot = errs(toml("[engine]\nmax_loaded_models = 1", ""));
+        assert!(two_hot.contains("engine.max_loaded_models is 1 but 2"), "{two_hot}");
+        let one_cold = errs(toml("[engine]\nmax_loaded_models = 1", "load = \"on_demand\""));
+        assert!(!one_cold.contains("max_loaded_models"), "{one_cold}");
+        let zero = errs(toml("[engine]\nmax_loaded_models = 0", "load = \"on_demand\"\nload_timeout_ms = 0"));
+        assert!(zero.contains("must be at least 1 when set") && zero.contains("backends.b: load_timeout_ms"), "{zero}");
+    }
+
+    #[test]
+    fn at_is_reserved_in_backend_names() {
+        let t = "[backends.\"a@b\"]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\n\
+                 [deployments.m]\nbackends = [\"a@b\"]\n";
+        let e = from_toml(t).err().map(|e| e.0.join("\n")).unwrap_or_default();
+        assert!(e.contains("'@' is reserved"), "{e}");
+    }
+
+    #[test]
     fn debug_of_the_whole_config_prints_no_secret() {
         let cfg = from_toml(
             r#"
