@@ -159,16 +159,16 @@ mod tests {
 
     #[test]
     fn one_address_replaces_the_host_and_keeps_port_and_path() {
-        let c = parse(serde_json::json!({"kind": "openai", "base_url": "http://vllm:8000/v1", "discover": "dns"}))
-            .unwrap();
+        let c =
+            parse(serde_json::json!({"kind": "openai", "base_url": "http://vllm:8000/v1", "discover": "dns"})).unwrap();
         let base = |c: &BackendConfig| match c {
             BackendConfig::Openai(o) => (o.base_url.clone(), o.discover),
             _ => panic!("not openai"),
         };
         assert_eq!(base(&c.at("127.0.0.2:8000".parse().unwrap())), ("http://127.0.0.2:8000/v1".into(), None));
         assert_eq!(base(&c.at("[::1]:8000".parse().unwrap())), ("http://[::1]:8000/v1".into(), None));
-        let ollama = parse(serde_json::json!({"kind": "ollama", "base_url": "http://ollama:11434", "discover": "dns"}))
-            .unwrap();
+        let ollama =
+            parse(serde_json::json!({"kind": "ollama", "base_url": "http://ollama:11434", "discover": "dns"})).unwrap();
         let BackendConfig::Ollama(o) = ollama.at("10.1.2.3:11434".parse().unwrap()) else { panic!() };
         assert_eq!(o.base_url, "http://10.1.2.3:11434");
     }

@@ -49,13 +49,13 @@ mod template;
 mod utf8;
 
 pub use config::{DEFAULT_KEEP_ALIVE, EngineConfig, KeepAlive, LoadMode, model_dir};
-pub use pool::{AcquireError, ManagedEngine, ModelLease, ModelPool, ModelState, PoolConfig};
 pub use embed::{EmbedConfig, EmbedError, EmbedInput, EmbedModelInfo, Embedder, Embeddings};
 pub use engine::Engine;
 pub use error::{EngineError, SubmitError};
 pub use generation::Generation;
 pub use grammar::OutputFormat;
 pub use logprobs::MAX_TOP_LOGPROBS;
+pub use pool::{AcquireError, ManagedEngine, ModelLease, ModelPool, ModelState, PoolConfig};
 pub use request::{Finish, FinishReason, GenEvent, GenerateRequest, Prompt, SamplingParams, TokenLogprob};
 pub use stats::{EngineStats, EngineStatus, ModelInfo};
 pub use template::{FallbackTemplate, TemplateSource};

@@ -4,7 +4,6 @@
 //! core's traits ([`Services`]). The server never names a backend or a store.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 
 use ferrogate_backends::embedded::source;
@@ -17,12 +16,12 @@ use ferrogate_core::limits::memory::MemoryLimitStore;
 use ferrogate_core::tenancy::UsageStore;
 use ferrogate_core::tenancy::ledger::{LedgerConfig, LedgerWriter, OpenStore};
 use ferrogate_core::tenancy::spool::{Recovered, Spool};
-use ferrogate_core::tenancy::time::{Clock, SystemClock};
+use ferrogate_core::tenancy::time::Clock;
 use ferrogate_core::{Backend, Deployment, Registry, Target};
+use ferrogate_server::Services;
 use ferrogate_server::tenancy::Tenancy;
 use ferrogate_server::tenancy::config::TenancySettings;
 use ferrogate_server::tenancy::quotas::SharedQuota;
-use ferrogate_server::{Running, Services, StartError};
 use ferrogate_store::redis_budgets::RedisBudgets;
 use ferrogate_store::redis_cache::{RedisCacheOptions, RedisResponseCache};
 use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
@@ -30,46 +29,6 @@ use ferrogate_store::semantic_pg::PgSemanticIndex;
 use ferrogate_store::{Store, StoreOptions};
 
 use crate::config::Config;
-use crate::discovery::{self, Answers, Resolver, SystemResolver};
-use crate::reload::{ConfigFile, Reloader};
-
-/// Builds everything from `cfg`, binds and serves until `signal` resolves, then drains.
-pub async fn start(cfg: &Config, signal: impl Future<Output = ()> + Send + 'static) -> Result<Running, StartError> {
-    start_with_clock(cfg, signal, Arc::new(SystemClock)).await
-}
-
-/// As [`start`], reading time for key expiry, budgets and usage rows from `clock` (tests).
-pub async fn start_with_clock(
-    cfg: &Config,
-    signal: impl Future<Output = ()> + Send + 'static,
-    clock: Arc<dyn Clock>,
-) -> Result<Running, StartError> {
-    start_with(cfg, signal, clock, None, Arc::new(SystemResolver)).await
-}
-
-/// As [`start_with_clock`], reloading from `file` when given (SIGHUP, a change of its text), and
-/// resolving DNS-discovered backends through `resolver` — once before the backends are built,
-/// then every `discover_interval_ms` ([`Reloader`]).
-pub async fn start_with(
-    cfg: &Config,
-    signal: impl Future<Output = ()> + Send + 'static,
-    clock: Arc<dyn Clock>,
-    file: Option<ConfigFile>,
-    resolver: Arc<dyn Resolver>,
-) -> Result<Running, StartError> {
-    let mut cfg = cfg.clone();
-    fetch_models(&mut cfg).await.map_err(StartError::Build)?;
-    let answers = discovery::resolve_all(&cfg, &*resolver, &Answers::default()).await;
-    let expanded = discovery::expand(&cfg, &answers);
-    let services = services(&expanded, clock).await.map_err(StartError::Build)?;
-    let running = ferrogate_server::start(&expanded.settings, services, signal).await?;
-    if file.is_some() || discovery::interval(&cfg).is_some() {
-        let poll = std::time::Duration::from_millis(cfg.server.config_poll_ms);
-        let reloader = Arc::new(Reloader::new(file, &cfg, answers, resolver, &running));
-        reloader.spawn(poll, &running.state.tasks, running.state.stopping.clone());
-    }
-    Ok(running)
-}
 
 /// The server's services from `cfg`; errors list every backend that failed.
 pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Services, Vec<String>> {

@@ -88,8 +88,12 @@ pub async fn resolve_all(cfg: &Config, resolver: &dyn Resolver, prev: &Answers) 
                 addrs.dedup();
                 out.insert(name.clone(), addrs);
             }
-            Ok(_) => tracing::warn!(backend = %name, host = %target.host, "DNS discovery found no address; keeping the last answer"),
-            Err(e) => tracing::warn!(backend = %name, host = %target.host, error = %e, "DNS discovery failed; keeping the last answer"),
+            Ok(_) => {
+                tracing::warn!(backend = %name, host = %target.host, "DNS discovery found no address; keeping the last answer")
+            }
+            Err(e) => {
+                tracing::warn!(backend = %name, host = %target.host, error = %e, "DNS discovery failed; keeping the last answer")
+            }
         }
         if !out.contains_key(name) && !prev.of(name).is_empty() {
             out.insert(name.clone(), prev.of(name).to_vec());

@@ -11,5 +11,6 @@ pub mod compose_jobs;
 pub mod config;
 pub mod discovery;
 pub mod reload;
+pub mod start;
 
-pub use compose::{start, start_with, start_with_clock};
+pub use start::{start, start_with, start_with_clock};

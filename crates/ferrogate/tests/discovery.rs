@@ -121,9 +121,8 @@ async fn addresses_come_and_go_while_requests_run_and_none_fails() {
     assert!(backends.get(&a_name).is_some(), "{ready}");
 
     let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::default());
-    let clients: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(client(url.clone(), stop.clone(), ok.clone(), Arc::clone(&failed))))
-        .collect();
+    let clients: Vec<_> =
+        (0..4).map(|_| tokio::spawn(client(url.clone(), stop.clone(), ok.clone(), Arc::clone(&failed)))).collect();
 
     // One address: every request goes to A.
     wait_until("A served 10 requests", Duration::from_secs(10), || chats(&a) >= 10).await;

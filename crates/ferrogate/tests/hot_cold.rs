@@ -198,7 +198,6 @@ async fn a_load_that_cannot_get_room_in_time_is_a_clear_503() {
     assert_eq!(res.status(), 503);
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["error"]["code"], "model_not_ready", "{v}");
-    assert_eq!(answer(&gw, &ask("smol", "Say hello.", 8)).await.is_empty(), false);
+    assert!(!answer(&gw, &ask("smol", "Say hello.", 8)).await.is_empty(), "the hot model still serves");
     gw.shutdown().await;
 }
-

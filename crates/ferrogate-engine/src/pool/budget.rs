@@ -84,7 +84,8 @@ mod tests {
     #[test]
     fn bytes_bound_unloads_until_the_new_model_fits() {
         let bytes = PoolConfig { max_loaded_models: None, max_loaded_bytes: Some(100) };
-        let models = [view(true, true, 9, 40), view(true, true, 8, 40), view(true, true, 7, 40), view(false, false, 0, 50)];
+        let models =
+            [view(true, true, 9, 40), view(true, true, 8, 40), view(true, true, 7, 40), view(false, false, 0, 50)];
         assert_eq!(make_room(&bytes, &models, 3), Some(vec![0, 1]));
         let too_big = [view(false, false, 0, 101)];
         assert_eq!(make_room(&bytes, &too_big, 0), None);

@@ -278,7 +278,9 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
     for (name, backend) in &mut raw.backends {
         if name.contains('@') {
-            errs.push(format!("backends.{name}: '@' is reserved in backend names (discovered backends are <name>@<address>)"));
+            errs.push(format!(
+                "backends.{name}: '@' is reserved in backend names (discovered backends are <name>@<address>)"
+            ));
         }
         // `hf://…` sources are fetched at start (`compose::fetch_models`), not looked up here.
         let local = |e: &ferrogate_backends::EngineConfig| hub_file(&e.model_path).is_none();

@@ -177,7 +177,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("gauge", ENGINE_MEMORY, "Embedded engine memory: weights and KV cache, bytes."),
     ("gauge", MODEL_LOADED, "1 when the embedded engine's model is loaded and serving."),
     ("counter", MODEL_LOADS, "Times the embedded engine's model was loaded (at start or on demand)."),
-    ("counter", MODEL_UNLOADS, "Times the embedded engine's model was unloaded (idle past keep_alive, or to make room)."),
+    (
+        "counter",
+        MODEL_UNLOADS,
+        "Times the embedded engine's model was unloaded (idle past keep_alive, or to make room).",
+    ),
     (
         "counter",
         LEDGER_ROWS,
