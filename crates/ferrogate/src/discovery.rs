@@ -174,6 +174,13 @@ mod tests {
         assert!(x.backends.contains_key("v"));
     }
 
+    #[tokio::test]
+    async fn the_system_resolver_finds_localhost_on_loopback() {
+        let addrs = SystemResolver.resolve("localhost", 8000).await.unwrap();
+        assert!(!addrs.is_empty());
+        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 8000), "{addrs:?}");
+    }
+
     #[test]
     fn changes_name_what_came_and_went() {
         let (a, b) = (answers(&["10.0.0.1:8000", "10.0.0.2:8000"]), answers(&["10.0.0.2:8000", "10.0.0.3:8000"]));
