@@ -55,7 +55,7 @@ pub use error::{EngineError, SubmitError};
 pub use generation::Generation;
 pub use grammar::OutputFormat;
 pub use logprobs::MAX_TOP_LOGPROBS;
-pub use pool::{AcquireError, ManagedEngine, ModelLease, ModelPool, ModelState, PoolConfig};
+pub use pool::{AcquireError, ManagedEngine, ModelLease, ModelPool, ModelState, PoolConfig, Totals};
 pub use request::{Finish, FinishReason, GenEvent, GenerateRequest, Prompt, SamplingParams, TokenLogprob};
 pub use stats::{EngineStats, EngineStatus, ModelInfo};
 pub use template::{FallbackTemplate, TemplateSource};

@@ -111,6 +111,9 @@ async fn an_on_demand_model_loads_on_first_use_and_unloads_when_idle() {
     assert_eq!(metric(&gw, "ferrogate_model_unloads_total", "smol").await, 1.0);
     assert_eq!(metric(&gw, "ferrogate_model_loaded", "smol").await, 0.0);
     assert_eq!(answer(&gw, &ask("smol", "What is the capital of France? Answer in one word.", 24)).await, text);
+    // The engine's counters carry over loads: two requests, whichever engine ran them.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(metric(&gw, "ferrogate_engine_requests_total", "smol").await, 2.0);
     gw.shutdown().await;
 }
 

@@ -177,25 +177,31 @@ impl Backend for EmbeddedBackend {
         })
     }
 
+    /// Gauges of the running engine (zero while unloaded); counters summed over every load of
+    /// the model, so they never go backwards.
     fn stats(&self) -> Option<BackendStats> {
         let (model_loads_total, model_unloads_total) = self.model.load_counts();
-        let unloaded = BackendStats { model_loads_total, model_unloads_total, ..BackendStats::default() };
-        let Some(engine) = self.engine() else { return Some(unloaded) };
-        let s = engine.stats();
-        Some(BackendStats {
+        let t = self.model.totals();
+        let counters = BackendStats {
             model_loads_total,
             model_unloads_total,
+            prompt_tokens_total: t.prompt_tokens,
+            completion_tokens_total: t.completion_tokens,
+            cached_tokens_total: t.cached_tokens,
+            requests_total: t.requests,
+            ..BackendStats::default()
+        };
+        let Some(engine) = self.engine() else { return Some(counters) };
+        let s = engine.stats();
+        Some(BackendStats {
             model_loaded: engine.status() == EngineStatus::Ready,
             slots_total: s.slots_total as u64,
             slots_busy: s.slots_busy as u64,
             queue_depth: s.queue_depth as u64,
             kv_cells_used: s.kv_cells_used,
             kv_cells_total: s.kv_cells_total,
-            prompt_tokens_total: s.prompt_tokens_total,
-            completion_tokens_total: s.completion_tokens_total,
-            cached_tokens_total: s.cached_tokens_total,
-            requests_total: s.requests_total,
             memory_bytes: s.memory_bytes,
+            ..counters
         })
     }
 }

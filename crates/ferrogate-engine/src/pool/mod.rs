@@ -53,6 +53,28 @@ struct Member {
     last_used: Instant,
     loads: u64,
     unloads: u64,
+    /// The counters of the engines unloaded so far (a new load starts its own from zero).
+    carried: Totals,
+}
+
+/// Counters of a model summed over its loads, so they never go backwards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub requests: u64,
+}
+
+impl Totals {
+    fn add(self, s: &crate::stats::EngineStats) -> Totals {
+        Totals {
+            prompt_tokens: self.prompt_tokens + s.prompt_tokens_total,
+            completion_tokens: self.completion_tokens + s.completion_tokens_total,
+            cached_tokens: self.cached_tokens + s.cached_tokens_total,
+            requests: self.requests + s.requests_total,
+        }
+    }
 }
 
 enum Phase {
@@ -119,6 +141,7 @@ impl ModelPool {
             keep_alive: cfg.idle_limit(),
             loads: u64::from(matches!(phase, Phase::Running(_))),
             unloads: 0,
+            carried: Totals::default(),
             phase,
             in_flight: 0,
             last_used: Instant::now(),
@@ -278,6 +301,7 @@ impl Member {
     fn unload(&mut self) -> Option<Engine> {
         let Phase::Running(engine) = std::mem::replace(&mut self.phase, Phase::Unloaded) else { return None };
         self.unloads += 1;
+        self.carried = self.carried.add(&engine.stats());
         Some(engine)
     }
 }
@@ -374,6 +398,16 @@ impl ManagedEngine {
     /// Loads and unloads of this model since start.
     pub fn load_counts(&self) -> (u64, u64) {
         self.pool.lock().get(self.id).map_or((0, 0), |m| (m.loads, m.unloads))
+    }
+
+    /// The model's counters summed over every load, the running engine's included.
+    pub fn totals(&self) -> Totals {
+        let members = self.pool.lock();
+        let Some(m) = members.get(self.id) else { return Totals::default() };
+        match &m.phase {
+            Phase::Running(e) => m.carried.add(&e.stats()),
+            Phase::Starting | Phase::Unloaded => m.carried,
+        }
     }
 
     pub fn load_mode(&self) -> LoadMode {
