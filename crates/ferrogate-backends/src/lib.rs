@@ -8,6 +8,7 @@
 //!
 //! Module map: `http` (pooled client, error mapping), `stream` (body → event stream, timeouts),
 //! `load` (engines' own load for engine-aware routing: `/metrics`, `/api/ps`, embedded stats),
+//! `discover` (`discover = "dns"`: one backend per address of the `base_url` host),
 //! `validate` (config checks shared by the adapters), `openai/`, `ollama/` — each adapter folder
 //! holds `config.rs`, `convert.rs` (pure conversions), `client.rs` (the `Backend` impl).
 
@@ -18,6 +19,7 @@ use ferrogate_core::Backend;
 use serde::Deserialize;
 
 mod defaults;
+pub mod discover;
 pub mod embedded;
 mod http;
 pub mod load;
@@ -26,8 +28,9 @@ pub mod openai;
 mod stream;
 mod validate;
 
+pub use discover::{DiscoverMode, Discoverable, DnsTarget};
 pub use ferrogate_core::BackendError;
-pub use ferrogate_engine::EngineConfig;
+pub use ferrogate_engine::{EngineConfig, ModelPool, PoolConfig};
 pub use ollama::{OllamaBackend, OllamaConfig};
 pub use openai::{OpenAiBackend, OpenAiConfig};
 
@@ -35,8 +38,8 @@ pub use openai::{OpenAiBackend, OpenAiConfig};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BackendConfig {
-    Openai(openai::OpenAiConfig),
-    Ollama(ollama::OllamaConfig),
+    Openai(Discoverable<openai::OpenAiConfig>),
+    Ollama(Discoverable<ollama::OllamaConfig>),
     Embedded(ferrogate_engine::EngineConfig),
     /// A sentence-embedding GGUF run in process (serves `/v1/embeddings` only).
     EmbeddedEmbeddings(ferrogate_engine::EmbedConfig),
@@ -47,14 +50,17 @@ pub enum BackendConfig {
 pub struct BuildContext {
     /// Where model files are looked up (used by the embedded engine).
     pub model_dir: PathBuf,
+    /// The process's embedded models and their load budget (`[engine]`): one pool for every
+    /// build of a process, start and reloads alike.
+    pub engines: ferrogate_engine::ModelPool,
 }
 
 impl BackendConfig {
     /// Every problem of this config, as human-readable lines naming the backend; empty if fine.
     pub fn validate(&self, name: &str) -> Vec<String> {
         let problems = match self {
-            BackendConfig::Openai(c) => c.problems(),
-            BackendConfig::Ollama(c) => c.problems(),
+            BackendConfig::Openai(c) => [c.inner.problems(), c.problems(&c.base_url)].concat(),
+            BackendConfig::Ollama(c) => [c.inner.problems(), c.problems(&c.base_url)].concat(),
             BackendConfig::Embedded(c) => embedded_problems(c),
             BackendConfig::EmbeddedEmbeddings(c) => embedding_problems(c),
         };
@@ -99,11 +105,10 @@ fn embedding_problems(c: &ferrogate_engine::EmbedConfig) -> Vec<String> {
 /// Builds the backend `name` from its config. Call [`BackendConfig::validate`] first: this
 /// reports only the first problem it meets.
 pub fn build(name: &str, cfg: BackendConfig, cx: &BuildContext) -> Result<Arc<dyn Backend>, String> {
-    let _ = cx; // only the embedded engine needs it
     let backend: Arc<dyn Backend> = match cfg {
-        BackendConfig::Openai(c) => Arc::new(OpenAiBackend::new(name, c)?),
-        BackendConfig::Ollama(c) => Arc::new(OllamaBackend::new(name, c)?),
-        BackendConfig::Embedded(c) => Arc::new(embedded::EmbeddedBackend::start(name, c)?),
+        BackendConfig::Openai(c) => Arc::new(OpenAiBackend::new(name, c.inner)?),
+        BackendConfig::Ollama(c) => Arc::new(OllamaBackend::new(name, c.inner)?),
+        BackendConfig::Embedded(c) => Arc::new(embedded::EmbeddedBackend::start(name, c, &cx.engines)?),
         BackendConfig::EmbeddedEmbeddings(c) => Arc::new(embedded::embeddings::EmbeddingBackend::start(name, c)?),
     };
     Ok(backend)

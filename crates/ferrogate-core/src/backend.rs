@@ -145,6 +145,36 @@ impl Health {
     }
 }
 
+/// Whether a backend's model is in memory (backends that load and unload models: the embedded
+/// engine with `load = "on_demand"` or a `keep_alive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelState {
+    Loaded,
+    Loading,
+    /// Not in memory; the next request loads it.
+    Unloaded,
+}
+
+impl ModelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelState::Loaded => "loaded",
+            ModelState::Loading => "loading",
+            ModelState::Unloaded => "unloaded",
+        }
+    }
+
+    /// The state of a model served by several backends: loaded if any has it loaded, else
+    /// loading if any is loading; `None` when no backend knows (HTTP upstreams).
+    pub fn of_any(states: impl IntoIterator<Item = Option<ModelState>>) -> Option<ModelState> {
+        states.into_iter().flatten().min_by_key(|s| match s {
+            ModelState::Loaded => 0,
+            ModelState::Loading => 1,
+            ModelState::Unloaded => 2,
+        })
+    }
+}
+
 /// What a backend can do; the server refuses requests a backend cannot serve (400, not 502).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
@@ -194,6 +224,11 @@ pub trait Backend: Send + Sync + 'static {
     /// The engine's gauges and counters, for backends that run one in process (the embedded
     /// engine); `None` for HTTP upstreams.
     fn stats(&self) -> Option<crate::obs::BackendStats> {
+        None
+    }
+    /// Whether its model is in memory, for backends that load and unload models; `None`: the
+    /// backend does not say (HTTP upstreams, and models that are always loaded).
+    fn model_state(&self) -> Option<ModelState> {
         None
     }
 }

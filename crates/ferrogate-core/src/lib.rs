@@ -30,7 +30,7 @@ pub mod tokens;
 
 pub use backend::{
     Backend, BackendError, Capabilities, Completion, EmbedItem, EmbedOutput, EmbedRequest, EventStream, GenParams,
-    Health, InferenceRequest, Input, StreamEvent, TimeoutKind,
+    Health, InferenceRequest, Input, ModelState, StreamEvent, TimeoutKind,
 };
 pub use blame::Blame;
 pub use error::GatewayError;

@@ -52,4 +52,7 @@ pub struct BackendStats {
     pub cached_tokens_total: u64,
     pub requests_total: u64,
     pub memory_bytes: u64,
+    /// Times the model was loaded (at start, or on demand) and unloaded (idle, or to make room).
+    pub model_loads_total: u64,
+    pub model_unloads_total: u64,
 }

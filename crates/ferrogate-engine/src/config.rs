@@ -5,6 +5,7 @@
 //! sequences as a quarter of free memory holds in KV cache, at most 4 per thread.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -35,6 +36,27 @@ pub struct EngineConfig {
     /// One KV cache shared by all sequences (llama-server's `--kv-unified`). Off: each sequence
     /// gets its own `ctx_per_seq` cells, laid out the same whatever else runs.
     pub kv_unified: bool,
+    /// When the model loads: `hot` at start (the default), `on_demand` by the first request that
+    /// needs it (`pool`). A request for a model not loaded waits for the load.
+    pub load: LoadMode,
+    /// Idle time after which the model is unloaded (Ollama's `keep_alive`: `"5m"`, `"30s"`,
+    /// `"500ms"`, seconds as a number; `-1` never, `0` as soon as it is idle). Default: 5 minutes
+    /// for an `on_demand` model, never for a `hot` one.
+    pub keep_alive: Option<KeepAlive>,
+    /// How long a request waits for the model to load — and for room in `[engine]`'s budget —
+    /// before it is refused (503 `model_not_ready`).
+    pub load_timeout_ms: u64,
+}
+
+/// When a model loads (`[backends.<name>] load`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMode {
+    /// Loaded at start.
+    #[default]
+    Hot,
+    /// Loaded by the first request that needs it.
+    OnDemand,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +72,9 @@ impl Default for EngineConfig {
             chat_template: None,
             warmup: true,
             kv_unified: false,
+            load: LoadMode::Hot,
+            keep_alive: None,
+            load_timeout_ms: 120_000,
         }
     }
 }
@@ -58,6 +83,77 @@ impl EngineConfig {
     /// A config for `model_path` with every other setting at its default.
     pub fn new(model_path: impl Into<PathBuf>) -> Self {
         Self { model_path: model_path.into(), ..Self::default() }
+    }
+
+    /// How long the model stays loaded while idle; `None`: until the process ends.
+    pub fn idle_limit(&self) -> Option<Duration> {
+        match (self.keep_alive, self.load) {
+            (Some(k), _) => k.0,
+            (None, LoadMode::Hot) => None,
+            (None, LoadMode::OnDemand) => Some(DEFAULT_KEEP_ALIVE),
+        }
+    }
+}
+
+/// Ollama's default: an idle model stays loaded five minutes.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
+
+/// An idle time limit as Ollama writes it: `"5m"`, `"1h30m"`, `"30s"`, `"250ms"`, a number of
+/// seconds, or a negative value for "never unload". `None` inside: never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive(pub Option<Duration>);
+
+impl KeepAlive {
+    /// Parses Ollama's forms; a negative number (`-1`, `"-1m"`) means never.
+    pub fn parse(text: &str) -> Result<KeepAlive, String> {
+        let t = text.trim();
+        if let Some(rest) = t.strip_prefix('-') {
+            return parse_duration(rest).map(|_| KeepAlive(None));
+        }
+        parse_duration(t).map(|d| KeepAlive(Some(d)))
+    }
+}
+
+/// `"90"` (seconds), `"1.5s"`, `"5m"`, `"1h30m"`, `"250ms"`.
+fn parse_duration(t: &str) -> Result<Duration, String> {
+    let bad = || format!("'{t}' is not a duration like \"5m\", \"30s\", \"500ms\" or a number of seconds");
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|_| bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        let unit_len = rest[digits..].find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len() - digits);
+        let scale = match &rest[digits..digits + unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::try_from_secs_f64(value * scale).map_err(|_| bad())?;
+        rest = &rest[digits + unit_len..];
+    }
+    if t.is_empty() { Err(bad()) } else { Ok(total) }
+}
+
+impl<'de> Deserialize<'de> for KeepAlive {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) if n < 0.0 => Ok(KeepAlive(None)),
+            Raw::Number(n) => {
+                Duration::try_from_secs_f64(n).map(|d| KeepAlive(Some(d))).map_err(serde::de::Error::custom)
+            }
+            Raw::Text(t) => KeepAlive::parse(&t).map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -154,6 +250,31 @@ fn available_memory() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_alive_reads_ollamas_forms() {
+        let secs = |s: u64| Ok(KeepAlive(Some(Duration::from_secs(s))));
+        assert_eq!(KeepAlive::parse("5m"), secs(300));
+        assert_eq!(KeepAlive::parse("1h30m"), secs(5400));
+        assert_eq!(KeepAlive::parse("90"), secs(90));
+        assert_eq!(KeepAlive::parse("0"), secs(0));
+        assert_eq!(KeepAlive::parse("250ms"), Ok(KeepAlive(Some(Duration::from_millis(250)))));
+        assert_eq!(KeepAlive::parse("-1"), Ok(KeepAlive(None)));
+        assert_eq!(KeepAlive::parse("-1m"), Ok(KeepAlive(None)));
+        for bad in ["", "5x", "m", "five", "5m3"] {
+            assert!(KeepAlive::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn idle_limit_defaults_by_load_mode() {
+        let hot = EngineConfig::new("/m.gguf");
+        assert_eq!(hot.idle_limit(), None);
+        let cold = EngineConfig { load: LoadMode::OnDemand, ..hot.clone() };
+        assert_eq!(cold.idle_limit(), Some(DEFAULT_KEEP_ALIVE));
+        let short = EngineConfig { keep_alive: Some(KeepAlive(Some(Duration::from_secs(1)))), ..hot };
+        assert_eq!(short.idle_limit(), Some(Duration::from_secs(1)));
+    }
 
     #[test]
     fn defaults_need_only_a_model() {

@@ -75,6 +75,15 @@ impl Engine {
         }
     }
 
+    /// Drops this handle and waits until the scheduler thread has exited and freed the model and
+    /// its context — which it does once every clone of the handle is gone and its work is done.
+    pub async fn unload(self) {
+        let mut status = self.shared().status.subscribe();
+        drop(self);
+        // The sender lives in `Shared`, which goes when the thread and the last handle have.
+        while status.changed().await.is_ok() {}
+    }
+
     pub fn model_info(&self) -> Option<ModelInfo> {
         self.shared().info.get().cloned()
     }

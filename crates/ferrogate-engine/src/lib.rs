@@ -25,7 +25,7 @@
 //! validation), `scheduler` (the thread and its step), `slots` (sequence slots, prefix choice),
 //! `sampling`, `grammar` (constrained output: JSON, JSON Schema, tool calls), `template`, `stop`,
 //! `utf8`, `model`
-//! (loaded GGUF), `ffi` (process-wide llama.cpp glue), `config`, `stats`, `error`.
+//! (loaded GGUF), `pool` (hot and cold models: load on demand, keep-alive, the load budget), `ffi` (process-wide llama.cpp glue), `config`, `stats`, `error`.
 
 mod config;
 mod embed;
@@ -38,6 +38,7 @@ mod job;
 mod llama_log;
 mod logprobs;
 mod model;
+mod pool;
 mod request;
 mod sampling;
 mod scheduler;
@@ -47,13 +48,14 @@ mod stop;
 mod template;
 mod utf8;
 
-pub use config::{EngineConfig, model_dir};
+pub use config::{DEFAULT_KEEP_ALIVE, EngineConfig, KeepAlive, LoadMode, model_dir};
 pub use embed::{EmbedConfig, EmbedError, EmbedInput, EmbedModelInfo, Embedder, Embeddings};
 pub use engine::Engine;
 pub use error::{EngineError, SubmitError};
 pub use generation::Generation;
 pub use grammar::OutputFormat;
 pub use logprobs::MAX_TOP_LOGPROBS;
+pub use pool::{AcquireError, ManagedEngine, ModelLease, ModelPool, ModelState, PoolConfig, Totals};
 pub use request::{Finish, FinishReason, GenEvent, GenerateRequest, Prompt, SamplingParams, TokenLogprob};
 pub use stats::{EngineStats, EngineStatus, ModelInfo};
 pub use template::{FallbackTemplate, TemplateSource};

@@ -4,12 +4,13 @@
 //! up") until every deployment's warm-up has finished — succeeded, failed or timed out: a
 //! failing warm-up is logged and never keeps the instance out of rotation for good.
 //!
-//! Warm-up requests go straight to the backend: no ledger row, no metrics, no rate limits.
+//! A deployment whose every backend has its model unloaded (loaded on demand) is not warmed: a
+//! warm-up would load it. Warm-up requests go straight to the backend: no ledger row, no metrics, no rate limits.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrogate_core::{Backend, Deployment, GenParams, InferenceRequest, Input};
+use ferrogate_core::{Backend, Deployment, GenParams, InferenceRequest, Input, ModelState, Target};
 use ferrogate_protocol::openai::{ChatMessage, Role};
 
 use crate::state::AppState;
@@ -35,6 +36,10 @@ pub fn spawn(st: &AppState) {
 }
 
 async fn warm(st: &AppState, d: Arc<Deployment>) {
+    if !d.targets.iter().any(|t| loaded_at_start(t)) {
+        tracing::info!(deployment = %d.name, "warm-up skipped: its model loads on demand");
+        return;
+    }
     let Some(backend) = healthy_backend(st, &d).await else {
         tracing::warn!(deployment = %d.name, "warm-up skipped: no backend turned healthy");
         return;
@@ -51,7 +56,8 @@ async fn warm(st: &AppState, d: Arc<Deployment>) {
 async fn healthy_backend(st: &AppState, d: &Deployment) -> Option<Arc<dyn Backend>> {
     let deadline = tokio::time::Instant::now() + WAIT_HEALTHY;
     loop {
-        if let Some(t) = d.targets.iter().find(|t| st.health_of(t.backend.name()).is_healthy()) {
+        let warm = d.targets.iter().filter(|t| loaded_at_start(t));
+        if let Some(t) = warm.into_iter().find(|t| st.health_of(t.backend.name()).is_healthy()) {
             return Some(Arc::clone(&t.backend));
         }
         if tokio::time::Instant::now() >= deadline || st.stopping.is_cancelled() {
@@ -59,6 +65,11 @@ async fn healthy_backend(st: &AppState, d: &Deployment) -> Option<Arc<dyn Backen
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Not a model left unloaded until a request needs it (a warm-up would load it).
+fn loaded_at_start(t: &Target) -> bool {
+    t.backend.model_state() != Some(ModelState::Unloaded)
 }
 
 fn request(deployment: &str) -> InferenceRequest {

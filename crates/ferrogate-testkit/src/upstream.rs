@@ -271,7 +271,13 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     /// A fake with no routes (every path answers 404) on `127.0.0.1:0`.
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// A fake with no routes on `addr` (e.g. `127.0.0.2:0`, or a port another fake has on a
+    /// different loopback address: every `127.0.0.x` is loopback on Linux).
+    pub async fn start_on(addr: &str) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             routes: Mutex::new(HashMap::new()),

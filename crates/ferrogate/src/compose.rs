@@ -1,11 +1,9 @@
 //! The composition root: from a checked [`Config`], build what the server serves — the backends
 //! (`ferrogate-backends`), the deployments and breakers over them, the tenancy store and its
 //! ledger writer and the rate-limit store (`ferrogate-store`) — and hand them to the server as
-//! core's traits ([`Services`]). The server never names a backend or a store. Once it serves,
-//! the engine-load scrape of prefix-routed deployments starts (`routing_load`).
+//! core's traits ([`Services`]). The server never names a backend or a store.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 
 use ferrogate_backends::embedded::source;
@@ -18,12 +16,12 @@ use ferrogate_core::limits::memory::MemoryLimitStore;
 use ferrogate_core::tenancy::UsageStore;
 use ferrogate_core::tenancy::ledger::{LedgerConfig, LedgerWriter, OpenStore};
 use ferrogate_core::tenancy::spool::{Recovered, Spool};
-use ferrogate_core::tenancy::time::{Clock, SystemClock};
+use ferrogate_core::tenancy::time::Clock;
 use ferrogate_core::{Backend, Deployment, Registry, Target};
+use ferrogate_server::Services;
 use ferrogate_server::tenancy::Tenancy;
 use ferrogate_server::tenancy::config::TenancySettings;
 use ferrogate_server::tenancy::quotas::SharedQuota;
-use ferrogate_server::{Running, Services, StartError};
 use ferrogate_store::redis_budgets::RedisBudgets;
 use ferrogate_store::redis_cache::{RedisCacheOptions, RedisResponseCache};
 use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
@@ -31,25 +29,6 @@ use ferrogate_store::semantic_pg::PgSemanticIndex;
 use ferrogate_store::{Store, StoreOptions};
 
 use crate::config::Config;
-
-/// Builds everything from `cfg`, binds and serves until `signal` resolves, then drains.
-pub async fn start(cfg: &Config, signal: impl Future<Output = ()> + Send + 'static) -> Result<Running, StartError> {
-    start_with_clock(cfg, signal, Arc::new(SystemClock)).await
-}
-
-/// As [`start`], reading time for key expiry, budgets and usage rows from `clock` (tests).
-pub async fn start_with_clock(
-    cfg: &Config,
-    signal: impl Future<Output = ()> + Send + 'static,
-    clock: Arc<dyn Clock>,
-) -> Result<Running, StartError> {
-    let mut cfg = cfg.clone();
-    fetch_models(&mut cfg).await.map_err(StartError::Build)?;
-    let services = services(&cfg, clock).await.map_err(StartError::Build)?;
-    let running = ferrogate_server::start(&cfg.settings, services, signal).await?;
-    crate::routing_load::spawn(&cfg, &running);
-    Ok(running)
-}
 
 /// The server's services from `cfg`; errors list every backend that failed.
 pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Services, Vec<String>> {
@@ -97,7 +76,7 @@ fn share_breakers(cfg: &Config, breakers: &HashMap<String, Arc<Breaker>>) -> Res
 }
 
 fn backends(cfg: &Config) -> Result<HashMap<String, Arc<dyn Backend>>, Vec<String>> {
-    let cx = BuildContext { model_dir: cfg.model_dir.clone() };
+    let cx = BuildContext { model_dir: cfg.model_dir.clone(), engines: cfg.engines.clone() };
     let mut errs = Vec::new();
     let mut out = HashMap::new();
     for (name, bc) in &cfg.backends {

@@ -177,14 +177,12 @@ fn serve(config: Option<PathBuf>, listen: Option<String>) -> ExitCode {
         }
     };
     rt.block_on(async {
-        match ferrogate::start(&cfg, ferrogate_server::shutdown_signal()).await {
+        // Live reconfiguration: SIGHUP, and a change of the file (docs/DEPLOY.md).
+        let file = config.map(|path| ferrogate::reload::ConfigFile { path, listen });
+        let clock = std::sync::Arc::new(ferrogate_core::tenancy::time::SystemClock);
+        let resolver = std::sync::Arc::new(ferrogate::discovery::SystemResolver);
+        match ferrogate::start_with(&cfg, ferrogate_server::shutdown_signal(), clock, file, resolver).await {
             Ok(running) => {
-                // Live reconfiguration: SIGHUP, and a change of the file (docs/DEPLOY.md).
-                if let Some(path) = config {
-                    let reloader = std::sync::Arc::new(ferrogate::reload::Reloader::new(path, listen, &cfg, &running));
-                    let poll = std::time::Duration::from_millis(cfg.server.config_poll_ms);
-                    reloader.spawn(poll, &running.state.tasks, running.state.stopping.clone());
-                }
                 running.wait().await;
                 ExitCode::SUCCESS
             }

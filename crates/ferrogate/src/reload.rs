@@ -9,6 +9,10 @@
 //! backend is the same object after a reload (its connections, breaker, engine and in-flight
 //! work are untouched); settings only a restart applies (listen address, TLS, database and Redis
 //! URLs, …) keep their start values and are named in the log and in `/admin/v1/config`.
+//!
+//! DNS-discovered backends (`discovery`) change through the same path: every
+//! `discover_interval_ms` their names are resolved again, and a changed answer applies the
+//! configuration in force over the new addresses ([`Reloader::rediscover`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -23,6 +27,7 @@ use ferrogate_server::live::Live;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ActiveConfig, Config, DeploymentConfig, Tree};
+use crate::discovery::{self, Answers, Resolver};
 
 /// Settings read only at start: a change to one is reported as needing a restart.
 const RESTART_ONLY: &[&str] = &[
@@ -36,6 +41,7 @@ const RESTART_ONLY: &[&str] = &[
     "server.config_poll_ms",
     "model_dir",
     "routing.scrape_interval_ms",
+    "engine",
     "log",
     "tenancy",
     "limits.redis_url",
@@ -52,12 +58,23 @@ const RESTART_ONLY: &[&str] = &[
     "batches",
 ];
 
-/// Reloads the configuration file of a running gateway.
-pub struct Reloader {
-    path: PathBuf,
+/// Where a gateway's configuration file is, for reloads (`serve --config`).
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    pub path: PathBuf,
     /// `serve --listen`, applied again on top of every reload as at start.
-    listen: Option<String>,
+    pub listen: Option<String>,
+}
+
+/// Reloads the configuration file of a running gateway, and re-resolves its DNS-discovered
+/// backends.
+pub struct Reloader {
+    /// `None`: no file to reload (a gateway configured in code), discovery only.
+    file: Option<ConfigFile>,
     live: Live,
+    resolver: Arc<dyn Resolver>,
+    /// The start's model pool: embedded backends a reload adds load into it, under its budget.
+    engines: ferrogate_backends::ModelPool,
     /// The start's configuration (what restart-only settings are compared against) and the
     /// backends in force; one reload at a time.
     state: tokio::sync::Mutex<InForce>,
@@ -67,6 +84,10 @@ struct InForce {
     start: Tree,
     /// The configuration in force, as read (unchanged deployments are kept across a reload).
     tree: Tree,
+    /// The same, checked, before discovered backends are expanded (what a discovery applies).
+    cfg: Config,
+    /// What the discovered backends resolved to last.
+    answers: Answers,
     /// Backends by name, with the raw settings they were built from.
     backends: BTreeMap<String, Built>,
     /// Whether the start built a response cache (a deployment turning it on needs a restart).
@@ -81,8 +102,15 @@ struct Built {
 }
 
 impl Reloader {
-    /// For a gateway started from `cfg`, read from `path` (with `listen` from the CLI).
-    pub fn new(path: PathBuf, listen: Option<String>, cfg: &Config, running: &ferrogate_server::Running) -> Reloader {
+    /// For a gateway started from `cfg` (as read from `file`, when there is one), whose
+    /// discovered backends resolved to `answers` through `resolver`.
+    pub fn new(
+        file: Option<ConfigFile>,
+        cfg: &Config,
+        answers: Answers,
+        resolver: Arc<dyn Resolver>,
+        running: &ferrogate_server::Running,
+    ) -> Reloader {
         let st = &running.state;
         let backends = st
             .backends
@@ -90,13 +118,22 @@ impl Reloader {
             .filter_map(|b| {
                 let name = b.name().to_owned();
                 let breaker = Arc::clone(st.breakers.get(&name)?);
-                let embedded = matches!(cfg.backends.get(&name), Some(BackendConfig::Embedded(_)));
-                let raw = cfg.tree.find(&format!("backends.{name}")).cloned();
+                let configured = discovery::configured_name(&name);
+                let embedded = matches!(cfg.backends.get(configured), Some(BackendConfig::Embedded(_)));
+                let raw = cfg.tree.find(&format!("backends.{configured}")).cloned();
                 Some((name, Built { raw, embedded, backend: Arc::clone(b), breaker }))
             })
             .collect();
-        let state = InForce { start: cfg.tree.clone(), tree: cfg.tree.clone(), backends, cache: st.cache.is_some() };
-        Reloader { path, listen, live: running.live.clone(), state: tokio::sync::Mutex::new(state) }
+        let state = InForce {
+            start: cfg.tree.clone(),
+            tree: cfg.tree.clone(),
+            cfg: cfg.clone(),
+            answers,
+            backends,
+            cache: st.cache.is_some(),
+        };
+        let (live, engines) = (running.live.clone(), cfg.engines.clone());
+        Reloader { file, live, resolver, engines, state: tokio::sync::Mutex::new(state) }
     }
 
     /// Reads the file again and applies it; `Err` lists every problem (all logged, counted, the
@@ -127,28 +164,78 @@ impl Reloader {
     }
 
     async fn try_reload(&self, state: &mut InForce) -> Result<ActiveConfig, Vec<String>> {
-        let mut cfg = config::load(Some(&self.path), self.listen.as_deref()).map_err(|e| e.0)?;
+        let Some(file) = &self.file else { return Err(vec!["no configuration file to reload".into()]) };
+        let mut cfg = config::load(Some(&file.path), file.listen.as_deref()).map_err(|e| e.0)?;
         crate::compose::fetch_models(&mut cfg).await?;
+        cfg.engines = self.engines.clone();
         let mut restart = restart_required(&state.start, &cfg);
         if !state.cache && cfg.deployments.values().any(|d| d.cache) {
             restart.push("deployments.*.cache (no response cache was built at start)".to_owned());
         }
         let breakers_changed = !state.tree.same_at(&cfg.tree, "breaker");
-        let backends = next_backends(&state.backends, &cfg, breakers_changed, &mut restart)?;
-        let live = live_services(&cfg, &backends, &state.tree, &self.live.current().registry)?;
-        cfg.settings.active.origin = "reload";
-        cfg.settings.active.restart_required = restart;
-        let next = self.live.apply(&cfg.settings, live)?;
+        let mut expanded = discovery::expand(&cfg, &state.answers);
+        let backends = next_backends(&state.backends, &expanded, breakers_changed, &mut restart)?;
+        let live = live_services(&expanded, &backends, &state.tree, &self.live.current().registry)?;
+        expanded.settings.active.origin = "reload";
+        expanded.settings.active.restart_required = restart;
+        let next = self.live.apply(&expanded.settings, live)?;
         state.backends = backends;
         state.tree = cfg.tree.clone();
+        state.cfg = cfg;
         Ok(next.config.clone())
+    }
+
+    /// Resolves the discovered backends again and, when an answer changed, applies the
+    /// configuration in force over the new addresses: new addresses get backends, removed ones
+    /// leave the deployments (their requests in flight finish). A failed apply keeps the old
+    /// answer, so the next round tries again.
+    pub async fn rediscover(&self) {
+        let (cfg, before) = {
+            let st = self.state.lock().await;
+            (st.cfg.clone(), st.answers.clone())
+        };
+        let answers = discovery::resolve_all(&cfg, &*self.resolver, &before).await;
+        if answers == before {
+            return;
+        }
+        let mut state = self.state.lock().await;
+        let changes = answers.changes(&state.answers);
+        match self.apply_answers(&mut state, answers) {
+            Ok(()) => {
+                for (backend, added, removed) in changes {
+                    tracing::info!(backend = %backend, ?added, ?removed, "discovered backends changed");
+                }
+            }
+            Err(errs) => {
+                for e in &errs {
+                    tracing::error!(problem = %e, "discovered backends changed but could not be applied");
+                }
+            }
+        }
+    }
+
+    fn apply_answers(&self, state: &mut InForce, answers: Answers) -> Result<(), Vec<String>> {
+        let mut expanded = discovery::expand(&state.cfg, &answers);
+        let backends = next_backends(&state.backends, &expanded, false, &mut Vec::new())?;
+        let current = self.live.current();
+        let live = live_services(&expanded, &backends, &state.tree, &current.registry)?;
+        expanded.settings.active = current.config.clone();
+        self.live.apply(&expanded.settings, live)?;
+        state.backends = backends;
+        state.answers = answers;
+        Ok(())
     }
 
     /// Reloads on SIGHUP and whenever the file's content changes (read every `poll`; zero: SIGHUP
     /// only), until `stop`.
     /// The SIGHUP handler is installed before this returns (a SIGHUP without one ends the
     /// process).
+    /// Re-resolves discovered backends (every `discover_interval_ms`), in any case.
     pub fn spawn(self: Arc<Self>, poll: Duration, tasks: &tokio_util::task::TaskTracker, stop: CancellationToken) {
+        tasks.spawn(Arc::clone(&self).discover(stop.clone()));
+        if self.file.is_none() {
+            return;
+        }
         #[cfg(unix)]
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(hup) => {
@@ -158,6 +245,22 @@ impl Reloader {
         }
         if !poll.is_zero() {
             tasks.spawn(self.watch(poll, stop));
+        }
+    }
+
+    /// Resolves the discovered backends every shortest `discover_interval_ms` of the
+    /// configuration in force (checking once a second for a reload that adds one), until `stop`.
+    async fn discover(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let every = discovery::interval(&self.state.lock().await.cfg);
+            let pause = every.unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            if every.is_some() {
+                self.rediscover().await;
+            }
         }
     }
 
@@ -182,7 +285,8 @@ impl Reloader {
     /// symlinks, so an atomic rename or a ConfigMap's `..data` swap is a change like any other; a
     /// file briefly missing mid-swap is simply read again next time.
     async fn watch(self: Arc<Self>, poll: Duration, stop: CancellationToken) {
-        let mut seen = read_version(&self.path).await;
+        let Some(path) = self.file.as_ref().map(|f| f.path.clone()) else { return };
+        let mut seen = read_version(&path).await;
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -190,10 +294,10 @@ impl Reloader {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let Some(now) = read_version(&self.path).await else { continue };
+            let Some(now) = read_version(&path).await else { continue };
             if seen.as_ref() != Some(&now) {
                 seen = Some(now);
-                tracing::info!(path = %self.path.display(), "configuration file changed: reloading");
+                tracing::info!(path = %path.display(), "configuration file changed: reloading");
                 let _ = self.reload("file").await;
             }
         }
@@ -222,12 +326,12 @@ fn next_backends(
     breakers_changed: bool,
     restart: &mut Vec<String>,
 ) -> Result<BTreeMap<String, Built>, Vec<String>> {
-    let cx = BuildContext { model_dir: cfg.model_dir.clone() };
+    let cx = BuildContext { model_dir: cfg.model_dir.clone(), engines: cfg.engines.clone() };
     let created = tokio::time::Instant::now();
     let mut errs = Vec::new();
     let mut out = BTreeMap::new();
     for (name, bc) in &cfg.backends {
-        let raw = cfg.tree.find(&format!("backends.{name}")).cloned();
+        let raw = cfg.tree.find(&format!("backends.{}", discovery::configured_name(name))).cloned();
         let embedded = matches!(bc, BackendConfig::Embedded(_));
         if let Some(b) = now.get(name).filter(|b| b.raw == raw || (b.embedded && embedded)) {
             if b.raw != raw {

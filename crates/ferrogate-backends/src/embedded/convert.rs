@@ -1,7 +1,9 @@
 //! Pure conversions between the gateway's request/answer types and the engine's.
 
 use ferrogate_core::{BackendError, GenParams, InferenceRequest, Input};
-use ferrogate_engine::{EngineError, Finish, GenerateRequest, MAX_TOP_LOGPROBS, Prompt, SamplingParams, SubmitError};
+use ferrogate_engine::{
+    AcquireError, EngineError, Finish, GenerateRequest, MAX_TOP_LOGPROBS, Prompt, SamplingParams, SubmitError,
+};
 use ferrogate_protocol::openai::{ChatMessage, FinishReason, Role, Usage};
 use serde_json::{Map, Value, json};
 
@@ -120,6 +122,15 @@ pub fn submit_error(e: SubmitError) -> BackendError {
         }
         SubmitError::InvalidRequest(message) => BackendError::InvalidRequest { param: None, message },
         SubmitError::Engine(e) => engine_error(e),
+    }
+}
+
+/// A request that could not get its model loaded: a load that outlasts `load_timeout_ms` (or
+/// waits that long for room in the budget) is a 503 the client may retry.
+pub fn acquire_error(e: AcquireError) -> BackendError {
+    match e {
+        e @ AcquireError::Timeout { .. } => BackendError::NotReady(e.to_string()),
+        AcquireError::Load(e) => engine_error(e),
     }
 }
 

@@ -1,8 +1,13 @@
 //! The embedded backend: ferrogate's own llama.cpp engine behind the `Backend` trait.
 //!
+//! The model is one of the process's `ModelPool`: loaded at start (`load = "hot"`) or by the
+//! first request that needs it (`"on_demand"`), unloaded after `keep_alive` idle. A request for
+//! a model not loaded waits for the load (up to `load_timeout_ms`, then 503).
+//!
 //! Invariants: dropping a request's future or stream drops the engine `Generation`, which frees
-//! the sequence slot and its KV cache at the scheduler's next step; rendering and tokenizing a
-//! prompt run on a blocking thread, never on a runtime worker.
+//! the sequence slot and its KV cache at the scheduler's next step; a request holds its
+//! `ModelLease` as long as its `Generation`, so its model is never unloaded under it; rendering
+//! and tokenizing a prompt run on a blocking thread, never on a runtime worker.
 
 mod answer;
 mod convert;
@@ -15,9 +20,12 @@ use std::sync::Arc;
 
 use ferrogate_core::{
     Backend, BackendError, BackendStats, Capabilities, Completion, EnginePhases, EventStream, Health, InferenceRequest,
-    StreamEvent,
+    ModelState, StreamEvent,
 };
-use ferrogate_engine::{Engine, EngineConfig, EngineStatus, GenEvent, GenerateRequest};
+use ferrogate_engine::{
+    Engine, EngineConfig, EngineStatus, GenEvent, GenerateRequest, LoadMode, ManagedEngine, ModelLease, ModelPool,
+    ModelState as EngineModelState,
+};
 
 use answer::AnswerState;
 use futures::StreamExt;
@@ -26,19 +34,25 @@ pub use convert::{to_generate_request, usage_of};
 
 pub struct EmbeddedBackend {
     name: String,
-    engine: Engine,
+    model: ManagedEngine,
 }
 
 impl EmbeddedBackend {
-    /// Starts the engine; the model loads in the background (health says NotReady until done).
-    pub fn start(name: &str, cfg: EngineConfig) -> Result<Self, String> {
-        let engine = Engine::start(cfg).map_err(|e| e.to_string())?;
-        Ok(Self { name: name.to_owned(), engine })
+    /// Adds the model to `pool`: a `hot` one starts loading in the background (health says
+    /// NotReady until done), an `on_demand` one waits for its first request.
+    pub fn start(name: &str, cfg: EngineConfig, pool: &ModelPool) -> Result<Self, String> {
+        let model = pool.register(cfg).map_err(|e| e.to_string())?;
+        Ok(Self { name: name.to_owned(), model })
     }
 
-    /// The engine, for its stats (slots, KV, tokens) and model info.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The engine while the model is loaded, for its stats (slots, KV, tokens) and model info.
+    pub fn engine(&self) -> Option<Engine> {
+        self.model.engine()
+    }
+
+    /// Loads and unloads of the model since start.
+    pub fn load_counts(&self) -> (u64, u64) {
+        self.model.load_counts()
     }
 
     /// Renders, tokenizes and enqueues on a blocking thread: a prompt of megabytes costs CPU
@@ -48,15 +62,17 @@ impl EmbeddedBackend {
         &self,
         gen_req: GenerateRequest,
         phases: Option<&Arc<EnginePhases>>,
-    ) -> Result<ferrogate_engine::Generation, BackendError> {
+    ) -> Result<(ferrogate_engine::Generation, ModelLease), BackendError> {
+        let lease = self.model.acquire().await.map_err(convert::acquire_error)?;
         if let Some(p) = phases {
             EnginePhases::mark(&p.submitted);
         }
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.submit(gen_req))
+        let engine = lease.engine().clone();
+        let generation = tokio::task::spawn_blocking(move || engine.submit(gen_req))
             .await
             .map_err(|e| BackendError::Internal(format!("the engine's submit task failed: {e}")))?
-            .map_err(convert::submit_error)
+            .map_err(convert::submit_error)?;
+        Ok((generation, lease))
     }
 }
 
@@ -98,7 +114,7 @@ impl Backend for EmbeddedBackend {
         let (phases, request_id) = (req.obs.phases.clone(), req.request_id.clone());
         let gen_req = to_generate_request(req)?;
         let mut answer = AnswerState::new(request_id, &gen_req.output);
-        let mut generation = self.submit(gen_req, phases.as_ref()).await?;
+        let (mut generation, _lease) = self.submit(gen_req, phases.as_ref()).await?;
         while let Some(ev) = generation.next().await {
             mark_phase(phases.as_ref(), &ev);
             match ev {
@@ -116,8 +132,9 @@ impl Backend for EmbeddedBackend {
         let (phases, request_id) = (req.obs.phases.clone(), req.request_id.clone());
         let gen_req = to_generate_request(req)?;
         let mut answer = AnswerState::new(request_id, &gen_req.output);
-        let generation = self.submit(gen_req, phases.as_ref()).await?;
+        let (generation, lease) = self.submit(gen_req, phases.as_ref()).await?;
         let events = generation.flat_map(move |ev| {
+            let _held = &lease; // the model stays loaded while the stream lives
             mark_phase(phases.as_ref(), &ev);
             let items: Vec<Result<StreamEvent, BackendError>> = match ev {
                 GenEvent::Started { .. } => vec![],
@@ -134,36 +151,57 @@ impl Backend for EmbeddedBackend {
         Ok(Box::pin(events))
     }
 
+    /// A hot model is not ready until loaded; an on-demand one serves (by loading) whenever it
+    /// is not failed, so `/ready` stays 200 while it is unloaded.
     async fn health(&self) -> Health {
-        match self.engine.status() {
-            EngineStatus::Loading => Health::NotReady("loading".into()),
-            EngineStatus::Ready => Health::Healthy,
-            EngineStatus::Failed(e) => Health::Unhealthy(e),
+        match (self.model.state(), self.model.load_mode()) {
+            (EngineModelState::Loading, LoadMode::Hot) => Health::NotReady("loading".into()),
+            (EngineModelState::Failed(e), _) => Health::Unhealthy(e),
+            _ => Health::Healthy,
         }
     }
 
     async fn models(&self) -> Result<Vec<String>, BackendError> {
-        Ok(self.engine.model_info().map(|i| vec![i.name]).unwrap_or_default())
+        Ok(self.engine().and_then(|e| e.model_info()).map(|i| vec![i.name]).unwrap_or_default())
     }
 
     fn parallel_slots(&self) -> Option<usize> {
-        self.engine.model_info().map(|i| i.parallel)
+        self.engine().and_then(|e| e.model_info()).map(|i| i.parallel)
     }
 
+    fn model_state(&self) -> Option<ModelState> {
+        Some(match self.model.state() {
+            EngineModelState::Ready => ModelState::Loaded,
+            EngineModelState::Loading => ModelState::Loading,
+            EngineModelState::Unloaded | EngineModelState::Failed(_) => ModelState::Unloaded,
+        })
+    }
+
+    /// Gauges of the running engine (zero while unloaded); counters summed over every load of
+    /// the model, so they never go backwards.
     fn stats(&self) -> Option<BackendStats> {
-        let s = self.engine.stats();
+        let (model_loads_total, model_unloads_total) = self.model.load_counts();
+        let t = self.model.totals();
+        let counters = BackendStats {
+            model_loads_total,
+            model_unloads_total,
+            prompt_tokens_total: t.prompt_tokens,
+            completion_tokens_total: t.completion_tokens,
+            cached_tokens_total: t.cached_tokens,
+            requests_total: t.requests,
+            ..BackendStats::default()
+        };
+        let Some(engine) = self.engine() else { return Some(counters) };
+        let s = engine.stats();
         Some(BackendStats {
-            model_loaded: self.engine.status() == EngineStatus::Ready,
+            model_loaded: engine.status() == EngineStatus::Ready,
             slots_total: s.slots_total as u64,
             slots_busy: s.slots_busy as u64,
             queue_depth: s.queue_depth as u64,
             kv_cells_used: s.kv_cells_used,
             kv_cells_total: s.kv_cells_total,
-            prompt_tokens_total: s.prompt_tokens_total,
-            completion_tokens_total: s.completion_tokens_total,
-            cached_tokens_total: s.cached_tokens_total,
-            requests_total: s.requests_total,
             memory_bytes: s.memory_bytes,
+            ..counters
         })
     }
 }

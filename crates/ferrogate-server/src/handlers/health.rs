@@ -1,6 +1,8 @@
 //! `GET /health` (liveness: the process answers) and `GET /ready` (readiness: not draining, warm-up
 //! done, every deployment has a healthy backend with its model loaded, and not every deployment's
 //! queue is full — a load balancer should send new work elsewhere; 503 with the reasons otherwise).
+//! An embedded model loaded on demand is ready while unloaded (a request loads it); `/ready`
+//! shows each backend's model state (`loaded`, `loading`, `unloaded`) where it has one.
 //! `/ready` also shows each backend's circuit breaker and each deployment's queue; an open
 //! breaker does not make the instance unready (every replica sees the same upstream, and taking
 //! them all out of rotation would turn a backend fault into a full outage).
@@ -50,6 +52,9 @@ fn readiness(st: &AppState) -> (StatusCode, Value) {
             let mut b = health_json(&h);
             b["weight"] = json!(t.weight);
             b["inflight"] = json!(t.inflight());
+            if let Some(state) = t.backend.model_state() {
+                b["model"] = json!(state.as_str());
+            }
             b["breaker"] = breaker_json(&t.breaker.snapshot(tokio::time::Instant::now()));
             backends.insert(name.to_owned(), b);
         }

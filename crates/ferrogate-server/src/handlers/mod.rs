@@ -23,7 +23,7 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use serde::de::DeserializeOwned;
 
-use ferrogate_core::{Deployment, GatewayError};
+use ferrogate_core::{Deployment, GatewayError, ModelState};
 
 use crate::error::ApiError;
 use crate::request::{RequestCx, RouteLog};
@@ -83,6 +83,12 @@ fn missing_field_param(param: Option<String>, inner: &serde_json::Error) -> Opti
 
 /// The deployment `name` routes to (a deployment, an alias, or the tiered model's small tier),
 /// if the caller may use it: 404 `model_not_found` or 403 otherwise.
+/// Whether a deployment's model is in memory, as its backends say (loaded if any has it);
+/// `None` when none says (HTTP upstreams).
+pub fn model_state(d: &Deployment) -> Option<ModelState> {
+    ModelState::of_any(d.targets.iter().map(|t| t.backend.model_state()))
+}
+
 pub fn resolve_model<'a>(st: &'a AppState, cx: &RequestCx, name: &str) -> Result<&'a Deployment, ApiError> {
     let tiered = st.tiers.as_ref().filter(|t| t.model == name).map(|t| t.small());
     let d = st.registry.resolve(tiered.unwrap_or(name)).ok_or_else(|| GatewayError::ModelNotFound(name.to_owned()))?;

@@ -1,9 +1,10 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`: deployments and their aliases, and the tiered
-//! virtual model (`auto`) when it is on — for a key limited to some models, only those.
+//! virtual model (`auto`) when it is on — for a key limited to some models, only those. A model
+//! whose backends load and unload it (the embedded engine) carries its `state`.
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use ferrogate_core::GatewayError;
+use ferrogate_core::{Deployment, GatewayError, ModelState};
 use ferrogate_protocol::openai::{Model, ModelList};
 
 use crate::error::ApiError;
@@ -19,7 +20,7 @@ pub async fn list(State(st): State<AppState>, Extension(cx): Extension<RequestCx
         .iter()
         .flat_map(|d| std::iter::once(&d.name).chain(&d.aliases).map(move |n| (d, n)))
         .filter(|(d, n)| cx.caller.as_ref().is_none_or(|c| c.check_model(d, n).is_ok()))
-        .map(|(d, n)| Model::new(n.clone(), d.created, OWNER))
+        .map(|(d, n)| Model::new(n.clone(), d.created, OWNER).with_state(state_of(d)))
         .collect();
     if let Some(m) = virtual_model(&st, &cx) {
         data.push(m);
@@ -34,7 +35,7 @@ fn virtual_model(st: &AppState, cx: &RequestCx) -> Option<Model> {
     cx.caller
         .as_ref()
         .is_none_or(|c| c.check_model(d, &t.model).is_ok())
-        .then(|| Model::new(t.model.clone(), d.created, OWNER))
+        .then(|| Model::new(t.model.clone(), d.created, OWNER).with_state(state_of(d)))
 }
 
 pub async fn get(
@@ -49,5 +50,9 @@ pub async fn get(
     if let Some(c) = &cx.caller {
         c.check_model(d, &id)?;
     }
-    Ok(Json(Model::new(id, d.created, OWNER)))
+    Ok(Json(Model::new(id, d.created, OWNER).with_state(state_of(d))))
+}
+
+fn state_of(d: &Deployment) -> Option<&'static str> {
+    super::model_state(d).map(ModelState::as_str)
 }

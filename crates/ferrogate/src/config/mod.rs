@@ -64,6 +64,8 @@ struct RawConfig {
     /// Where relative model paths resolve; default `~/.cache/ferrogate/models`.
     model_dir: Option<PathBuf>,
     backends: BTreeMap<String, BackendConfig>,
+    /// The embedded models' load budget (docs/SCALING.md, "Hot and cold models").
+    engine: ferrogate_backends::PoolConfig,
     deployments: BTreeMap<String, DeploymentConfig>,
     tenancy: TenancyConfig,
     /// USD per million tokens, by deployment (cost budgets).
@@ -100,6 +102,10 @@ pub struct Config {
     pub log: LogConfig,
     pub model_dir: PathBuf,
     pub backends: BTreeMap<String, BackendConfig>,
+    /// The pool the embedded backends load their models into, with `[engine]`'s budget: a handle
+    /// shared by clones of this config; a reload builds into the start's pool, so `[engine]`
+    /// needs a restart.
+    pub engines: ferrogate_backends::ModelPool,
     /// `[webhooks]`.
     pub webhooks: jobs::WebhooksConfig,
     /// `[batches]`.
@@ -273,6 +279,11 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
         ferrogate_server::tls::check(tls, &mut errs);
     }
     for (name, backend) in &mut raw.backends {
+        if name.contains('@') {
+            errs.push(format!(
+                "backends.{name}: '@' is reserved in backend names (discovered backends are <name>@<address>)"
+            ));
+        }
         // `hf://…` sources are fetched at start (`compose::fetch_models`), not looked up here.
         let local = |e: &ferrogate_backends::EngineConfig| hub_file(&e.model_path).is_none();
         if let BackendConfig::Embedded(engine) = backend
@@ -292,6 +303,7 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
         }
         errs.extend(backend.validate(name));
     }
+    check_engine(&raw, &mut errs);
     check_deployments(&raw, &mut errs);
     let names: Vec<&str> = raw.deployments.keys().map(String::as_str).collect();
     let tenancy = ferrogate_server::tenancy::config::check(&raw.tenancy, &raw.prices, &names, &mut errs);
@@ -342,11 +354,38 @@ fn check(mut raw: RawConfig) -> Result<Config, ConfigErrors> {
             log: raw.log,
             model_dir,
             backends: raw.backends,
+            engines: ferrogate_backends::ModelPool::new(raw.engine),
             webhooks: raw.webhooks,
             batches: raw.batches,
             tree: Tree::default(),
         }),
         _ => Err(ConfigErrors(errs)),
+    }
+}
+
+/// `[engine]` and the embedded models' load settings: a budget of at least one model (or byte)
+/// that holds every pinned model (never unloaded: `hot` without a `keep_alive`).
+fn check_engine(raw: &RawConfig, errs: &mut Vec<String>) {
+    let e = &raw.engine;
+    if e.max_loaded_models == Some(0) || e.max_loaded_bytes == Some(0) {
+        errs.push("engine.max_loaded_models and engine.max_loaded_bytes must be at least 1 when set".into());
+    }
+    let embedded = raw.backends.iter().filter_map(|(n, b)| match b {
+        BackendConfig::Embedded(c) => Some((n, c)),
+        _ => None,
+    });
+    let mut pinned = 0;
+    for (name, c) in embedded {
+        if c.load_timeout_ms == 0 {
+            errs.push(format!("backends.{name}: load_timeout_ms must be at least 1"));
+        }
+        pinned += usize::from(c.idle_limit().is_none());
+    }
+    if let Some(max) = e.max_loaded_models.filter(|max| pinned > *max) {
+        errs.push(format!(
+            "engine.max_loaded_models is {max} but {pinned} embedded models are never unloaded (load = \"hot\" \
+             without keep_alive): give some load = \"on_demand\" or a keep_alive"
+        ));
     }
 }
 
@@ -477,6 +516,33 @@ mod tests {
     }
 
     /// Issue 17: the derived `Debug` printed `server.api_keys` (and URLs with credentials).
+    #[test]
+    fn the_model_budget_must_hold_every_pinned_model() {
+        let model = DEFAULT_MODEL_FILE;
+        let toml = |engine: &str, second: &str| {
+            format!(
+                "model_dir = \"/nonexistent\"\n{engine}\n[backends.a]\nkind = \"embedded\"\nmodel_path = \"{model}\"\n\
+                 [backends.b]\nkind = \"embedded\"\nmodel_path = \"{model}\"\n{second}\n\
+                 [deployments.m]\nbackends = [\"a\", \"b\"]\n"
+            )
+        };
+        let errs = |t: String| from_toml(&t).err().map(|e| e.0.join("\n")).unwrap_or_default();
+        let two_hot = errs(toml("[engine]\nmax_loaded_models = 1", ""));
+        assert!(two_hot.contains("engine.max_loaded_models is 1 but 2"), "{two_hot}");
+        let one_cold = errs(toml("[engine]\nmax_loaded_models = 1", "load = \"on_demand\""));
+        assert!(!one_cold.contains("max_loaded_models"), "{one_cold}");
+        let zero = errs(toml("[engine]\nmax_loaded_models = 0", "load = \"on_demand\"\nload_timeout_ms = 0"));
+        assert!(zero.contains("must be at least 1 when set") && zero.contains("backends.b: load_timeout_ms"), "{zero}");
+    }
+
+    #[test]
+    fn at_is_reserved_in_backend_names() {
+        let t = "[backends.\"a@b\"]\nkind = \"openai\"\nbase_url = \"http://x/v1\"\n\
+                 [deployments.m]\nbackends = [\"a@b\"]\n";
+        let e = from_toml(t).err().map(|e| e.0.join("\n")).unwrap_or_default();
+        assert!(e.contains("'@' is reserved"), "{e}");
+    }
+
     #[test]
     fn debug_of_the_whole_config_prints_no_secret() {
         let cfg = from_toml(

@@ -2,8 +2,9 @@
 //! `POST /api/generate` (NDJSON streams by default, `stream: false` whole; `raw: true` generate
 //! runs as a text completion) through the one pipeline (ledger endpoints `api.chat` and
 //! `api.generate`), and the model routes in [`models`]. Errors take Ollama's `{"error": "…"}`
-//! shape in `error::front`. `keep_alive` is accepted: ferrogate keeps its models loaded, so a
-//! load or unload request (no messages, no prompt) only checks the model exists.
+//! shape in `error::front`. `keep_alive` is accepted and not applied per request (an embedded
+//! model's `keep_alive` is its backend's setting, docs/SCALING.md), so a load or unload request (no
+//! messages, no prompt) only checks the model exists.
 
 pub mod models;
 

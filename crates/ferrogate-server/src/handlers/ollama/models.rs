@@ -1,6 +1,6 @@
 //! Ollama's model routes: `GET /api/tags` (the deployments and aliases the caller may use),
-//! `POST /api/show`, `GET /api/ps` (every deployment counts as loaded: ferrogate does not unload
-//! models), `GET /api/version`, and `POST /api/embed` / `/api/embeddings`, which run the
+//! `POST /api/show`, `GET /api/ps` (the deployments whose model is loaded: an embedded model
+//! that is unloaded or still loading is left out; an HTTP upstream's counts as loaded), `GET /api/version`, and `POST /api/embed` / `/api/embeddings`, which run the
 //! embeddings path (`pipeline::embed`; ledger endpoints `api.embed`, `api.embeddings`).
 
 use std::time::Duration;
@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use ferrogate_core::Deployment;
+use ferrogate_core::{Deployment, ModelState};
 use ferrogate_protocol::ollama::front::{
     EmbedInput, EmbedRequest, EmbedResponse, LegacyEmbeddingRequest, LegacyEmbeddingResponse, ListResponse,
     ListedModel, ModelDetails, PsResponse, RunningModel, ShowRequest, ShowResponse, VersionResponse, rfc3339,
@@ -52,6 +52,7 @@ pub async fn tags(State(st): State<AppState>, Extension(cx): Extension<RequestCx
 pub async fn ps(State(st): State<AppState>, Extension(cx): Extension<RequestCx>) -> Json<PsResponse> {
     let until = rfc3339(Duration::from_secs(unix_now()) + LOADED_FOR);
     let models = visible(&st, &cx)
+        .filter(|(d, _)| matches!(crate::handlers::model_state(d), None | Some(ModelState::Loaded)))
         .map(|(d, n)| RunningModel { details: details(d), ..RunningModel::named(n, until.clone()) })
         .collect();
     Json(PsResponse { models })

@@ -20,6 +20,8 @@ impl Metrics {
             g(ENGINE_TOKENS_PER_SECOND, r);
         }
         self.counter(ENGINE_REQUESTS, vec![label("backend", backend)]).absolute(s.requests_total);
+        self.counter(MODEL_LOADS, vec![label("backend", backend)]).absolute(s.model_loads_total);
+        self.counter(MODEL_UNLOADS, vec![label("backend", backend)]).absolute(s.model_unloads_total);
         for (t, n) in [
             ("prompt", s.prompt_tokens_total),
             ("cached", s.cached_tokens_total),

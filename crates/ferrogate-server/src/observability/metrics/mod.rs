@@ -83,6 +83,8 @@ pub const ENGINE_TOKENS_PER_SECOND: &str = "ferrogate_engine_tokens_per_second";
 pub const ENGINE_REQUESTS: &str = "ferrogate_engine_requests_total";
 pub const ENGINE_MEMORY: &str = "ferrogate_engine_memory_bytes";
 pub const MODEL_LOADED: &str = "ferrogate_model_loaded";
+pub const MODEL_LOADS: &str = "ferrogate_model_loads_total";
+pub const MODEL_UNLOADS: &str = "ferrogate_model_unloads_total";
 pub const LEDGER_ROWS: &str = "ferrogate_ledger_rows_total";
 pub const LEDGER_RETRIES: &str = "ferrogate_ledger_write_retries_total";
 pub const LEDGER_PENDING: &str = "ferrogate_ledger_pending_rows";
@@ -174,6 +176,12 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("counter", ENGINE_REQUESTS, "Requests the embedded engine finished."),
     ("gauge", ENGINE_MEMORY, "Embedded engine memory: weights and KV cache, bytes."),
     ("gauge", MODEL_LOADED, "1 when the embedded engine's model is loaded and serving."),
+    ("counter", MODEL_LOADS, "Times the embedded engine's model was loaded (at start or on demand)."),
+    (
+        "counter",
+        MODEL_UNLOADS,
+        "Times the embedded engine's model was unloaded (idle past keep_alive, or to make room).",
+    ),
     (
         "counter",
         LEDGER_ROWS,
