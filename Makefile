@@ -30,7 +30,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
 	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable \
-	bench-batch bench-reload image-local bench-embed fuzz bench-soak bench-conversation bench-routing
+	bench-batch bench-reload image-local bench-embed fuzz bench-soak bench-streams bench-conversation bench-routing
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -177,6 +177,10 @@ bench-embed: ## embeddings/s at batch 1 and 32: the embedded MiniLM vs llama-ser
 bench-soak: ## 2,000 concurrent SSE streams (RSS, CPU; nginx side by side), then a SOAK_MINUTES (30) soak with the RSS slope
 	@scripts/setup.sh --bench --no-models
 	scripts/bench-soak.sh
+
+bench-streams: ## 10,000 SSE streams held at once to a 100 ms drip: every frame on time? RSS, CPU (nginx side by side)
+	@scripts/setup.sh --bench --no-models
+	scripts/bench-streams.sh
 
 bench-portable: ## the portable build's engine speed against the native build's (both demo models)
 	@scripts/setup.sh --bench
