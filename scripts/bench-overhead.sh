@@ -27,6 +27,11 @@
 # c=64; added TTFT <= 300 us; idle RSS <= 30 MB. Issue 4: the added p99 at c=1 with auth and
 # ledger on <= 1.5x the bare gateway's; issue 5: the same bound with rate limits on (--governance);
 # issue 6: the same with metrics + tracing on at 100% and 1% sampling (--observability).
+# Issue 23 (the proxy hot path, against nginx's reverse proxy in the same run): added p50 at c=1
+# <= 60 µs (JSON) / 80 µs (SSE), added p99 <= 150 µs; gateway RPS at c=64 >= 0.5x nginx-proxy's;
+# gateway CPU per request <= 2x nginx-proxy's (its worker's CPU in the proxy run minus the direct
+# run's); with every governance feature on, added p99 <= 1.25x the bare gateway's; added TTFT
+# <= 100 µs; idle RSS <= 20 MB; RPS at c=512 (BENCH_CONCURRENCY="1 16 64 512") >= 0.9x the peak.
 # Each prints PASS or FAIL.
 # With --observability, two more ferrogates have metrics, the dashboard feed and OpenTelemetry
 # tracing on, exporting OTLP/HTTP to a tiny local receiver the script starts (Python, answers 200
@@ -466,6 +471,9 @@ target_pid() {
   cache | cachemiss) printf '%s' "$CACHE_PID" ;;
   auth) printf '%s' "$AUTH_PID" ;;
   base) printf '%s' "$BASE_PID" ;;
+  # nginx's one worker serves the upstream and the reference proxy: its CPU in a direct run is
+  # the upstream's, in a proxy run the upstream's plus the proxy's (the report subtracts them).
+  direct | proxy) pgrep -P "$NGINX_PID" | head -n 1 ;;
   *) ;;
   esac
 }
@@ -991,6 +999,46 @@ if tr:
               "|---|---:|---:|"]
     for label, g, a in tr:
         lines.append(f"| {label} | {a['p50'] - g['p50']:,.0f} | {a['p99'] - g['p99']:,.0f} |")
+# Issue 23: the proxy hot path, against nginx's own reverse proxy in the same run.
+for mode, label in (("json", "non-streaming"), ("sse", "streaming")):
+    d1, g1 = rows.get((mode, "1"), (None, None))
+    if d1 and g1:
+        a50, a99 = g1["p50"] - d1["p50"], g1["p99"] - d1["p99"]
+        bound = 60 if mode == "json" else 80
+        check(f"issue 23: added p50 <= {bound} µs at c=1 ({label})", a50 <= bound, f"{a50:.0f} µs")
+        check(f"issue 23: added p99 <= 150 µs at c=1 ({label})", a99 <= 150, f"{a99:.0f} µs")
+    g64, p64 = rows.get((mode, "64"), (None, None))[1], oha(mode, "64", "proxy")
+    if g64 and p64:
+        r = g64["rps"] / p64["rps"]
+        check(f"issue 23: gateway RPS >= 0.5x nginx-proxy at c=64 ({label})", r >= 0.5, f"{r:.2f}×")
+    gw, px, dx = (cpu_per_request(mode, "64", t) for t in ("gateway", "proxy", "direct"))
+    if gw and px and dx and px[0] > dx[0]:
+        proxy_cpu = px[0] - dx[0]
+        check(f"issue 23: gateway CPU per request <= 2x nginx-proxy's at c=64 ({label})", gw[0] <= 2 * proxy_cpu,
+              f"{gw[0]:.0f} vs {proxy_cpu:.0f} µs ({gw[0] / proxy_cpu:.2f}×)")
+    gws = {c: rows[(mode, c)][1]["rps"] for c in concs if rows.get((mode, c), (None, None))[1]}
+    if "512" in gws and len(gws) > 1:
+        r = gws["512"] / max(gws.values())
+        check(f"issue 23: RPS at c=512 >= 0.9x the peak ({label})", r >= 0.9, f"{r:.2f}×")
+every = [(label, d, g, a) for label, c, d, g, a in govall_rows if c == "1" and a and d and g]
+for label, d, g, a in every:
+    ratio = (a["p99"] - d["p99"]) / max(g["p99"] - d["p99"], 1)
+    check(f"issue 23: added p99 with every governance feature <= 1.25x bare gateway at c=1 ({label})",
+          ratio <= 1.25, f"{ratio:.2f}×")
+if td and tg:
+    a = tg["p50_us"] - td["p50_us"]
+    check("issue 23: added TTFT <= 100 µs (p50, probe)", a <= 100, f"{a:.0f} µs")
+if rss:
+    mb = rss["idle_kib"] * 1024 / 1e6
+    check("issue 23: idle RSS <= 20 MB", mb <= 20, f"{mb:.1f} MB")
+if any(cpu_per_request(m, c, "proxy") for m in ("json", "sse") for c in concs):
+    lines += ["", "| nginx CPU per request (µs, its worker: upstream alone / upstream + reference proxy) | c | direct run | proxy run | the proxy's share |",
+              "|---|---:|---:|---:|---:|"]
+    for mode, label in (("json", "non-streaming"), ("sse", "streaming")):
+        for c in concs:
+            dx, px = cpu_per_request(mode, c, "direct"), cpu_per_request(mode, c, "proxy")
+            if dx and px:
+                lines.append(f"| {label} | {c} | {dx[0]:,.0f} | {px[0]:,.0f} | {px[0] - dx[0]:,.0f} |")
 lines += ["", "| target | result | measured |", "|---|---|---:|"]
 if not checks:
     lines.append("| (all) | SKIP | no gateway measured |")
