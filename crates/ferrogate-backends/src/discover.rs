@@ -1,17 +1,15 @@
 //! `discover = "dns"` on an HTTP backend (`openai`, `ollama`): the host of its `base_url` names a
 //! set of servers — a Kubernetes headless Service, a round-robin DNS name — and every address it
 //! resolves to is a backend of its own, with the same scheme, port, path and settings. This
-//! module is the configuration half, pure: the two settings beside the adapter's own
-//! ([`Discoverable`]), and the one backend config for one address ([`BackendConfig::at`]). The
+//! module is the configuration half, pure: the two settings (`discover`, `discover_interval_ms`,
+//! fields of the adapters' own configs so an unknown key stays a typed error), their checks
+//! ([`problems`]), and the one backend config for one address ([`BackendConfig::at`]). The
 //! resolving, and rebuilding the deployments when the answer changes, is the composition root's.
 
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::time::Duration;
 
-use serde::de::{DeserializeOwned, Error as _};
-use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use serde::Deserialize;
 
 use crate::BackendConfig;
 
@@ -26,50 +24,25 @@ pub enum DiscoverMode {
 /// Default `discover_interval_ms`.
 pub const DEFAULT_INTERVAL_MS: u64 = 5000;
 
-/// An adapter's settings plus `discover` and `discover_interval_ms`; reads as the adapter's
-/// settings (`Deref`), whose own checks (unknown fields refused) still apply.
-#[derive(Debug, Clone)]
-pub struct Discoverable<T> {
-    pub inner: T,
-    pub discover: Option<DiscoverMode>,
-    pub discover_interval_ms: u64,
+/// `discover_interval_ms` when it is not set.
+pub fn default_interval_ms() -> u64 {
+    DEFAULT_INTERVAL_MS
 }
 
-impl<T> Deref for Discoverable<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.inner
+/// The problems of a backend's discovery settings (the adapter checks the rest beside them).
+pub fn problems(discover: Option<DiscoverMode>, interval_ms: u64, base_url: &str) -> Vec<String> {
+    if discover.is_none() {
+        return Vec::new();
     }
-}
-
-impl<T> Discoverable<T> {
-    /// The problems of the discovery settings (the adapter's own are checked beside them).
-    pub fn problems(&self, base_url: &str) -> Vec<String> {
-        if self.discover.is_none() {
-            return Vec::new();
-        }
-        let mut problems = Vec::new();
-        if self.discover_interval_ms < 100 {
-            problems.push(format!("discover_interval_ms must be at least 100 (got {})", self.discover_interval_ms));
-        }
-        match url::Url::parse(base_url).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
-            Some(url::Host::Domain(_)) => {}
-            _ => problems.push(format!("discover = \"dns\" needs base_url with a host name, not '{base_url}'")),
-        }
-        problems
+    let mut problems = Vec::new();
+    if interval_ms < 100 {
+        problems.push(format!("discover_interval_ms must be at least 100 (got {interval_ms})"));
     }
-}
-
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Discoverable<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut map = Map::<String, Value>::deserialize(d)?;
-        let discover = map.remove("discover").map(serde_json::from_value).transpose().map_err(D::Error::custom)?;
-        let interval = map.remove("discover_interval_ms").map(serde_json::from_value).transpose();
-        let discover_interval_ms = interval.map_err(D::Error::custom)?.unwrap_or(DEFAULT_INTERVAL_MS);
-        let inner = serde_json::from_value(Value::Object(map)).map_err(D::Error::custom)?;
-        Ok(Discoverable { inner, discover, discover_interval_ms })
+    match url::Url::parse(base_url).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
+        Some(url::Host::Domain(_)) => {}
+        _ => problems.push(format!("discover = \"dns\" needs base_url with a host name, not '{base_url}'")),
     }
+    problems
 }
 
 /// What to resolve for a discovered backend: its host name, port, and how often.
@@ -101,11 +74,11 @@ impl BackendConfig {
     pub fn at(&self, addr: SocketAddr) -> BackendConfig {
         let mut one = self.clone();
         if let BackendConfig::Openai(c) = &mut one {
-            c.inner.base_url = with_address(&c.inner.base_url, addr);
+            c.base_url = with_address(&c.base_url, addr);
             c.discover = None;
         }
         if let BackendConfig::Ollama(c) = &mut one {
-            c.inner.base_url = with_address(&c.inner.base_url, addr);
+            c.base_url = with_address(&c.base_url, addr);
             c.discover = None;
         }
         one
@@ -129,7 +102,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
-    fn parse(v: Value) -> Result<BackendConfig, String> {
+    fn parse(v: serde_json::Value) -> Result<BackendConfig, String> {
         serde_json::from_value(v).map_err(|e| e.to_string())
     }
 

@@ -28,7 +28,7 @@ pub mod openai;
 mod stream;
 mod validate;
 
-pub use discover::{DiscoverMode, Discoverable, DnsTarget};
+pub use discover::{DiscoverMode, DnsTarget};
 pub use ferrogate_core::BackendError;
 pub use ferrogate_engine::{EngineConfig, ModelPool, PoolConfig};
 pub use ollama::{OllamaBackend, OllamaConfig};
@@ -38,8 +38,8 @@ pub use openai::{OpenAiBackend, OpenAiConfig};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BackendConfig {
-    Openai(Discoverable<openai::OpenAiConfig>),
-    Ollama(Discoverable<ollama::OllamaConfig>),
+    Openai(openai::OpenAiConfig),
+    Ollama(ollama::OllamaConfig),
     Embedded(ferrogate_engine::EngineConfig),
     /// A sentence-embedding GGUF run in process (serves `/v1/embeddings` only).
     EmbeddedEmbeddings(ferrogate_engine::EmbedConfig),
@@ -59,8 +59,12 @@ impl BackendConfig {
     /// Every problem of this config, as human-readable lines naming the backend; empty if fine.
     pub fn validate(&self, name: &str) -> Vec<String> {
         let problems = match self {
-            BackendConfig::Openai(c) => [c.inner.problems(), c.problems(&c.base_url)].concat(),
-            BackendConfig::Ollama(c) => [c.inner.problems(), c.problems(&c.base_url)].concat(),
+            BackendConfig::Openai(c) => {
+                [c.problems(), discover::problems(c.discover, c.discover_interval_ms, &c.base_url)].concat()
+            }
+            BackendConfig::Ollama(c) => {
+                [c.problems(), discover::problems(c.discover, c.discover_interval_ms, &c.base_url)].concat()
+            }
             BackendConfig::Embedded(c) => embedded_problems(c),
             BackendConfig::EmbeddedEmbeddings(c) => embedding_problems(c),
         };
@@ -106,8 +110,8 @@ fn embedding_problems(c: &ferrogate_engine::EmbedConfig) -> Vec<String> {
 /// reports only the first problem it meets.
 pub fn build(name: &str, cfg: BackendConfig, cx: &BuildContext) -> Result<Arc<dyn Backend>, String> {
     let backend: Arc<dyn Backend> = match cfg {
-        BackendConfig::Openai(c) => Arc::new(OpenAiBackend::new(name, c.inner)?),
-        BackendConfig::Ollama(c) => Arc::new(OllamaBackend::new(name, c.inner)?),
+        BackendConfig::Openai(c) => Arc::new(OpenAiBackend::new(name, c)?),
+        BackendConfig::Ollama(c) => Arc::new(OllamaBackend::new(name, c)?),
         BackendConfig::Embedded(c) => Arc::new(embedded::EmbeddedBackend::start(name, c, &cx.engines)?),
         BackendConfig::EmbeddedEmbeddings(c) => Arc::new(embedded::embeddings::EmbeddingBackend::start(name, c)?),
     };

@@ -58,6 +58,13 @@ pub struct OllamaConfig {
     /// private CA. There is no switch to skip verification.
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// `discover = "dns"`: every address the `base_url` host resolves to is a backend of its own
+    /// (`crate::discover`).
+    #[serde(default)]
+    pub discover: Option<crate::discover::DiscoverMode>,
+    /// How often a discovered host name is resolved again.
+    #[serde(default = "crate::discover::default_interval_ms")]
+    pub discover_interval_ms: u64,
 }
 
 fn default_base_url() -> String {
@@ -80,6 +87,8 @@ impl Default for OllamaConfig {
             require_loaded: false,
             proxy: None,
             ca_file: None,
+            discover: None,
+            discover_interval_ms: crate::discover::default_interval_ms(),
         }
     }
 }

@@ -53,6 +53,13 @@ pub struct OpenAiConfig {
     /// private CA. There is no switch to skip verification.
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// `discover = "dns"`: every address the `base_url` host resolves to is a backend of its own
+    /// (`crate::discover`).
+    #[serde(default)]
+    pub discover: Option<crate::discover::DiscoverMode>,
+    /// How often a discovered host name is resolved again.
+    #[serde(default = "crate::discover::default_interval_ms")]
+    pub discover_interval_ms: u64,
 }
 
 impl OpenAiConfig {
@@ -72,6 +79,8 @@ impl OpenAiConfig {
             models: None,
             proxy: None,
             ca_file: None,
+            discover: None,
+            discover_interval_ms: crate::discover::default_interval_ms(),
         }
     }
 
