@@ -81,18 +81,8 @@ async fn paraphrases_are_served_from_the_semantic_cache() {
     assert_eq!(again, first, "the cached answer (sampled at temperature 0.7: a new one would differ)");
 
     // Streamed: the same answer replayed as a stream.
-    let res = gw.post_json("/v1/chat/completions", &ask(sys, "What's the height of Mount Everest?", true)).await;
-    assert_eq!(cache_headers(&res).0.as_deref(), Some("semantic-hit"));
-    let mut dec = SseDecoder::new();
-    let mut text = String::new();
-    let mut body = res.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        for ev in dec.push(&chunk.unwrap()) {
-            if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                text.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or_default());
-            }
-        }
-    }
+    let (cache, text) = streamed(&gw, &ask(sys, "What's the height of Mount Everest?", true)).await;
+    assert_eq!(cache.as_deref(), Some("semantic-hit"));
     assert_eq!(text, first);
 
     // Another question on the topic, another conversation prefix, no-store: not served.
