@@ -18,6 +18,7 @@
 # Usage: scripts/bench-routing.sh
 # Env: BENCH_TENANTS (8), BENCH_SLOTS (4), BENCH_CONCURRENCY (8), BENCH_REQUESTS (160),
 #      BENCH_PREFIX_WORDS (700), BENCH_MAX_TOKENS (16), BENCH_MODES ("prefix p2c round_robin"),
+#      BENCH_ROUTING (extra [routing] lines for the scorer, e.g. "guard_pending = 2"),
 #      FERROGATE_BIN (default target/release/ferrogate, else target/debug/ferrogate),
 #      LLAMA_SERVER_BIN (default ~/.cache/ferrogate/llama-server/bin/llama-server).
 # Output: a markdown report on stdout and in bench-results/routing-<timestamp>/report.md.
@@ -32,6 +33,8 @@ REQUESTS="${BENCH_REQUESTS:-160}"
 PREFIX_WORDS="${BENCH_PREFIX_WORDS:-700}"
 MAX_TOKENS="${BENCH_MAX_TOKENS:-16}"
 MODES="${BENCH_MODES:-prefix p2c round_robin}"
+# Extra `[routing]` settings for the prefix scorer, TOML lines ("guard_pending = 2\nqueue_weight = 2").
+ROUTING_EXTRA="${BENCH_ROUTING:-}"
 CTX_PER_SLOT=2048
 MODEL="$FG_MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
 GATEWAY_BIN="${FERROGATE_BIN:-$FG_ROOT/target/release/ferrogate}"
@@ -102,6 +105,7 @@ kind = "openai"
 base_url = "http://127.0.0.1:${ENGINE_PORTS[1]}/v1"
 [routing]
 scrape_interval_ms = 100
+$(printf '%b' "$ROUTING_EXTRA")
 TOML
 for mode in prefix p2c round_robin; do
   cat >>"$OUT/ferrogate.toml" <<TOML

@@ -42,9 +42,9 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Binds a listener on `addr` with a queue of `backlog` connections the kernel has completed
-/// but the loop has not accepted yet (capped by `net.core.somaxconn`). Tokio's own `bind` asks for
-/// 1,024: a burst of a few thousand clients connecting at once overflows it and some of them are
-/// dropped or reset before the gateway ever sees them (`server.listen_backlog`).
+/// but the loop has not accepted yet (capped by `net.core.somaxconn`; `server.listen_backlog`).
+/// Tokio's own `bind` asks for 1,024; a burst of connections larger than the queue while the
+/// loop is behind has its newest handshakes dropped (a second later retried) or reset.
 pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     // As std's and tokio's `bind` do: a restart may bind while old connections sit in TIME_WAIT.
