@@ -239,11 +239,15 @@ base_url = "http://127.0.0.1:$NGINX_PORT/json/v1"
 kind = "openai"
 base_url = "http://127.0.0.1:$NGINX_PORT/sse/v1"
 
+# Slots for every client of the largest concurrency measured (c=512 included): the default of
+# an HTTP backend, 64 running + 64 queued, would answer the rest 503 queue_full by design.
 [deployments.fast]
 backends = ["fast"]
+concurrency = 1024
 
 [deployments.fast-sse]
 backends = ["fast-sse"]
+concurrency = 1024
 EOF
   if [ -z "$sampling" ]; then
     printf '\n[metrics]\nenabled = false\n\n[dashboard]\nenabled = false\n' >>"$file"
