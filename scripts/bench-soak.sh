@@ -33,9 +33,7 @@ TOOL="$FG_ROOT/scripts/soak_sse.py"
 
 # Every stream holds a client socket and an upstream socket in the proxy (and one in the client
 # and the upstream): raise the soft limit to the hard one and check it suffices.
-ulimit -n "$(ulimit -Hn)"
-need=$((BURST_STREAMS * 2 + 512))
-[ "$(ulimit -n)" -ge "$need" ] || fg_die "open files limit $(ulimit -n) < $need: raise the hard limit (ulimit -Hn)"
+fg_raise_nofile "$((BURST_STREAMS * 2 + 512))" "2 x BURST_STREAMS + 512"
 
 BIN="${FERROGATE_BIN:-$FG_ROOT/target/release/ferrogate}"
 if [ -z "${FERROGATE_BIN:-}" ]; then

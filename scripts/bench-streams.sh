@@ -39,13 +39,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$FG_ROOT/target}"
 # === open files ===
 
 need=$((STREAMS * 2 + 1024))
-if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$need" ]; then
-  ulimit -n "$need" 2>/dev/null || true # raises the hard limit too: works for root only
-fi
-ulimit -n "$(ulimit -Hn)"
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
-  fg_die "open files limit $(ulimit -n) < $need (2 x STREAMS + 1024): raise the hard limit (limits.conf nofile, systemd LimitNOFILE, docker --ulimit nofile) or lower STREAMS"
-fi
+fg_raise_nofile "$need" "2 x STREAMS + 1024"
 
 # === binaries ===
 

@@ -151,6 +151,20 @@ fg_wait_http() {
   return 1
 }
 
+# fg_raise_nofile NEED WHAT: the open-files limit of this shell (and what it starts) raised to
+# the hard limit — past it when allowed (root with CAP_SYS_RESOURCE) — or a clear stop when it
+# stays below NEED (WHAT says what NEED is made of).
+fg_raise_nofile() {
+  local need="$1" what="$2"
+  if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$need" ]; then
+    ulimit -n "$need" 2>/dev/null || true
+  fi
+  ulimit -n "$(ulimit -Hn)"
+  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
+    fg_die "open files limit $(ulimit -n) < $need ($what): raise the hard limit (limits.conf nofile, systemd LimitNOFILE, docker --ulimit nofile) or ask for fewer"
+  fi
+}
+
 # Stop a process we started: SIGTERM, then SIGKILL after a grace period.
 fg_stop_pid() {
   local pid="$1" grace="${2:-5}" i
