@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::affinity::score::{self, Reason, Route, Signals};
+use crate::affinity::score::{self, Prompt, Reason, Route, Signals};
 use crate::affinity::{LoadCell, Router, RoutingMode, ScorerConfig, prompt_blocks};
 use crate::backend::{Backend, BackendError, Capabilities, Input};
 use crate::balance::{self, Candidate, RetryBudget, RetryPolicy};
@@ -203,22 +203,33 @@ impl Deployment {
         }
     }
 
-    /// Prefix affinity: score the targets on the prompt's blocks they hold and their load, then
-    /// remember that the chosen one holds these blocks.
+    /// Prefix affinity: score the targets on the prompt's blocks they hold, the prefixes they
+    /// are home to and their load, then remember that the chosen one holds these blocks.
     fn pick_prefix(&self, input: &Input, tried: &[usize]) -> Result<TargetGuard, PickError> {
         let cfg = &self.router.config;
-        let hashes = prompt_blocks(input, cfg.block_bytes, cfg.max_blocks);
-        let depths = self.router.index.as_ref().map(|ix| ix.depths(&hashes, self.targets.len())).unwrap_or_default();
+        let blocks = prompt_blocks(input, cfg.block_bytes, cfg.max_blocks);
+        let n = self.targets.len();
+        let index = self.router.index.as_ref();
+        let depths = index.map(|ix| ix.depths(&blocks.hashes, n)).unwrap_or_default();
+        let homes = index.map(|ix| ix.homes(n)).unwrap_or_default();
         let max_age = Duration::from_millis(cfg.load_max_age_ms);
         let signals: Vec<Signals> = self
             .targets
             .iter()
             .enumerate()
-            .map(|(i, t)| Signals { depth: depths.get(i).copied().unwrap_or(0), engine: t.load.get(max_age) })
+            .map(|(i, t)| Signals {
+                depth: depths.get(i).copied().unwrap_or(0),
+                engine: t.load.get(max_age),
+                homes: homes.get(i).copied().unwrap_or(0),
+            })
             .collect();
-        let guard = self.pick_with(tried, |c, rng| score::choose(c, &signals, hashes.len(), cfg, rng))?;
-        if let Some(ix) = &self.router.index {
-            ix.record(&hashes, guard.index);
+        let prompt = Prompt { blocks: blocks.hashes.len(), homed: blocks.home.is_some() };
+        let guard = self.pick_with(tried, |c, rng| score::choose(c, &signals, prompt, cfg, rng))?;
+        if let Some(ix) = index {
+            ix.record(&blocks.hashes, guard.index);
+            if let Some(home) = blocks.home {
+                ix.settle(home, guard.index);
+            }
         }
         Ok(guard)
     }
@@ -514,9 +525,10 @@ mod tests {
         let mut home = Vec::new();
         for s in &sys {
             let g = d.pick_for(&chat(&[(Role::System, s), (Role::User, "hello")]), &[]).unwrap();
-            assert_eq!(g.route().reason, Reason::Load, "a new prefix goes by load");
+            assert_eq!(g.route().reason, Reason::Place, "a new prefix is placed");
             home.push(g.index());
         }
+        assert_eq!(home.iter().filter(|h| **h == 0).count(), 3, "three tenants each: {home:?}");
         for round in 0..5 {
             for (t, s) in sys.iter().enumerate() {
                 let q = format!("question {round}");

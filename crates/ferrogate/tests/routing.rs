@@ -97,9 +97,11 @@ async fn each_tenant_sticks_to_the_backend_holding_its_prefix() {
     let mut home = HashMap::new();
     for t in 0..8 {
         let r = ask(&f.gw, "chat", t, "first question").await;
-        assert!(r.route.starts_with(&format!("backend={}; reason=load", r.backend)), "{}", r.route);
+        assert!(r.route.starts_with(&format!("backend={}; reason=place", r.backend)), "{}", r.route);
         home.insert(t, r.backend);
     }
+    let on_a = home.values().filter(|b| b.as_str() == "a").count();
+    assert_eq!(on_a, 4, "eight tenants placed four and four: {home:?}");
     for round in 0..3 {
         for t in 0..8 {
             let r = ask(&f.gw, "chat", t, &format!("question {round} of tenant {t}")).await;
@@ -149,7 +151,7 @@ async fn a_busy_engine_steers_new_prompts_away_and_trips_the_guard() {
     scraped().await;
     for t in 0..6 {
         let r = ask(&f.gw, "chat", t, "hi").await;
-        assert_eq!((r.backend.as_str(), r.route.contains("reason=load")), ("a", true), "tenant {t}: {}", r.route);
+        assert_eq!((r.backend.as_str(), r.route.contains("reason=place")), ("a", true), "tenant {t}: {}", r.route);
     }
     // Now a is the busy one: tenant 0's prefix lives there, but the guard sends it to b.
     f.b.on("/metrics", Reply::text(200, llama_metrics(0, 0)));

@@ -13,12 +13,13 @@ pub mod prefix;
 pub mod score;
 
 use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use load::{EngineLoad, LoadCell};
-pub use prefix::{PrefixIndex, prompt_blocks};
-pub use score::{Reason, Route, Signals};
+pub use prefix::{PrefixIndex, PromptBlocks, prompt_blocks};
+pub use score::{Prompt, Reason, Route, Signals};
 
 /// `[deployments.NAME] routing`: how a request picks among the deployment's backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -44,6 +45,9 @@ pub struct ScorerConfig {
     /// Block hashes the index remembers per deployment (least recently used out first); about
     /// the blocks the deployment's engines together keep cached.
     pub index_blocks: u64,
+    /// A prefix (home key: a tenant's system prompt, a conversation's history) unused this long
+    /// no longer counts as held by its target when new prefixes are placed.
+    pub home_idle_ms: u64,
     /// Weight of the prefix match (0..1) in the score.
     pub prefix_weight: f64,
     /// Weight of the queue (pending requests over the most pending candidate's, 0..1).
@@ -65,6 +69,7 @@ impl Default for ScorerConfig {
             block_bytes: 256,
             max_blocks: 512,
             index_blocks: 262_144,
+            home_idle_ms: 120_000,
             prefix_weight: 2.0,
             queue_weight: 1.0,
             kv_weight: 1.0,
@@ -84,6 +89,9 @@ impl ScorerConfig {
         }
         if self.max_blocks == 0 || self.index_blocks == 0 {
             out.push("routing.max_blocks and routing.index_blocks must be positive".to_owned());
+        }
+        if self.home_idle_ms == 0 {
+            out.push("routing.home_idle_ms must be positive".to_owned());
         }
         let weights = [self.prefix_weight, self.queue_weight, self.kv_weight];
         if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
@@ -108,7 +116,8 @@ pub struct Router {
 
 impl Router {
     pub fn new(mode: RoutingMode, config: ScorerConfig) -> Self {
-        let index = (mode == RoutingMode::Prefix).then(|| PrefixIndex::new(config.index_blocks));
+        let idle = Duration::from_millis(config.home_idle_ms);
+        let index = (mode == RoutingMode::Prefix).then(|| PrefixIndex::new(config.index_blocks, idle));
         Self { mode, config, index, turn: AtomicUsize::new(0) }
     }
 }

@@ -5,7 +5,13 @@
 //! target last served (0..1), `queue` its pending requests per unit of weight over the most
 //! pending of the candidates (0..1; pending = the larger of the gateway's in-flight count and
 //! the engine's own running + waiting), `kv` its KV-cache use (0..1, 0 when unknown). The
-//! highest score wins; ties are drawn at random, so new prefixes spread.
+//! highest score wins; ties are drawn at random.
+//!
+//! A prompt no target holds any of, with a home key (see `prefix`), is *placed*: among the
+//! targets within `guard_pending` requests of the least loaded, the one home to the fewest keys
+//! (then the least loaded, then at random). Placement sticks — the prefix's next requests follow
+//! it — so it balances what the engines keep cached rather than the load of the moment; the
+//! bound keeps it from piling onto a busy target.
 //!
 //! The guard: when the best-matching target has more than `guard_pending` requests pending
 //! beyond the least loaded other candidate, its match is ignored for this request — one hot
@@ -27,8 +33,10 @@ pub enum Reason {
     RoundRobin,
     /// The target holds the longest prefix of the prompt, and is not overloaded.
     Prefix,
-    /// No target holds any of the prompt: the least loaded.
+    /// No target holds any of the prompt, which has no home key: the least loaded.
     Load,
+    /// No target holds any of the prompt: placed on the one home to the fewest prefixes.
+    Place,
     /// A target held the prefix but had too many requests pending: the least loaded.
     Guard,
 }
@@ -40,6 +48,7 @@ impl Reason {
             Reason::RoundRobin => "round_robin",
             Reason::Prefix => "prefix",
             Reason::Load => "load",
+            Reason::Place => "place",
             Reason::Guard => "guard",
         }
     }
@@ -66,18 +75,29 @@ pub struct Signals {
     pub depth: usize,
     /// The engine's own reading, if fresh.
     pub engine: Option<EngineLoad>,
+    /// Home keys (prefixes) the target holds.
+    pub homes: usize,
 }
 
-/// The target for a request whose prompt has `blocks` whole blocks, or `None` when every
-/// breaker is open.
+/// What the scorer knows of the prompt.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Prompt {
+    /// Whole blocks.
+    pub blocks: usize,
+    /// Whether it has a home key (a first sight of it is placed).
+    pub homed: bool,
+}
+
+/// The target for a request of `prompt`, or `None` when every breaker is open.
 pub fn choose(
     cands: &[Candidate],
     signals: &[Signals],
-    blocks: usize,
+    prompt: Prompt,
     cfg: &ScorerConfig,
     rng: &mut fastrand::Rng,
 ) -> Option<(usize, Route)> {
     let pool = balance::eligible(cands)?;
+    let blocks = prompt.blocks;
     let pending = |i: usize| {
         let engine = signals.get(i).and_then(|s| s.engine).map_or(0, |e| e.pending()) as f64;
         (cands[i].inflight as f64).max(engine) / f64::from(cands[i].weight.max(1))
@@ -87,6 +107,19 @@ pub fn choose(
         n => signals.get(i).map_or(0, |s| s.depth.min(n)) as f64 / n as f64,
     };
     let best = pool.iter().copied().filter(|i| matched(*i) > 0.0).max_by(|a, b| matched(*a).total_cmp(&matched(*b)));
+    if best.is_none() && prompt.homed {
+        let floor = pool.iter().map(|i| pending(*i)).fold(f64::INFINITY, f64::min);
+        let homes = |i: usize| signals.get(i).map_or(0, |s| s.homes);
+        let within: Vec<usize> =
+            pool.iter().copied().filter(|i| pending(*i) - floor <= f64::from(cfg.guard_pending)).collect();
+        let fewest = within.iter().map(|i| homes(*i)).min()?;
+        let lightest =
+            within.iter().filter(|i| homes(**i) == fewest).map(|i| pending(*i)).fold(f64::INFINITY, f64::min);
+        let ties: Vec<usize> =
+            within.iter().copied().filter(|i| homes(*i) == fewest && pending(*i) - lightest < 1e-9).collect();
+        let chosen = *ties.get(rng.usize(0..ties.len().max(1)))?;
+        return Some((chosen, Route::of(Reason::Place)));
+    }
     let least_other = |a: usize| pool.iter().filter(|i| **i != a).map(|i| pending(*i)).min_by(f64::total_cmp);
     let guarded = best.is_some_and(|a| least_other(a).is_some_and(|o| pending(a) - o > f64::from(cfg.guard_pending)));
     let most = pool.iter().map(|i| pending(*i)).fold(0.0, f64::max);
@@ -124,7 +157,15 @@ mod tests {
     }
 
     fn s(depth: usize) -> Signals {
-        Signals { depth, engine: None }
+        Signals { depth, engine: None, homes: 0 }
+    }
+
+    fn homed(homes: usize) -> Signals {
+        Signals { depth: 0, engine: None, homes }
+    }
+
+    fn p(blocks: usize) -> Prompt {
+        Prompt { blocks, homed: false }
     }
 
     fn engine(running: u32, waiting: u32, kv: Option<f32>) -> Option<EngineLoad> {
@@ -133,7 +174,7 @@ mod tests {
 
     fn pick(cands: &[Candidate], sig: &[Signals], blocks: usize) -> (usize, Route) {
         let mut rng = fastrand::Rng::with_seed(5);
-        choose(cands, sig, blocks, &ScorerConfig::default(), &mut rng).unwrap()
+        choose(cands, sig, p(blocks), &ScorerConfig::default(), &mut rng).unwrap()
     }
 
     #[test]
@@ -162,20 +203,60 @@ mod tests {
     #[test]
     fn engine_queues_count_even_when_the_gateway_sent_nothing() {
         // Another replica filled target 0: its engine reports 9 waiting.
-        let sig = [Signals { depth: 10, engine: engine(1, 9, None) }, s(0)];
+        let sig = [Signals { depth: 10, engine: engine(1, 9, None), homes: 0 }, s(0)];
         let (i, r) = pick(&[c(0), c(0)], &sig, 10);
         assert_eq!((i, r.reason), (1, Reason::Guard));
     }
 
     #[test]
     fn without_a_match_the_least_loaded_engine_wins_and_kv_pressure_counts() {
-        let sig = [Signals { depth: 0, engine: engine(3, 0, None) }, Signals { depth: 0, engine: engine(1, 0, None) }];
+        let sig = [
+            Signals { depth: 0, engine: engine(3, 0, None), homes: 0 },
+            Signals { depth: 0, engine: engine(1, 0, None), homes: 0 },
+        ];
         assert_eq!(pick(&[c(0), c(0)], &sig, 10), (1, Route::of(Reason::Load)));
         let sig = [
-            Signals { depth: 0, engine: engine(1, 0, Some(0.1)) },
-            Signals { depth: 0, engine: engine(1, 0, Some(0.95)) },
+            Signals { depth: 0, engine: engine(1, 0, Some(0.1)), homes: 0 },
+            Signals { depth: 0, engine: engine(1, 0, Some(0.95)), homes: 0 },
         ];
         assert_eq!(pick(&[c(1), c(1)], &sig, 10).0, 0, "equal queues: less KV pressure");
+    }
+
+    #[test]
+    fn a_new_prefix_goes_to_the_target_home_to_the_fewest_within_the_load_bound() {
+        let place = |cands: &[Candidate], sig: &[Signals]| {
+            let mut rng = fastrand::Rng::with_seed(3);
+            choose(cands, sig, Prompt { blocks: 10, homed: true }, &ScorerConfig::default(), &mut rng).unwrap()
+        };
+        let gap = ScorerConfig::default().guard_pending as usize;
+        assert_eq!(
+            place(&[c(0), c(gap)], &[homed(5), homed(2)]),
+            (1, Route::of(Reason::Place)),
+            "busier now, fewer homes"
+        );
+        assert_eq!(place(&[c(0), c(gap + 1)], &[homed(5), homed(2)]).0, 0, "beyond the bound, load decides");
+        assert_eq!(place(&[c(3), c(1), c(2)], &[homed(1), homed(4), homed(1)]).0, 2, "equal homes: the less loaded");
+        let held = [s(0), Signals { depth: 4, engine: None, homes: 9 }];
+        assert_eq!(
+            place(&[c(0), c(0)], &held),
+            (1, Route { reason: Reason::Prefix, matched: 0.4 }),
+            "a match is not placed"
+        );
+    }
+
+    #[test]
+    fn first_sights_together_spread_evenly() {
+        // Eight prefixes seen at once, each sticking where it lands, while load comes and goes.
+        let mut rng = fastrand::Rng::with_seed(11);
+        let cfg = ScorerConfig::default();
+        let mut homes = [0usize; 2];
+        for k in 0..8 {
+            let cands = [c(k % 3), c((k + 1) % 2)];
+            let sig = [homed(homes[0]), homed(homes[1])];
+            let (i, _) = choose(&cands, &sig, Prompt { blocks: 10, homed: true }, &cfg, &mut rng).unwrap();
+            homes[i] += 1;
+        }
+        assert_eq!(homes, [4, 4]);
     }
 
     #[test]
@@ -184,7 +265,7 @@ mod tests {
         let cfg = ScorerConfig::default();
         let mut seen = [0; 2];
         for _ in 0..100 {
-            seen[choose(&[c(0), c(0)], &[s(0), s(0)], 4, &cfg, &mut rng).unwrap().0] += 1;
+            seen[choose(&[c(0), c(0)], &[s(0), s(0)], p(4), &cfg, &mut rng).unwrap().0] += 1;
         }
         assert!(seen[0] > 20 && seen[1] > 20, "{seen:?}");
     }
@@ -200,7 +281,7 @@ mod tests {
         cands[0].available = false;
         cands[1].available = false;
         let mut rng = fastrand::Rng::with_seed(1);
-        assert!(choose(&cands, &[s(0), s(0)], 10, &ScorerConfig::default(), &mut rng).is_none());
+        assert!(choose(&cands, &[s(0), s(0)], p(10), &ScorerConfig::default(), &mut rng).is_none());
     }
 
     #[test]
