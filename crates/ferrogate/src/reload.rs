@@ -75,6 +75,8 @@ pub struct Reloader {
     resolver: Arc<dyn Resolver>,
     /// The start's model pool: embedded backends a reload adds load into it, under its budget.
     engines: ferrogate_backends::ModelPool,
+    /// Where the engine-load scrape reads each backend in force (refreshed with the backends).
+    probes: crate::routing_load::Probes,
     /// The start's configuration (what restart-only settings are compared against) and the
     /// backends in force; one reload at a time.
     state: tokio::sync::Mutex<InForce>,
@@ -110,6 +112,7 @@ impl Reloader {
         answers: Answers,
         resolver: Arc<dyn Resolver>,
         running: &ferrogate_server::Running,
+        probes: crate::routing_load::Probes,
     ) -> Reloader {
         let st = &running.state;
         let backends = st
@@ -133,7 +136,7 @@ impl Reloader {
             cache: st.cache.is_some(),
         };
         let (live, engines) = (running.live.clone(), cfg.engines.clone());
-        Reloader { file, live, resolver, engines, state: tokio::sync::Mutex::new(state) }
+        Reloader { file, live, resolver, engines, probes, state: tokio::sync::Mutex::new(state) }
     }
 
     /// Reads the file again and applies it; `Err` lists every problem (all logged, counted, the
@@ -179,6 +182,7 @@ impl Reloader {
         expanded.settings.active.origin = "reload";
         expanded.settings.active.restart_required = restart;
         let next = self.live.apply(&expanded.settings, live)?;
+        self.probes.refresh(&expanded, backends.values().map(|b| &b.backend));
         state.backends = backends;
         state.tree = cfg.tree.clone();
         state.cfg = cfg;
@@ -221,6 +225,7 @@ impl Reloader {
         let live = live_services(&expanded, &backends, &state.tree, &current.registry)?;
         expanded.settings.active = current.config.clone();
         self.live.apply(&expanded.settings, live)?;
+        self.probes.refresh(&expanded, backends.values().map(|b| &b.backend));
         state.backends = backends;
         state.answers = answers;
         Ok(())

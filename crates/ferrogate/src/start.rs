@@ -45,10 +45,10 @@ pub async fn start_with(
     let expanded = discovery::expand(&cfg, &answers);
     let services = services(&expanded, clock).await.map_err(StartError::Build)?;
     let running = ferrogate_server::start(&expanded.settings, services, signal).await?;
-    crate::routing_load::spawn(&expanded, &running);
+    let probes = crate::routing_load::spawn(&expanded, &running);
     if file.is_some() || discovery::interval(&cfg).is_some() {
         let poll = std::time::Duration::from_millis(cfg.server.config_poll_ms);
-        let reloader = Arc::new(Reloader::new(file, &cfg, answers, resolver, &running));
+        let reloader = Arc::new(Reloader::new(file, &cfg, answers, resolver, &running, probes));
         reloader.spawn(poll, &running.state.tasks, running.state.stopping.clone());
     }
     Ok(running)

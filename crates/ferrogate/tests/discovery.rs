@@ -158,3 +158,34 @@ async fn addresses_come_and_go_while_requests_run_and_none_fails() {
     let names: Vec<&String> = backends.keys().collect();
     assert_eq!(names, [&format!("pool@127.0.0.3:{port}")], "{ready}");
 }
+
+/// A prefix-routed deployment reads its engines' load: an address discovery adds is scraped
+/// too (its probe built with its backend), not only the ones there at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_address_is_scraped_for_prefix_routing() {
+    let a = upstream("127.0.0.2:0").await;
+    let port = a.addr().port();
+    let b = upstream(&format!("127.0.0.3:{port}")).await;
+    let metrics = "llamacpp:requests_processing 1\nllamacpp:requests_deferred 0\n";
+    for fake in [&a, &b] {
+        fake.on("/metrics", Reply::text(200, metrics));
+    }
+    let dns = Arc::new(ScriptedDns::default());
+    dns.answer(&["127.0.0.2"]);
+    let toml = format!(
+        "[backends.pool]\nkind = \"openai\"\nbase_url = \"http://pool.test:{port}/v1\"\ndiscover = \"dns\"\n\
+         discover_interval_ms = 100\n[routing]\nscrape_interval_ms = 50\n\
+         [deployments.m]\nbackends = [\"pool\"]\nrouting = \"prefix\"\n"
+    );
+    let mut cfg = ferrogate::config::load_str(&toml).unwrap();
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let resolver: Arc<dyn Resolver> = dns.clone();
+    let _running = ferrogate::start_with(&cfg, std::future::pending(), Arc::new(SystemClock), None, resolver)
+        .await
+        .expect("gateway starts");
+    let scrapes = |fake: &FakeUpstream| fake.requests().iter().filter(|r| r.path == "/metrics").count();
+    wait_until("A is scraped", Duration::from_secs(10), || scrapes(&a) >= 3).await;
+    assert_eq!(scrapes(&b), 0, "B is not in force yet");
+    dns.answer(&["127.0.0.2", "127.0.0.3"]);
+    wait_until("B is scraped once discovered", Duration::from_secs(10), || scrapes(&b) >= 3).await;
+}
