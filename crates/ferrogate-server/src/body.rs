@@ -1,4 +1,4 @@
-//! Stage 5, bounded input: the request body is read here, whole, within
+//! Bounded input, the last part of the entry stage (`crate::entry`): the request body is read here, whole, within
 //! `server.body_read_timeout_secs` of its head (408 `body_read_timeout` and the connection
 //! closed, so a body trickled byte by byte holds nothing for long) and within
 //! `server.body_limit_bytes` (413) — a file upload (`POST /v1/files`) within its own bound,
@@ -6,9 +6,8 @@
 //! decode from memory.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
@@ -19,19 +18,21 @@ use crate::state::AppState;
 /// the `purpose` field.
 const MULTIPART_FRAMING: usize = 64 * 1024;
 
-pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = limit(&st, &req);
+/// The request with its body read whole, or the refusal to send (413, 408, 400; the
+/// connection closed).
+pub async fn read(st: &AppState, req: Request) -> Result<Request, Response> {
+    let limit = limit(st, &req);
     let (parts, body) = req.into_parts();
     let read = Limited::new(body, limit).collect();
     let bytes = match tokio::time::timeout(st.settings.body_read_timeout, read).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return closing(ApiError::body_too_large(limit));
+            return Err(closing(ApiError::body_too_large(limit)));
         }
-        Ok(Err(e)) => return closing(ApiError::invalid(None, format!("Could not read the request body: {e}"))),
-        Err(_) => return closing(ApiError::body_read_timeout(st.settings.body_read_timeout)),
+        Ok(Err(e)) => return Err(closing(ApiError::invalid(None, format!("Could not read the request body: {e}")))),
+        Err(_) => return Err(closing(ApiError::body_read_timeout(st.settings.body_read_timeout))),
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 /// This request's bound: `server.body_limit_bytes`, or for a file upload the larger of that and

@@ -16,6 +16,7 @@ pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod entry;
 pub mod error;
 pub mod guardrails;
 pub mod handlers;

@@ -2,8 +2,8 @@
 //! execute, settle) are not layers: they run in the handlers through `pipeline`.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{Next, from_fn_with_state};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
@@ -16,7 +16,7 @@ use crate::handlers::{
     anthropic, chat, completions, conversations as convs, embeddings, health, models, responses, simple,
 };
 use crate::state::AppState;
-use crate::{access, admin, auth, body, limits};
+use crate::{access, admin, entry};
 
 pub fn router(st: AppState) -> Router {
     router_gated(st, None)
@@ -30,10 +30,8 @@ pub fn router_gated(st: AppState, gate: Option<crate::tls::gate::Gate>) -> Route
         .layer(axum::middleware::from_fn(error::front::layer)) // 1b errors in the route's protocol shape
         .layer(from_fn_with_state(gate, crate::tls::gate::check)) // 1c mTLS-only paths (admin, metrics)
         .layer(CatchPanicLayer::custom(on_panic)) // 2 a bug answers 500, never drops the connection
-        .layer(from_fn_with_state(st.clone(), drain)) // 3 shutting down → 503
-        .layer(from_fn_with_state(st.clone(), limits::layer::layer)) // 3b client IP; rate-limit headers
-        .layer(from_fn_with_state(st.clone(), auth::layer)) // 4 who is calling
-        .layer(from_fn_with_state(st.clone(), body::layer)) // 5 bounded input: size and read time
+        // 3 draining → 503; client IP and rate-limit headers; who is calling; the body, bounded
+        .layer(from_fn_with_state(st.clone(), entry::layer))
         .layer(DefaultBodyLimit::max(st.settings.body_limit));
     let routes = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
@@ -90,14 +88,6 @@ fn observability_routes(st: &AppState, routes: Router<AppState>) -> Router<AppSt
 /// The separate `/metrics` listener (`metrics.listen`): that route only, no auth.
 pub fn metrics_router(st: AppState) -> Router {
     Router::new().route(dashboard::METRICS, get(dashboard::metrics)).with_state(st)
-}
-
-async fn drain(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let probe = matches!(req.uri().path(), "/health" | "/ready");
-    if st.is_draining() && !probe {
-        return ApiError::shutting_down().into_response();
-    }
-    next.run(req).await
 }
 
 async fn not_found(req: Request) -> ApiError {

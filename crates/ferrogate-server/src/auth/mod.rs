@@ -18,8 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use ferrogate_core::tenancy::{EndpointGroup, KeyStatus, parse_key};
 
@@ -59,10 +58,12 @@ fn client_ip(st: &AppState, req: &Request) -> IpAddr {
     crate::limits::client_ip::client_ip(req, &st.limits.trusted_proxies)
 }
 
-pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Who is calling, into the request's context; `Err` is the refusal to send (401, 403, 429).
+/// Part of the entry stage (`crate::entry`).
+pub async fn admit(st: &AppState, req: &mut Request) -> Result<(), Response> {
     let path = req.uri().path();
-    if !st.auth_required() || PUBLIC_PATHS.contains(&path) || public_observability(&st, path) {
-        return next.run(req).await;
+    if !st.auth_required() || PUBLIC_PATHS.contains(&path) || public_observability(st, path) {
+        return Ok(());
     }
     let tenancy = st.tenancy.as_deref();
     // The dashboard's data stream and the metrics are for operators: the master key, as the
@@ -71,34 +72,28 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     let admin = tenancy.is_some() && (path == "/admin" || path.starts_with("/admin/") || operator);
     let group = endpoint_group(path);
     let endpoint = Endpoint::from_path(path).map(Endpoint::ledger_name);
-    let ip = client_ip(&st, &req);
+    let ip = client_ip(st, req);
     let Some(presented) = presented_key(req.headers()) else {
-        return ApiError::unauthorized(MISSING_KEY).into_response();
+        return Err(ApiError::unauthorized(MISSING_KEY).into_response());
     };
     let principal = match (admin, tenancy) {
-        (true, Some(t)) => match master(t, presented, ip) {
-            Ok(()) => return next.run(req).await,
-            Err(e) => return e.into_response(),
-        },
-        _ => match client(&st, tenancy, presented, ip).await {
-            Ok(p) => p,
-            Err(e) => return e.into_response(),
-        },
+        (true, Some(t)) => return master(t, presented, ip).map_err(IntoResponse::into_response),
+        _ => client(st, tenancy, presented, ip).await.map_err(IntoResponse::into_response)?,
     };
     if let (Some(group), Principal::Key(k)) = (group, &principal)
         && !k.key.scopes.allows(group)
     {
         let msg = format!("This API key may not call '{}' endpoints", group.as_str());
-        return ApiError::permission_denied(ErrorCode::EndpointNotAllowed, None, msg).into_response();
+        return Err(ApiError::permission_denied(ErrorCode::EndpointNotAllowed, None, msg).into_response());
     }
     let meter = tenancy.zip(endpoint).map(|(t, e)| RequestMeter::new(e, t.now_ms()));
     let caller = Arc::new(Caller { principal, meter });
     let Some(cx) = req.extensions_mut().get_mut::<RequestCx>() else {
-        return ApiError::internal("no request context before auth").into_response();
+        return Err(ApiError::internal("no request context before auth").into_response());
     };
     cx.caller = Some(Arc::clone(&caller));
     cx.obs.authenticated(&caller);
-    next.run(req).await
+    Ok(())
 }
 
 /// The dashboard page (no data in it) and, with `metrics.public = true`, `/metrics`.
