@@ -67,7 +67,15 @@
 # same config as "gateway") measured in the same run: a change's cost or gain side by side with
 # the binary before it (issue 16: no worse than before at c=1).
 #
-# Usage: scripts/bench-overhead.sh [--direct-only] [--no-auth] [--governance] [--resilience] [--observability] [--guardrails] [--cache] [--no-anthropic]
+# With --profile (issue 23 item 6), after the measured runs the bare gateway (and "base", when
+# BENCH_BASE_BIN is set) is profiled under the same load, apart from the figures above (perf
+# slows it): `perf record -F 999 --call-graph dwarf` on the gateway's pid for PROFILE_SECS (4) s
+# of JSON and of SSE at c=1 and c=64; per run the flat profile (`perf report --no-children`,
+# symbols >= 0.5%), the share of samples by component (bench/profile-summary.py: kernel/network,
+# tokio, hyper, serde/JSON, allocator, ferrogate's own code, ...) in profile.md, and a flame graph
+# SVG when inferno (`cargo install inferno`) is on the PATH.
+#
+# Usage: scripts/bench-overhead.sh [--direct-only] [--no-auth] [--governance] [--resilience] [--observability] [--guardrails] [--cache] [--no-anthropic] [--profile]
 #   --direct-only   measure nginx alone (checks the harness without a gateway)
 #   --no-auth       skip the "gateway + auth + ledger" variant
 #   --governance    add the "gateway + rate limits" variant (BENCH_GOV_REDIS: counters in Redis)
@@ -80,6 +88,7 @@
 #                   gateway's CPU time per request (utime + stime from /proc/<pid>/stat around each
 #                   oha run) for the bare gateway, a hit and a miss
 #   --no-anthropic  skip the "Anthropic in, OpenAI out" variant (translation overhead)
+#   --profile       then profile the bare gateway (and base) with perf at c=1 and c=64 (profile.md)
 # Env: BENCH_DURATION (s per run, default 8), BENCH_WARMUP (s, default 2), BENCH_CONCURRENCY
 #      ("1 16 64"), BENCH_TARGETS (default "direct proxy gateway auth"; direct and gateway are
 #      the baseline every comparison needs), BENCH_PIN (1: pin as above, 0: no pinning), BENCH_TTFT_N (default 2000),
@@ -103,6 +112,8 @@ GATEWAY_BIN="${FERROGATE_BIN:-$FG_ROOT/${CARGO_TARGET_DIR:-target}/release/ferro
 HEALTH_TIMEOUT=${BENCH_HEALTH_TIMEOUT:-30}
 
 DIRECT_ONLY=0
+PROFILE=0
+PROFILE_SECS="${PROFILE_SECS:-4}"
 AUTH=1
 OBS=0
 OBS100_PID=""
@@ -510,6 +521,46 @@ if set(codes) != {"200"} or errors:
     print(f"status codes {codes}, errors {errors}", file=sys.stderr)
     sys.exit(1)
 PY
+}
+
+# profile_runs: perf profiles of the bare gateway (and base) at c=1 and c=64, JSON and SSE,
+# summarized into $RESULTS/profile.md (see --profile).
+profile_runs() {
+  fg_have perf || { fg_warn "perf not found (apt-get install linux-perf): no profiles"; return 0; }
+  local target mode conc pid name data
+  local targets=(gateway)
+  [ -z "$BASE_BIN" ] || targets+=(base)
+  printf '# Profiles (perf, %s s per run, %s)\n\n' "$PROFILE_SECS" "$(date -u +%FT%TZ)" >"$RESULTS/profile.md"
+  for target in "${targets[@]}"; do
+    pid="$(target_pid "$target")"
+    for mode in json sse; do
+      for conc in 1 64; do
+        name="$target-$mode-c$conc"
+        data="$RESULTS/perf-$name.data"
+        fg_log "profiling $name"
+        perf record -q -F 999 --call-graph dwarf,16384 -p "$pid" -o "$data" -- sleep "$((PROFILE_SECS + 1))" \
+          >"$RESULTS/perf-$name.log" 2>&1 &
+        local perf_pid=$!
+        sleep 0.5
+        oha_run "$target" "$mode" "$conc" "$PROFILE_SECS" "$RESULTS/profile-$name.json"
+        wait "$perf_pid" || fg_warn "perf record failed for $name (see perf-$name.log)"
+        [ -s "$data" ] || continue
+        perf report -i "$data" --no-children --sort symbol -g none --percent-limit 0.5 --stdio \
+          >"$RESULTS/perf-$name.txt" 2>/dev/null || true
+        {
+          printf '## %s, %s, c=%s\n\n' "$target" "$mode" "$conc"
+          python3 "$FG_ROOT/bench/profile-summary.py" "$RESULTS/perf-$name.txt"
+          printf '\n'
+        } >>"$RESULTS/profile.md"
+        if fg_have inferno-collapse-perf && fg_have inferno-flamegraph; then
+          perf script -i "$data" 2>/dev/null | inferno-collapse-perf 2>/dev/null |
+            inferno-flamegraph --title "ferrogate $target $mode c=$conc" >"$RESULTS/flame-$name.svg" 2>/dev/null || true
+        fi
+        rm -f "$data"
+      done
+    done
+  done
+  cat "$RESULTS/profile.md"
 }
 
 # wanted TARGET: whether BENCH_TARGETS includes it.
@@ -1085,6 +1136,7 @@ main() {
     --anthropic) ANTHROPIC=1 ;;
     --no-anthropic) ANTHROPIC=0 ;;
     --resilience) RESIL=1 ;;
+    --profile) PROFILE=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; fg_die "unknown option '$arg'" ;;
     esac
@@ -1169,6 +1221,7 @@ main() {
   printf -- '- load average after the load runs: %s\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS/report.md"
   local rc=0
   report || rc=$?
+  [ "$PROFILE" = 0 ] || [ "$DIRECT_ONLY" = 1 ] || profile_runs
   fg_log "raw results: ${RESULTS#"$FG_ROOT"/}/"
   if [ "$rc" -ne 0 ] && [ "${BENCH_STRICT:-0}" = 1 ]; then
     exit 1
