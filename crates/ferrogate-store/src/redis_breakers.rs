@@ -10,10 +10,13 @@
 //!
 //! Best effort by design: a replica that misses a message (Redis down, reconnecting) still opens
 //! its breaker on its own failures, as without sharing. Both loops reconnect with backoff.
+//!
+//! The breakers are a [`BreakerSet`] the composition root refreshes when a reload or a DNS
+//! discovery builds backends, so a backend added later is shared like the ones of the start.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use ferrogate_core::breaker::Breaker;
@@ -38,13 +41,32 @@ pub struct FleetCounts {
     pub errors: AtomicU64,
 }
 
+/// The breakers in force by backend name (the same names on every replica: one configuration).
+#[derive(Clone, Default)]
+pub struct BreakerSet(Arc<RwLock<Arc<HashMap<String, Arc<Breaker>>>>>);
+
+impl BreakerSet {
+    /// A set of these breakers.
+    pub fn new(breakers: HashMap<String, Arc<Breaker>>) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(breakers))))
+    }
+
+    /// These breakers from now on (a backend kept by a reload keeps its breaker object).
+    pub fn replace(&self, breakers: HashMap<String, Arc<Breaker>>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(breakers);
+    }
+
+    fn current(&self) -> Arc<HashMap<String, Arc<Breaker>>> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
 /// Starts publishing this replica's breaker opens and applying the others', on `url` and the
-/// channel `<key_prefix>breakers`, until `stop`. `breakers` by backend name (the same names on
-/// every replica: one configuration).
+/// channel `<key_prefix>breakers`, until `stop`.
 pub fn spawn(
     url: &str,
     key_prefix: &str,
-    breakers: HashMap<String, Arc<Breaker>>,
+    breakers: BreakerSet,
     stop: CancellationToken,
 ) -> Result<Arc<FleetCounts>, String> {
     let client = redis::Client::open(url).map_err(|e| format!("not a valid Redis URL ({})", e.kind_name()))?;
@@ -52,8 +74,7 @@ pub fn spawn(
     let channel = format!("{key_prefix}breakers");
     let me = uuid::Uuid::new_v4().simple().to_string();
     let counts = Arc::new(FleetCounts::default());
-    let breakers = Arc::new(breakers);
-    tokio::spawn(publish(conn, channel.clone(), me.clone(), Arc::clone(&breakers), Arc::clone(&counts), stop.clone()));
+    tokio::spawn(publish(conn, channel.clone(), me.clone(), breakers.clone(), Arc::clone(&counts), stop.clone()));
     tokio::spawn(subscribe(client, channel, me, breakers, Arc::clone(&counts), stop));
     Ok(counts)
 }
@@ -62,11 +83,14 @@ async fn publish(
     mut conn: redis::aio::ConnectionManager,
     channel: String,
     me: String,
-    breakers: Arc<HashMap<String, Arc<Breaker>>>,
+    breakers: BreakerSet,
     counts: Arc<FleetCounts>,
     stop: CancellationToken,
 ) {
-    let mut seen: HashMap<&str, u64> = breakers.iter().map(|(k, b)| (k.as_str(), b.opened_here())).collect();
+    // Per backend: its breaker object and its opens when last looked at (a new object — a
+    // backend added, or rebuilt by a reload — starts from its own count).
+    let mut seen: HashMap<String, (Arc<Breaker>, u64)> =
+        breakers.current().iter().map(|(k, b)| (k.clone(), (Arc::clone(b), b.opened_here()))).collect();
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -74,9 +98,17 @@ async fn publish(
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for (name, b) in breakers.iter() {
+        let current = breakers.current();
+        seen.retain(|name, _| current.contains_key(name));
+        for (name, b) in current.iter() {
             let now = b.opened_here();
-            let last = seen.entry(name.as_str()).or_insert(now);
+            let last = match seen.get_mut(name) {
+                Some((known, last)) if Arc::ptr_eq(known, b) => last,
+                _ => {
+                    seen.insert(name.clone(), (Arc::clone(b), now));
+                    continue;
+                }
+            };
             if now == *last {
                 continue;
             }
@@ -103,7 +135,7 @@ async fn subscribe(
     client: redis::Client,
     channel: String,
     me: String,
-    breakers: Arc<HashMap<String, Arc<Breaker>>>,
+    breakers: BreakerSet,
     counts: Arc<FleetCounts>,
     stop: CancellationToken,
 ) {
@@ -120,7 +152,7 @@ async fn subscribe(
                 if from == me {
                     continue;
                 }
-                if let Some(b) = breakers.get(backend)
+                if let Some(b) = breakers.current().get(backend)
                     && b.force_open(Instant::now())
                 {
                     counts.forced.fetch_add(1, Ordering::Relaxed);

@@ -22,6 +22,7 @@ use ferrogate_server::Services;
 use ferrogate_server::tenancy::Tenancy;
 use ferrogate_server::tenancy::config::TenancySettings;
 use ferrogate_server::tenancy::quotas::SharedQuota;
+use ferrogate_store::redis_breakers::BreakerSet;
 use ferrogate_store::redis_budgets::RedisBudgets;
 use ferrogate_store::redis_cache::{RedisCacheOptions, RedisResponseCache};
 use ferrogate_store::redis_limits::{RedisLimitStore, RedisOptions};
@@ -30,14 +31,15 @@ use ferrogate_store::{Store, StoreOptions};
 
 use crate::config::Config;
 
-/// The server's services from `cfg`; errors list every backend that failed.
-pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Services, Vec<String>> {
+/// The server's services from `cfg`, and with `[breaker] shared` the set of breakers the fleet
+/// shares (for the reloader to refresh); errors list every backend that failed.
+pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<(Services, Option<BreakerSet>), Vec<String>> {
     let backends = backends(cfg)?;
     let now = tokio::time::Instant::now();
     let breakers: HashMap<String, Arc<Breaker>> =
         backends.keys().map(|k| (k.clone(), Arc::new(Breaker::new(cfg.resilience.breaker.to_core(), now)))).collect();
     let registry = registry(cfg, &backends, &breakers)?;
-    share_breakers(cfg, &breakers).map_err(|e| vec![e])?;
+    let shared_breakers = share_breakers(cfg, &breakers).map_err(|e| vec![e])?;
     let (tenancy, tenancy_store, jobs) = match &cfg.tenancy {
         Some(t) => {
             let (tenancy, store) = tenancy(cfg, t, Arc::clone(&clock)).await.map_err(|e| vec![e])?;
@@ -51,7 +53,7 @@ pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Services, V
     let limit_store = limit_store(cfg, Arc::clone(&clock)).map_err(|e| vec![e])?;
     let cache = response_cache(cfg, Arc::clone(&clock)).map_err(|e| vec![e])?;
     let semantic = semantic_index(cfg).await.map_err(|e| vec![e])?;
-    Ok(Services {
+    let services = Services {
         registry,
         backends: backends.into_values().collect(),
         breakers,
@@ -62,16 +64,18 @@ pub async fn services(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Services, V
         clock,
         jobs,
         conversations,
-    })
+    };
+    Ok((services, shared_breakers))
 }
 
 /// With `[breaker] shared`, this replica's breaker opens reach the others (and theirs reach it)
 /// through `limits.redis_url`; the loops live as long as the process.
-fn share_breakers(cfg: &Config, breakers: &HashMap<String, Arc<Breaker>>) -> Result<(), String> {
-    let (true, Some(url)) = (cfg.resilience.breaker.shared, &cfg.limits.redis_url) else { return Ok(()) };
+fn share_breakers(cfg: &Config, breakers: &HashMap<String, Arc<Breaker>>) -> Result<Option<BreakerSet>, String> {
+    let (true, Some(url)) = (cfg.resilience.breaker.shared, &cfg.limits.redis_url) else { return Ok(None) };
     let stop = tokio_util::sync::CancellationToken::new();
-    ferrogate_store::redis_breakers::spawn(url.expose(), &cfg.limits.key_prefix, breakers.clone(), stop)
-        .map(|_| ())
+    let set = BreakerSet::new(breakers.clone());
+    ferrogate_store::redis_breakers::spawn(url.expose(), &cfg.limits.key_prefix, set.clone(), stop)
+        .map(|_| Some(set))
         .map_err(|e| format!("limits.redis_url (shared breakers): {e}"))
 }
 

@@ -75,11 +75,28 @@ pub struct Reloader {
     resolver: Arc<dyn Resolver>,
     /// The start's model pool: embedded backends a reload adds load into it, under its budget.
     engines: ferrogate_backends::ModelPool,
-    /// Where the engine-load scrape reads each backend in force (refreshed with the backends).
-    probes: crate::routing_load::Probes,
+    /// What follows the backends in force: the engine-load probes and the shared breakers.
+    refreshed: Refreshed,
     /// The start's configuration (what restart-only settings are compared against) and the
     /// backends in force; one reload at a time.
     state: tokio::sync::Mutex<InForce>,
+}
+
+/// What is kept beside the backends in force and rebuilt with them after a reload or a
+/// discovery: where each is scraped for load, and (`[breaker] shared`) the breakers the fleet
+/// shares.
+pub struct Refreshed {
+    pub probes: crate::routing_load::Probes,
+    pub shared_breakers: Option<ferrogate_store::redis_breakers::BreakerSet>,
+}
+
+impl Refreshed {
+    fn refresh(&self, cfg: &Config, backends: &BTreeMap<String, Built>) {
+        self.probes.refresh(cfg, backends.values().map(|b| &b.backend));
+        if let Some(set) = &self.shared_breakers {
+            set.replace(backends.iter().map(|(n, b)| (n.clone(), Arc::clone(&b.breaker))).collect());
+        }
+    }
 }
 
 struct InForce {
@@ -112,7 +129,7 @@ impl Reloader {
         answers: Answers,
         resolver: Arc<dyn Resolver>,
         running: &ferrogate_server::Running,
-        probes: crate::routing_load::Probes,
+        refreshed: Refreshed,
     ) -> Reloader {
         let st = &running.state;
         let backends = st
@@ -136,7 +153,7 @@ impl Reloader {
             cache: st.cache.is_some(),
         };
         let (live, engines) = (running.live.clone(), cfg.engines.clone());
-        Reloader { file, live, resolver, engines, probes, state: tokio::sync::Mutex::new(state) }
+        Reloader { file, live, resolver, engines, refreshed, state: tokio::sync::Mutex::new(state) }
     }
 
     /// Reads the file again and applies it; `Err` lists every problem (all logged, counted, the
@@ -182,7 +199,7 @@ impl Reloader {
         expanded.settings.active.origin = "reload";
         expanded.settings.active.restart_required = restart;
         let next = self.live.apply(&expanded.settings, live)?;
-        self.probes.refresh(&expanded, backends.values().map(|b| &b.backend));
+        self.refreshed.refresh(&expanded, &backends);
         state.backends = backends;
         state.tree = cfg.tree.clone();
         state.cfg = cfg;
@@ -225,7 +242,7 @@ impl Reloader {
         let live = live_services(&expanded, &backends, &state.tree, &current.registry)?;
         expanded.settings.active = current.config.clone();
         self.live.apply(&expanded.settings, live)?;
-        self.probes.refresh(&expanded, backends.values().map(|b| &b.backend));
+        self.refreshed.refresh(&expanded, &backends);
         state.backends = backends;
         state.answers = answers;
         Ok(())

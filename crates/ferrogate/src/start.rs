@@ -13,7 +13,7 @@ use ferrogate_server::{Running, StartError};
 use crate::compose::{fetch_models, services};
 use crate::config::Config;
 use crate::discovery::{self, Answers, Resolver, SystemResolver};
-use crate::reload::{ConfigFile, Reloader};
+use crate::reload::{ConfigFile, Refreshed, Reloader};
 
 /// Builds everything from `cfg`, binds and serves until `signal` resolves, then drains.
 pub async fn start(cfg: &Config, signal: impl Future<Output = ()> + Send + 'static) -> Result<Running, StartError> {
@@ -43,12 +43,13 @@ pub async fn start_with(
     fetch_models(&mut cfg).await.map_err(StartError::Build)?;
     let answers = discovery::resolve_all(&cfg, &*resolver, &Answers::default()).await;
     let expanded = discovery::expand(&cfg, &answers);
-    let services = services(&expanded, clock).await.map_err(StartError::Build)?;
+    let (services, shared_breakers) = services(&expanded, clock).await.map_err(StartError::Build)?;
     let running = ferrogate_server::start(&expanded.settings, services, signal).await?;
     let probes = crate::routing_load::spawn(&expanded, &running);
     if file.is_some() || discovery::interval(&cfg).is_some() {
         let poll = std::time::Duration::from_millis(cfg.server.config_poll_ms);
-        let reloader = Arc::new(Reloader::new(file, &cfg, answers, resolver, &running, probes));
+        let reloader =
+            Arc::new(Reloader::new(file, &cfg, answers, resolver, &running, Refreshed { probes, shared_breakers }));
         reloader.spawn(poll, &running.state.tasks, running.state.stopping.clone());
     }
     Ok(running)

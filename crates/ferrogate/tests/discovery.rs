@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use ferrogate::discovery::Resolver;
 use ferrogate_core::tenancy::time::SystemClock;
-use ferrogate_testkit::upstream::{FakeUpstream, Reply, chat_json, chat_sse, models_json};
+use ferrogate_testkit::redis::{shared_url, unique_prefix};
+use ferrogate_testkit::upstream::{FakeUpstream, Reply, chat_json, chat_sse, models_json, openai_error};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
@@ -188,4 +189,65 @@ async fn an_added_address_is_scraped_for_prefix_routing() {
     assert_eq!(scrapes(&b), 0, "B is not in force yet");
     dns.answer(&["127.0.0.2", "127.0.0.3"]);
     wait_until("B is scraped once discovered", Duration::from_secs(10), || scrapes(&b) >= 3).await;
+}
+
+/// With `[breaker] shared`, the breaker of an address discovery adds is shared too: one replica
+/// opens it on its own failures, and the other stops sending there (not only the backends of
+/// the start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovered_backends_breaker_is_shared_by_the_fleet() {
+    let a = upstream("127.0.0.2:0").await;
+    let port = a.addr().port();
+    let b = FakeUpstream::start_on(&format!("127.0.0.3:{port}")).await.unwrap();
+    b.on("/v1/models", models_json(&["m"]));
+    b.on("/v1/chat/completions", openai_error(500, "the engine crashed"));
+    let dns = Arc::new(ScriptedDns::default());
+    dns.answer(&["127.0.0.2"]);
+    let toml = format!(
+        "[limits]\nredis_url = \"{redis}\"\nkey_prefix = \"{prefix}\"\n\
+         [breaker]\nconsecutive_failures = 2\nopen_ms = 60000\nshared = true\n[retry]\nmax_retries = 0\n\
+         [backends.pool]\nkind = \"openai\"\nbase_url = \"http://pool.test:{port}/v1\"\ndiscover = \"dns\"\n\
+         discover_interval_ms = 100\n[deployments.m]\nbackends = [\"pool\"]\n",
+        redis = shared_url(),
+        prefix = unique_prefix("discovered-breakers"),
+    );
+    let mut cfg = ferrogate::config::load_str(&toml).unwrap();
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let (mut fleet, mut held) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let resolver: Arc<dyn Resolver> = dns.clone();
+        let running = ferrogate::start_with(&cfg, std::future::pending(), Arc::new(SystemClock), None, resolver)
+            .await
+            .expect("gateway starts");
+        fleet.push(format!("http://{}", running.addr));
+        held.push(running);
+    }
+    let b_name = format!("pool@127.0.0.3:{port}");
+    let breaker = |ready: &Value| ready["deployments"]["m"]["backends"][&b_name]["breaker"]["state"].clone();
+    let ready = |base: String| async move {
+        reqwest::get(format!("{base}/ready")).await.unwrap().json::<Value>().await.unwrap()
+    };
+    dns.answer(&["127.0.0.2", "127.0.0.3"]);
+    for base in &fleet {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while breaker(&ready(base.clone()).await) != json!("closed") {
+            assert!(Instant::now() < deadline, "{base} never built {b_name}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Replica one sends until its breaker for B opens on B's failures.
+    let http = reqwest::Client::new();
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..100 {
+        let _ = http.post(format!("{}/v1/chat/completions", fleet[0])).json(&body).send().await.unwrap();
+        if breaker(&ready(fleet[0].clone()).await) == json!("open") {
+            break;
+        }
+    }
+    assert_eq!(breaker(&ready(fleet[0].clone()).await), json!("open"), "replica one opened B's breaker");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while breaker(&ready(fleet[1].clone()).await) != json!("open") {
+        assert!(Instant::now() < deadline, "replica two did not hear of B's open breaker within 2 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
