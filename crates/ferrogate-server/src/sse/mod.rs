@@ -134,21 +134,31 @@ impl<F: Frames> Pump<F> {
         if self.open(first).await.is_err() {
             return; // settle drops as Cancelled
         }
+        // One timer for the keepalive, not one per frame: it is armed for `keepalive` after the
+        // last frame seen when it fires, and only then re-armed (a frame just notes the time).
+        let mut last = Instant::now();
+        let idle = tokio::time::sleep(self.keepalive);
+        tokio::pin!(idle);
         loop {
-            let idle = tokio::time::sleep(self.keepalive);
             let step = tokio::select! {
                 biased;
                 _ = self.tx.closed() => return,
                 ev = events.next() => ev,
-                _ = idle => {
-                    if let Some(f) = self.frames.keepalive()
-                        && self.send(f).await.is_err()
-                    {
-                        return;
+                _ = &mut idle => {
+                    let due = last + self.keepalive;
+                    if Instant::now() >= due {
+                        if let Some(f) = self.frames.keepalive()
+                            && self.send(f).await.is_err()
+                        {
+                            return;
+                        }
+                        last = Instant::now();
                     }
+                    idle.as_mut().reset((last + self.keepalive).into());
                     continue;
                 }
             };
+            last = Instant::now();
             let sent = match step {
                 Some(Ok(ev)) => self.on_event(ev).await,
                 Some(Err(e)) => return self.fail(e).await,
