@@ -276,7 +276,7 @@ async fn connection_closed_without_a_response_is_retryable() {
     f.on(CHAT, Reply::Close);
     let b = backend(config(&f));
     for e in [b.chat(chat_request()).await.unwrap_err(), b.chat_stream(chat_request()).await.err().unwrap()] {
-        assert!(matches!(e, BackendError::Connect(_)), "{e:?}");
+        assert!(matches!(e, BackendError::Closed(_)), "{e:?}");
         assert_eq!((e.blame(), e.retryable()), (Blame::Upstream, true));
     }
 }

@@ -258,6 +258,13 @@ impl TimeoutKind {
 pub enum BackendError {
     #[error("cannot reach upstream: {0}")]
     Connect(String),
+    /// The request was sent on a kept-alive connection that the upstream closed before any byte
+    /// of a response — usually a connection the server was closing as it was reused (llama.cpp's
+    /// server closes one after a streamed answer, others after their idle timeout). Worth one
+    /// more try on the same backend over a fresh connection (`dispatch`), as Go's HTTP client
+    /// does for a reused connection closed before the response.
+    #[error("upstream closed the connection without a response: {0}")]
+    Closed(String),
     #[error("upstream timed out ({})", .0.as_str())]
     Timeout(TimeoutKind),
     #[error("upstream answered HTTP {status}: {message}")]
@@ -281,6 +288,7 @@ impl BackendError {
     pub fn blame(&self) -> Blame {
         match self {
             BackendError::Connect(_)
+            | BackendError::Closed(_)
             | BackendError::Timeout(_)
             | BackendError::Protocol(_)
             | BackendError::Overloaded { .. }
@@ -310,7 +318,10 @@ impl BackendError {
     /// Whether another attempt (same or other backend) may succeed. Only before the first byte.
     pub fn retryable(&self) -> bool {
         match self {
-            BackendError::Connect(_) | BackendError::Overloaded { .. } | BackendError::NotReady(_) => true,
+            BackendError::Connect(_)
+            | BackendError::Closed(_)
+            | BackendError::Overloaded { .. }
+            | BackendError::NotReady(_) => true,
             BackendError::Timeout(k) => *k == TimeoutKind::Connect,
             BackendError::Status { status, .. } => *status == 429 || *status >= 500,
             BackendError::Protocol(_)

@@ -143,7 +143,9 @@ async fn a_failed_probe_opens_the_breaker_again() {
     assert_eq!(send(&gw, &chat("m", false)).await.0, 502, "the probe reached the upstream and failed");
     let (status, v, _, _) = send(&gw, &chat("m", false)).await;
     assert_eq!((status, v["error"]["code"].as_str()), (503, Some("circuit_open")));
-    assert_eq!(chat_requests(&f), 3);
+    // A connection closed without a response is tried once more over a fresh one (neutral for
+    // the breaker), so each of the three requests reached the upstream twice.
+    assert_eq!(chat_requests(&f), 6);
     gw.shutdown().await;
 }
 
@@ -203,8 +205,8 @@ async fn retries_go_to_the_other_backend_and_never_after_the_first_byte() {
         backend("b", &b)
     ))
     .await;
-    // Before the first byte: 500, 429 and a refused connection are retried, on `b`.
-    for reply in [fake::openai_error(500, "boom"), fake::rate_limited(1), Reply::Close] {
+    // Before the first byte: 500 and 429 are retried, on `b`.
+    for reply in [fake::openai_error(500, "boom"), fake::rate_limited(1)] {
         for stream in [false, true] {
             a.push(CHAT, reply.clone());
             let (a0, b0) = (chat_requests(&a), chat_requests(&b));
@@ -229,6 +231,45 @@ async fn retries_go_to_the_other_backend_and_never_after_the_first_byte() {
     let b0 = chat_requests(&b);
     assert_eq!(send(&gw, &chat("m", false)).await.0, 400);
     assert_eq!(chat_requests(&b), b0);
+    gw.shutdown().await;
+}
+
+/// A connection the upstream closes without answering (a kept-alive one it was closing, as
+/// llama.cpp's server does after a streamed answer) is tried once more on the same backend over
+/// a fresh connection — even with retries off, and without a failover that would cost a
+/// prefix-routed prompt its cache; a second close in a row is a failure like any other.
+#[tokio::test]
+async fn a_connection_closed_without_a_response_is_tried_again_on_the_same_backend() {
+    let a = FakeUpstream::openai().await.unwrap();
+    let b = FakeUpstream::openai().await.unwrap();
+    let gw = TestGateway::start(&format!(
+        "[retry]\nmax_retries = 0\n{}{}[deployments.m]\nbackends = [\"a\", \"b\"]\nrouting = \"prefix\"\n",
+        backend("a", &a),
+        backend("b", &b)
+    ))
+    .await;
+    // Every request has the same long prompt, so prefix routing keeps it on one backend.
+    let body = |stream: bool| {
+        json!({"model": "m", "stream": stream, "messages": [
+            {"role": "system", "content": "The same long system prompt. ".repeat(40)},
+            {"role": "user", "content": "hi"}]})
+    };
+    let res = gw.post_json(CHAT, &body(false)).await;
+    let home = header(&res, "x-ferrogate-backend").unwrap();
+    let (home_up, other_up) = if home == "a" { (&a, &b) } else { (&b, &a) };
+    for stream in [false, true] {
+        home_up.push(CHAT, Reply::Close);
+        let (h0, o0) = (chat_requests(home_up), chat_requests(other_up));
+        let res = gw.post_json(CHAT, &body(stream)).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(header(&res, "x-ferrogate-backend").as_deref(), Some(home.as_str()), "no failover");
+        let _ = res.bytes().await;
+        assert_eq!((chat_requests(home_up) - h0, chat_requests(other_up) - o0), (2, 0));
+    }
+    // Twice in a row: a failure (502 with retries off).
+    home_up.push(CHAT, Reply::Close);
+    home_up.push(CHAT, Reply::Close);
+    assert_eq!(gw.post_json(CHAT, &body(false)).await.status(), 502);
     gw.shutdown().await;
 }
 

@@ -32,8 +32,13 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
 pub(crate) type Response = http::Response<Body>;
 
-/// Idle pooled connections are closed after this long.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle pooled connections are closed after this long: under the 5 s after which common
+/// inference servers close an idle keep-alive connection themselves (uvicorn under vLLM and
+/// SGLang, llama.cpp's httplib), so the pool never hands out a connection the server is closing
+/// at that moment. That race failed requests now and then (retried elsewhere: with prefix
+/// routing, a tenant moved engines and lost its cache; 6 of 240 requests in bench-routing).
+/// httpx, LiteLLM's client, keeps 5 s too.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// TCP keep-alive probes find dead peers of long idle streams.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("ferrogate/", env!("CARGO_PKG_VERSION")));
@@ -267,7 +272,7 @@ fn direct_error(e: &hyper_util::client::legacy::Error) -> BackendError {
     } else {
         // Sent, but the connection closed before any response: the upstream crashed or dropped
         // it. Nothing reached the client, so another attempt is safe.
-        BackendError::Connect(format!("upstream closed the connection without a response ({detail})"))
+        BackendError::Closed(detail)
     }
 }
 

@@ -107,7 +107,7 @@ pub(crate) fn transport_error(e: reqwest::Error) -> BackendError {
     } else if request {
         // Sent, but the connection closed before any response: the upstream crashed or dropped
         // it. Nothing reached the client, so another attempt is safe.
-        BackendError::Connect(format!("upstream closed the connection without a response ({detail})"))
+        BackendError::Closed(detail)
     } else {
         BackendError::Internal(detail)
     }

@@ -178,7 +178,7 @@ impl From<BackendError> for ApiError {
 
 fn from_backend(e: BackendError) -> ApiError {
     match &e {
-        BackendError::Connect(_) => {
+        BackendError::Connect(_) | BackendError::Closed(_) => {
             ApiError::upstream(ErrorCode::BackendUnreachable, "The model backend could not be reached", &e)
         }
         BackendError::Timeout(TimeoutKind::Connect) => {

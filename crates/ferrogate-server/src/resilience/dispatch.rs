@@ -161,6 +161,7 @@ where
     let policy = &dep.policy.retry;
     let mut tried = Vec::new();
     let mut retries = 0;
+    let mut reconnected = false;
     dep.retry_budget.deposit();
     loop {
         let mut guard = dep.pick_for(&plan.req.input, &tried).map_err(|e| picked_none(dep, e))?;
@@ -178,6 +179,16 @@ where
             Ok(v) => return Ok((guard, v)),
             Err(e) => e,
         };
+        if matches!(e, BackendError::Closed(_)) && !reconnected {
+            // A kept-alive connection closed under the request as it was reused: once per
+            // request, the same target again at once over a fresh connection — neither a
+            // failure of the backend (the guard drops neutral) nor a retry of the policy (a
+            // failover would cost a prefix-routed prompt its cache).
+            reconnected = true;
+            tried.pop();
+            tracing::debug!(request_id = %plan.req.request_id, backend = %settle.backend, error = %e, "reconnecting");
+            continue;
+        }
         guard.failed(&e);
         drop(guard);
         let may_retry = e.retryable() && retries < policy.max_retries;
