@@ -67,8 +67,8 @@
 # same config as "gateway") measured in the same run: a change's cost or gain side by side with
 # the binary before it (issue 16: no worse than before at c=1).
 #
-# With --profile (issue 23 item 6), after the measured runs the bare gateway (and "base", when
-# BENCH_BASE_BIN is set) is profiled under the same load, apart from the figures above (perf
+# With --profile (issue 23 item 6), after the measured runs the bare gateway (PROFILE_TARGETS:
+# "gateway"; add "base" to profile BENCH_BASE_BIN's binary too) is profiled under the same load, apart from the figures above (perf
 # slows it): `perf record -F 999 --call-graph dwarf` on the gateway's pid for PROFILE_SECS (4) s
 # of JSON and of SSE at c=1 and c=64; per run the flat profile (`perf report --no-children`,
 # symbols >= 0.5%), the share of samples by component (bench/profile-summary.py: kernel/network,
@@ -88,7 +88,7 @@
 #                   gateway's CPU time per request (utime + stime from /proc/<pid>/stat around each
 #                   oha run) for the bare gateway, a hit and a miss
 #   --no-anthropic  skip the "Anthropic in, OpenAI out" variant (translation overhead)
-#   --profile       then profile the bare gateway (and base) with perf at c=1 and c=64 (profile.md)
+#   --profile       then profile the bare gateway with perf at c=1 and c=64 (profile.md)
 # Env: BENCH_DURATION (s per run, default 8), BENCH_WARMUP (s, default 2), BENCH_CONCURRENCY
 #      ("1 16 64"), BENCH_TARGETS (default "direct proxy gateway auth"; direct and gateway are
 #      the baseline every comparison needs), BENCH_PIN (1: pin as above, 0: no pinning), BENCH_TTFT_N (default 2000),
@@ -527,9 +527,10 @@ PY
 # summarized into $RESULTS/profile.md (see --profile).
 profile_runs() {
   fg_have perf || { fg_warn "perf not found (apt-get install linux-perf): no profiles"; return 0; }
+  local PATH="$FG_TOOLS/bin:$PATH" # inferno, from setup.sh --bench
   local target mode conc pid name data
-  local targets=(gateway)
-  [ -z "$BASE_BIN" ] || targets+=(base)
+  local targets
+  read -r -a targets <<<"${PROFILE_TARGETS:-gateway}"
   printf '# Profiles (perf, %s s per run, %s)\n\n' "$PROFILE_SECS" "$(date -u +%FT%TZ)" >"$RESULTS/profile.md"
   for target in "${targets[@]}"; do
     pid="$(target_pid "$target")"
@@ -593,6 +594,8 @@ measure_load() {
         [ "$target" != gov ] || [ "$GOV" = 1 ] || continue
         [ "$target" != guard ] || [ "$GUARD" = 1 ] || continue
         [ "$target" != resil ] || [ "$RESIL" = 1 ] || continue
+        # resil and govall hold 32 running + 64 queued by design: more clients get 503 queue_full.
+        case "$target" in resil | govall) [ "$conc" -le 64 ] || continue ;; esac
         fg_log "oha: $mode c=$conc $target (${DURATION}s)"
         oha_run "$target" "$mode" "$conc" "$DURATION" "$RESULTS/oha-$mode-c$conc-$target.json"
       done

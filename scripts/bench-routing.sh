@@ -6,23 +6,24 @@
 # `"round_robin"`. The workload: BENCH_TENANTS tenants, each with its own long system prompt
 # (BENCH_PREFIX_WORDS words), asking short questions; BENCH_CONCURRENCY clients in a closed loop,
 # BENCH_REQUESTS streamed requests per routing mode, the same tenant/question sequence for each.
-# The prefix set (12 tenants) is larger than one engine's cache (8 slots) but fits in the two
-# together, and the engines have more slots than requests in flight (an engine's idle slots are
-# its cache): prefix routing keeps each tenant on the engine that holds its prompt, P2C and round
+# The prefix set (16 tenants) is larger than one engine's cache (12 slots) but fits in the two
+# together with room to spare, and the engines have more slots than requests in flight (an
+# engine's idle slots are its cache; a second request of a tenant whose slot is busy takes
+# another slot, so each engine needs spare slots beyond its tenants): prefix routing keeps each tenant on the engine that holds its prompt, P2C and round
 # robin spread every tenant over both and evict each other's prefixes.
 #
 # Both llama-servers are restarted (on the same ports) before each mode, so every mode starts cold;
 # the gateway runs once. With BENCH_WARMUP=1 (the default) each mode first sends one request per
 # tenant through its own deployment, unmeasured, so the figures are the steady state rather than
-# the twelve first sights (BENCH_WARMUP=0 measures from cold). Reported per mode: p50/p90/p99
+# the first sight of every tenant (BENCH_WARMUP=0 measures from cold). Reported per mode: p50/p90/p99
 # TTFT, generated tokens/s and requests/s (the same closed loop: equal concurrency), the prompt
 # tokens the engines prefilled and reused from cache (their /metrics, warm-up included), and the
 # `x-ferrogate-backend-route` reasons of the measured requests.
 #
 # Usage: scripts/bench-routing.sh
-# Env: BENCH_TENANTS (12), BENCH_SLOTS (8), BENCH_CONCURRENCY (4), BENCH_REQUESTS (200),
-#      BENCH_WARMUP (1),
-#      BENCH_PREFIX_WORDS (700), BENCH_MAX_TOKENS (16), BENCH_MODES ("prefix p2c round_robin"),
+# Env: BENCH_TENANTS (16), BENCH_SLOTS (12), BENCH_CONCURRENCY (4), BENCH_REQUESTS (240),
+#      BENCH_WARMUP (1), BENCH_LOG (the gateway's log level, warn),
+#      BENCH_PREFIX_WORDS (400), BENCH_MAX_TOKENS (16), BENCH_MODES ("prefix p2c round_robin"),
 #      BENCH_ROUTING (extra [routing] lines for the scorer, e.g. "guard_pending = 2"),
 #      FERROGATE_BIN (default target/release/ferrogate, else target/debug/ferrogate),
 #      LLAMA_SERVER_BIN (default ~/.cache/ferrogate/llama-server/bin/llama-server).
@@ -31,12 +32,12 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-TENANTS="${BENCH_TENANTS:-12}"
-SLOTS="${BENCH_SLOTS:-8}"
+TENANTS="${BENCH_TENANTS:-16}"
+SLOTS="${BENCH_SLOTS:-12}"
 CONCURRENCY="${BENCH_CONCURRENCY:-4}"
-REQUESTS="${BENCH_REQUESTS:-200}"
+REQUESTS="${BENCH_REQUESTS:-240}"
 WARMUP="${BENCH_WARMUP:-1}"
-PREFIX_WORDS="${BENCH_PREFIX_WORDS:-700}"
+PREFIX_WORDS="${BENCH_PREFIX_WORDS:-400}"
 MAX_TOKENS="${BENCH_MAX_TOKENS:-16}"
 MODES="${BENCH_MODES:-prefix p2c round_robin}"
 # Extra `[routing]` settings for the prefix scorer, TOML lines ("guard_pending = 2\nqueue_weight = 2").
@@ -102,7 +103,7 @@ listen = "127.0.0.1:$GW_PORT"
 backend_header = true
 health_check_interval_secs = 1
 [log]
-level = "warn"
+level = "${BENCH_LOG:-warn}"
 [backends.e0]
 kind = "openai"
 base_url = "http://127.0.0.1:${ENGINE_PORTS[0]}/v1"

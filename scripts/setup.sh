@@ -14,8 +14,9 @@
 #                only when tests/sdk/requirements.txt changes (a hash stamp in .venv), and the
 #                pgvector extension in each installed PostgreSQL server that lacks it (the
 #                semantic cache's shared index)
-#   --bench      also the benchmark tools: nginx-light and wrk (apt), oha (cargo install into
-#                ~/.cache/ferrogate/tools, outside the repo)
+#   --bench      also the benchmark tools: nginx-light, wrk and perf (apt), oha and inferno (flame
+#                graphs for bench-overhead --profile; cargo install into ~/.cache/ferrogate/tools,
+#                outside the repo)
 #   --no-models  skip the model fetch (lint-only callers)
 # Runs as root directly, otherwise through sudo for apt.
 set -euo pipefail
@@ -32,9 +33,10 @@ BASE_DEBS=(build-essential cmake clang libclang-dev pkg-config python3-venv curl
 # libfaketime skews one replica's clock in the three-replica test (tests/replicas.rs).
 TEST_DEBS=(prometheus chromium chromium-driver libfaketime)
 # nginx is the static upstream of `make bench-overhead`; wrk is a second load generator.
-BENCH_DEBS=(nginx-light wrk)
+BENCH_DEBS=(nginx-light wrk linux-perf)
 OHA_VERSION="1.16.0"
 OHA_ROOT="$FG_TOOLS"
+INFERNO_VERSION="0.12.8"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
@@ -53,6 +55,12 @@ install_oha() {
   fi
   fg_log "installing oha $OHA_VERSION into $OHA_ROOT (cargo install; ~10 minutes on 2 cores)"
   cargo install oha --locked --version "$OHA_VERSION" --root "$OHA_ROOT"
+}
+
+install_inferno() {
+  [ -x "$OHA_ROOT/bin/inferno-flamegraph" ] && return 0
+  fg_log "installing inferno $INFERNO_VERSION into $OHA_ROOT (cargo install; a few minutes)"
+  cargo install inferno --locked --version "$INFERNO_VERSION" --root "$OHA_ROOT"
 }
 
 # pgvector for every PostgreSQL server installed here that lacks it. Debian 12 ships no
@@ -135,6 +143,7 @@ main() {
   fg_require_cargo
   install_nextest
   [ "$bench" -eq 0 ] || install_oha
+  [ "$bench" -eq 0 ] || install_inferno
   [ "$test" -eq 0 ] || setup_venv
   [ "$test" -eq 0 ] || install_pgvector
   [ "$models" -eq 0 ] || "$FG_ROOT/scripts/fetch-models.sh"
