@@ -36,7 +36,9 @@ def main(path: str) -> None:
     for line in open(path, encoding="utf-8", errors="replace"):
         m = re.match(r"\s*([\d.]+)%\s+\[(.)\]\s+(.*)", line)
         if m:
-            rows.append((float(m.group(1)), m.group(2), m.group(3).strip()))
+            # perf pads the symbol column and may print more columns after it ("-" when empty).
+            symbol = re.split(r"\s{2,}", m.group(3).strip())[0]
+            rows.append((float(m.group(1)), m.group(2), symbol))
     if not rows:
         print("(no samples)")
         return
@@ -49,7 +51,7 @@ def main(path: str) -> None:
     print("|---|---:|")
     for c, pct in sorted(shares.items(), key=lambda kv: -kv[1]):
         print(f"| {c} | {pct:.1f}% |")
-    print(f"| (symbols under 0.5% each) | {max(0.0, 100 - listed):.1f}% |")
+    print(f"| (symbols below the report's limit) | {max(0.0, 100 - listed):.1f}% |")
     print()
     print("| top symbols | share |")
     print("|---|---:|")

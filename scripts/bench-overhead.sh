@@ -71,7 +71,7 @@
 # "gateway"; add "base" to profile BENCH_BASE_BIN's binary too) is profiled under the same load, apart from the figures above (perf
 # slows it): `perf record -F 999 --call-graph dwarf` on the gateway's pid for PROFILE_SECS (4) s
 # of JSON and of SSE at c=1 and c=64; per run the flat profile (`perf report --no-children`,
-# symbols >= 0.5%), the share of samples by component (bench/profile-summary.py: kernel/network,
+# symbols >= 0.02%), the share of samples by component (bench/profile-summary.py: kernel/network,
 # tokio, hyper, serde/JSON, allocator, ferrogate's own code, ...) in profile.md, and a flame graph
 # SVG when inferno (`cargo install inferno`) is on the PATH.
 #
@@ -546,7 +546,7 @@ profile_runs() {
         oha_run "$target" "$mode" "$conc" "$PROFILE_SECS" "$RESULTS/profile-$name.json"
         wait "$perf_pid" || fg_warn "perf record failed for $name (see perf-$name.log)"
         [ -s "$data" ] || continue
-        perf report -i "$data" --no-children --sort symbol -g none --percent-limit 0.5 --stdio \
+        perf report -i "$data" --no-children --sort symbol -g none --percent-limit 0.02 --stdio \
           >"$RESULTS/perf-$name.txt" 2>/dev/null || true
         {
           printf '## %s, %s, c=%s\n\n' "$target" "$mode" "$conc"
