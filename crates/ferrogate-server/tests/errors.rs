@@ -27,7 +27,7 @@ aliases = ["alias-m"]
 async fn app(toml: &str) -> axum::Router {
     let cfg = config::load_str(toml).unwrap();
     let clock = std::sync::Arc::new(ferrogate_core::tenancy::time::SystemClock);
-    let services = ferrogate::compose::services(&cfg, clock).await.unwrap();
+    let (services, _) = ferrogate::compose::services(&cfg, clock).await.unwrap();
     ferrogate_server::router::router(AppState::new(&cfg.settings, services).unwrap())
 }
 

@@ -41,9 +41,12 @@ pub struct FleetCounts {
     pub errors: AtomicU64,
 }
 
+/// Breakers by backend name.
+type Breakers = HashMap<String, Arc<Breaker>>;
+
 /// The breakers in force by backend name (the same names on every replica: one configuration).
 #[derive(Clone, Default)]
-pub struct BreakerSet(Arc<RwLock<Arc<HashMap<String, Arc<Breaker>>>>>);
+pub struct BreakerSet(Arc<RwLock<Arc<Breakers>>>);
 
 impl BreakerSet {
     /// A set of these breakers.
@@ -56,7 +59,7 @@ impl BreakerSet {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(breakers);
     }
 
-    fn current(&self) -> Arc<HashMap<String, Arc<Breaker>>> {
+    fn current(&self) -> Arc<Breakers> {
         Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
