@@ -90,8 +90,9 @@ async fn publish(
     counts: Arc<FleetCounts>,
     stop: CancellationToken,
 ) {
-    // Per backend: its breaker object and its opens when last looked at (a new object — a
-    // backend added, or rebuilt by a reload — starts from its own count).
+    // Per backend: its breaker object and its opens when last looked at. A new object — a
+    // backend added, or rebuilt by a reload — starts from zero: it was built by this process,
+    // so every open it counts is this replica's to tell (even one before the first look).
     let mut seen: HashMap<String, (Arc<Breaker>, u64)> =
         breakers.current().iter().map(|(k, b)| (k.clone(), (Arc::clone(b), b.opened_here()))).collect();
     let mut tick = tokio::time::interval(WATCH_EVERY);
@@ -105,13 +106,10 @@ async fn publish(
         seen.retain(|name, _| current.contains_key(name));
         for (name, b) in current.iter() {
             let now = b.opened_here();
-            let last = match seen.get_mut(name) {
-                Some((known, last)) if Arc::ptr_eq(known, b) => last,
-                _ => {
-                    seen.insert(name.clone(), (Arc::clone(b), now));
-                    continue;
-                }
-            };
+            if !matches!(seen.get(name), Some((known, _)) if Arc::ptr_eq(known, b)) {
+                seen.insert(name.clone(), (Arc::clone(b), 0));
+            }
+            let Some((_, last)) = seen.get_mut(name) else { continue };
             if now == *last {
                 continue;
             }

@@ -192,6 +192,6 @@ mod tests {
     fn defaults_validate() {
         let c: OpenAiConfig = serde_json::from_str(r#"{"base_url":"http://127.0.0.1:8000/v1"}"#).unwrap();
         assert!(c.problems().is_empty());
-        assert_eq!((c.inter_token_timeout_ms, c.total_timeout_ms, c.pool_idle_per_host), (60_000, 600_000, 64));
+        assert_eq!((c.inter_token_timeout_ms, c.total_timeout_ms, c.pool_idle_per_host), (60_000, 600_000, 1024));
     }
 }
