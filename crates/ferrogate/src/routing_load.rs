@@ -40,10 +40,10 @@ impl Probes {
     }
 }
 
-/// How long one reading may take. Long on purpose: an engine busy with a long batch answers
-/// `/metrics` when the batch ends, and a reading abandoned early would leave the engine's
-/// handler waiting while the next tick asks again — a pile of requests that starved
-/// llama-server's HTTP threads (its health check then timed out). A slow reading only ages out.
+/// How long one reading may take. Long on purpose: an engine busy with a long batch (llama-server)
+/// answers `/metrics` when the batch ends, and a reading abandoned early would leave the engine's
+/// handler waiting while the next tick asks again — a pile of requests holding its HTTP threads.
+/// A slow reading only ages out.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// (backend, upstream model): what one reading is of.
