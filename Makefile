@@ -30,7 +30,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
 	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable \
-	bench-batch bench-reload image-local bench-embed fuzz bench-soak bench-streams bench-conversation bench-routing
+	bench-batch bench-reload image-local bench-embed fuzz bench-soak bench-streams bench-conversation bench-routing bench-ab
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -159,6 +159,11 @@ fuzz: ## the property tests of the request, SSE/NDJSON decoders and converters, 
 bench-overhead: ## gateway overhead vs direct: nginx static upstream, oha load, c=1/16/64
 	@scripts/setup.sh --bench --no-models
 	scripts/bench-overhead.sh
+
+bench-ab: ## A/B of two gateway builds, interleaved on one CPU: make bench-ab A=old-binary B=new-binary
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make bench-ab A=<ferrogate binary> B=<ferrogate binary>" >&2; exit 2; }
+	@scripts/setup.sh --bench --no-models
+	scripts/bench-ab.sh "$(A)" "$(B)"
 
 bench-limits: ## rate limits: check cost (in process, Redis) and a 429's latency with the backend saturated
 	@scripts/setup.sh --bench --no-models

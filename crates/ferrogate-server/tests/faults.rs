@@ -448,6 +448,48 @@ async fn tokens_are_forwarded_as_they_arrive() {
     gw.shutdown().await;
 }
 
+/// A stream the upstream has already sent whole goes out with the response head in one piece,
+/// settled at once (a length-framed body: no pump task, no chunk per frame); one still being
+/// generated stays chunked, its ready frames sent with the head.
+#[tokio::test]
+async fn a_stream_sent_whole_goes_out_with_the_head_and_one_in_progress_stays_chunked() {
+    let f = FakeUpstream::openai().await.unwrap();
+    let whole: Vec<u8> = chat_sse(&["a", "b", "c"], Some((5, 3))).frames.concat();
+    f.push(
+        CHAT,
+        Reply::Full {
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            body: Bytes::from(whole),
+        },
+    );
+    f.push(CHAT, chat_sse(&["x", "y"], None).stall_after(2));
+    let gw = gateway(&f, "inter_token_timeout_ms = 30000", "").await;
+
+    let res = gw.post_json(CHAT, &chat(json!({"stream": true, "stream_options": {"include_usage": true}}))).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(res.headers().get("content-length").is_some(), "a whole answer is length-framed: {:?}", res.headers());
+    let events = sse_data(&body_text(res).await);
+    assert_eq!(contents(&events), ["a", "b", "c"]);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage_of(&last), (5, 3, 8), "settled with the upstream's usage: {last}");
+
+    let res = gw.post_json(CHAT, &stream_chat()).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("content-length").is_none(), "a stream in progress is chunked: {:?}", res.headers());
+    let mut body = res.bytes_stream();
+    let mut raw = String::new();
+    while contents(&sse_data(&raw)) != ["x"] {
+        let chunk = within(Duration::from_secs(2), "the frames ready before the stall", body.next()).await;
+        raw.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
+    }
+    drop(body);
+    assert!(f.wait_for_disconnects(1, SECOND).await);
+    gw.shutdown().await;
+}
+
 /// An upstream stream cut at every byte (mid-line, mid-UTF-8, CRLF) reaches the client intact.
 #[tokio::test]
 async fn byte_split_upstream_stream_reaches_the_client_intact() {

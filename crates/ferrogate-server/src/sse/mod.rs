@@ -3,7 +3,9 @@
 //! Messages events ([`anthropic`]) or Ollama's NDJSON lines ([`ndjson`]).
 //!
 //! Invariants, whatever the framing: the first frame is sent only after the backend produced its
-//! first event, so errors before it get a real status; after it, a failure ends the stream with
+//! first event, so errors before it get a real status; what the backend has already sent goes
+//! out with the response head (no task hand-off before the first content frame), and an answer
+//! that is already whole is answered without a pump task; after it, a failure ends the stream with
 //! the protocol's error frame (OpenAI `data: {"error":…}` + `[DONE]`, Anthropic `event: error`,
 //! Ollama `{"error":…}`), never a silent clean end; a client disconnect ends the pump at once,
 //! which drops the backend stream (cancelling upstream work) and settles the request; so does a
@@ -26,7 +28,7 @@ use bytes::Bytes;
 use ferrogate_core::chunk::RawChunk;
 use ferrogate_core::{BackendError, EventStream, StreamEvent};
 use ferrogate_protocol::openai::{FinishReason, Usage};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -75,12 +77,21 @@ pub fn respond(st: AppState, answer: Answer) -> Response {
     respond_with(st, answer, |settle, shown| Encoder::new(endpoint, &settle.request_id, shown, include_usage))
 }
 
+/// Events rendered into the response head at most: a long answer an upstream sent at once still
+/// flows through the pump's bounded channel.
+const READY_EVENTS: usize = 64;
+
 /// Streams an answer whose backend produced its first event (errors before it were answered
 /// with a status by the pipeline) through the frames `make` builds from the request's `Settle`
 /// and the model name shown. A whole answer is not expected here: it is a 500.
+///
+/// The opening frames, the first event and the events already decoded behind it (an upstream
+/// that wrote several at once) are rendered here and sent with the response head. If that was
+/// the whole stream, the answer is settled here and no pump task runs; otherwise the pump moves
+/// the rest as it arrives.
 pub fn respond_with<F: Frames>(st: AppState, answer: Answer, make: impl FnOnce(&Settle, &str) -> F) -> Response {
     let Answer { shown, body, .. } = answer;
-    let (first, events, lease, mut settle) = match body {
+    let (first, mut events, lease, mut settle) = match body {
         Answered::Stream { first, events, lease, settle } => (first, events, lease, settle),
         Answered::Whole { .. } => {
             return ApiError::internal("a whole answer was sent to the stream encoder").into_response();
@@ -89,13 +100,8 @@ pub fn respond_with<F: Frames>(st: AppState, answer: Answer, make: impl FnOnce(&
     settle.first_token = Some(Instant::now());
     let frames = make(&settle, &shown);
     let content_type = frames.content_type();
-    let (tx, rx) = mpsc::channel::<Bytes>(32);
-    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
-    let mut res = body.into_response();
-    decorate(&mut res, &shown, &settle);
-    let pump = Pump {
+    let mut pump = Pump {
         frames,
-        tx,
         settle,
         keepalive: st.settings.keepalive,
         write_timeout: st.settings.client_write_timeout,
@@ -103,7 +109,30 @@ pub fn respond_with<F: Frames>(st: AppState, answer: Answer, make: impl FnOnce(&
         lease,
         finished: None,
     };
-    st.tasks.spawn(pump.run(first, events));
+    let mut ready = pump.frames.opening();
+    pump.render(first, &mut ready);
+    let ended = pump.render_ready(&mut events, &mut ready);
+    let head = join(ready);
+    let (mut res, rest) = if ended {
+        (Body::from(head).into_response(), None)
+    } else {
+        let (tx, rx) = mpsc::channel::<Bytes>(32);
+        // An empty chunk is never sent: in chunked framing it would read as the body's end.
+        let head = futures::stream::iter((!head.is_empty()).then_some(head));
+        let frames = head.chain(ReceiverStream::new(rx));
+        (Body::from_stream(frames.map(Ok::<_, Infallible>)).into_response(), Some(tx))
+    };
+    decorate(&mut res, &shown, &pump.settle);
+    match rest {
+        Some(tx) => {
+            st.tasks.spawn(pump.run(tx, events));
+        }
+        // Finished or failed above; the record is written (access log, ledger, metrics) by the
+        // drop, off the path of the response head.
+        None => {
+            st.tasks.spawn(async move { drop(pump) });
+        }
+    }
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -111,9 +140,18 @@ pub fn respond_with<F: Frames>(st: AppState, answer: Answer, make: impl FnOnce(&
     res
 }
 
+/// Frames as one body chunk (one write with the head).
+fn join(frames: Vec<Bytes>) -> Bytes {
+    match <[Bytes; 1]>::try_from(frames) {
+        Ok([one]) => one,
+        Err(many) => Bytes::from(many.concat()),
+    }
+}
+
+/// A streamed answer's state: its framing, its settle record and its lease. Events are rendered
+/// into frames synchronously ([`Pump::render`]); the pump task ([`Pump::run`]) only moves them.
 struct Pump<F: Frames> {
     frames: F,
-    tx: mpsc::Sender<Bytes>,
     settle: Settle,
     keepalive: Duration,
     /// Longest a frame may wait for the client to take it (see [`Pump::send`]).
@@ -130,25 +168,23 @@ struct Pump<F: Frames> {
 struct Gone;
 
 impl<F: Frames> Pump<F> {
-    async fn run(mut self, first: StreamEvent, mut events: EventStream) {
-        if self.open(first).await.is_err() {
-            return; // settle drops as Cancelled
-        }
+    async fn run(mut self, tx: mpsc::Sender<Bytes>, mut events: EventStream) {
         // One timer for the keepalive, not one per frame: it is armed for `keepalive` after the
         // last frame seen when it fires, and only then re-armed (a frame just notes the time).
         let mut last = Instant::now();
         let idle = tokio::time::sleep(self.keepalive);
         tokio::pin!(idle);
+        let mut out = Vec::new();
         loop {
             let step = tokio::select! {
                 biased;
-                _ = self.tx.closed() => return,
+                _ = tx.closed() => return,
                 ev = events.next() => ev,
                 _ = &mut idle => {
                     let due = last + self.keepalive;
                     if Instant::now() >= due {
                         if let Some(f) = self.frames.keepalive()
-                            && self.send(f).await.is_err()
+                            && self.send(&tx, f).await.is_err()
                         {
                             return;
                         }
@@ -159,56 +195,74 @@ impl<F: Frames> Pump<F> {
                 }
             };
             last = Instant::now();
-            let sent = match step {
-                Some(Ok(ev)) => self.on_event(ev).await,
-                Some(Err(e)) => return self.fail(e).await,
-                None => break,
+            let more = match step {
+                Some(Ok(ev)) => {
+                    self.render(ev, &mut out);
+                    true
+                }
+                Some(Err(e)) => {
+                    self.fail(e, &mut out);
+                    false
+                }
+                None => {
+                    self.close(&mut out);
+                    false
+                }
             };
-            if sent.is_err() {
+            if self.send_all(&tx, &mut out).await.is_err() || !more {
                 return;
             }
         }
-        self.close().await;
     }
 
-    async fn open(&mut self, first: StreamEvent) -> Result<(), Gone> {
-        let frames = self.frames.opening();
-        self.send_all(frames).await?;
-        self.on_event(first).await
+    /// Renders the events the stream has ready now, at most [`READY_EVENTS`], without waiting
+    /// for any. True when the stream ended among them (closed or failed: settled).
+    fn render_ready(&mut self, events: &mut EventStream, out: &mut Vec<Bytes>) -> bool {
+        for _ in 0..READY_EVENTS {
+            match events.next().now_or_never() {
+                None => return false,
+                Some(Some(Ok(ev))) => self.render(ev, out),
+                Some(Some(Err(e))) => {
+                    self.fail(e, out);
+                    return true;
+                }
+                Some(None) => {
+                    self.close(out);
+                    return true;
+                }
+            }
+        }
+        false
     }
 
-    async fn on_event(&mut self, ev: StreamEvent) -> Result<(), Gone> {
+    /// The frames of one backend event, and what settle learns from it.
+    fn render(&mut self, ev: StreamEvent, out: &mut Vec<Bytes>) {
         match ev {
             StreamEvent::Delta { text, tool_calls, logprobs } => {
                 if let Some(entries) = logprobs {
                     self.frames.logprobs(entries);
                 }
                 if text.is_empty() && tool_calls.is_none() {
-                    return Ok(());
+                    return;
                 }
                 self.settle.deltas += 1;
                 self.settle.note_delta(&text, tool_calls.is_some());
-                let frames = self.frames.delta(text, tool_calls);
-                self.send_all(frames).await
+                out.extend(self.frames.delta(text, tool_calls));
             }
             StreamEvent::Finish(reason) => {
                 self.finished = Some(reason);
-                let frames = self.frames.finish(reason);
-                self.send_all(frames).await
+                out.extend(self.frames.finish(reason));
             }
-            StreamEvent::Usage(u) => {
-                self.settle.usage = Some(u);
-                Ok(())
-            }
-            StreamEvent::Frame(chunk) => self.on_chunk(chunk).await,
+            StreamEvent::Usage(u) => self.settle.usage = Some(u),
+            StreamEvent::Frame(chunk) => self.render_chunk(chunk, out),
         }
     }
 
     /// A passed-through chunk: settle reads its content and finish, the frame goes out as it
     /// came (or, for a framing that re-frames, as the events it stands for).
-    async fn on_chunk(&mut self, chunk: RawChunk) -> Result<(), Gone> {
+    fn render_chunk(&mut self, chunk: RawChunk, out: &mut Vec<Bytes>) {
         let Some(frame) = self.frames.raw(&chunk) else {
-            return self.reframe(chunk).await;
+            return self.reframe(chunk, out);
         };
         if chunk.has_content() {
             self.settle.deltas += 1;
@@ -217,51 +271,48 @@ impl<F: Frames> Pump<F> {
         if let Some(reason) = chunk.finish {
             self.finished = Some(reason);
         }
-        self.send(frame).await
+        out.push(frame);
     }
 
     /// A passed-through chunk for a framing that re-frames: the delta and finish it stands for.
-    async fn reframe(&mut self, chunk: RawChunk) -> Result<(), Gone> {
+    fn reframe(&mut self, chunk: RawChunk, out: &mut Vec<Bytes>) {
         let tool_calls = chunk.decode_tool_calls();
         let text = chunk.text().to_owned();
         if !text.is_empty() || tool_calls.is_some() {
             self.settle.deltas += 1;
             self.settle.note_delta(&text, tool_calls.is_some());
-            let frames = self.frames.delta(text, tool_calls);
-            self.send_all(frames).await?;
+            out.extend(self.frames.delta(text, tool_calls));
         }
         if let Some(reason) = chunk.finish {
             self.finished = Some(reason);
-            let frames = self.frames.finish(reason);
-            self.send_all(frames).await?;
+            out.extend(self.frames.finish(reason));
         }
-        Ok(())
     }
 
-    /// Normal end: the protocol's closing frames. Ending without a finish reason is a failure
-    /// of the upstream, reported as such.
-    async fn close(mut self) {
+    /// Normal end: the protocol's closing frames, the request settled. Ending without a finish
+    /// reason is a failure of the upstream, reported as such.
+    fn close(&mut self, out: &mut Vec<Bytes>) {
         let Some(reason) = self.finished else {
-            return self.fail(BackendError::Protocol("upstream ended the stream without a finish reason".into())).await;
+            return self.fail(BackendError::Protocol("upstream ended the stream without a finish reason".into()), out);
         };
         self.lease.succeeded();
         let usage = self.settle.effective_usage();
         self.settle.finish(reason, usage);
-        let frames = self.frames.close(usage);
-        let _ = self.send_all(frames).await;
+        out.extend(self.frames.close(usage));
     }
 
-    async fn fail(mut self, e: BackendError) {
+    /// A failure after the first byte: the protocol's error frames, the request settled failed.
+    fn fail(&mut self, e: BackendError, out: &mut Vec<Bytes>) {
         tracing::warn!(request_id = %self.settle.request_id, error = %e, "stream failed after the first byte");
         self.lease.failed(&e);
         let err = self.settle.fail(e.into());
-        let frames = self.frames.fail(&err);
-        let _ = self.send_all(frames).await;
+        out.extend(self.frames.fail(&err));
     }
 
-    async fn send_all(&self, frames: Vec<Bytes>) -> Result<(), Gone> {
-        for f in frames {
-            self.send(f).await?;
+    /// Hands the rendered frames to the response body, leaving `out` empty.
+    async fn send_all(&self, tx: &mpsc::Sender<Bytes>, out: &mut Vec<Bytes>) -> Result<(), Gone> {
+        for f in out.drain(..) {
+            self.send(tx, f).await?;
         }
         Ok(())
     }
@@ -270,8 +321,8 @@ impl<F: Frames> Pump<F> {
     /// fills the channel (after the socket's and hyper's buffers): after `write_timeout` the
     /// pump gives up, which drops the upstream stream (cancelling it) and the lease (freeing
     /// the slot), and the request settles as `client_stalled`.
-    async fn send(&self, frame: Bytes) -> Result<(), Gone> {
-        match tokio::time::timeout(self.write_timeout, self.tx.send(frame)).await {
+    async fn send(&self, tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), Gone> {
+        match tokio::time::timeout(self.write_timeout, tx.send(frame)).await {
             Ok(sent) => sent.map_err(|_| Gone),
             Err(_) => {
                 self.stalled.store(true, Ordering::Relaxed);

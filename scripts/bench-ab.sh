@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# A/B of two gateway builds (`make bench-ab A=… B=…`): on a shared 2-vCPU machine one
+# bench-overhead run after another can differ by 2x in the direct figures alone (neighbours'
+# load comes and goes), so comparing a change against the build before it needs both measured in
+# the same minutes. Here both gateways run at once, pinned to the same CPU, behind the same nginx
+# upstream (bench/nginx/upstream.conf.template), and ROUNDS rounds alternate between them: per
+# round and build, oha for DURATION seconds at each concurrency (RPS, p50, and the gateway's CPU
+# time per request from /proc/<pid>/stat), then a TTFT probe (sequential streamed requests on one
+# keep-alive connection, time to the first content frame). The summary gives each build's median
+# over the rounds and B/A.
+#
+# Usage: scripts/bench-ab.sh A_BIN B_BIN
+# Env: ROUNDS (4), DURATION (3), CONCURRENCY ("1 64"), MODE (sse | json; default sse),
+#      TTFT_N (600 per round), OHA (default ~/.cache/ferrogate/tools/bin/oha).
+# Output: a markdown report on stdout and under bench-results/ab-<timestamp>/ (gitignored).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[ "$#" -eq 2 ] || fg_die "usage: scripts/bench-ab.sh A_BIN B_BIN (two ferrogate binaries)"
+BINS=("$1" "$2")
+for b in "${BINS[@]}"; do [ -x "$b" ] || fg_die "not an executable: $b"; done
+ROUNDS="${ROUNDS:-4}"
+DURATION="${DURATION:-3}"
+read -r -a CONCURRENCY <<<"${CONCURRENCY:-1 64}"
+MODE="${MODE:-sse}"
+TTFT_N="${TTFT_N:-600}"
+OHA="${OHA:-$FG_TOOLS/bin/oha}"
+[ -x "$OHA" ] || fg_die "oha not found at $OHA: run scripts/setup.sh --bench"
+fg_have nginx || fg_die "nginx not found: run scripts/setup.sh --bench"
+case "$MODE" in sse | json) ;; *) fg_die "MODE must be sse or json" ;; esac
+PIN_SERVER=() PIN_LOAD=()
+if fg_have taskset && [ "$(nproc)" -ge 2 ]; then PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1-$(($(nproc) - 1))); fi
+
+OUT="$FG_ROOT/bench-results/ab-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$OUT/nginx"
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do fg_stop_pid "$pid"; done
+}
+trap cleanup EXIT
+
+NGINX_PORT="$(fg_free_port)"
+PROXY_PORT="$(fg_free_port)"
+sed -e "s|@PREFIX@|$OUT/nginx|g; s|@PROXY_PORT@|$PROXY_PORT|g; s|@PORT@|$NGINX_PORT|g; s|@WORKERS@|1|g" \
+  "$FG_ROOT/bench/nginx/upstream.conf.template" >"$OUT/nginx.conf"
+"${PIN_SERVER[@]}" nginx -p "$OUT/nginx" -c "$OUT/nginx.conf" -e "$OUT/nginx/error.log" >"$OUT/nginx.log" 2>&1 &
+PIDS+=("$!")
+fg_wait_http "http://127.0.0.1:$NGINX_PORT/json/v1/models" 10 "${PIDS[0]}" || fg_die "nginx did not start"
+
+PORTS=()
+for i in 0 1; do
+  port="$(fg_free_port)"
+  PORTS+=("$port")
+  cat >"$OUT/gateway-$i.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+[log]
+level = "warn"
+[backends.fast]
+kind = "openai"
+base_url = "http://127.0.0.1:$NGINX_PORT/$MODE/v1"
+[deployments.fast]
+backends = ["fast"]
+TOML
+  "${PIN_SERVER[@]}" "${BINS[$i]}" serve --config "$OUT/gateway-$i.toml" >"$OUT/gateway-$i.log" 2>&1 &
+  PIDS+=("$!")
+  fg_wait_http "http://127.0.0.1:$port/ready" 30 "$!" || fg_die "gateway ${BINS[$i]} did not get ready"
+done
+GW_PIDS=("${PIDS[1]}" "${PIDS[2]}")
+STREAM=false
+[ "$MODE" = json ] || STREAM=true
+BODY="{\"model\":\"fast\",\"stream\":$STREAM,\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+fg_log "A = ${BINS[0]}, B = ${BINS[1]}: $ROUNDS rounds of ${CONCURRENCY[*]} x ${DURATION}s ($MODE), load $(fg_load1)"
+for round in $(seq 1 "$ROUNDS"); do
+  for i in 0 1; do
+    port="${PORTS[$i]}"
+    for c in "${CONCURRENCY[@]}"; do
+      before="$(cpu_ticks "${GW_PIDS[$i]}")"
+      "${PIN_LOAD[@]}" "$OHA" -z "${DURATION}s" -c "$c" --no-tui --output-format json -m POST \
+        -H 'content-type: application/json' -d "$BODY" "http://127.0.0.1:$port/v1/chat/completions" \
+        >"$OUT/oha-$round-$i-c$c.json"
+      echo "$before $(cpu_ticks "${GW_PIDS[$i]}") $(getconf CLK_TCK)" >"$OUT/cpu-$round-$i-c$c.txt"
+    done
+    if [ "$MODE" = sse ]; then
+      "${PIN_LOAD[@]}" python3 - "$port" "$TTFT_N" >"$OUT/ttft-$round-$i.json" <<'PY'
+import http.client, json, socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+body = json.dumps({"model": "fast", "stream": True, "messages": [{"role": "user", "content": "Hello"}]})
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+conn.connect()
+conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def once():
+    t0 = time.perf_counter_ns()
+    conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+    resp, first = conn.getresponse(), None
+    for line in iter(resp.readline, b""):
+        if first is None and line.startswith(b"data:") and not line.startswith(b"data: [DONE]"):
+            choices = json.loads(line[5:]).get("choices") or [{}]
+            if (choices[0].get("delta") or {}).get("content"):
+                first = time.perf_counter_ns()
+    resp.read()
+    if first is None:
+        sys.exit("stream had no content chunk")
+    return (first - t0) / 1000
+for _ in range(min(100, n)):
+    once()
+xs = sorted(once() for _ in range(n))
+print(json.dumps({"p50_us": xs[len(xs) // 2], "p90_us": xs[int(len(xs) * 0.9)]}))
+PY
+    fi
+  done
+done
+
+python3 - "$OUT" "$ROUNDS" "$MODE" "${BINS[0]}" "${BINS[1]}" "${CONCURRENCY[@]}" <<'PY' | tee "$OUT/report.md"
+import datetime, json, os, statistics, subprocess, sys
+out, rounds, mode, a, b, concs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if l.startswith("Model name")), "?")
+med = statistics.median
+def oha(r, i, c):
+    d = json.load(open(f"{out}/oha-{r}-{i}-c{c}.json"))
+    n = sum(d["statusCodeDistribution"].values())
+    ok = d["statusCodeDistribution"].get("200", 0)
+    t0, t1, hz = map(float, open(f"{out}/cpu-{r}-{i}-c{c}.txt").read().split())
+    return d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p50"] * 1e6, (t1 - t0) / hz * 1e6 / max(n, 1), n - ok
+date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+print(f"## A/B ({os.path.basename(out)}): {mode}, {rounds} rounds, both gateways pinned to one CPU\n")
+print(f"Machine: {os.cpu_count()} CPUs, {cpu}; {date}\n\nA: `{a}`  \nB: `{b}`\n")
+print("| measure | A (median) | B (median) | B / A | A per round | B per round |")
+print("|---|---:|---:|---:|---|---|")
+for c in concs:
+    rows = {i: [oha(r, i, c) for r in range(1, rounds + 1)] for i in (0, 1)}
+    for k, name in ((0, f"RPS, c={c}"), (1, f"p50 µs, c={c}"), (2, f"gateway CPU µs per request, c={c}")):
+        va, vb = [x[k] for x in rows[0]], [x[k] for x in rows[1]]
+        print(f"| {name} | {med(va):,.0f} | {med(vb):,.0f} | {med(vb) / med(va):.2f} | "
+              f"{' '.join(f'{x:,.0f}' for x in va)} | {' '.join(f'{x:,.0f}' for x in vb)} |")
+    errs = [x[3] for i in (0, 1) for x in rows[i]]
+    if any(errs):
+        print(f"| non-200 answers, c={c} | {sum(x[3] for x in rows[0])} | {sum(x[3] for x in rows[1])} | | | |")
+if mode == "sse":
+    for k in ("p50_us", "p90_us"):
+        va = [json.load(open(f"{out}/ttft-{r}-0.json"))[k] for r in range(1, rounds + 1)]
+        vb = [json.load(open(f"{out}/ttft-{r}-1.json"))[k] for r in range(1, rounds + 1)]
+        print(f"| TTFT {k[:3]} µs (probe) | {med(va):,.0f} | {med(vb):,.0f} | {med(vb) / med(va):.2f} | "
+              f"{' '.join(f'{x:,.0f}' for x in va)} | {' '.join(f'{x:,.0f}' for x in vb)} |")
+PY
