@@ -4,7 +4,8 @@
 # slots each, its RAM prompt cache off so an engine's cache is its slots) behind one ferrogate with
 # three deployments over the same two backends: `routing = "prefix"`, `"p2c"` (the default) and
 # `"round_robin"`. The workload: BENCH_TENANTS tenants, each with its own long system prompt
-# (BENCH_PREFIX_WORDS words), asking short questions; BENCH_CONCURRENCY clients in a closed loop,
+# (BENCH_PREFIX_WORDS words), asking short questions; BENCH_CONCURRENCY clients in a closed loop
+# (each load point of the list in turn: 2 = one request in flight per engine, 4 = two),
 # BENCH_REQUESTS streamed requests per routing mode, the same tenant/question sequence for each.
 # The prefix set (16 tenants) is larger than one engine's cache (12 slots) but fits in the two
 # together with room to spare, and the engines have more slots than requests in flight (an
@@ -21,7 +22,8 @@
 # `x-ferrogate-backend-route` reasons of the measured requests.
 #
 # Usage: scripts/bench-routing.sh
-# Env: BENCH_TENANTS (16), BENCH_SLOTS (12), BENCH_CONCURRENCY (4), BENCH_REQUESTS (240),
+# Env: BENCH_TENANTS (16), BENCH_SLOTS (12), BENCH_CONCURRENCY ("2 4"), BENCH_REQUESTS (240),
+#      BENCH_CACHE_RAM (0: llama-server's RAM prompt cache off, else its size in MiB),
 #      BENCH_WARMUP (1), BENCH_LOG (the gateway's log level, warn),
 #      BENCH_PREFIX_WORDS (400), BENCH_MAX_TOKENS (16), BENCH_MODES ("prefix p2c round_robin"),
 #      BENCH_ROUTING (extra [routing] lines for the scorer, e.g. "guard_pending = 2"),
@@ -34,7 +36,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TENANTS="${BENCH_TENANTS:-16}"
 SLOTS="${BENCH_SLOTS:-12}"
-CONCURRENCY="${BENCH_CONCURRENCY:-4}"
+# The engines' RAM prompt cache (llama-server --cache-ram, MiB; 0 = off, the engine's cache is then
+# its slots).
+CACHE_RAM="${BENCH_CACHE_RAM:-0}"
+CONCURRENCY="${BENCH_CONCURRENCY:-2 4}"
 REQUESTS="${BENCH_REQUESTS:-240}"
 WARMUP="${BENCH_WARMUP:-1}"
 PREFIX_WORDS="${BENCH_PREFIX_WORDS:-400}"
@@ -77,7 +82,7 @@ start_engines() {
   for i in 0 1; do
     port="${ENGINE_PORTS[$i]}"
     "$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$port" -t 1 -tb 1 -np "$SLOTS" \
-      -c $((SLOTS * CTX_PER_SLOT)) --metrics --cache-ram 0 --no-webui --jinja \
+      -c $((SLOTS * CTX_PER_SLOT)) --metrics --cache-ram "$CACHE_RAM" --no-webui --jinja \
       >"$OUT/llama-$1-$i.log" 2>&1 &
     ENGINE_PIDS+=("$!")
   done
@@ -134,7 +139,7 @@ stop_engines
 
 # measure MODE: the workload through deployment route-MODE; one JSON line per request.
 measure() {
-  python3 - "$1" "http://127.0.0.1:$GW_PORT" "$TENANTS" "$CONCURRENCY" "$REQUESTS" "$PREFIX_WORDS" "$MAX_TOKENS" "$WARMUP" <<'PY'
+  python3 - "$1" "http://127.0.0.1:$GW_PORT" "$TENANTS" "$2" "$REQUESTS" "$PREFIX_WORDS" "$MAX_TOKENS" "$WARMUP" <<'PY'
 import http.client, json, random, sys, threading, time
 from urllib.parse import urlparse
 
@@ -210,22 +215,25 @@ print(json.dumps({"wall_s": round(wall, 3)}))
 PY
 }
 
-for mode in $MODES; do
-  fg_log "routing = $mode: $REQUESTS requests, $TENANTS tenants, concurrency $CONCURRENCY, $SLOTS slots per engine"
-  start_engines "$mode"
-  sleep 2 # health checks and the load scrape see the fresh engines
-  load_before="$(fg_load1)"
-  measure "$mode" >"$OUT/$mode.jsonl"
-  engine_metrics "$mode"
-  printf '%s %s\n' "$load_before" "$(fg_load1)" >"$OUT/$mode.load"
-  stop_engines
+for conc in $CONCURRENCY; do
+  for mode in $MODES; do
+    fg_log "routing = $mode: $REQUESTS requests, $TENANTS tenants, concurrency $conc, $SLOTS slots per engine"
+    start_engines "$mode-c$conc"
+    sleep 2 # health checks and the load scrape see the fresh engines
+    load_before="$(fg_load1)"
+    measure "$mode" "$conc" >"$OUT/$mode-c$conc.jsonl"
+    engine_metrics "$mode-c$conc"
+    printf '%s %s\n' "$load_before" "$(fg_load1)" >"$OUT/$mode-c$conc.load"
+    stop_engines
+  done
 done
 
-python3 - "$OUT" "$MODES" "$TENANTS" "$SLOTS" "$CONCURRENCY" "$REQUESTS" "$PREFIX_WORDS" "$MAX_TOKENS" "$WARMUP" <<'PY' | tee "$OUT/report.md"
+python3 - "$OUT" "$MODES" "$TENANTS" "$SLOTS" "$CONCURRENCY" "$REQUESTS" "$PREFIX_WORDS" "$MAX_TOKENS" "$WARMUP" "$CACHE_RAM" <<'PY' | tee "$OUT/report.md"
 import collections, json, sys
 from pathlib import Path
 out, modes = Path(sys.argv[1]), sys.argv[2].split()
-tenants, slots, conc, total, words, max_tokens, warmup = sys.argv[3:10]
+tenants, slots, conc, total, words, max_tokens, warmup, cache_ram = sys.argv[3:11]
+ram = "RAM prompt cache off" if cache_ram == "0" else f"RAM prompt cache {cache_ram} MiB"
 
 def pct(xs, p):
     xs = sorted(xs)
@@ -240,32 +248,39 @@ def counter(mode, name):
     return int(n)
 
 print(f"# Routing: prefix affinity vs P2C vs round robin\n")
-print(f"Two llama-servers (SmolLM2-135M Q4_1, 1 thread, {slots} slots, RAM prompt cache off) behind one ferrogate; "
-      f"{tenants} tenants with a {words}-word system prompt each, {total} streamed requests per mode, "
-      f"{conc} clients in a closed loop, {max_tokens} tokens per answer, "
+print(f"Two llama-servers (SmolLM2-135M Q4_1, 1 thread, {slots} slots, {ram}) behind one ferrogate; "
+      f"{tenants} tenants with a {words}-word system prompt each, {total} streamed requests per mode and load point, "
+      f"{max_tokens} tokens per answer, "
       f"{'after one unmeasured request per tenant' if warmup == '1' else 'from cold'}.\n")
-print("| routing | ok | p50 TTFT ms | p90 TTFT ms | p99 TTFT ms | tokens/s | requests/s | prompt tokens prefilled | reused from cache | route reasons | load avg before/after |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
-p90 = {}
-for mode in modes:
-    rows = [json.loads(l) for l in (out / f"{mode}.jsonl").read_text().splitlines() if l.strip()]
-    wall = next(r["wall_s"] for r in rows if "wall_s" in r)
-    reqs = [r for r in rows if "tenant" in r]
-    ok = [r for r in reqs if "error" not in r]
-    ttft = [r["ttft_ms"] for r in ok]
-    toks = sum(r["tokens"] for r in ok)
-    reasons = collections.Counter(part.split("=", 1)[1] for r in reqs for part in r["route"].split("; ") if part.startswith("reason="))
-    p90[mode] = pct(ttft, 90)
-    load = (out / f"{mode}.load").read_text().split()
-    print(f"| {mode} | {len(ok)}/{len(reqs)} | {pct(ttft, 50):.0f} | {p90[mode]:.0f} | {pct(ttft, 99):.0f} | "
-          f"{toks / wall:.1f} | {len(ok) / wall:.2f} | {counter(mode, 'prompt_tokens_total')} | "
-          f"{counter(mode, 'prompt_tokens_cached_total')} | "
-          f"{', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))} | {load[0]} / {load[1]} |")
-if "prefix" in p90:
-    for other in ("p2c", "round_robin"):
-        if other in p90 and p90["prefix"] > 0:
-            print(f"\np90 TTFT, {other} / prefix: {p90[other] / p90['prefix']:.2f}x")
-    if "p2c" in p90 and p90["prefix"] > 0:
-        r = p90["p2c"] / p90["prefix"]
-        print(f"\nissue 22: p90 TTFT with prefix routing >= 2x better than P2C: {'PASS' if r >= 2 else 'FAIL'} ({r:.2f}x)")
+verdicts = []
+for c in conc.split():
+    print(f"\n## {c} clients in a closed loop\n")
+    print("| routing | ok | p50 TTFT ms | p90 TTFT ms | p99 TTFT ms | tokens/s | requests/s | prompt tokens prefilled | reused from cache | route reasons | load avg before/after |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    p90, tps = {}, {}
+    for mode in modes:
+        run = f"{mode}-c{c}"
+        rows = [json.loads(l) for l in (out / f"{run}.jsonl").read_text().splitlines() if l.strip()]
+        wall = next(r["wall_s"] for r in rows if "wall_s" in r)
+        reqs = [r for r in rows if "tenant" in r]
+        ok = [r for r in reqs if "error" not in r]
+        ttft = [r["ttft_ms"] for r in ok]
+        toks = sum(r["tokens"] for r in ok)
+        reasons = collections.Counter(part.split("=", 1)[1] for r in reqs for part in r["route"].split("; ") if part.startswith("reason="))
+        p90[mode], tps[mode] = pct(ttft, 90), toks / wall
+        load = (out / f"{run}.load").read_text().split()
+        print(f"| {mode} | {len(ok)}/{len(reqs)} | {pct(ttft, 50):.0f} | {p90[mode]:.0f} | {pct(ttft, 99):.0f} | "
+              f"{toks / wall:.1f} | {len(ok) / wall:.2f} | {counter(run, 'prompt_tokens_total')} | "
+              f"{counter(run, 'prompt_tokens_cached_total')} | "
+              f"{', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))} | {load[0]} / {load[1]} |")
+    if "prefix" in p90 and p90["prefix"] > 0:
+        for other in ("p2c", "round_robin"):
+            if other in p90:
+                print(f"\np90 TTFT, {other} / prefix: {p90[other] / p90['prefix']:.2f}x; tokens/s prefix / {other}: "
+                      f"{tps['prefix'] / tps[other]:.2f}x")
+        if "p2c" in p90:
+            r = p90["p2c"] / p90["prefix"]
+            verdicts.append(f"{c} clients: {'PASS' if r >= 2 else 'FAIL'} ({r:.2f}x)")
+if verdicts:
+    print(f"\nissue 22: p90 TTFT with prefix routing >= 2x better than P2C: {'; '.join(verdicts)}")
 PY
