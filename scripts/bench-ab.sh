@@ -6,7 +6,7 @@
 # upstream (bench/nginx/upstream.conf.template), and ROUNDS rounds alternate between them: per
 # round and build, oha for DURATION seconds at each concurrency (RPS, p50, and the gateway's CPU
 # time per request from /proc/<pid>/stat), then a TTFT probe (sequential streamed requests on one
-# keep-alive connection, time to the first content frame). The summary gives each build's median
+# keep-alive connection, time to the first content frame: bench/ttft_probe.py, as bench-overhead). The summary gives each build's median
 # over the rounds and B/A.
 #
 # Usage: scripts/bench-ab.sh A_BIN B_BIN
@@ -86,31 +86,8 @@ for round in $(seq 1 "$ROUNDS"); do
       echo "$before $(cpu_ticks "${GW_PIDS[$i]}") $(getconf CLK_TCK)" >"$OUT/cpu-$round-$i-c$c.txt"
     done
     if [ "$MODE" = sse ]; then
-      "${PIN_LOAD[@]}" python3 - "$port" "$TTFT_N" >"$OUT/ttft-$round-$i.json" <<'PY'
-import http.client, json, socket, sys, time
-port, n = int(sys.argv[1]), int(sys.argv[2])
-body = json.dumps({"model": "fast", "stream": True, "messages": [{"role": "user", "content": "Hello"}]})
-conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-conn.connect()
-conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-def once():
-    t0 = time.perf_counter_ns()
-    conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
-    resp, first = conn.getresponse(), None
-    for line in iter(resp.readline, b""):
-        if first is None and line.startswith(b"data:") and not line.startswith(b"data: [DONE]"):
-            choices = json.loads(line[5:]).get("choices") or [{}]
-            if (choices[0].get("delta") or {}).get("content"):
-                first = time.perf_counter_ns()
-    resp.read()
-    if first is None:
-        sys.exit("stream had no content chunk")
-    return (first - t0) / 1000
-for _ in range(min(100, n)):
-    once()
-xs = sorted(once() for _ in range(n))
-print(json.dumps({"p50_us": xs[len(xs) // 2], "p90_us": xs[int(len(xs) * 0.9)]}))
-PY
+      "${PIN_LOAD[@]}" python3 "$FG_ROOT/bench/ttft_probe.py" "$port" /v1/chat/completions "$TTFT_N" "$BODY" \
+        >"$OUT/ttft-$round-$i.json" || fg_die "TTFT probe failed against ${BINS[$i]}"
     fi
   done
 done
