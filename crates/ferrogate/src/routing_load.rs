@@ -109,6 +109,8 @@ fn scrape_round(
     let mut wanted: Vec<Key> = prefix().map(|t| (t.backend.name().to_owned(), t.upstream_model.clone())).collect();
     wanted.sort();
     wanted.dedup();
+    // Readings of backends no longer routed to (removed by a reload or a discovery) are dropped.
+    lock(readings).latest.retain(|k, _| wanted.binary_search(k).is_ok());
     for key in wanted {
         let Some(probe) = probes.get(&key.0).cloned() else { continue };
         if !lock(readings).pending.insert(key.clone()) {

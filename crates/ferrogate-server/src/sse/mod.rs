@@ -195,21 +195,8 @@ impl<F: Frames> Pump<F> {
                 }
             };
             last = Instant::now();
-            let more = match step {
-                Some(Ok(ev)) => {
-                    self.render(ev, &mut out);
-                    true
-                }
-                Some(Err(e)) => {
-                    self.fail(e, &mut out);
-                    false
-                }
-                None => {
-                    self.close(&mut out);
-                    false
-                }
-            };
-            if self.send_all(&tx, &mut out).await.is_err() || !more {
+            let ended = self.step(step, &mut out);
+            if self.send_all(&tx, &mut out).await.is_err() || ended {
                 return;
             }
         }
@@ -219,20 +206,31 @@ impl<F: Frames> Pump<F> {
     /// for any. True when the stream ended among them (closed or failed: settled).
     fn render_ready(&mut self, events: &mut EventStream, out: &mut Vec<Bytes>) -> bool {
         for _ in 0..READY_EVENTS {
-            match events.next().now_or_never() {
-                None => return false,
-                Some(Some(Ok(ev))) => self.render(ev, out),
-                Some(Some(Err(e))) => {
-                    self.fail(e, out);
-                    return true;
-                }
-                Some(None) => {
-                    self.close(out);
-                    return true;
-                }
+            let Some(next) = events.next().now_or_never() else { return false };
+            if self.step(next, out) {
+                return true;
             }
         }
         false
+    }
+
+    /// What the stream yielded next, rendered: an event, or its end (closed or failed: settled).
+    /// True when the stream ended.
+    fn step(&mut self, next: Option<Result<StreamEvent, BackendError>>, out: &mut Vec<Bytes>) -> bool {
+        match next {
+            Some(Ok(ev)) => {
+                self.render(ev, out);
+                false
+            }
+            Some(Err(e)) => {
+                self.fail(e, out);
+                true
+            }
+            None => {
+                self.close(out);
+                true
+            }
+        }
     }
 
     /// The frames of one backend event, and what settle learns from it.
