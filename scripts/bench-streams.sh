@@ -7,23 +7,28 @@
 # release): `upstream` drips FRAMES content chunks per stream, one every PACE_MS, then usage and
 # `data: [DONE]`; `clients` opens STREAMS streams, one connection each, started evenly over
 # RAMP_MS (so the accept queue is not what is measured), reads every frame and times the gaps.
-# Three targets, one after the other, against the same upstream:
+# Up to four targets (TARGETS), one after the other, against the same upstream:
 #   direct     the clients straight to the upstream: the harness's own ceiling on this machine;
 #   nginx      nginx reverse-proxying them, unbuffered (bench/nginx/soak-proxy.conf.template, its
 #              connection limits raised for STREAMS): what a mature C proxy needs for the work;
 #   ferrogate  a release gateway with an `openai` backend, the deployment's `concurrency` and
-#              `server.max_connections` raised to hold every stream.
+#              `server.max_connections` raised to hold every stream: an upstream connection per
+#              stream (HTTP/1.1, as inference engines speak it);
+#   ferrogate-h2  the same gateway, its backend set to `http2_prior_knowledge = true`: every
+#              stream is an HTTP/2 stream of one upstream connection (h2c).
 # Reported per target: streams ok, failures by reason, peak open at once, the longest pause
 # between two frames (overall and p99 of the per-stream longest), time to first byte, the proxy's
 # RSS (before, peak, after) and CPU seconds. Then the stream ceiling and PASS/FAIL for "every
-# frame delivered, no gap over 10x the pace" and "RSS <= 200 MB" (a target set at 10,000 streams).
+# frame delivered, no gap over 10x the pace" and "RSS <= 200 MB" (a target set at 10,000 streams)
+# for each gateway target.
 #
 # Usage: scripts/bench-streams.sh
 # Env: STREAMS (10000), PACE_MS (100), FRAMES (50: each stream lives ~FRAMES x PACE_MS),
-#      RAMP_MS (2000), FERROGATE_BIN (a prebuilt gateway; default target/release/ferrogate, built
+#      RAMP_MS (2000), TARGETS ("direct nginx ferrogate ferrogate-h2"), FERROGATE_BIN (a prebuilt gateway; default target/release/ferrogate, built
 #      when missing), FG_STREAMS_BIN (a prebuilt fg-streams; default: built in release here).
-# Each process holds a socket per stream and the proxy two, so the open-files limit must cover
-# 2 x STREAMS + 1024: the script raises it to the hard limit (as root, past it) or stops.
+# Each process holds a socket per stream and a proxy with an upstream connection per stream two,
+# so the open-files limit must cover 2 x STREAMS + 1024 (STREAMS + 1024 when TARGETS names only
+# direct and ferrogate-h2): the script raises it to the hard limit (as root, past it) or stops.
 # Output: a markdown report on stdout and under bench-results/streams-<timestamp>/ with the raw
 # JSON, the gateway's config and the logs' ends (gitignored).
 set -euo pipefail
@@ -34,12 +39,22 @@ STREAMS="${STREAMS:-10000}"
 PACE_MS="${PACE_MS:-100}"
 FRAMES="${FRAMES:-50}"
 RAMP_MS="${RAMP_MS:-2000}"
+TARGETS="${TARGETS:-direct nginx ferrogate ferrogate-h2}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$FG_ROOT/target}"
+wants() { [[ " $TARGETS " == *" $1 "* ]]; }
+for t in $TARGETS; do
+  case "$t" in direct | nginx | ferrogate | ferrogate-h2) ;; *) fg_die "unknown target '$t' in TARGETS" ;; esac
+done
 
 # === open files ===
 
-need=$((STREAMS * 2 + 1024))
-fg_raise_nofile "$need" "2 x STREAMS + 1024"
+if wants nginx || wants ferrogate; then
+  need=$((STREAMS * 2 + 1024))
+  fg_raise_nofile "$need" "2 x STREAMS + 1024 for nginx and ferrogate; TARGETS=\"direct ferrogate-h2\" needs half"
+else
+  need=$((STREAMS + 1024))
+  fg_raise_nofile "$need" "STREAMS + 1024"
+fi
 
 # === binaries ===
 
@@ -57,7 +72,7 @@ if [ -z "${FERROGATE_BIN:-}" ] && [ ! -x "$BIN" ]; then
   (cd "$FG_ROOT" && cargo build --release -p ferrogate)
 fi
 [ -x "$BIN" ] || fg_die "no ferrogate binary at $BIN"
-fg_have nginx || fg_die "nginx not found: run scripts/setup.sh --bench (installs nginx-light)"
+! wants nginx || fg_have nginx || fg_die "nginx not found: run scripts/setup.sh --bench (installs nginx-light)"
 
 TMP="$(mktemp -d)"
 RESULTS="$FG_ROOT/bench-results/streams-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -66,7 +81,7 @@ PIDS=()
 cleanup() {
   local rc=$? pid log
   for pid in "${PIDS[@]}"; do fg_stop_pid "$pid" 5; done
-  for log in ferrogate.log nginx-error.log upstream.log; do
+  for log in ferrogate.log ferrogate-h2.log nginx-error.log upstream.log; do
     [ ! -f "$TMP/$log" ] || tail -n 200 "$TMP/$log" >"$RESULTS/$log"
   done
   rm -rf "$TMP"
@@ -84,6 +99,7 @@ fg_wait_http "http://127.0.0.1:$UP_PORT/v1/models" 10 "$UP_PID" || fg_die "the u
 
 # === nginx, the reference proxy (the soak's config, its connection limits raised) ===
 
+start_nginx() {
 NGINX_PORT="$(fg_free_port)"
 mkdir -p "$TMP/nginx"
 sed -e "s|@PREFIX@|$TMP/nginx|g; s|@PORT@|$NGINX_PORT|g; s|@UPSTREAM@|127.0.0.1:$UP_PORT|g" \
@@ -97,11 +113,13 @@ NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 fg_wait_http "http://127.0.0.1:$NGINX_PORT/v1/models" 10 "$NGINX_PID" || fg_die "nginx did not start"
 NGINX_PIDS="$NGINX_PID,$(pgrep -P "$NGINX_PID" | paste -sd, -)"
+}
 
 # === ferrogate ===
 
+start_gateway() { # NAME EXTRA-BACKEND-LINE: sets GW_PORT, GW_PID
 GW_PORT="$(fg_free_port)"
-cat >"$TMP/ferrogate.toml" <<EOF
+cat >"$TMP/$1.toml" <<EOF
 [server]
 listen = "127.0.0.1:$GW_PORT"
 # Every stream holds one client connection: the default cap (10,000) would refuse the last ones.
@@ -110,6 +128,7 @@ max_connections = $((STREAMS + 1024))
 [backends.drip]
 kind = "openai"
 base_url = "http://127.0.0.1:$UP_PORT/v1"
+$2
 
 # An HTTP backend's default concurrency (queue.backend_concurrency, 64, plus a queue of 64)
 # would answer the rest 503 queue_full, by design: hold every stream.
@@ -117,12 +136,14 @@ base_url = "http://127.0.0.1:$UP_PORT/v1"
 backends = ["drip"]
 concurrency = $STREAMS
 EOF
-cp "$TMP/ferrogate.toml" "$RESULTS/ferrogate.toml"
-"$BIN" serve --config "$TMP/ferrogate.toml" >"$TMP/ferrogate.log" 2>&1 &
+cp "$TMP/$1.toml" "$RESULTS/$1.toml"
+"$BIN" serve --config "$TMP/$1.toml" >"$TMP/$1.log" 2>&1 &
 GW_PID=$!
 PIDS+=("$GW_PID")
-fg_wait_http "http://127.0.0.1:$GW_PORT/ready" 30 "$GW_PID" || fg_die "ferrogate did not become ready (log: $TMP/ferrogate.log)"
-fg_log "upstream :$UP_PORT, nginx :$NGINX_PORT, ferrogate :$GW_PORT (pid $GW_PID); $STREAMS streams x $FRAMES frames every $PACE_MS ms"
+fg_wait_http "http://127.0.0.1:$GW_PORT/ready" 30 "$GW_PID" || fg_die "$1 did not become ready (log: $TMP/$1.log)"
+fg_log "$1 :$GW_PORT (pid $GW_PID)"
+}
+fg_log "upstream :$UP_PORT; $STREAMS streams x $FRAMES frames every $PACE_MS ms; targets: $TARGETS"
 
 # === the runs ===
 
@@ -133,19 +154,39 @@ run() { # TARGET PORT PIDS
     --frames "$FRAMES" --pid "$3" --timeout-s "$TIMEOUT_S" >"$RESULTS/$1.json"
   fg_load1 >"$RESULTS/$1.load"
 }
-run direct "$UP_PORT" "$UP_PID"
-run nginx "$NGINX_PORT" "$NGINX_PIDS"
-run ferrogate "$GW_PORT" "$GW_PID"
+# Each proxy starts just before its run and stops after it, so none holds memory or CPU in
+# another's run.
+for t in $TARGETS; do
+  case "$t" in
+    direct) run direct "$UP_PORT" "$UP_PID" ;;
+    nginx)
+      start_nginx
+      run nginx "$NGINX_PORT" "$NGINX_PIDS"
+      fg_stop_pid "$NGINX_PID" 5
+      ;;
+    ferrogate)
+      start_gateway ferrogate ""
+      run ferrogate "$GW_PORT" "$GW_PID"
+      fg_stop_pid "$GW_PID" 10
+      ;;
+    ferrogate-h2)
+      start_gateway ferrogate-h2 "http2_prior_knowledge = true   # every stream on one h2c connection"
+      run ferrogate-h2 "$GW_PORT" "$GW_PID"
+      fg_stop_pid "$GW_PID" 10
+      ;;
+  esac
+done
 
 # === report ===
 
-COMMAND="STREAMS=$STREAMS PACE_MS=$PACE_MS FRAMES=$FRAMES RAMP_MS=$RAMP_MS scripts/bench-streams.sh (ferrogate: $BIN)"
-python3 - "$RESULTS" "$STREAMS" "$PACE_MS" "$COMMAND" <<'EOF' | tee "$RESULTS/report.md"
+COMMAND="STREAMS=$STREAMS PACE_MS=$PACE_MS FRAMES=$FRAMES RAMP_MS=$RAMP_MS TARGETS=\"$TARGETS\" scripts/bench-streams.sh (ferrogate: $BIN)"
+# shellcheck disable=SC2086 # one argument per target
+python3 - "$RESULTS" "$STREAMS" "$PACE_MS" "$COMMAND" $TARGETS <<'EOF' | tee "$RESULTS/report.md"
 import datetime, json, os, platform, subprocess, sys
 res, streams, pace, command = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
             if l.startswith("Model name")), "?")
-runs = {t: json.load(open(f"{res}/{t}.json")) for t in ("direct", "nginx", "ferrogate")}
+runs = {t: json.load(open(f"{res}/{t}.json")) for t in sys.argv[5:]}
 load = {t: open(f"{res}/{t}.load").read().strip() for t in runs}
 date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 print(f"## Many streams ({os.path.basename(res)})\n")
@@ -163,18 +204,21 @@ for t, r in runs.items():
 def delivered(r):  # every stream ok, every frame, no gap over 10x the pace
     return r["ok"] == r["streams"] and r["frames_received"] == r["frames_expected"] and (r["max_gap_ms"] or 0) <= 10 * pace
 
-gw, direct = runs["ferrogate"], runs["direct"]
 print()
-if not delivered(direct):
+direct = runs.get("direct")
+if direct and not delivered(direct):
     print(f"**The harness itself did not hold {streams} streams** (direct: {direct['ok']} ok, max gap {direct['max_gap_ms']} ms):"
           " the proxies' figures below that ceiling are the machine's, not theirs.\n")
-if delivered(gw):
-    print(f"Stream ceiling: ferrogate held {gw['peak_open']} streams open at once and delivered every frame of all {streams}:"
-          f" the ceiling is at least {streams} on this machine (the run did not reach it).")
-else:
-    print(f"Stream ceiling: ferrogate delivered {gw['ok']} of {streams} streams whole (peak open {gw['peak_open']},"
-          f" max gap {gw['max_gap_ms']} ms): below {streams} at a {pace} ms pace on this machine.")
 at = "" if streams == 10000 else f" (measured at {streams} streams; the target is set at 10,000)"
-print(f"- every frame delivered, no gap > 10x pace ({10 * pace} ms): **{'PASS' if delivered(gw) else 'FAIL'}**{at}")
-print(f"- gateway RSS <= 200 MB: peak {gw['rss_peak_mb']} MB: **{'PASS' if gw['rss_peak_mb'] <= 200 else 'FAIL'}**{at}")
+for name in (t for t in runs if t.startswith("ferrogate")):
+    gw = runs[name]
+    if delivered(gw):
+        print(f"Stream ceiling ({name}): held {gw['peak_open']} streams open at once and delivered every frame of all {streams}:"
+              f" the ceiling is at least {streams} on this machine (the run did not reach it).")
+    else:
+        print(f"Stream ceiling ({name}): delivered {gw['ok']} of {streams} streams whole (peak open {gw['peak_open']},"
+              f" max gap {gw['max_gap_ms']} ms): below {streams} at a {pace} ms pace on this machine.")
+    print(f"- {name}: every frame delivered, no gap > 10x pace ({10 * pace} ms): **{'PASS' if delivered(gw) else 'FAIL'}**{at}")
+    print(f"- {name}: gateway RSS <= 200 MB: peak {gw['rss_peak_mb']} MB: **{'PASS' if gw['rss_peak_mb'] <= 200 else 'FAIL'}**{at}")
+    print()
 EOF

@@ -176,6 +176,89 @@ async fn finished_streams_give_their_connection_back_to_the_pool() {
     assert_eq!(f.accepted_connections(), 1);
 }
 
+#[tokio::test]
+async fn http2_prior_knowledge_carries_concurrent_streams_on_one_connection() {
+    let f = FakeUpstream::openai().await.unwrap();
+    // Each answer waits, so the three requests are in flight together: over HTTP/1.1 they
+    // would need three connections.
+    let slow =
+        || Reply::Delayed(Duration::from_millis(300), Box::new(fake::chat_sse(&["a", "b"], Some((1, 2))).into()));
+    for _ in 0..3 {
+        f.push(CHAT, slow());
+    }
+    let mut cfg = config(&f);
+    cfg.http2_prior_knowledge = true;
+    let b = backend(cfg);
+    let (x, y, z) = tokio::join!(stream_of(&b), stream_of(&b), stream_of(&b));
+    let expected = vec![
+        delta("a"),
+        delta("b"),
+        StreamEvent::Finish(FinishReason::Stop),
+        StreamEvent::Usage(Usage::new(1, 2, None)),
+    ];
+    for items in [x, y, z] {
+        assert_eq!(oks(&items), expected);
+    }
+    assert_eq!(f.accepted_connections(), 1, "one shared HTTP/2 connection");
+    let seen = f.requests();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen.iter().all(|r| r.version == http::Version::HTTP_2),
+        "{:?}",
+        seen.iter().map(|r| r.version).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn without_prior_knowledge_plain_http_is_http1() {
+    let f = FakeUpstream::openai().await.unwrap();
+    assert_eq!(oks(&stream_of(&backend(config(&f))).await), default_events());
+    assert_eq!(f.last_request(CHAT).unwrap().version, http::Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn dropping_an_http2_stream_resets_it_upstream_and_keeps_the_connection() {
+    let f = FakeUpstream::openai().await.unwrap();
+    f.push(CHAT, fake::chat_sse(&["a", "b"], None).stall_after(2));
+    let mut cfg = config(&f);
+    cfg.http2_prior_knowledge = true;
+    let b = backend(cfg);
+    let mut s = b.chat_stream(chat_request()).await.unwrap();
+    assert_eq!(s.next().await.unwrap().unwrap(), delta("a"));
+    drop(s);
+    assert!(f.wait_for_disconnects(1, SECOND).await, "the upstream did not see the stream end within 1 s");
+    // The connection itself lives on for the next request.
+    assert_eq!(oks(&stream_of(&b).await), default_events());
+    assert_eq!(f.accepted_connections(), 1);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_against_an_http1_only_server_fails_fast_and_clearly() {
+    // An HTTP/1.1-only server (as uvicorn or llama.cpp's is): it answers the HTTP/2 preface with
+    // a 400 and closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n").await;
+        }
+    });
+    let mut cfg = OpenAiConfig::new(format!("http://127.0.0.1:{port}/v1"));
+    cfg.http2_prior_knowledge = true;
+    let t = Instant::now();
+    let err = match tokio::time::timeout(Duration::from_secs(5), backend(cfg).chat(chat_request())).await {
+        Ok(Err(e)) => e,
+        other => panic!("expected an error within 5 s, got {other:?}"),
+    };
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let text = err.to_string();
+    assert!(text.contains("http2_prior_knowledge = true"), "{text}");
+    assert!(err.retryable(), "nothing reached the client: another backend may be tried");
+}
+
 // === faults ===
 
 #[tokio::test]

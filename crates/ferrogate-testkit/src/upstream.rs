@@ -22,9 +22,9 @@ use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use bytes::Bytes;
 use futures::StreamExt;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -37,6 +37,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The HTTP version the request came over (HTTP/1.1, or HTTP/2 from a prior-knowledge client).
+    pub version: axum::http::Version,
 }
 
 impl Recorded {
@@ -375,7 +377,10 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         connections.spawn(async move {
             let _guard = guard;
             let svc = service_fn(move |req| handle(Arc::clone(&shared), req));
-            let _ = http1::Builder::new().timer(TokioTimer::new()).serve_connection(TokioIo::new(tcp), svc).await;
+            // HTTP/1.1, or HTTP/2 when the client opens with its preface (prior knowledge).
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new());
+            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
         });
         while connections.try_join_next().is_some() {}
     }
@@ -384,8 +389,13 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<Response<Body>, CloseConnection> {
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(Body::new(body), usize::MAX).await.unwrap_or_default();
-    let rec =
-        Recorded { method: parts.method.to_string(), path: parts.uri.path().to_owned(), headers: parts.headers, body };
+    let rec = Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        headers: parts.headers,
+        body,
+        version: parts.version,
+    };
     let mut reply = shared.reply_for(&rec.path);
     loop {
         match reply {

@@ -41,6 +41,10 @@ pub(crate) type Response = http::Response<Body>;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// TCP keep-alive probes find dead peers of long idle streams.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// HTTP/2 connections: a PING after this long without a frame from the upstream…
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// …and the connection (with every stream on it) is closed if the answer takes longer.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("ferrogate/", env!("CARGO_PKG_VERSION")));
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
@@ -53,6 +57,8 @@ pub(crate) struct ClientSettings<'a> {
     pub headers: &'a BTreeMap<String, String>,
     pub connect_timeout: Duration,
     pub pool_idle_per_host: usize,
+    /// Every connection speaks HTTP/2 (h2c with prior knowledge on `http://`).
+    pub http2_prior_knowledge: bool,
     pub proxy: Option<&'a str>,
     /// Extra roots (PEM) for a private CA.
     pub ca_file: Option<&'a std::path::Path>,
@@ -71,6 +77,8 @@ enum Transport {
 pub(crate) struct Upstream {
     transport: Transport,
     headers: HeaderMap,
+    /// `http2_prior_knowledge`: named in the error when a connection closes unanswered.
+    http2_only: bool,
 }
 
 /// One request being built: method, URI, headers, body.
@@ -84,7 +92,7 @@ impl Upstream {
         } else {
             Transport::Direct(direct(s)?)
         };
-        Ok(Self { transport, headers })
+        Ok(Self { transport, headers, http2_only: s.http2_prior_knowledge })
     }
 
     /// A request to `uri` (parsed once, when the backend was built) with the backend's headers.
@@ -105,7 +113,7 @@ impl Upstream {
     pub(crate) async fn send(&self, call: Call) -> Result<Response, BackendError> {
         let resp = match &self.transport {
             Transport::Direct(c) => {
-                let resp = c.request(call.0.map(Full::new)).await.map_err(|e| direct_error(&e))?;
+                let resp = c.request(call.0.map(Full::new)).await.map_err(|e| direct_error(&e, self.http2_only))?;
                 resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
             }
             Transport::Proxied(c) => {
@@ -175,18 +183,28 @@ fn direct(s: &ClientSettings<'_>) -> Result<Direct, String> {
     http.set_keepalive(Some(TCP_KEEPALIVE));
     http.set_connect_timeout(Some(s.connect_timeout));
     http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config(s.ca_file)?)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    let tls = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config(s.ca_file)?).https_or_http();
+    // With prior knowledge TLS offers only `h2` (a server that cannot speak it fails the
+    // handshake, clearly, rather than answering HTTP/1.1 to an HTTP/2 client).
+    let https = if s.http2_prior_knowledge {
+        tls.enable_http2().wrap_connector(http)
+    } else {
+        tls.enable_http1().enable_http2().wrap_connector(http)
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client
         .pool_max_idle_per_host(s.pool_idle_per_host)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(https))
+        // A shared HTTP/2 connection carries every stream of the host: a peer that stops
+        // answering is found by PINGs, not by the streams' token timeouts one by one.
+        .http2_keep_alive_interval(H2_PING_INTERVAL)
+        .http2_keep_alive_timeout(H2_PING_TIMEOUT);
+    if s.http2_prior_knowledge {
+        client.http2_only(true);
+    }
+    Ok(client.build(https))
 }
 
 /// rustls with the public web roots (as reqwest's `rustls-tls` had) and a `ca_file`'s certificates.
@@ -235,6 +253,9 @@ fn proxied(s: &ClientSettings<'_>) -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .use_rustls_tls()
         .no_proxy();
+    if s.http2_prior_knowledge {
+        builder = builder.http2_prior_knowledge();
+    }
     if let Some(p) = s.proxy {
         builder = builder.proxy(reqwest::Proxy::all(p).map_err(|e| format!("invalid proxy '{p}': {e}"))?);
     }
@@ -265,10 +286,16 @@ fn default_headers(s: &ClientSettings<'_>) -> Result<HeaderMap, String> {
 }
 
 /// A hyper-util client failure → the variant that says which phase failed (as reqwest's were).
-fn direct_error(e: &hyper_util::client::legacy::Error) -> BackendError {
+fn direct_error(e: &hyper_util::client::legacy::Error, http2_only: bool) -> BackendError {
     let detail = error_chain(e);
     if e.is_connect() {
         if timed_out(e) { BackendError::Timeout(TimeoutKind::Connect) } else { BackendError::Connect(detail) }
+    } else if http2_only {
+        // The usual cause: a server that speaks only HTTP/1.1 answered the HTTP/2 preface with
+        // a 400 and closed.
+        BackendError::Closed(format!(
+            "{detail} (the backend has http2_prior_knowledge = true: does the server speak HTTP/2 without being asked?)"
+        ))
     } else {
         // Sent, but the connection closed before any response: the upstream crashed or dropped
         // it. Nothing reached the client, so another attempt is safe.
@@ -302,6 +329,7 @@ mod tests {
             headers: &headers,
             connect_timeout: Duration::from_secs(1),
             pool_idle_per_host: 1,
+            http2_prior_knowledge: false,
             proxy: None,
             ca_file: None,
         };

@@ -38,6 +38,9 @@ pub struct OllamaConfig {
     /// Idle keep-alive connections kept to the server.
     #[serde(default = "defaults::pool_idle_per_host")]
     pub pool_idle_per_host: usize,
+    /// Speak HTTP/2 from the first byte (see the `openai` kind's `http2_prior_knowledge`).
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
     /// How long Ollama keeps the model loaded after a request: a Go duration (`"30m"`, `"1h"`)
     /// or seconds (`"300"`, `"-1"` = forever). Unset: Ollama's own default (5 minutes).
     #[serde(default)]
@@ -82,6 +85,7 @@ impl Default for OllamaConfig {
             total_timeout_ms: defaults::total_timeout_ms(),
             health_timeout_ms: defaults::health_timeout_ms(),
             pool_idle_per_host: defaults::pool_idle_per_host(),
+            http2_prior_knowledge: false,
             keep_alive: None,
             models: None,
             require_loaded: false,

@@ -68,6 +68,7 @@ impl OpenAiBackend {
             headers: &cfg.headers,
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             pool_idle_per_host: cfg.pool_idle_per_host,
+            http2_prior_knowledge: cfg.http2_prior_knowledge,
             proxy: cfg.proxy.as_deref(),
             ca_file: cfg.ca_file.as_deref(),
         })

@@ -43,6 +43,11 @@ pub struct OpenAiConfig {
     /// Idle keep-alive connections kept per upstream host.
     #[serde(default = "defaults::pool_idle_per_host")]
     pub pool_idle_per_host: usize,
+    /// Speak HTTP/2 from the first byte (`h2c` on `http://`, only `h2` offered on `https://`):
+    /// every request to the host is a stream of one shared connection instead of a connection
+    /// of its own. For upstreams that accept it (another gateway, Envoy, hyper/axum servers).
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
     /// Served models, reported instead of asking `/models` (for upstreams without it).
     #[serde(default)]
     pub models: Option<Vec<String>>,
@@ -76,6 +81,7 @@ impl OpenAiConfig {
             total_timeout_ms: defaults::total_timeout_ms(),
             health_timeout_ms: defaults::health_timeout_ms(),
             pool_idle_per_host: defaults::pool_idle_per_host(),
+            http2_prior_knowledge: false,
             models: None,
             proxy: None,
             ca_file: None,

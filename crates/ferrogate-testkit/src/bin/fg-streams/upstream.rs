@@ -3,7 +3,10 @@
 //! finish chunk, a usage chunk and `data: [DONE]`; without `stream` it answers the whole
 //! completion; `GET /v1/models` is the readiness probe.
 //!
-//! Invariant: a stream costs one connection task and one timer; the frames are shared `Bytes`,
+//! Speaks HTTP/1.1, and HTTP/2 to a client that opens with its preface (prior knowledge), with
+//! no cap on the streams of one connection.
+//!
+//! Invariant: a stream costs one task (its connection's, or its HTTP/2 stream's) and one timer; the frames are shared `Bytes`,
 //! never formatted per stream, so the upstream is not what limits the run.
 
 use std::convert::Infallible;
@@ -16,10 +19,10 @@ use futures::stream;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::interval;
 
@@ -60,6 +63,11 @@ const MODELS: &str = r#"{"object":"list","data":[{"id":"m","object":"model","cre
 pub async fn run(args: UpstreamArgs) -> anyhow::Result<()> {
     let listener = listen(SocketAddr::new(args.host, args.port))?;
     let drip = Arc::new(Drip::new(args.frames, Duration::from_millis(args.interval_ms)));
+    // HTTP/1.1, or HTTP/2 for a prior-knowledge client, with no cap on the streams of one
+    // connection (hyper's default is 200): a gateway may carry every stream over one.
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().max_concurrent_streams(None);
+    let builder = Arc::new(builder);
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -72,9 +80,10 @@ pub async fn run(args: UpstreamArgs) -> anyhow::Result<()> {
         };
         let _ = tcp.set_nodelay(true);
         let drip = Arc::clone(&drip);
+        let builder = Arc::clone(&builder);
         tokio::spawn(async move {
             let svc = service_fn(move |req| answer(req, Arc::clone(&drip)));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
         });
     }
 }
