@@ -1,5 +1,5 @@
-//! The accept side: one hyper-util connection (HTTP/1.1 or HTTP/2, detected) per TCP connection,
-//! driven with a timer, under a cap on open connections.
+//! The accept side: one hyper connection per TCP connection (HTTP/1.1, or HTTP/2 by its preface or
+//! ALPN), driven with a timer, under a cap on open connections.
 //!
 //! Invariants: a connection that has not sent a complete first request head within
 //! `header_read_timeout` of its accept is closed (HTTP/1 also gets hyper's header-read timer for
@@ -64,7 +64,10 @@ pub struct AcceptLimits {
 
 /// What every connection task shares.
 struct Shared {
+    /// HTTP/2, or a connection whose version is not known yet (hyper-util detects it).
     builder: Builder<TokioExecutor>,
+    /// A connection known to speak HTTP/1 (`conn::serve` tells): hyper's own, configured alike.
+    http1: hyper::server::conn::http1::Builder,
     limits: AcceptLimits,
     /// `[server.tls]`: every connection is a TLS one.
     tls: Option<Arc<Tls>>,
@@ -89,7 +92,7 @@ pub async fn run(
     stop: CancellationToken,
     kill: CancellationToken,
 ) {
-    let shared = Arc::new(Shared { builder: builder(limits), limits, tls, stop, kill });
+    let shared = Arc::new(Shared { builder: builder(limits), http1: http1_builder(limits), limits, tls, stop, kill });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let refusal = Bytes::from(refusal_response());
@@ -133,6 +136,13 @@ fn builder(limits: AcceptLimits) -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
     b.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read);
     b.http2().timer(TokioTimer::new()).keep_alive_interval(H2_PING_INTERVAL).keep_alive_timeout(H2_PING_TIMEOUT);
+    b
+}
+
+/// The HTTP/1 half of [`builder`], for connections known to speak HTTP/1.
+fn http1_builder(limits: AcceptLimits) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new()).header_read_timeout(limits.header_read);
     b
 }
 

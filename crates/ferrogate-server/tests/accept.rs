@@ -142,6 +142,31 @@ async fn idle_connections_do_not_stop_new_requests_and_the_cap_refuses_beyond_it
     gw.shutdown().await;
 }
 
+/// An HTTP/1 connection is told from HTTP/2 by its first bytes, peeked. A request whose first
+/// segment could still be the HTTP/2 preface ("P", then the rest) goes the version-detecting
+/// way and is served all the same, as is one whose first bytes settle it at once.
+#[tokio::test]
+async fn http1_is_served_whether_or_not_its_first_bytes_could_be_the_http2_preface() {
+    let gw = gateway("").await;
+    let mut unsure = TcpStream::connect(gw.addr).await.unwrap();
+    // "P" is also the preface's first byte: `PUT /health` (405, but an HTTP/1.1 answer).
+    unsure.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    unsure.write_all(b"UT /health HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), unsure.read(&mut buf)).await.expect("an answer").unwrap();
+    let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(got.starts_with("HTTP/1.1 405"), "{got}");
+    // Kept alive on either path.
+    assert!(get_health(&mut unsure).await.starts_with("HTTP/1.1 200"));
+    let mut sure = TcpStream::connect(gw.addr).await.unwrap();
+    for _ in 0..2 {
+        let got = get_health(&mut sure).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    }
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn http2_with_prior_knowledge_is_served() {
     let gw = gateway("").await;

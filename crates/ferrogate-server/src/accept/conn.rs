@@ -1,6 +1,13 @@
-//! One accepted connection: the hyper-util connection future, raced against the first-head and
-//! idle deadlines, the graceful stop and the hard kill. Requests in flight are counted by a
-//! guard that lives in the response body, so a stream counts until its last frame is written.
+//! One accepted connection: its hyper connection future, raced against the first-head and idle
+//! deadlines, the graceful stop and the hard kill. Requests in flight are counted by a guard that
+//! lives in the response body, so a stream counts until its last frame is written.
+//!
+//! A connection known to speak HTTP/1 — its first bytes, peeked, are not HTTP/2's preface, or
+//! TLS negotiated `http/1.1` — is served by hyper's HTTP/1 connection directly; only the others
+//! (HTTP/2, or not yet known) go through hyper-util's version-detecting one. That one reads the
+//! first bytes itself and hands them back through a rewinding reader, which makes hyper's read
+//! buffer grow to 16 KB at the first request, and its future is sized for HTTP/2's state: with
+//! thousands of open streams, both showed as the two largest costs per connection.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -38,8 +45,35 @@ pub(super) async fn serve(
 ) {
     let activity = Arc::new(Activity::new());
     let Some(tls) = shared.tls.clone() else {
-        return drive(tcp, peer, app, &shared, activity, None).await;
+        let deadline = activity.accepted + shared.limits.header_read;
+        let http1 = tokio::select! {
+            sniffed = tokio::time::timeout_at(deadline, speaks_http1(&tcp)) => match sniffed {
+                Ok(Some(http1)) => http1,
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::debug!(%peer, "connection closed: no complete request head in time");
+                    return;
+                }
+            },
+            _ = shared.stop.cancelled() => return,
+            _ = shared.kill.cancelled() => return,
+        };
+        return drive(tcp, peer, app, &shared, activity, None, http1).await;
     };
+    // Boxed: the handshake and the TLS session would size every plain connection's task too.
+    Box::pin(serve_tls(tcp, peer, app, &shared, activity, tls)).await;
+}
+
+/// A connection on the TLS listener: the handshake (bounded by the first-head deadline), then
+/// the connection over the session.
+async fn serve_tls(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    app: Served,
+    shared: &Shared,
+    activity: Arc<Activity>,
+    tls: Arc<crate::tls::Tls>,
+) {
     let deadline = activity.accepted + shared.limits.header_read;
     let handshake = async {
         if !starts_with_tls_record(&tcp).await {
@@ -66,8 +100,25 @@ pub(super) async fn serve(
         _ = shared.stop.cancelled() => return,
         _ = shared.kill.cancelled() => return,
     };
-    let verified = tls.verifies_clients && stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
-    drive(stream, peer, app, &shared, activity, Some(PeerCert { verified })).await;
+    let session = stream.get_ref().1;
+    let verified = tls.verifies_clients && session.peer_certificates().is_some_and(|c| !c.is_empty());
+    let http1 = session.alpn_protocol() == Some(b"http/1.1");
+    drive(stream, peer, app, shared, activity, Some(PeerCert { verified }), http1).await;
+}
+
+/// HTTP/2's connection preface: a client that does not open with it speaks HTTP/1.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain connection certainly speaks HTTP/1: the bytes it sent first, peeked (left
+/// for hyper to read), already differ from HTTP/2's preface. `Some(false)` when they could still
+/// be the preface (hyper-util then tells); `None` when the peer closed without a byte. Waits for
+/// the first bytes (the caller bounds the wait).
+async fn speaks_http1(tcp: &TcpStream) -> Option<bool> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    match tcp.peek(&mut first).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => Some(first.get(..n).is_some_and(|seen| !H2_PREFACE.starts_with(seen))),
+    }
 }
 
 /// A TLS connection opens with a handshake record (content type 22); anything else is taken for
@@ -89,7 +140,8 @@ async fn plain_http_refused(mut tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.shutdown().await;
 }
 
-/// The hyper-util connection over `io`, raced against the deadlines, the stop and the kill.
+/// The connection over `io` — hyper's HTTP/1 one when `http1`, else hyper-util's
+/// version-detecting one — raced against the deadlines, the stop and the kill.
 async fn drive<I>(
     io: I,
     peer: SocketAddr,
@@ -97,6 +149,7 @@ async fn drive<I>(
     shared: &Shared,
     activity: Arc<Activity>,
     cert: Option<PeerCert>,
+    http1: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -116,8 +169,30 @@ async fn drive<I>(
             }
         })
     };
-    let conn = shared.builder.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
+    if http1 {
+        let conn = std::pin::pin!(shared.http1.serve_connection(TokioIo::new(io), svc));
+        return race(conn, |c| c.graceful_shutdown(), peer, shared, &activity).await;
+    }
+    // Boxed: this future is sized for HTTP/2, and every HTTP/1 connection's task would be too.
+    Box::pin(async {
+        let conn = std::pin::pin!(shared.builder.serve_connection(TokioIo::new(io), svc));
+        race(conn, |c| c.graceful_shutdown(), peer, shared, &activity).await;
+    })
+    .await;
+}
+
+/// Drives `conn` to its end, raced against the deadlines, the stop and the kill; `graceful`
+/// asks it to finish what is in flight and close.
+async fn race<C, E>(
+    mut conn: Pin<&mut C>,
+    graceful: impl Fn(Pin<&mut C>),
+    peer: SocketAddr,
+    shared: &Shared,
+    activity: &Activity,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let mut closing = false;
     loop {
         tokio::select! {
@@ -129,7 +204,7 @@ async fn drive<I>(
             }
             _ = shared.kill.cancelled() => return,
             _ = shared.stop.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
                 closing = true;
             }
             why = activity.expired(shared.limits), if !closing => match why {
@@ -138,7 +213,7 @@ async fn drive<I>(
                     return;
                 }
                 Expiry::Idle => {
-                    conn.as_mut().graceful_shutdown();
+                    graceful(conn.as_mut());
                     closing = true;
                 }
             },
