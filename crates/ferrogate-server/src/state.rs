@@ -133,6 +133,8 @@ struct Runtime {
     warming: AtomicBool,
     /// Requests (and streams) not yet finished; shutdown waits for zero.
     inflight: AtomicUsize,
+    /// Streamed responses open now, watched for clients that stopped reading.
+    streams: Arc<crate::sse::watch::Streams>,
     /// Latest active health check result per backend name.
     health: RwLock<HashMap<String, Health>>,
     /// The snapshot in force (weak: snapshots own the runtime, not the other way round).
@@ -214,6 +216,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             warming: AtomicBool::new(cfg.server.warmup),
             inflight: AtomicUsize::new(0),
+            streams: Arc::default(),
             health: RwLock::new(health),
             current: RwLock::new(Weak::new()),
         });
@@ -287,6 +290,11 @@ impl AppState {
             }
         }
         Ok(next)
+    }
+
+    /// The streamed responses open now (every snapshot's), for the stall watch.
+    pub(crate) fn streams(&self) -> &Arc<crate::sse::watch::Streams> {
+        &self.run.streams
     }
 
     /// Makes this snapshot the one background work ([`current`](Self::current)) reads.

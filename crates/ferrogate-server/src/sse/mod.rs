@@ -1,24 +1,30 @@
-//! Streaming responses: the pump task that moves backend events to the client as they arrive,
-//! through a front protocol's [`Frames`] — OpenAI's SSE chunks ([`openai`]), Anthropic's
-//! Messages events ([`anthropic`]) or Ollama's NDJSON lines ([`ndjson`]).
+//! Streaming responses: backend events moved to the client as they arrive, through a front
+//! protocol's [`Frames`] — OpenAI's SSE chunks ([`openai`]), Anthropic's Messages events
+//! ([`anthropic`]) or Ollama's NDJSON lines ([`ndjson`]). The stream is its response body
+//! ([`Rest`]): hyper polls it as the client takes frames, and each poll renders the events the
+//! backend has sent — no task or channel between the backend and the connection.
 //!
 //! Invariants, whatever the framing: the first frame is sent only after the backend produced its
 //! first event, so errors before it get a real status; what the backend has already sent goes
-//! out with the response head (no task hand-off before the first content frame), and an answer
-//! that is already whole is answered without a pump task; after it, a failure ends the stream with
-//! the protocol's error frame (OpenAI `data: {"error":…}` + `[DONE]`, Anthropic `event: error`,
-//! Ollama `{"error":…}`), never a silent clean end; a client disconnect ends the pump at once,
-//! which drops the backend stream (cancelling upstream work) and settles the request; so does a
-//! client that stays connected but reads nothing for `server.client_write_timeout_secs`
-//! (settled as `client_stalled`).
+//! out with the response head, and an answer that is already whole is answered with no stream
+//! state at all; after it, a failure ends the stream with the protocol's error frame (OpenAI
+//! `data: {"error":…}` + `[DONE]`, Anthropic `event: error`, Ollama `{"error":…}`), never a
+//! silent clean end; a client disconnect drops the body at once, which drops the backend stream
+//! (cancelling upstream work) and settles the request; so does a client that stays connected but
+//! reads nothing for `server.client_write_timeout_secs` (found by [`watch`], settled as
+//! `client_stalled`).
 
 pub mod anthropic;
 pub mod ndjson;
 pub mod openai;
 pub mod responses;
+pub mod watch;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -29,9 +35,9 @@ use ferrogate_core::chunk::RawChunk;
 use ferrogate_core::{BackendError, EventStream, StreamEvent};
 use ferrogate_protocol::openai::{FinishReason, Usage};
 use futures::{FutureExt, StreamExt};
+use http_body::Frame;
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::time::Sleep;
 
 pub use self::openai::Encoder;
 use crate::error::ApiError;
@@ -77,8 +83,8 @@ pub fn respond(st: AppState, answer: Answer) -> Response {
     respond_with(st, answer, |settle, shown| Encoder::new(endpoint, &settle.request_id, shown, include_usage))
 }
 
-/// Events rendered into the response head at most: a long answer an upstream sent at once still
-/// flows through the pump's bounded channel.
+/// Events rendered into the response head at most: a long answer an upstream sent at once goes
+/// out frame by frame as the client takes them.
 const READY_EVENTS: usize = 64;
 
 /// Streams an answer whose backend produced its first event (errors before it were answered
@@ -87,8 +93,8 @@ const READY_EVENTS: usize = 64;
 ///
 /// The opening frames, the first event and the events already decoded behind it (an upstream
 /// that wrote several at once) are rendered here and sent with the response head. If that was
-/// the whole stream, the answer is settled here and no pump task runs; otherwise the pump moves
-/// the rest as it arrives.
+/// the whole stream, the answer is settled here; otherwise the body ([`Rest`]) renders the rest
+/// as it arrives.
 pub fn respond_with<F: Frames>(st: AppState, answer: Answer, make: impl FnOnce(&Settle, &str) -> F) -> Response {
     let Answer { shown, body, .. } = answer;
     let (first, mut events, lease, mut settle) = match body {
@@ -100,39 +106,25 @@ pub fn respond_with<F: Frames>(st: AppState, answer: Answer, make: impl FnOnce(&
     settle.first_token = Some(Instant::now());
     let frames = make(&settle, &shown);
     let content_type = frames.content_type();
-    let mut pump = Pump {
-        frames,
-        settle,
-        keepalive: st.settings.keepalive,
-        write_timeout: st.settings.client_write_timeout,
-        stalled: AtomicBool::new(false),
-        lease,
-        finished: None,
-    };
+    let mut pump =
+        Pump { frames, settle, write_timeout: st.settings.client_write_timeout, stalled: false, lease, finished: None };
     let mut ready = pump.frames.opening();
     pump.render(first, &mut ready);
     let ended = pump.render_ready(&mut events, &mut ready);
     let head = join(ready);
-    let (mut res, rest) = if ended {
-        (Body::from(head).into_response(), None)
-    } else {
-        let (tx, rx) = mpsc::channel::<Bytes>(32);
-        // An empty chunk is never sent: in chunked framing it would read as the body's end.
-        let head = futures::stream::iter((!head.is_empty()).then_some(head));
-        let frames = head.chain(ReceiverStream::new(rx));
-        (Body::from_stream(frames.map(Ok::<_, Infallible>)).into_response(), Some(tx))
-    };
-    decorate(&mut res, &shown, &pump.settle);
-    match rest {
-        Some(tx) => {
-            st.tasks.spawn(pump.run(tx, events));
-        }
+    let mut res = if ended {
+        let mut res = Body::from(head).into_response();
+        decorate(&mut res, &shown, &pump.settle);
         // Finished or failed above; the record is written (access log, ledger, metrics) by the
         // drop, off the path of the response head.
-        None => {
-            st.tasks.spawn(async move { drop(pump) });
-        }
-    }
+        st.tasks.spawn(async move { drop(pump) });
+        res
+    } else {
+        let mut res = Response::new(Body::empty());
+        decorate(&mut res, &shown, &pump.settle);
+        *res.body_mut() = Body::new(Rest::new(&st, pump, events, head));
+        res
+    };
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -153,55 +145,17 @@ fn join(frames: Vec<Bytes>) -> Bytes {
 struct Pump<F: Frames> {
     frames: F,
     settle: Settle,
-    keepalive: Duration,
-    /// Longest a frame may wait for the client to take it (see [`Pump::send`]).
+    /// Longest a frame may wait for the client to take it (see [`watch`]).
     write_timeout: Duration,
-    /// Set when the client stopped reading: settled as `client_stalled` when the pump ends.
-    stalled: AtomicBool,
+    /// Set when the client stopped reading: settled as `client_stalled` when dropped.
+    stalled: bool,
     /// Holds the deployment's slot and the backend's in-flight slot for as long as the stream
     /// runs; its breaker learns how the stream ended.
     lease: Lease,
     finished: Option<FinishReason>,
 }
 
-/// The client is gone; stop.
-struct Gone;
-
 impl<F: Frames> Pump<F> {
-    async fn run(mut self, tx: mpsc::Sender<Bytes>, mut events: EventStream) {
-        // One timer for the keepalive, not one per frame: it is armed for `keepalive` after the
-        // last frame seen when it fires, and only then re-armed (a frame just notes the time).
-        let mut last = Instant::now();
-        let idle = tokio::time::sleep(self.keepalive);
-        tokio::pin!(idle);
-        let mut out = Vec::new();
-        loop {
-            let step = tokio::select! {
-                biased;
-                _ = tx.closed() => return,
-                ev = events.next() => ev,
-                _ = &mut idle => {
-                    let due = last + self.keepalive;
-                    if Instant::now() >= due {
-                        if let Some(f) = self.frames.keepalive()
-                            && self.send(&tx, f).await.is_err()
-                        {
-                            return;
-                        }
-                        last = Instant::now();
-                    }
-                    idle.as_mut().reset((last + self.keepalive).into());
-                    continue;
-                }
-            };
-            last = Instant::now();
-            let ended = self.step(step, &mut out);
-            if self.send_all(&tx, &mut out).await.is_err() || ended {
-                return;
-            }
-        }
-    }
-
     /// Renders the events the stream has ready now, at most [`READY_EVENTS`], without waiting
     /// for any. True when the stream ended among them (closed or failed: settled).
     fn render_ready(&mut self, events: &mut EventStream, out: &mut Vec<Bytes>) -> bool {
@@ -306,35 +260,130 @@ impl<F: Frames> Pump<F> {
         let err = self.settle.fail(e.into());
         out.extend(self.frames.fail(&err));
     }
-
-    /// Hands the rendered frames to the response body, leaving `out` empty.
-    async fn send_all(&self, tx: &mpsc::Sender<Bytes>, out: &mut Vec<Bytes>) -> Result<(), Gone> {
-        for f in out.drain(..) {
-            self.send(tx, f).await?;
-        }
-        Ok(())
-    }
-
-    /// Hands a frame to the response body. A client that stays connected but reads nothing
-    /// fills the channel (after the socket's and hyper's buffers): after `write_timeout` the
-    /// pump gives up, which drops the upstream stream (cancelling it) and the lease (freeing
-    /// the slot), and the request settles as `client_stalled`.
-    async fn send(&self, tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), Gone> {
-        match tokio::time::timeout(self.write_timeout, tx.send(frame)).await {
-            Ok(sent) => sent.map_err(|_| Gone),
-            Err(_) => {
-                self.stalled.store(true, Ordering::Relaxed);
-                Err(Gone)
-            }
-        }
-    }
 }
 
 impl<F: Frames> Drop for Pump<F> {
     fn drop(&mut self) {
-        if self.stalled.load(Ordering::Relaxed) {
+        if self.stalled {
             tracing::warn!(request_id = %self.settle.request_id, "client stopped reading the stream: cut");
             self.settle.fail(ApiError::client_stalled(self.write_timeout));
         }
+    }
+}
+
+/// The rest of a stream after its head: the response body. Each poll renders what the backend
+/// has sent since (one event's frames per chunk), or a keep-alive frame after
+/// `server.sse_keepalive_secs` of silence; the stream's state lives in [`Live`], which the stall
+/// watch ([`watch`]) can drop from outside when hyper stops asking because the client stopped
+/// reading.
+struct Rest<F: Frames> {
+    /// What was rendered with the response head, sent as the first chunk.
+    head: Option<Bytes>,
+    live: Arc<Live<F>>,
+    waiting: Arc<watch::Waiting>,
+    keepalive: Duration,
+    /// One timer, not one per frame: armed for `keepalive` after the last frame seen when it
+    /// fires, and only then re-armed (a frame just notes the time).
+    idle: Pin<Box<Sleep>>,
+    last: Instant,
+    out: Vec<Bytes>,
+    /// Where the finished stream's record is written from.
+    tasks: tokio_util::task::TaskTracker,
+}
+
+/// A stream's state while it runs: `None` once it ended, or was cut.
+struct Live<F: Frames>(Mutex<Option<Running<F>>>);
+
+struct Running<F: Frames> {
+    pump: Pump<F>,
+    events: EventStream,
+}
+
+impl<F: Frames> Live<F> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running<F>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<F: Frames> watch::Watched for Live<F> {
+    fn cut(&self) {
+        let Some(mut running) = self.lock().take() else { return };
+        // Settled as `client_stalled` by the drop; the upstream stream and the lease go with it.
+        running.pump.stalled = true;
+    }
+}
+
+impl<F: Frames> Rest<F> {
+    fn new(st: &AppState, pump: Pump<F>, events: EventStream, head: Bytes) -> Self {
+        let keepalive = st.settings.keepalive;
+        let waiting = st.streams().waiting(pump.write_timeout);
+        let live = Arc::new(Live(Mutex::new(Some(Running { pump, events }))));
+        let watched: Arc<dyn watch::Watched> = live.clone();
+        st.streams().watch(Arc::downgrade(&watched), &waiting);
+        Self {
+            // An empty chunk is never sent: in chunked framing it would read as the body's end.
+            head: (!head.is_empty()).then_some(head),
+            live,
+            waiting,
+            keepalive,
+            idle: Box::pin(tokio::time::sleep(keepalive)),
+            last: Instant::now(),
+            out: Vec::new(),
+            tasks: st.tasks.clone(),
+        }
+    }
+
+    /// A chunk for hyper; the stall watch notes that it now waits for the client.
+    fn hand(&self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.waiting.handed();
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+}
+
+impl<F: Frames> http_body::Body for Rest<F> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        this.waiting.asked();
+        if let Some(head) = this.head.take() {
+            return this.hand(head);
+        }
+        let mut live = this.live.lock();
+        let Some(running) = live.as_mut() else { return Poll::Ready(None) };
+        let mut ended = false;
+        while this.out.is_empty() && !ended {
+            let Poll::Ready(next) = running.events.poll_next_unpin(cx) else { break };
+            this.last = Instant::now();
+            ended = running.pump.step(next, &mut this.out);
+        }
+        if ended && let Some(done) = live.take() {
+            // Settled by `step`. The record is written (access log, ledger, metrics) by the
+            // drop, which also lets the upstream stream and the lease go — off the path of the
+            // last frames.
+            this.tasks.spawn(async move { drop(done) });
+        }
+        if !this.out.is_empty() {
+            drop(live);
+            let chunk = join(std::mem::take(&mut this.out));
+            return this.hand(chunk);
+        }
+        let Some(running) = live.as_mut() else { return Poll::Ready(None) };
+        while this.idle.as_mut().poll(cx).is_ready() {
+            let due = this.last + this.keepalive;
+            let now = Instant::now();
+            if now < due {
+                this.idle.as_mut().reset(due.into());
+                continue;
+            }
+            this.last = now;
+            this.idle.as_mut().reset((now + this.keepalive).into());
+            if let Some(frame) = running.pump.frames.keepalive() {
+                drop(live);
+                return this.hand(frame);
+            }
+        }
+        Poll::Pending
     }
 }
