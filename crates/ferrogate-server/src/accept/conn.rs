@@ -45,18 +45,9 @@ pub(super) async fn serve(
 ) {
     let activity = Arc::new(Activity::new());
     let Some(tls) = shared.tls.clone() else {
-        let deadline = activity.accepted + shared.limits.header_read;
-        let http1 = tokio::select! {
-            sniffed = tokio::time::timeout_at(deadline, speaks_http1(&tcp)) => match sniffed {
-                Ok(Some(http1)) => http1,
-                Ok(None) => return,
-                Err(_) => {
-                    tracing::debug!(%peer, "connection closed: no complete request head in time");
-                    return;
-                }
-            },
-            _ = shared.stop.cancelled() => return,
-            _ = shared.kill.cancelled() => return,
+        let sniffed = before_first_head(&shared, &activity, speaks_http1(&tcp));
+        let Some(http1) = sniffed.await.map_err(|late| late.log(peer, "a complete request head")).ok().flatten() else {
+            return;
         };
         return drive(tcp, peer, app, &shared, activity, None, http1).await;
     };
@@ -74,7 +65,6 @@ async fn serve_tls(
     activity: Arc<Activity>,
     tls: Arc<crate::tls::Tls>,
 ) {
-    let deadline = activity.accepted + shared.limits.header_read;
     let handshake = async {
         if !starts_with_tls_record(&tcp).await {
             plain_http_refused(tcp, peer).await;
@@ -88,22 +78,41 @@ async fn serve_tls(
             }
         }
     };
-    let stream = tokio::select! {
-        s = tokio::time::timeout_at(deadline, handshake) => match s {
-            Ok(Some(s)) => s,
-            Ok(None) => return,
-            Err(_) => {
-                tracing::debug!(%peer, "connection closed: no TLS handshake in time");
-                return;
-            }
-        },
-        _ = shared.stop.cancelled() => return,
-        _ = shared.kill.cancelled() => return,
+    let handshake = before_first_head(shared, &activity, handshake);
+    let Some(stream) = handshake.await.map_err(|late| late.log(peer, "a TLS handshake")).ok().flatten() else {
+        return;
     };
     let session = stream.get_ref().1;
     let verified = tls.verifies_clients && session.peer_certificates().is_some_and(|c| !c.is_empty());
     let http1 = session.alpn_protocol() == Some(b"http/1.1");
     drive(stream, peer, app, shared, activity, Some(PeerCert { verified }), http1).await;
+}
+
+/// What stopped [`before_first_head`]'s wait.
+enum Late {
+    /// The first-head deadline passed.
+    Deadline,
+    /// The server is stopping.
+    Stopping,
+}
+
+impl Late {
+    fn log(self, peer: SocketAddr, awaited: &str) {
+        if let Late::Deadline = self {
+            tracing::debug!(%peer, "connection closed: no {awaited} in time");
+        }
+    }
+}
+
+/// `work` (the protocol sniff or the TLS handshake), bounded by the first-head deadline and cut
+/// short by the stop or the kill.
+async fn before_first_head<T>(shared: &Shared, activity: &Activity, work: impl Future<Output = T>) -> Result<T, Late> {
+    let deadline = activity.accepted + shared.limits.header_read;
+    tokio::select! {
+        done = tokio::time::timeout_at(deadline, work) => done.map_err(|_| Late::Deadline),
+        _ = shared.stop.cancelled() => Err(Late::Stopping),
+        _ = shared.kill.cancelled() => Err(Late::Stopping),
+    }
 }
 
 /// HTTP/2's connection preface: a client that does not open with it speaks HTTP/1.
