@@ -21,3 +21,9 @@ pub(crate) fn health_timeout_ms() -> u64 {
 pub(crate) fn pool_idle_per_host() -> usize {
     1024
 }
+/// HTTP/2 connections an `http2_prior_knowledge` backend spreads requests over: a few, so one
+/// connection closing (the upstream restarting it, or the `h2` crate's flood guard when the
+/// gateway falls behind on thousands of streams) takes a quarter of the streams, not all.
+pub(crate) fn http2_connections() -> usize {
+    4
+}

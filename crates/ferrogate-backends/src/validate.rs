@@ -77,6 +77,13 @@ pub(crate) fn ca_file(file: Option<&std::path::Path>, problems: &mut Vec<String>
     }
 }
 
+/// Between 1 and 256 HTTP/2 connections.
+pub(crate) fn http2_connections(n: usize, problems: &mut Vec<String>) {
+    if !(1..=256).contains(&n) {
+        problems.push(format!("http2_connections must be between 1 and 256 (got {n})"));
+    }
+}
+
 pub(crate) fn proxy(proxy: Option<&str>, problems: &mut Vec<String>) {
     if let Some(p) = proxy.filter(|p| reqwest::Proxy::all(*p).is_err()) {
         problems.push(format!("proxy '{p}' is not a valid proxy URL"));

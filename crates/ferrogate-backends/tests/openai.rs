@@ -188,6 +188,7 @@ async fn http2_prior_knowledge_carries_concurrent_streams_on_one_connection() {
     }
     let mut cfg = config(&f);
     cfg.http2_prior_knowledge = true;
+    cfg.http2_connections = 1;
     let b = backend(cfg);
     let (x, y, z) = tokio::join!(stream_of(&b), stream_of(&b), stream_of(&b));
     let expected = vec![
@@ -210,6 +211,34 @@ async fn http2_prior_knowledge_carries_concurrent_streams_on_one_connection() {
 }
 
 #[tokio::test]
+async fn http2_streams_are_spread_over_the_configured_connections() {
+    let f = FakeUpstream::openai().await.unwrap();
+    let slow = || Reply::Delayed(Duration::from_millis(300), Box::new(fake::chat_sse(&["a"], Some((1, 1))).into()));
+    for _ in 0..8 {
+        f.push(CHAT, slow());
+    }
+    let mut cfg = config(&f);
+    cfg.http2_prior_knowledge = true;
+    assert_eq!(cfg.http2_connections, 4, "the default");
+    let b = backend(cfg);
+    let all = futures::future::join_all((0..8).map(|_| stream_of(&b))).await;
+    assert!(all.iter().all(|items| items.iter().all(Result::is_ok)));
+    // Eight streams in flight at once, two per connection.
+    assert_eq!(f.accepted_connections(), 4);
+    assert!(f.requests().iter().all(|r| r.version == http::Version::HTTP_2));
+}
+
+#[test]
+fn http2_connections_must_be_between_1_and_256() {
+    for (n, ok) in [(0, false), (1, true), (256, true), (257, false)] {
+        let mut cfg = OpenAiConfig::new("http://127.0.0.1:1/v1");
+        cfg.http2_connections = n;
+        let problems = cfg.problems();
+        assert_eq!(problems.is_empty(), ok, "{n}: {problems:?}");
+    }
+}
+
+#[tokio::test]
 async fn without_prior_knowledge_plain_http_is_http1() {
     let f = FakeUpstream::openai().await.unwrap();
     assert_eq!(oks(&stream_of(&backend(config(&f))).await), default_events());
@@ -222,6 +251,7 @@ async fn dropping_an_http2_stream_resets_it_upstream_and_keeps_the_connection() 
     f.push(CHAT, fake::chat_sse(&["a", "b"], None).stall_after(2));
     let mut cfg = config(&f);
     cfg.http2_prior_knowledge = true;
+    cfg.http2_connections = 1;
     let b = backend(cfg);
     let mut s = b.chat_stream(chat_request()).await.unwrap();
     assert_eq!(s.next().await.unwrap().unwrap(), delta("a"));

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -59,6 +60,8 @@ pub(crate) struct ClientSettings<'a> {
     pub pool_idle_per_host: usize,
     /// Every connection speaks HTTP/2 (h2c with prior knowledge on `http://`).
     pub http2_prior_knowledge: bool,
+    /// With `http2_prior_knowledge`: the HTTP/2 connections requests are spread over.
+    pub http2_connections: usize,
     pub proxy: Option<&'a str>,
     /// Extra roots (PEM) for a private CA.
     pub ca_file: Option<&'a std::path::Path>,
@@ -70,6 +73,13 @@ type Direct = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 #[allow(clippy::large_enum_variant)]
 enum Transport {
     Direct(Direct),
+    /// HTTP/2 with prior knowledge: a client per connection (each keeps one shared connection),
+    /// requests spread over them in turn, so one connection's failure — or the `h2` crate's
+    /// flood guard closing it — takes only its share of the streams.
+    Spread {
+        clients: Box<[Direct]>,
+        next: AtomicUsize,
+    },
     Proxied(reqwest::Client),
 }
 
@@ -89,6 +99,9 @@ impl Upstream {
         let headers = default_headers(s)?;
         let transport = if s.proxy.is_some() || has_credentials(s.base_url) {
             Transport::Proxied(proxied(s)?)
+        } else if s.http2_prior_knowledge && s.http2_connections > 1 {
+            let clients = (0..s.http2_connections).map(|_| direct(s)).collect::<Result<_, _>>()?;
+            Transport::Spread { clients, next: AtomicUsize::new(0) }
         } else {
             Transport::Direct(direct(s)?)
         };
@@ -112,9 +125,11 @@ impl Upstream {
     /// Sends `call`; a non-2xx answer becomes the matching error (its body read, bounded).
     pub(crate) async fn send(&self, call: Call) -> Result<Response, BackendError> {
         let resp = match &self.transport {
-            Transport::Direct(c) => {
-                let resp = c.request(call.0.map(Full::new)).await.map_err(|e| direct_error(&e, self.http2_only))?;
-                resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
+            Transport::Direct(c) => self.send_direct(c, call).await?,
+            Transport::Spread { clients, next } => {
+                let turn = next.fetch_add(1, Ordering::Relaxed) % clients.len();
+                let c = clients.get(turn).ok_or_else(|| BackendError::Internal("no HTTP/2 client".into()))?;
+                self.send_direct(c, call).await?
             }
             Transport::Proxied(c) => {
                 let (parts, body) = call.0.into_parts();
@@ -125,6 +140,11 @@ impl Upstream {
             }
         };
         if resp.status().is_success() { Ok(resp) } else { Err(status_error(resp).await) }
+    }
+
+    async fn send_direct(&self, c: &Direct, call: Call) -> Result<Response, BackendError> {
+        let resp = c.request(call.0.map(Full::new)).await.map_err(|e| direct_error(&e, self.http2_only))?;
+        Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
     }
 }
 
@@ -330,6 +350,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             pool_idle_per_host: 1,
             http2_prior_knowledge: false,
+            http2_connections: 1,
             proxy: None,
             ca_file: None,
         };

@@ -41,6 +41,9 @@ pub struct OllamaConfig {
     /// Speak HTTP/2 from the first byte (see the `openai` kind's `http2_prior_knowledge`).
     #[serde(default)]
     pub http2_prior_knowledge: bool,
+    /// With `http2_prior_knowledge`: HTTP/2 connections requests are spread over (see `openai`).
+    #[serde(default = "defaults::http2_connections")]
+    pub http2_connections: usize,
     /// How long Ollama keeps the model loaded after a request: a Go duration (`"30m"`, `"1h"`)
     /// or seconds (`"300"`, `"-1"` = forever). Unset: Ollama's own default (5 minutes).
     #[serde(default)]
@@ -86,6 +89,7 @@ impl Default for OllamaConfig {
             health_timeout_ms: defaults::health_timeout_ms(),
             pool_idle_per_host: defaults::pool_idle_per_host(),
             http2_prior_knowledge: false,
+            http2_connections: defaults::http2_connections(),
             keep_alive: None,
             models: None,
             require_loaded: false,
@@ -118,6 +122,7 @@ impl OllamaConfig {
             &mut p,
         );
         validate::headers(&self.headers, &mut p);
+        validate::http2_connections(self.http2_connections, &mut p);
         validate::proxy(self.proxy.as_deref(), &mut p);
         validate::ca_file(self.ca_file.as_deref(), &mut p);
         validate::models(self.models.as_deref(), &mut p);
@@ -179,6 +184,8 @@ impl fmt::Debug for OllamaConfig {
             .field("total_timeout_ms", &self.total_timeout_ms)
             .field("health_timeout_ms", &self.health_timeout_ms)
             .field("pool_idle_per_host", &self.pool_idle_per_host)
+            .field("http2_prior_knowledge", &self.http2_prior_knowledge)
+            .field("http2_connections", &self.http2_connections)
             .field("keep_alive", &self.keep_alive)
             .field("models", &self.models)
             .field("require_loaded", &self.require_loaded)

@@ -69,6 +69,7 @@ impl OpenAiBackend {
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             pool_idle_per_host: cfg.pool_idle_per_host,
             http2_prior_knowledge: cfg.http2_prior_knowledge,
+            http2_connections: cfg.http2_connections,
             proxy: cfg.proxy.as_deref(),
             ca_file: cfg.ca_file.as_deref(),
         })

@@ -48,6 +48,11 @@ pub struct OpenAiConfig {
     /// of its own. For upstreams that accept it (another gateway, Envoy, hyper/axum servers).
     #[serde(default)]
     pub http2_prior_knowledge: bool,
+    /// With `http2_prior_knowledge`: how many HTTP/2 connections requests are spread over, in
+    /// turn (each a client of its own). More than one keeps a connection's failure — or the
+    /// `h2` crate closing one whose unread small frames pile up — to a share of the streams.
+    #[serde(default = "defaults::http2_connections")]
+    pub http2_connections: usize,
     /// Served models, reported instead of asking `/models` (for upstreams without it).
     #[serde(default)]
     pub models: Option<Vec<String>>,
@@ -82,6 +87,7 @@ impl OpenAiConfig {
             health_timeout_ms: defaults::health_timeout_ms(),
             pool_idle_per_host: defaults::pool_idle_per_host(),
             http2_prior_knowledge: false,
+            http2_connections: defaults::http2_connections(),
             models: None,
             proxy: None,
             ca_file: None,
@@ -105,6 +111,7 @@ impl OpenAiConfig {
             &mut p,
         );
         validate::headers(&self.headers, &mut p);
+        validate::http2_connections(self.http2_connections, &mut p);
         validate::proxy(self.proxy.as_deref(), &mut p);
         validate::ca_file(self.ca_file.as_deref(), &mut p);
         validate::models(self.models.as_deref(), &mut p);
@@ -149,6 +156,8 @@ impl fmt::Debug for OpenAiConfig {
             .field("total_timeout_ms", &self.total_timeout_ms)
             .field("health_timeout_ms", &self.health_timeout_ms)
             .field("pool_idle_per_host", &self.pool_idle_per_host)
+            .field("http2_prior_knowledge", &self.http2_prior_knowledge)
+            .field("http2_connections", &self.http2_connections)
             .field("models", &self.models)
             .field("proxy", &self.proxy.as_deref().map(validate::redact_url))
             .field("ca_file", &self.ca_file)
