@@ -112,19 +112,16 @@ pub fn respond_with<F: Frames>(st: AppState, answer: Answer, make: impl FnOnce(&
     pump.render(first, &mut ready);
     let ended = pump.render_ready(&mut events, &mut ready);
     let head = join(ready);
-    let mut res = if ended {
-        let mut res = Body::from(head).into_response();
-        decorate(&mut res, &shown, &pump.settle);
+    let mut res = Response::new(Body::empty());
+    decorate(&mut res, &shown, &pump.settle);
+    if ended {
+        *res.body_mut() = Body::from(head);
         // Finished or failed above; the record is written (access log, ledger, metrics) by the
         // drop, off the path of the response head.
         st.tasks.spawn(async move { drop(pump) });
-        res
     } else {
-        let mut res = Response::new(Body::empty());
-        decorate(&mut res, &shown, &pump.settle);
         *res.body_mut() = Body::new(Rest::new(&st, pump, events, head));
-        res
-    };
+    }
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -280,7 +277,6 @@ struct Rest<F: Frames> {
     /// What was rendered with the response head, sent as the first chunk.
     head: Option<Bytes>,
     live: Arc<Live<F>>,
-    waiting: Arc<watch::Waiting>,
     keepalive: Duration,
     /// One timer, not one per frame: armed for `keepalive` after the last frame seen when it
     /// fires, and only then re-armed (a frame just notes the time).
@@ -291,8 +287,12 @@ struct Rest<F: Frames> {
     tasks: tokio_util::task::TaskTracker,
 }
 
-/// A stream's state while it runs: `None` once it ended, or was cut.
-struct Live<F: Frames>(Mutex<Option<Running<F>>>);
+/// A stream's state while it runs (`None` once it ended, or was cut), and since when its last
+/// frame waits for the client.
+struct Live<F: Frames> {
+    running: Mutex<Option<Running<F>>>,
+    waiting: watch::Waiting,
+}
 
 struct Running<F: Frames> {
     pump: Pump<F>,
@@ -301,11 +301,15 @@ struct Running<F: Frames> {
 
 impl<F: Frames> Live<F> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running<F>>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl<F: Frames> watch::Watched for Live<F> {
+    fn waiting(&self) -> &watch::Waiting {
+        &self.waiting
+    }
+
     fn cut(&self) {
         let Some(mut running) = self.lock().take() else { return };
         // Settled as `client_stalled` by the drop; the upstream stream and the lease go with it.
@@ -317,14 +321,13 @@ impl<F: Frames> Rest<F> {
     fn new(st: &AppState, pump: Pump<F>, events: EventStream, head: Bytes) -> Self {
         let keepalive = st.settings.keepalive;
         let waiting = st.streams().waiting(pump.write_timeout);
-        let live = Arc::new(Live(Mutex::new(Some(Running { pump, events }))));
+        let live = Arc::new(Live { running: Mutex::new(Some(Running { pump, events })), waiting });
         let watched: Arc<dyn watch::Watched> = live.clone();
-        st.streams().watch(Arc::downgrade(&watched), &waiting);
+        st.streams().watch(&watched);
         Self {
             // An empty chunk is never sent: in chunked framing it would read as the body's end.
             head: (!head.is_empty()).then_some(head),
             live,
-            waiting,
             keepalive,
             idle: Box::pin(tokio::time::sleep(keepalive)),
             last: Instant::now(),
@@ -335,7 +338,7 @@ impl<F: Frames> Rest<F> {
 
     /// A chunk for hyper; the stall watch notes that it now waits for the client.
     fn hand(&self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.waiting.handed();
+        self.live.waiting.handed();
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 }
@@ -346,7 +349,7 @@ impl<F: Frames> http_body::Body for Rest<F> {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
-        this.waiting.asked();
+        this.live.waiting.asked();
         if let Some(head) = this.head.take() {
             return this.hand(head);
         }

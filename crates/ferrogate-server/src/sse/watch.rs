@@ -18,6 +18,8 @@ use tokio::time::Instant;
 
 /// A stream the sweeper can watch.
 pub(crate) trait Watched: Send + Sync {
+    /// Since when its last frame waits for the client.
+    fn waiting(&self) -> &Waiting;
     /// Drops the stream's upstream work and settles it as `client_stalled`.
     fn cut(&self);
 }
@@ -62,7 +64,7 @@ pub struct Streams {
 
 #[derive(Default)]
 struct Open {
-    streams: Vec<Watch>,
+    streams: Vec<Weak<dyn Watched>>,
     sweeping: bool,
     /// The shortest write timeout among them: the sweep's pace.
     shortest: Option<Duration>,
@@ -74,11 +76,6 @@ impl std::fmt::Debug for Open {
     }
 }
 
-struct Watch {
-    stream: Weak<dyn Watched>,
-    waiting: Weak<Waiting>,
-}
-
 impl Default for Streams {
     fn default() -> Self {
         Self { epoch: Instant::now(), inner: Mutex::new(Open::default()) }
@@ -87,15 +84,16 @@ impl Default for Streams {
 
 impl Streams {
     /// A waiting mark for a stream cut after `timeout` without a client read.
-    pub(crate) fn waiting(&self, timeout: Duration) -> Arc<Waiting> {
-        Arc::new(Waiting { since: AtomicU64::new(0), epoch: self.epoch, timeout })
+    pub(crate) fn waiting(&self, timeout: Duration) -> Waiting {
+        Waiting { since: AtomicU64::new(0), epoch: self.epoch, timeout }
     }
 
-    /// Watches `stream` (weakly) by its `waiting` mark; starts the sweeper if none runs.
-    pub(crate) fn watch(self: &Arc<Self>, stream: Weak<dyn Watched>, waiting: &Arc<Waiting>) {
+    /// Watches `stream` (weakly); starts the sweeper if none runs.
+    pub(crate) fn watch(self: &Arc<Self>, stream: &Arc<dyn Watched>) {
+        let timeout = stream.waiting().timeout;
         let mut open = self.lock();
-        open.streams.push(Watch { stream, waiting: Arc::downgrade(waiting) });
-        open.shortest = Some(open.shortest.map_or(waiting.timeout, |s| s.min(waiting.timeout)));
+        open.streams.push(Arc::downgrade(stream));
+        open.shortest = Some(open.shortest.map_or(timeout, |s| s.min(timeout)));
         if !open.sweeping && tokio::runtime::Handle::try_current().is_ok() {
             open.sweeping = true;
             tokio::spawn(sweep(Arc::clone(self)));
@@ -113,8 +111,8 @@ impl Streams {
         let mut open = self.lock();
         let mut overdue = Vec::new();
         open.streams.retain(|w| {
-            let (Some(stream), Some(waiting)) = (w.stream.upgrade(), w.waiting.upgrade()) else { return false };
-            if waiting.overdue(now_ms) {
+            let Some(stream) = w.upgrade() else { return false };
+            if stream.waiting().overdue(now_ms) {
                 overdue.push(stream);
                 return false;
             }
@@ -166,30 +164,34 @@ mod tests {
 
     use super::*;
 
-    struct Probe(AtomicBool);
+    struct Probe(Waiting, AtomicBool);
 
     impl Watched for Probe {
+        fn waiting(&self) -> &Waiting {
+            &self.0
+        }
+
         fn cut(&self) {
-            self.0.store(true, Ordering::SeqCst);
+            self.1.store(true, Ordering::SeqCst);
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_frame_left_waiting_past_the_timeout_is_cut_and_one_taken_in_time_is_not() {
         let streams = Arc::new(Streams::default());
-        let (stalled, reading) = (Arc::new(Probe(AtomicBool::new(false))), Arc::new(Probe(AtomicBool::new(false))));
-        let (w1, w2) = (streams.waiting(Duration::from_secs(1)), streams.waiting(Duration::from_secs(1)));
+        let probe = || Arc::new(Probe(streams.waiting(Duration::from_secs(1)), AtomicBool::new(false)));
+        let (stalled, reading) = (probe(), probe());
         let (s1, s2): (Arc<dyn Watched>, Arc<dyn Watched>) = (stalled.clone(), reading.clone());
-        streams.watch(Arc::downgrade(&s1), &w1);
-        streams.watch(Arc::downgrade(&s2), &w2);
-        w1.handed();
+        streams.watch(&s1);
+        streams.watch(&s2);
+        stalled.0.handed();
         for _ in 0..20 {
-            w2.handed();
+            reading.0.handed();
             tokio::time::sleep(Duration::from_millis(100)).await;
-            w2.asked();
+            reading.0.asked();
         }
-        assert!(stalled.0.load(Ordering::SeqCst), "the stream whose frame waited 2 s was not cut");
-        assert!(!reading.0.load(Ordering::SeqCst), "a stream read in time was cut");
+        assert!(stalled.1.load(Ordering::SeqCst), "the stream whose frame waited 2 s was not cut");
+        assert!(!reading.1.load(Ordering::SeqCst), "a stream read in time was cut");
         // Finished streams are forgotten and the sweeper ends with the last.
         drop((s1, s2, stalled, reading));
         tokio::time::sleep(Duration::from_secs(2)).await;
