@@ -18,7 +18,7 @@ pub mod anthropic;
 pub mod ndjson;
 pub mod openai;
 pub mod responses;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -138,7 +138,8 @@ fn join(frames: Vec<Bytes>) -> Bytes {
 }
 
 /// A streamed answer's state: its framing, its settle record and its lease. Events are rendered
-/// into frames synchronously ([`Pump::render`]); the pump task ([`Pump::run`]) only moves them.
+/// into frames synchronously ([`Pump::render`]), with the response head or, after it, by the
+/// body ([`Rest`]) as hyper asks for more.
 struct Pump<F: Frames> {
     frames: F,
     settle: Settle,
@@ -282,7 +283,6 @@ struct Rest<F: Frames> {
     /// fires, and only then re-armed (a frame just notes the time).
     idle: Pin<Box<Sleep>>,
     last: Instant,
-    out: Vec<Bytes>,
     /// Where the finished stream's record is written from.
     tasks: tokio_util::task::TaskTracker,
 }
@@ -331,7 +331,6 @@ impl<F: Frames> Rest<F> {
             keepalive,
             idle: Box::pin(tokio::time::sleep(keepalive)),
             last: Instant::now(),
-            out: Vec::new(),
             tasks: st.tasks.clone(),
         }
     }
@@ -355,11 +354,11 @@ impl<F: Frames> http_body::Body for Rest<F> {
         }
         let mut live = this.live.lock();
         let Some(running) = live.as_mut() else { return Poll::Ready(None) };
-        let mut ended = false;
-        while this.out.is_empty() && !ended {
+        let (mut out, mut ended) = (Vec::new(), false);
+        while out.is_empty() && !ended {
             let Poll::Ready(next) = running.events.poll_next_unpin(cx) else { break };
             this.last = Instant::now();
-            ended = running.pump.step(next, &mut this.out);
+            ended = running.pump.step(next, &mut out);
         }
         if ended && let Some(done) = live.take() {
             // Settled by `step`. The record is written (access log, ledger, metrics) by the
@@ -367,10 +366,9 @@ impl<F: Frames> http_body::Body for Rest<F> {
             // last frames.
             this.tasks.spawn(async move { drop(done) });
         }
-        if !this.out.is_empty() {
+        if !out.is_empty() {
             drop(live);
-            let chunk = join(std::mem::take(&mut this.out));
-            return this.hand(chunk);
+            return this.hand(join(out));
         }
         let Some(running) = live.as_mut() else { return Poll::Ready(None) };
         while this.idle.as_mut().poll(cx).is_ready() {

@@ -27,7 +27,6 @@ pub(crate) trait Watched: Send + Sync {
 /// When a stream last handed a frame to hyper and has not been asked for the next one since.
 /// hyper asks again at once unless its buffers are full: a frame waiting past the write timeout
 /// means the client stopped reading.
-#[derive(Debug)]
 pub(crate) struct Waiting {
     /// Milliseconds after the watch's epoch, plus one; 0: not waiting.
     since: AtomicU64,
@@ -56,8 +55,7 @@ impl Waiting {
 }
 
 /// The open streams of the process and whether a sweeper runs.
-#[derive(Debug)]
-pub struct Streams {
+pub(crate) struct Streams {
     epoch: Instant,
     inner: Mutex<Open>,
 }
@@ -68,12 +66,6 @@ struct Open {
     sweeping: bool,
     /// The shortest write timeout among them: the sweep's pace.
     shortest: Option<Duration>,
-}
-
-impl std::fmt::Debug for Open {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Open").field("streams", &self.streams.len()).field("sweeping", &self.sweeping).finish()
-    }
 }
 
 impl Default for Streams {
