@@ -84,6 +84,10 @@ cleanup() {
   for log in ferrogate.log ferrogate-h2.log nginx-error.log upstream.log; do
     [ ! -f "$TMP/$log" ] || tail -n 200 "$TMP/$log" >"$RESULTS/$log"
   done
+  # A failed run's cause is in the gateway's first warnings, long before the log's tail.
+  for log in ferrogate.log ferrogate-h2.log; do
+    [ ! -f "$TMP/$log" ] || grep -m 20 -E '"level":"(WARN|ERROR)"' "$TMP/$log" >"$RESULTS/${log%.log}-warnings.log" || true
+  done
   rm -rf "$TMP"
   exit "$rc"
 }

@@ -228,6 +228,31 @@ async fn http2_streams_are_spread_over_the_configured_connections() {
     assert!(f.requests().iter().all(|r| r.version == http::Version::HTTP_2));
 }
 
+#[tokio::test]
+async fn an_http2_reader_that_falls_behind_by_many_small_frames_is_slowed_not_cut() {
+    // h2 closes a connection (ENHANCE_YOUR_CALM "too_many_data_frames") whose small DATA frames
+    // pile up unread beyond a budget of half its connection window. A gateway that falls
+    // behind — thousands of streams on one connection, both cores busy — reads late; at hyper's
+    // 5 MB window the budget (2.5 MB, ~255 B per 1-byte frame) would cut every stream on the
+    // connection. Here one stream's ~20,000 one-byte frames (5 MB of that budget) sit unread.
+    let f = FakeUpstream::openai().await.unwrap();
+    let pieces = vec!["a"; 150];
+    f.push(CHAT, fake::chat_sse(&pieces, Some((1, 150))).split(1));
+    let mut cfg = config(&f);
+    cfg.http2_prior_knowledge = true;
+    cfg.http2_connections = 1;
+    let b = backend(cfg);
+    let mut s = b.chat_stream(chat_request()).await.unwrap();
+    assert_eq!(s.next().await.unwrap().unwrap(), delta("a"));
+    // Every frame is on its way before the reader looks again.
+    let sent = f.wait_for_streams_sent(1, Duration::from_secs(10)).await;
+    assert!(sent, "the upstream could not finish sending: {} stream(s) cut", f.disconnects());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rest = collect(s).await;
+    assert!(rest.iter().all(Result::is_ok), "{:?}", rest.iter().find(|i| i.is_err()));
+    assert_eq!(oks(&rest).iter().filter(|e| **e == delta("a")).count(), 149);
+}
+
 #[test]
 fn http2_connections_must_be_between_1_and_256() {
     for (n, ok) in [(0, false), (1, true), (256, true), (257, false)] {

@@ -5,7 +5,8 @@
 //! byte-level splits that may die or stall mid-way, a stall before any byte, or a connection
 //! closed without a response. The fake records every request (method, path, headers, body) and
 //! notices when a client goes away before its reply finished, so tests synchronize on
-//! notifications ([`FakeUpstream::wait_for_requests`], [`FakeUpstream::wait_for_disconnects`])
+//! notifications ([`FakeUpstream::wait_for_requests`], [`FakeUpstream::wait_for_disconnects`],
+//! [`FakeUpstream::wait_for_streams_sent`])
 //! instead of sleeps.
 //!
 //! Invariant: the server and all its connections stop when the `FakeUpstream` is dropped.
@@ -188,6 +189,8 @@ struct Shared {
     recorded: Mutex<Vec<Recorded>>,
     requests: watch::Sender<usize>,
     disconnects: watch::Sender<usize>,
+    /// Streamed replies whose every frame was handed to the connection.
+    streams_sent: watch::Sender<usize>,
     accepted: AtomicUsize,
     open: AtomicUsize,
 }
@@ -286,6 +289,7 @@ impl FakeUpstream {
             recorded: Mutex::new(Vec::new()),
             requests: watch::Sender::new(0),
             disconnects: watch::Sender::new(0),
+            streams_sent: watch::Sender::new(0),
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
         });
@@ -342,6 +346,12 @@ impl FakeUpstream {
     /// reply finished); false if `within` passed first.
     pub async fn wait_for_disconnects(&self, n: usize, within: Duration) -> bool {
         wait_for(&self.shared.disconnects, n, within).await
+    }
+
+    /// Waits until `n` streamed replies have handed their last frame to the connection (sent,
+    /// or queued for the socket); false if `within` passed first.
+    pub async fn wait_for_streams_sent(&self, n: usize, within: Duration) -> bool {
+        wait_for(&self.shared.streams_sent, n, within).await
     }
 
     /// Replies abandoned by their client so far.
@@ -473,6 +483,7 @@ fn stream_response(s: StreamReply, guard: DisconnectGuard) -> Response<Body> {
         match end {
             StreamEnd::Complete => {
                 guard.complete();
+                guard.shared.streams_sent.send_modify(|n| *n += 1);
                 None
             }
             StreamEnd::Abort => {
