@@ -164,6 +164,7 @@ async fn serve(
     }
     // Every request has settled (or the grace period is over): write the usage rows still queued.
     let st = st.current();
+    engines_idle(&st, ENGINE_IDLE_WAIT).await;
     if let Some(t) = &st.tenancy {
         t.shutdown().await;
     }
@@ -171,6 +172,25 @@ async fn serve(
     // And the spans still queued.
     st.obs.shutdown().await;
     tracing::info!("shutdown complete");
+}
+
+/// How long shutdown waits for the embedded engines to leave the step they are in.
+const ENGINE_IDLE_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until no embedded engine has work running or queued (a generation whose client left is
+/// dropped at its engine's next step), at most `within`. The process must not exit while
+/// llama.cpp is inside a decode: exiting runs its static destructors under the scheduler thread,
+/// a SIGSEGV after an otherwise clean shutdown.
+async fn engines_idle(st: &AppState, within: Duration) {
+    let busy = || st.backends.iter().filter_map(|b| b.stats()).any(|s| s.slots_busy + s.queue_depth > 0);
+    let deadline = Instant::now() + within;
+    while busy() {
+        if Instant::now() >= deadline {
+            tracing::warn!(waited_secs = within.as_secs(), "an embedded engine is still busy: exiting anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
