@@ -28,6 +28,14 @@ fn backend(cfg: OpenAiConfig) -> OpenAiBackend {
     OpenAiBackend::new("up", cfg).unwrap()
 }
 
+/// A backend speaking HTTP/2 with prior knowledge over one connection.
+fn h2_backend(f: &FakeUpstream) -> OpenAiBackend {
+    let mut cfg = config(f);
+    cfg.http2_prior_knowledge = true;
+    cfg.http2_connections = 1;
+    backend(cfg)
+}
+
 fn chat_request() -> InferenceRequest {
     InferenceRequest {
         request_id: "req-42".into(),
@@ -186,10 +194,7 @@ async fn http2_prior_knowledge_carries_concurrent_streams_on_one_connection() {
     for _ in 0..3 {
         f.push(CHAT, slow());
     }
-    let mut cfg = config(&f);
-    cfg.http2_prior_knowledge = true;
-    cfg.http2_connections = 1;
-    let b = backend(cfg);
+    let b = h2_backend(&f);
     let (x, y, z) = tokio::join!(stream_of(&b), stream_of(&b), stream_of(&b));
     let expected = vec![
         delta("a"),
@@ -238,10 +243,7 @@ async fn an_http2_reader_that_falls_behind_by_many_small_frames_is_slowed_not_cu
     let f = FakeUpstream::openai().await.unwrap();
     let pieces = vec!["a"; 150];
     f.push(CHAT, fake::chat_sse(&pieces, Some((1, 150))).split(1));
-    let mut cfg = config(&f);
-    cfg.http2_prior_knowledge = true;
-    cfg.http2_connections = 1;
-    let b = backend(cfg);
+    let b = h2_backend(&f);
     let mut s = b.chat_stream(chat_request()).await.unwrap();
     assert_eq!(s.next().await.unwrap().unwrap(), delta("a"));
     // Every frame is on its way before the reader looks again.
@@ -274,10 +276,7 @@ async fn without_prior_knowledge_plain_http_is_http1() {
 async fn dropping_an_http2_stream_resets_it_upstream_and_keeps_the_connection() {
     let f = FakeUpstream::openai().await.unwrap();
     f.push(CHAT, fake::chat_sse(&["a", "b"], None).stall_after(2));
-    let mut cfg = config(&f);
-    cfg.http2_prior_knowledge = true;
-    cfg.http2_connections = 1;
-    let b = backend(cfg);
+    let b = h2_backend(&f);
     let mut s = b.chat_stream(chat_request()).await.unwrap();
     assert_eq!(s.next().await.unwrap().unwrap(), delta("a"));
     drop(s);
