@@ -127,7 +127,7 @@ const MAX_PACE: Duration = Duration::from_secs(1);
 /// Sweeps until no stream is left to watch.
 async fn sweep(streams: Arc<Streams>) {
     // A runtime shut down with streams open drops this task: the next stream starts another.
-    let _running = Sweeping(Arc::clone(&streams));
+    let mut running = Sweeping(Some(Arc::clone(&streams)));
     loop {
         let (overdue, pace) = streams.sweep_once();
         for stream in overdue {
@@ -135,17 +135,24 @@ async fn sweep(streams: Arc<Streams>) {
         }
         match pace {
             Some(pace) => tokio::time::sleep(pace).await,
-            None => return,
+            None => {
+                // `sweep_once` marked the sweeper gone under the lock; a stream watched since
+                // may already have started the next one, which this must not mark gone too.
+                running.0 = None;
+                return;
+            }
         }
     }
 }
 
-/// Marks the sweeper gone when its task ends, however it ends.
-struct Sweeping(Arc<Streams>);
+/// Marks the sweeper gone when its task is dropped before it ended by itself.
+struct Sweeping(Option<Arc<Streams>>);
 
 impl Drop for Sweeping {
     fn drop(&mut self) {
-        self.0.lock().sweeping = false;
+        if let Some(streams) = self.0.take() {
+            streams.lock().sweeping = false;
+        }
     }
 }
 
