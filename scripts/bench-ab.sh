@@ -4,7 +4,7 @@
 # load comes and goes), so comparing a change against the build before it needs both measured in
 # the same minutes. Here both gateways run at once, pinned to the same CPU, behind the same nginx
 # upstream (bench/nginx/upstream.conf.template), and ROUNDS rounds alternate between them: per
-# round and build, oha for DURATION seconds at each concurrency (RPS, p50, and the gateway's CPU
+# round and build, oha for DURATION seconds at each concurrency (RPS, p50, p99, and the gateway's CPU
 # time per request from /proc/<pid>/stat), then a TTFT probe (sequential streamed requests on one
 # keep-alive connection, time to the first content frame: bench/ttft_probe.py, as bench-overhead). The summary gives each build's median
 # over the rounds and B/A.
@@ -79,7 +79,11 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 fg_log "A = ${BINS[0]}, B = ${BINS[1]}: $ROUNDS rounds of ${CONCURRENCY[*]} x ${DURATION}s ($MODE), load $(fg_load1)"
 for round in $(seq 1 "$ROUNDS"); do
-  for i in 0 1; do
+  # Odd rounds measure A first, even rounds B first: whichever runs second inherits the first's
+  # closing connections (a same-binary A/B with a fixed order favoured the first by ~6%).
+  order="0 1"
+  [ $((round % 2)) -eq 1 ] || order="1 0"
+  for i in $order; do
     port="${PORTS[$i]}"
     for c in "${CONCURRENCY[@]}"; do
       before="$(cpu_ticks "${GW_PIDS[$i]}")"
@@ -106,7 +110,8 @@ def oha(r, i, c):
     n = sum(d["statusCodeDistribution"].values())
     ok = d["statusCodeDistribution"].get("200", 0)
     t0, t1, hz = map(float, open(f"{out}/cpu-{r}-{i}-c{c}.txt").read().split())
-    return d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p50"] * 1e6, (t1 - t0) / hz * 1e6 / max(n, 1), n - ok
+    p = d["latencyPercentiles"]
+    return d["summary"]["requestsPerSec"], p["p50"] * 1e6, (t1 - t0) / hz * 1e6 / max(n, 1), n - ok, p["p99"] * 1e6
 date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 print(f"## A/B ({os.path.basename(out)}): {mode}, {rounds} rounds, both gateways pinned to one CPU\n")
 print(f"Machine: {os.cpu_count()} CPUs, {cpu}; {date}\n\nA: `{a}`  \nB: `{b}`\n")
@@ -114,7 +119,7 @@ print("| measure | A (median) | B (median) | B / A | A per round | B per round |
 print("|---|---:|---:|---:|---|---|")
 for c in concs:
     rows = {i: [oha(r, i, c) for r in range(1, rounds + 1)] for i in (0, 1)}
-    for k, name in ((0, f"RPS, c={c}"), (1, f"p50 µs, c={c}"), (2, f"gateway CPU µs per request, c={c}")):
+    for k, name in ((0, f"RPS, c={c}"), (1, f"p50 µs, c={c}"), (4, f"p99 µs, c={c}"), (2, f"gateway CPU µs per request, c={c}")):
         va, vb = [x[k] for x in rows[0]], [x[k] for x in rows[1]]
         print(f"| {name} | {med(va):,.0f} | {med(vb):,.0f} | {med(vb) / med(va):.2f} | "
               f"{' '.join(f'{x:,.0f}' for x in va)} | {' '.join(f'{x:,.0f}' for x in vb)} |")
