@@ -61,11 +61,13 @@ level = "warn"
 [backends.fast]
 kind = "openai"
 base_url = "http://127.0.0.1:$NGINX_PORT/$MODE/v1"
-# Slots for every client of the largest concurrency (c=512 included): the default of an HTTP
-# backend, 64 running + 64 queued, would answer the rest 503 queue_full by design.
+# 64 running and a queue with room for every client of the largest concurrency (c=512
+# included): the default queue of 64 would answer the rest 503 queue_full by design, and 1,024
+# running at once overflow tokio's run queue (as in scripts/bench-overhead.sh).
 [deployments.fast]
 backends = ["fast"]
-concurrency = 1024
+concurrency = 64
+queue_size = 1024
 TOML
   "${PIN_SERVER[@]}" "${BINS[$i]}" serve --config "$OUT/gateway-$i.toml" >"$OUT/gateway-$i.log" 2>&1 &
   PIDS+=("$!")

@@ -250,15 +250,21 @@ base_url = "http://127.0.0.1:$NGINX_PORT/json/v1"
 kind = "openai"
 base_url = "http://127.0.0.1:$NGINX_PORT/sse/v1"
 
-# Slots for every client of the largest concurrency measured (c=512 included): the default of
-# an HTTP backend, 64 running + 64 queued, would answer the rest 503 queue_full by design.
+# 64 running, as an HTTP backend's default, and room in the queue for every other client of the
+# largest concurrency measured (c=512): the default queue of 64 would answer the rest 503
+# queue_full by design. Not 1,024 slots: requests waiting in the gateway's queue (first in, first
+# out) cost little until admitted, while 512 admitted at once overflow tokio's run queue and the
+# oldest wait longest (p99 200 ms for a mean of 50; docs/BENCHMARKS.md, "Where the cost and the
+# c=512 tail come from").
 [deployments.fast]
 backends = ["fast"]
-concurrency = 1024
+concurrency = 64
+queue_size = 1024
 
 [deployments.fast-sse]
 backends = ["fast-sse"]
-concurrency = 1024
+concurrency = 64
+queue_size = 1024
 EOF
   if [ -z "$sampling" ]; then
     printf '\n[metrics]\nenabled = false\n\n[dashboard]\nenabled = false\n' >>"$file"
