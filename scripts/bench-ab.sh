@@ -82,7 +82,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 fg_log "A = ${BINS[0]}, B = ${BINS[1]}: $ROUNDS rounds of ${CONCURRENCY[*]} x ${DURATION}s ($MODE), load $(fg_load1)"
 for round in $(seq 1 "$ROUNDS"); do
   # Odd rounds measure A first, even rounds B first: whichever runs second inherits the first's
-  # closing connections (a same-binary A/B with a fixed order favoured the first by ~6%).
+  # closing connections (measured in a fixed order, two configurations of one binary came out
+  # ~6% further apart than with the order swapped).
   order="0 1"
   [ $((round % 2)) -eq 1 ] || order="1 0"
   for i in $order; do
