@@ -84,9 +84,9 @@ for round in $(seq 1 "$ROUNDS"); do
   # Odd rounds measure A first, even rounds B first: whichever runs second inherits the first's
   # closing connections (measured in a fixed order, two configurations of one binary came out
   # ~6% further apart than with the order swapped).
-  order="0 1"
-  [ $((round % 2)) -eq 1 ] || order="1 0"
-  for i in $order; do
+  order=(0 1)
+  [ $((round % 2)) -eq 1 ] || order=(1 0)
+  for i in "${order[@]}"; do
     port="${PORTS[$i]}"
     for c in "${CONCURRENCY[@]}"; do
       before="$(cpu_ticks "${GW_PIDS[$i]}")"
