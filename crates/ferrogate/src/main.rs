@@ -7,6 +7,7 @@ mod admin;
 mod admin_dlq;
 mod bench;
 mod bench_limits;
+mod logline;
 mod logsink;
 mod table;
 
@@ -220,7 +221,7 @@ where
 {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder.event_format(logline::JsonLine).init(),
         LogFormat::Text => builder.init(),
     }
 }
