@@ -7,7 +7,7 @@
 //! adaptor over the line's `fmt::Write`, which checks every fragment it is handed for valid
 //! UTF-8 again, and formats the timestamp into a `String` of its own per line. The gateway writes
 //! one such line per request (`request settled`, ~20 fields), so the format is on the hot path:
-//! see docs/BENCHMARKS.md ("The access log's line").
+//! see docs/BENCHMARKS.md ("Fat LTO, the JSON log line, …").
 //!
 //! Records of the `log` crate (some dependencies log through it) keep their own target and
 //! level; their `log.*` bookkeeping fields are left out, as the library does for span fields.
@@ -150,6 +150,9 @@ mod tests {
 
     use super::*;
 
+    /// A string every JSON escape applies to, beside multi-byte characters that need none.
+    const TRICKY: &str = "quote \" backslash \\ newline \n tab \t cr \r bell \u{7} del \u{7f} nul \0 é 日本 😀 \u{1f}";
+
     #[derive(Clone, Default)]
     struct Capture(Arc<Mutex<Vec<u8>>>);
 
@@ -186,7 +189,6 @@ mod tests {
 
     /// Events with every kind of field and strings that need escaping.
     fn emit() {
-        let tricky = "quote \" backslash \\ newline \n tab \t cr \r bell \u{7} del \u{7f} nul \0 é 日本 😀 \u{1f}";
         tracing::info!(
             request_id = "0193a1b2c3d4",
             client_ip = %"127.0.0.1",
@@ -199,12 +201,12 @@ mod tests {
             whole = 3.0f64,
             nan = f64::NAN,
             inf = f64::INFINITY,
-            error.cause = %tricky,
-            debug = ?Some(tricky),
-            plain = tricky,
+            error.cause = %TRICKY,
+            debug = ?Some(TRICKY),
+            plain = TRICKY,
             "request settled"
         );
-        tracing::warn!(request_id = "x", "stream failed: {}", tricky);
+        tracing::warn!(request_id = "x", "stream failed: {}", TRICKY);
         tracing::error!("no fields at all");
     }
 
@@ -231,7 +233,6 @@ mod tests {
     fn lines_parse_as_json_with_every_value_intact() {
         let lines = capture(true);
         let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
-        let tricky = "quote \" backslash \\ newline \n tab \t cr \r bell \u{7} del \u{7f} nul \0 é 日本 😀 \u{1f}";
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["message"], "request settled");
         assert_eq!(v["status"], 200);
@@ -241,11 +242,11 @@ mod tests {
         assert_eq!(v["stream"], true);
         assert_eq!(v["ratio"], 0.25);
         assert!(v["nan"].is_null() && v["inf"].is_null());
-        assert_eq!(v["error.cause"], tricky);
-        assert_eq!(v["plain"], tricky);
+        assert_eq!(v["error.cause"], TRICKY);
+        assert_eq!(v["plain"], TRICKY);
         assert_eq!(v["target"], module_path!());
         let warn: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
-        assert_eq!(warn["message"], format!("stream failed: {tricky}"));
+        assert_eq!(warn["message"], format!("stream failed: {TRICKY}"));
     }
 
     #[test]
