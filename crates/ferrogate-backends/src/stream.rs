@@ -49,7 +49,9 @@ pub(crate) fn events(resp: http::Response<Body>, decoder: impl Decoder) -> Event
 }
 
 pub(crate) fn body_events(body: Body, decoder: impl Decoder) -> EventStream {
-    let driver = Driver { body, decoder, queue: VecDeque::new(), ended: false };
+    // Room for one event: a frame usually completes one, and a held stream keeps this queue for
+    // its whole life (the first push would otherwise reserve four, ~500 bytes per stream).
+    let driver = Driver { body, decoder, queue: VecDeque::with_capacity(1), ended: false };
     Box::pin(futures::stream::unfold(driver, Driver::step))
 }
 
