@@ -18,6 +18,14 @@ use clap::{Parser, Subcommand};
 use ferrogate::config::{self, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// The process's heap: jemalloc's per-thread caches and size-class slabs cost less CPU per proxied
+/// request than glibc's arenas and hold thousands of open streams in less memory
+/// (docs/BENCHMARKS.md, "jemalloc"). Built with one arena per CPU (`.cargo/config.toml`);
+/// `_RJEM_MALLOC_CONF` overrides its options at run time.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static HEAP: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "ferrogate", version, about = "An LLM inference gateway with an embedded llama.cpp engine")]
 struct Cli {
