@@ -1,5 +1,6 @@
-//! The `ferrogate` binary's CLI: version, `config check` on the shipped configs (they must stay
-//! valid), and a broken config listing every problem with exit code 2.
+//! The `ferrogate` binary's CLI: version, a quiet start under a CPU mask, `config check` on the
+//! shipped configs (they must stay valid), and a broken config listing every problem with exit
+//! code 2.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,6 +20,21 @@ fn prints_its_version() {
     let out = ferrogate().arg("--version").output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("ferrogate {}", env!("CARGO_PKG_VERSION")));
+}
+
+/// Under a CPU mask (taskset, a container's cpuset) the binary starts as quietly as without one:
+/// nothing on stderr that is not the log. jemalloc's `percpu_arena` option, for one, prints a
+/// warning there when the mask is smaller than the machine (this test needs two CPUs to tell).
+#[test]
+fn starts_quietly_under_a_cpu_mask() {
+    let out = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(env!("CARGO_BIN_EXE_ferrogate"))
+        .arg("--version")
+        .output()
+        .expect("taskset (util-linux) runs");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
 #[test]
