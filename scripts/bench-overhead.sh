@@ -64,8 +64,9 @@
 # same upstream and process) is what the translation adds.
 #
 # With BENCH_BASE_BIN=/path/to/an/older/ferrogate, "base" is that binary as a bare gateway (the
-# same config as "gateway") measured in the same run: a change's cost or gain side by side with
-# the binary before it (issue 16: no worse than before at c=1).
+# same config as "gateway") measured in the same run — RPS, latency and CPU per request: a
+# change's cost or gain side by side with the binary before it (issue 16: no worse than before
+# at c=1).
 #
 # With --profile (issue 23 item 6), after the measured runs the bare gateway (PROFILE_TARGETS:
 # "gateway"; add "base" to profile BENCH_BASE_BIN's binary too) is profiled under the same load, apart from the figures above (perf
@@ -898,6 +899,14 @@ if any(v[1] and v[2] for *_, v in cpu_rows):
     for mode, label, c, vals in cpu_rows:
         cells = ["—" if v is None else f"{v[0]:,.0f} ({v[1]:,} req)" for v in vals]
         lines.append(f"| {label} | {c} | " + " | ".join(cells) + " |")
+base_cpu = [(label, c, cpu_per_request(mode, c, "gateway"), cpu_per_request(mode, c, "base"))
+            for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
+if any(g and b for *_, g, b in base_cpu):
+    lines += ["", "| CPU per request, bare gateway (µs, utime + stime / requests) | c | this build "
+              "| baseline binary (BENCH_BASE_BIN) | this / baseline |", "|---|---:|---:|---:|---:|"]
+    for label, c, g, b in base_cpu:
+        if g and b:
+            lines.append(f"| {label} | {c} | {g[0]:,.1f} | {b[0]:,.1f} | {g[0] / b[0]:.2f}× |")
 
 qf, qo = load("queue-full-probe.json"), load("oha-queue-full-c16.json")
 if qf:
