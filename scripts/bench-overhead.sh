@@ -818,11 +818,13 @@ def oha(mode, c, target):
     lp = r["latencyPercentiles"]
     return {"rps": r["summary"]["requestsPerSec"], "p50": lp["p50"] * 1e6, "p99": lp["p99"] * 1e6}
 f0 = lambda x: "—" if x is None else f"{x:,.0f}"
+# (oha file name part, report label) of the two request kinds, in report order.
+MODES = (("json", "non-streaming"), ("sse", "streaming"))
 
 lines = ["| mode | c | direct RPS | gateway RPS | ratio | direct p50 / p99 (µs) | "
          "gateway p50 / p99 (µs) | added p50 / p99 (µs) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
 rows = {}
-for mode, label in (("json", "non-streaming"), ("sse", "streaming")):
+for mode, label in MODES:
     for c in concs:
         d, g = oha(mode, c, "direct"), oha(mode, c, "gateway")
         rows[(mode, c)] = (d, g)
@@ -837,7 +839,7 @@ for mode, label in (("json", "non-streaming"), ("sse", "streaming")):
                 f"{f0(g['p50'] - d['p50'])} / {f0(g['p99'] - d['p99'])} |")
 
 proxy_rows = [(label, c, rows[(mode, c)][0], rows[(mode, c)][1], oha(mode, c, "proxy"))
-              for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
+              for mode, label in MODES for c in concs]
 if any(p for *_, p in proxy_rows):
     lines += ["", "| reference: nginx reverse proxy | c | RPS | ratio to direct | p50 / p99 (µs) | "
               "added p50 / p99 (µs) | ferrogate RPS / nginx-proxy RPS |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -850,7 +852,7 @@ if any(p for *_, p in proxy_rows):
 
 def variant_rows(target):
     return [(label, c, rows[(mode, c)][0], rows[(mode, c)][1], oha(mode, c, target))
-            for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
+            for mode, label in MODES for c in concs]
 auth_rows, gov_rows, govall_rows = variant_rows("auth"), variant_rows("gov"), variant_rows("govall")
 guard_rows = variant_rows("guard")
 anthropic_rows = variant_rows("anthropic")
@@ -873,7 +875,7 @@ for title, vrows in (("baseline binary (BENCH_BASE_BIN), bare gateway", variant_
                      f"{f0(a['p50'] - d['p50'])} / {f0(a['p99'] - d['p99'])} | {ratio:.2f}× |")
 
 resil_rows = [(label, c, rows[(mode, c)][0], rows[(mode, c)][1], oha(mode, c, "resil"))
-              for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
+              for mode, label in MODES for c in concs]
 if any(r for *_, r in resil_rows):
     lines += ["", "| gateway + resilience | c | RPS | p50 / p99 (µs) | added p50 / p99 (µs) | "
               "added p99 vs bare gateway |", "|---|---:|---:|---:|---:|---:|"]
@@ -892,7 +894,7 @@ def cpu_per_request(mode, c, target):
 cpu_targets = (("gateway", "bare gateway (proxied to nginx)"), ("cache", "cache hit"),
                ("cachemiss", "cache miss (`no-cache`: key + proxy + fill)"))
 cpu_rows = [(mode, label, c, [cpu_per_request(mode, c, t) for t, _ in cpu_targets])
-            for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
+            for mode, label in MODES for c in concs]
 if any(v[1] and v[2] for *_, v in cpu_rows):
     lines += ["", "| gateway CPU per request (µs, utime + stime / requests) | c | "
               + " | ".join(name for _, name in cpu_targets) + " |", "|---|---:|---:|---:|---:|"]
@@ -900,7 +902,7 @@ if any(v[1] and v[2] for *_, v in cpu_rows):
         cells = ["—" if v is None else f"{v[0]:,.0f} ({v[1]:,} req)" for v in vals]
         lines.append(f"| {label} | {c} | " + " | ".join(cells) + " |")
 base_cpu = [(label, c, cpu_per_request(mode, c, "gateway"), cpu_per_request(mode, c, "base"))
-            for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs]
+            for mode, label in MODES for c in concs]
 if any(g and b for *_, g, b in base_cpu):
     lines += ["", "| CPU per request, bare gateway (µs, utime + stime / requests) | c | this build "
               "| baseline binary (BENCH_BASE_BIN) | this / baseline |", "|---|---:|---:|---:|---:|"]
@@ -917,7 +919,7 @@ if qf:
         lines.append(f"| oha, c=16 | {f0(lp['p50'] * 1e6)} | {f0(lp['p99'] * 1e6)} |")
 
 obs_rows = [(label, c, name, rows[(mode, c)][0], rows[(mode, c)][1], oha(mode, c, target))
-            for mode, label in (("json", "non-streaming"), ("sse", "streaming")) for c in concs
+            for mode, label in MODES for c in concs
             for target, name in (("obs100", "100%"), ("obs1", "1%"))]
 if any(o for *_, o in obs_rows):
     lines += ["", "| gateway + metrics + tracing | c | sampling | RPS | p50 / p99 (µs) | added p50 / p99 (µs) | "
@@ -1041,7 +1043,7 @@ if tr:
     for label, g, a in tr:
         lines.append(f"| {label} | {a['p50'] - g['p50']:,.0f} | {a['p99'] - g['p99']:,.0f} |")
 # Issue 23: the proxy hot path, against nginx's own reverse proxy in the same run.
-for mode, label in (("json", "non-streaming"), ("sse", "streaming")):
+for mode, label in MODES:
     d1, g1 = rows.get((mode, "1"), (None, None))
     if d1 and g1:
         a50, a99 = g1["p50"] - d1["p50"], g1["p99"] - d1["p99"]
@@ -1075,7 +1077,7 @@ if rss:
 if any(cpu_per_request(m, c, "proxy") for m in ("json", "sse") for c in concs):
     lines += ["", "| nginx CPU per request (µs, its worker: upstream alone / upstream + reference proxy) | c | direct run | proxy run | the proxy's share |",
               "|---|---:|---:|---:|---:|"]
-    for mode, label in (("json", "non-streaming"), ("sse", "streaming")):
+    for mode, label in MODES:
         for c in concs:
             dx, px = cpu_per_request(mode, c, "direct"), cpu_per_request(mode, c, "proxy")
             if dx and px:
