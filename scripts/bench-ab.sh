@@ -11,7 +11,9 @@
 #
 # Usage: scripts/bench-ab.sh A_BIN B_BIN
 # Env: ROUNDS (4), DURATION (3), CONCURRENCY ("1 64"), MODE (sse | json; default sse),
-#      TTFT_N (600 per round), OHA (default ~/.cache/ferrogate/tools/bin/oha).
+#      API (openai: POST /v1/chat/completions; ollama: the same conversation as POST /api/chat,
+#      answered whole or as NDJSON; default openai), TTFT_N (600 per round; OpenAI streams only),
+#      OHA (default ~/.cache/ferrogate/tools/bin/oha).
 # Output: a markdown report on stdout and under bench-results/ab-<timestamp>/ (gitignored).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -29,6 +31,8 @@ OHA="${OHA:-$FG_TOOLS/bin/oha}"
 [ -x "$OHA" ] || fg_die "oha not found at $OHA: run scripts/setup.sh --bench"
 fg_have nginx || fg_die "nginx not found: run scripts/setup.sh --bench"
 case "$MODE" in sse | json) ;; *) fg_die "MODE must be sse or json" ;; esac
+API="${API:-openai}"
+case "$API" in openai) ENDPOINT=/v1/chat/completions ;; ollama) ENDPOINT=/api/chat ;; *) fg_die "API must be openai or ollama" ;; esac
 PIN_SERVER=() PIN_LOAD=()
 if fg_have taskset && [ "$(nproc)" -ge 2 ]; then PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1-$(($(nproc) - 1))); fi
 
@@ -79,7 +83,7 @@ STREAM=false
 BODY="{\"model\":\"fast\",\"stream\":$STREAM,\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-fg_log "A = ${BINS[0]}, B = ${BINS[1]}: $ROUNDS rounds of ${CONCURRENCY[*]} x ${DURATION}s ($MODE), load $(fg_load1)"
+fg_log "A = ${BINS[0]}, B = ${BINS[1]}: $ROUNDS rounds of ${CONCURRENCY[*]} x ${DURATION}s ($API $MODE), load $(fg_load1)"
 for round in $(seq 1 "$ROUNDS"); do
   # Odd rounds measure A first, even rounds B first: whichever runs second inherits the first's
   # closing connections (measured in a fixed order, two configurations of one binary came out
@@ -91,18 +95,18 @@ for round in $(seq 1 "$ROUNDS"); do
     for c in "${CONCURRENCY[@]}"; do
       before="$(cpu_ticks "${GW_PIDS[$i]}")"
       "${PIN_LOAD[@]}" "$OHA" -z "${DURATION}s" -c "$c" --no-tui --output-format json -m POST \
-        -H 'content-type: application/json' -d "$BODY" "http://127.0.0.1:$port/v1/chat/completions" \
+        -H 'content-type: application/json' -d "$BODY" "http://127.0.0.1:$port$ENDPOINT" \
         >"$OUT/oha-$round-$i-c$c.json"
       echo "$before $(cpu_ticks "${GW_PIDS[$i]}") $(getconf CLK_TCK)" >"$OUT/cpu-$round-$i-c$c.txt"
     done
-    if [ "$MODE" = sse ]; then
+    if [ "$MODE" = sse ] && [ "$API" = openai ]; then
       "${PIN_LOAD[@]}" python3 "$FG_ROOT/bench/ttft_probe.py" "$port" /v1/chat/completions "$TTFT_N" "$BODY" \
         >"$OUT/ttft-$round-$i.json" || fg_die "TTFT probe failed against ${BINS[$i]}"
     fi
   done
 done
 
-python3 - "$OUT" "$ROUNDS" "$MODE" "${BINS[0]}" "${BINS[1]}" "${CONCURRENCY[@]}" <<'PY' | tee "$OUT/report.md"
+python3 - "$OUT" "$ROUNDS" "$API $MODE" "${BINS[0]}" "${BINS[1]}" "${CONCURRENCY[@]}" <<'PY' | tee "$OUT/report.md"
 import datetime, json, os, statistics, subprocess, sys
 out, rounds, mode, a, b, concs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
 cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
@@ -129,7 +133,7 @@ for c in concs:
     errs = [x[3] for i in (0, 1) for x in rows[i]]
     if any(errs):
         print(f"| non-200 answers, c={c} | {sum(x[3] for x in rows[0])} | {sum(x[3] for x in rows[1])} | | | |")
-if mode == "sse":
+if mode == "openai sse":
     for k in ("p50_us", "p90_us"):
         va = [json.load(open(f"{out}/ttft-{r}-0.json"))[k] for r in range(1, rounds + 1)]
         vb = [json.load(open(f"{out}/ttft-{r}-1.json"))[k] for r in range(1, rounds + 1)]
