@@ -28,7 +28,7 @@ DEBUG_BUILD := $(CARGO) build --workspace --all-targets
 NEXTEST_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run build build-release build-portable install check-cpu test test-rust test-sdk \
+.PHONY: help setup run build build-release build-portable build-pgo install check-cpu test test-rust test-sdk \
 	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable \
 	bench-batch bench-reload image-local bench-embed fuzz bench-soak bench-streams bench-conversation bench-routing bench-ab
 
@@ -56,6 +56,10 @@ build-release: ## release build of the ferrogate binary
 build-portable: ## one binary for any x86-64-v2+ CPU (images, packages): target/portable/dist/ferrogate/
 	@scripts/setup.sh --no-models
 	scripts/build-portable.sh
+
+build-pgo: ## release build optimized by a profile of the gateway's own benchmark: target/pgo/ferrogate (~40 min)
+	@scripts/setup.sh --no-models --bench
+	scripts/build-pgo.sh
 
 check-cpu: build ## the debug binary has no AMX code and llama.cpp's level fits this CPU
 	scripts/check-cpu-build.sh $(TARGET_DIR)/debug/ferrogate
