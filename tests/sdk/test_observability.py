@@ -106,23 +106,22 @@ def test_dashboard_numbers_move_with_real_traffic(gateway, browser, client: open
     # The 60 s count can also lose earlier tests' requests meanwhile; the 10 s rate cannot.
     _wait("the request count moves", lambda: int(text("reqs60").split()[0]) >= 3 and float(text("rps")) >= 0.3)
     _wait("TTFT percentiles appear", lambda: text("ttft50") not in ("", "–"))
-    rows = _wait("the live feed lists them", lambda: browser.find_elements(By.CSS_SELECTOR, "#recent tr"))
-    assert len(rows) >= 3
-    first = rows[0].text
-    assert model in first and "200" in first, first
-    _wait("tokens/s moves", lambda: float(text("tps")) > 0)
-    # One row per backend (the embedding model's too), redrawn every second: read the table's text
-    # in one call (a row element may be replaced between finding and reading it) and take the chat
-    # model's row.
+    # The tables are redrawn with every snapshot (each second): a row element found in one call may
+    # be replaced before the next reads it, so each table's rows are read as its text in one call.
     from selenium.common.exceptions import StaleElementReferenceException
 
-    def backend_rows():
+    def table_rows(id_: str):
         try:
-            return browser.find_element(By.ID, "backends").text.splitlines()
+            return browser.find_element(By.ID, id_).text.splitlines()
         except StaleElementReferenceException:
             return None
 
-    engines = _wait("the backends table", backend_rows)
+    rows = _wait("the live feed lists them", lambda: (r := table_rows("recent")) and len(r) >= 3 and r)
+    first = rows[0]
+    assert model in first and "200" in first, first
+    _wait("tokens/s moves", lambda: float(text("tps")) > 0)
+    # One row per backend (the embedding model's too); take the chat model's row.
+    engines = _wait("the backends table", lambda: table_rows("backends"))
     engine = next((e for e in engines if e.startswith(model) or f" {model} " in f" {e} "), " | ".join(engines))
     assert model in engine and "healthy" in engine and "/" in engine, engine
     assert "Say hello" not in browser.page_source, "never prompt text"
