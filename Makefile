@@ -57,7 +57,7 @@ build-portable: ## one binary for any x86-64-v2+ CPU (images, packages): target/
 	@scripts/setup.sh --no-models
 	scripts/build-portable.sh
 
-build-pgo: ## release build optimized by a profile of the gateway's own benchmark: target/pgo/ferrogate (~40 min)
+build-pgo: ## release build optimized by a profile of the gateway's own benchmark: target/pgo/ferrogate (~30 min cold)
 	@scripts/setup.sh --no-models --bench
 	scripts/build-pgo.sh
 

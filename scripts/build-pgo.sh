@@ -2,11 +2,11 @@
 # Build ferrogate with profile-guided optimization (`make build-pgo`): the release binary, laid
 # out and optimized by what the gateway's hot path actually runs.
 #
-# Why: with a profile, LLVM inlines and orders branches by measured counts and puts every
-# function the training never ran in `.text.unlikely`, which the linker places apart from the
-# rest. The code a proxied request runs then sits together (fewer instruction-cache and TLB
-# misses per request), and so does the code start-up runs (fewer 64 KB fault-around windows of
-# the binary resident at idle). docs/BENCHMARKS.md ("Profile-guided optimization") has the gain.
+# Why: with a profile, LLVM inlines and lays out branches by measured counts, optimizes the
+# functions the training never ran for size, and records which functions call which and how
+# often, by which the linker (rust-lld) places callers beside their callees. The code a proxied
+# request runs then sits together, and so does the code start-up runs (less of the binary
+# resident at idle). docs/BENCHMARKS.md ("Profile-guided optimization") has the gain.
 #
 # How, in three steps, each in its own target directory under target/pgo (the default build's
 # artifacts stay untouched):
