@@ -1,6 +1,7 @@
 //! The usage ledger's writer: request paths hand rows to a bounded channel without waiting; one
 //! task writes them in batches (every `flush_interval`, or as soon as `max_batch` rows wait), one
-//! transaction and one multi-row statement per batch.
+//! transaction per batch. A writer that has fallen behind takes the backlog with its next batch,
+//! up to `catch_up_batch` rows, so catching up costs few writes.
 //!
 //! Invariants:
 //! - [`LedgerSender::record`] never blocks or awaits: a full channel drops the row, counts it and
@@ -38,6 +39,10 @@ pub struct LedgerConfig {
     pub capacity: usize,
     /// Rows per batch: a full batch is written at once.
     pub max_batch: usize,
+    /// Rows per batch while the writer is behind: what waits in the channel is taken with the
+    /// batch, up to this many, and written in one transaction — a backlog costs one round trip
+    /// (and one commit) per this many rows, not per `max_batch`.
+    pub catch_up_batch: usize,
     /// Longest a row waits before its batch is written.
     pub flush_interval: Duration,
     /// First retry delay after a failed write; doubles per failure.
@@ -57,6 +62,7 @@ impl Default for LedgerConfig {
         Self {
             capacity: 65_536,
             max_batch: 500,
+            catch_up_batch: 16_384,
             flush_interval: Duration::from_secs(1),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
@@ -237,7 +243,9 @@ impl LedgerWriter {
     ///
     /// An idle-priority thread starves on a saturated machine, and the ledger must not fall
     /// behind: once rows in hand have waited half a flush interval, batches are written
-    /// through `fallback` on the caller's runtime at normal priority until the backlog is gone.
+    /// through `fallback` on the caller's runtime at normal priority until the backlog is gone,
+    /// each taking up to `catch_up_batch` waiting rows (the idle thread still hands each one
+    /// over, and gets the CPU for that only now and then).
     /// Writes stay one at a time, so the two connections never contend for SQLite's lock.
     pub async fn spawn_on_thread(
         open: OpenStore,
@@ -367,7 +375,7 @@ impl Worker {
         // When the oldest row in hand was taken off the channel.
         let mut since: Option<Instant> = None;
         loop {
-            let room = max_batch - batch.len(); // > 0: a full batch is flushed at once
+            let room = max_batch.saturating_sub(batch.len()).max(1); // a full batch is flushed at once
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break,
@@ -378,7 +386,7 @@ impl Worker {
                     self.counters.batch_started();
                     since.get_or_insert_with(Instant::now);
                     if batch.len() >= max_batch {
-                        let behind = self.behind(since, &rx);
+                        let behind = self.take_backlog(since, &mut rx, &mut batch).await;
                         self.flush(&mut batch, behind).await;
                         since = None;
                     }
@@ -386,7 +394,7 @@ impl Worker {
                 _ = tick.tick() => {
                     reported_drops = self.report_drops(reported_drops);
                     if !batch.is_empty() {
-                        let behind = self.behind(since, &rx);
+                        let behind = self.take_backlog(since, &mut rx, &mut batch).await;
                         self.flush(&mut batch, behind).await;
                         since = None;
                     }
@@ -396,8 +404,9 @@ impl Worker {
         // Shutdown: refuse new rows, then write what is queued.
         self.start_deadline();
         rx.close();
+        let catch_up = self.config.catch_up_batch.max(max_batch);
         loop {
-            let room = max_batch - batch.len();
+            let room = catch_up.saturating_sub(batch.len());
             if room > 0 && rx.recv_many(&mut batch, room).await == 0 && batch.is_empty() {
                 break;
             }
@@ -423,6 +432,27 @@ impl Worker {
         waited || rx.len() >= self.config.capacity / 4
     }
 
+    /// Whether the writer is [behind](Worker::behind); if so, adds what waits in the channel to
+    /// the batch, up to `catch_up_batch` rows, so the backlog goes out in few large writes. One
+    /// write per `max_batch` rows cannot keep up with a saturated core: each is a round trip
+    /// through the idle-priority thread, which runs only when the core has nothing else to do.
+    async fn take_backlog(
+        &self,
+        since: Option<Instant>,
+        rx: &mut mpsc::Receiver<UsageRecord>,
+        batch: &mut Vec<UsageRecord>,
+    ) -> bool {
+        if !self.behind(since, rx) {
+            return false;
+        }
+        let room = self.config.catch_up_batch.saturating_sub(batch.len());
+        // Returns at once: this task is the only receiver, and the channel is not empty.
+        if room > 0 && !rx.is_empty() {
+            rx.recv_many(batch, room).await;
+        }
+        true
+    }
+
     fn start_deadline(&mut self) {
         if self.deadline.is_none() {
             self.deadline = Some(Instant::now() + self.config.shutdown_timeout);
@@ -441,6 +471,18 @@ impl Worker {
     /// repeated non-transient failures, or the shutdown deadline passes. `urgent`: write at
     /// normal priority (see [`Escalation`]).
     async fn flush(&mut self, batch: &mut Vec<UsageRecord>, urgent: bool) {
+        // Shared with an escalated write's task rather than copied (a catch-up batch is large).
+        let rows = Arc::new(std::mem::take(batch));
+        self.write_until_settled(&rows, urgent).await;
+        *batch = Arc::unwrap_or_clone(rows);
+        batch.clear();
+        // A catch-up batch's capacity is not kept while the writer is idle.
+        batch.shrink_to(self.config.max_batch);
+        self.counters.pending_since_unix_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// [`Worker::flush`]'s retries; counts the rows as settled or lost.
+    async fn write_until_settled(&mut self, batch: &Arc<Vec<UsageRecord>>, urgent: bool) {
         let mut delay = self.config.retry_initial;
         let mut permanent_failures = 0;
         loop {
@@ -461,7 +503,6 @@ impl Worker {
                 self.stranded = true;
                 let kept = self.config.spool.is_some();
                 tracing::error!(error = %error, lost = batch.len(), kept_in_spool = kept, "usage ledger: store still failing at shutdown");
-                batch.clear();
                 return;
             }
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -476,8 +517,6 @@ impl Worker {
         if let Some(spool) = &self.config.spool {
             spool.settled(self.settled);
         }
-        batch.clear();
-        self.counters.pending_since_unix_ms.store(0, Ordering::Relaxed);
     }
 
     /// One attempt, bounded in time; counts what was written.
@@ -491,10 +530,10 @@ impl Worker {
 
     /// [`Worker::write`] through the escalation store on its runtime (normal priority), when
     /// there is one.
-    async fn write_urgently(&self, batch: &[UsageRecord]) -> Result<(), StoreError> {
+    async fn write_urgently(&self, batch: &Arc<Vec<UsageRecord>>) -> Result<(), StoreError> {
         let Some(escalate) = &self.escalate else { return self.write(batch).await };
         self.counters.escalated.fetch_add(1, Ordering::Relaxed);
-        let (store, rows, limit) = (Arc::clone(&escalate.store), batch.to_vec(), self.config.write_timeout);
+        let (store, rows, limit) = (Arc::clone(&escalate.store), Arc::clone(batch), self.config.write_timeout);
         let task = escalate.runtime.spawn(async move { tokio::time::timeout(limit, store.insert_usage(&rows)).await });
         let inserted = task
             .await

@@ -192,6 +192,9 @@ pub async fn ledger_on_its_own_thread_catches_up_at_normal_priority(db: &TestDb)
     let stats = writer.shutdown().await;
     assert_eq!((stats.accepted, stats.written, stats.duplicates, stats.lost), (2000, 2000, 0, 0), "{stats:?}");
     assert!(stats.escalated > 0, "a backlog of many batches is written at normal priority: {stats:?}");
+    // Each escalated write is a round trip through the idle thread: the backlog goes in a few
+    // large ones, not in one per 8-row batch (~120).
+    assert!(stats.escalated <= 10, "the backlog is taken with the batch: {stats:?}");
     assert_eq!(stored(&db.store).await.requests, 2000);
 }
 
@@ -200,6 +203,8 @@ struct Faulty {
     inner: Store,
     fault: Fault,
     calls: AtomicU32,
+    /// Rows per write, in call order.
+    batches: std::sync::Mutex<Vec<usize>>,
 }
 
 enum Fault {
@@ -221,6 +226,7 @@ fn down() -> StoreError {
 impl UsageStore for Faulty {
     async fn insert_usage(&self, rows: &[UsageRecord]) -> Result<u64, StoreError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        self.batches.lock().unwrap().push(rows.len());
         match &self.fault {
             Fault::LostAnswerThenDown if call == 1 => {
                 self.inner.insert_usage(rows).await?;
@@ -249,7 +255,7 @@ impl UsageStore for Faulty {
 }
 
 fn faulty(db: &TestDb, fault: Fault) -> Arc<Faulty> {
-    Arc::new(Faulty { inner: db.store.clone(), fault, calls: AtomicU32::new(0) })
+    Arc::new(Faulty { inner: db.store.clone(), fault, calls: AtomicU32::new(0), batches: Default::default() })
 }
 
 pub async fn ledger_retries_failed_writes_without_duplicates(db: &TestDb) {
@@ -299,6 +305,45 @@ pub async fn ledger_full_channel_drops_without_blocking(db: &TestDb) {
     let stats = writer.shutdown().await;
     assert_eq!((stats.accepted, stats.written, stats.dropped, stats.lost), (12, 12, 92, 0), "{stats:?}");
     assert_eq!(stored(&db.store).await.requests, 12);
+}
+
+/// A writer that fell behind (its store stalled while rows arrived) takes the backlog with its
+/// next batches, up to `catch_up_batch` rows each, instead of writing it `max_batch` at a time.
+pub async fn ledger_behind_writes_the_backlog_in_large_batches(db: &TestDb) {
+    let gate = Arc::new(Semaphore::new(0));
+    let store = faulty(db, Fault::Gate(Arc::clone(&gate)));
+    let config = LedgerConfig {
+        capacity: 4096,
+        max_batch: 8,
+        catch_up_batch: 1000,
+        flush_interval: Duration::from_secs(3600),
+        ..LedgerConfig::default()
+    };
+    let writer = LedgerWriter::spawn(store.clone(), config);
+    let sent = rows(3008);
+    for r in &sent[..8] {
+        assert!(writer.record(r.clone()));
+    }
+    // The writer takes the first batch and is stuck writing it while 3,000 rows arrive: behind
+    // (a quarter of the channel is 1,024 rows).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for r in &sent[8..] {
+        assert!(writer.record(r.clone()));
+    }
+    gate.add_permits(10_000);
+    let start = Instant::now();
+    while writer.stats().written < 2008 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the writer does not catch up: {:?}", writer.stats());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // 8 rows, then two catch-up batches of 1,000 (at 8 rows a write: 250 more); then, with
+    // less than a quarter of the channel waiting, batches of 8 again.
+    let batches = store.batches.lock().unwrap().clone();
+    assert_eq!(batches[..3], [8, 1000, 1000], "{batches:?}");
+    assert!(batches[3..].iter().all(|&n| n <= 8), "{batches:?}");
+    let stats = writer.shutdown().await;
+    assert_eq!((stats.accepted, stats.written, stats.duplicates, stats.lost), (3008, 3008, 0, 0), "{stats:?}");
+    assert_eq!(stored(&db.store).await.requests, 3008);
 }
 
 pub async fn ledger_shutdown_gives_up_after_its_timeout(db: &TestDb) {

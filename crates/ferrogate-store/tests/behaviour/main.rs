@@ -55,6 +55,7 @@ against_every_store!(
     ledger::ledger_retries_failed_writes_without_duplicates,
     ledger::ledger_splits_a_rejected_batch,
     ledger::ledger_full_channel_drops_without_blocking,
+    ledger::ledger_behind_writes_the_backlog_in_large_batches,
     ledger::ledger_shutdown_gives_up_after_its_timeout,
 );
 
