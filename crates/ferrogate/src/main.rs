@@ -128,11 +128,21 @@ fn client(cmd: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCod
     }
 }
 
+/// The runtime everything runs on. With one CPU to run on (the process's affinity mask or its
+/// cgroup's CPU quota, as `available_parallelism` reads them: `taskset -c 0`, a container with
+/// `cpus: 1`), tokio's current-thread scheduler: the multi-thread scheduler's one worker would do
+/// the same work through cross-thread machinery (atomic run queues, work-stealing checks) — 0.81×
+/// the CPU per request at 64 concurrent JSON requests with it (docs/BENCHMARKS.md). Blocking work
+/// never runs on either (`spawn_blocking`, the engine's and the ledger's own threads).
+/// `TOKIO_WORKER_THREADS` set: the multi-thread scheduler with that many workers, as tokio reads it.
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
@@ -186,6 +196,12 @@ fn serve(config: Option<PathBuf>, listen: Option<String>) -> ExitCode {
         }
     };
     rt.block_on(async {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let scheduler = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+            _ => "multi_thread",
+        };
+        tracing::info!(scheduler, workers = metrics.num_workers(), "runtime started");
         // Live reconfiguration: SIGHUP, and a change of the file (docs/DEPLOY.md).
         let file = config.map(|path| ferrogate::reload::ConfigFile { path, listen });
         let clock = std::sync::Arc::new(ferrogate_core::tenancy::time::SystemClock);

@@ -31,9 +31,31 @@ impl Server {
     }
 
     async fn start_file_env(dir: &Path, name: &str, file: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_under(dir, name, file, env, &[]).await
+    }
+
+    /// As [`Server::start_env`], restricted to the CPUs `cpus` names (`taskset -c`).
+    pub async fn start_pinned(dir: &Path, name: &str, config: &str, cpus: &str, env: &[(&str, &str)]) -> Server {
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, config).unwrap();
+        Self::start_under(dir, name, &file, env, &["taskset", "-c", cpus]).await
+    }
+
+    /// Starts `ferrogate serve` through `wrapper` (a command line that runs the binary after it;
+    /// empty: the binary itself).
+    async fn start_under(dir: &Path, name: &str, file: &Path, env: &[(&str, &str)], wrapper: &[&str]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        let binary = env!("CARGO_BIN_EXE_ferrogate");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(file)
             .args(["--listen", &format!("127.0.0.1:{port}")])
