@@ -195,13 +195,12 @@ fn serve(config: Option<PathBuf>, listen: Option<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let scheduler = match rt.handle().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+        _ => "multi_thread",
+    };
+    tracing::info!(scheduler, workers = rt.metrics().num_workers(), "runtime started");
     rt.block_on(async {
-        let metrics = tokio::runtime::Handle::current().metrics();
-        let scheduler = match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
-            _ => "multi_thread",
-        };
-        tracing::info!(scheduler, workers = metrics.num_workers(), "runtime started");
         // Live reconfiguration: SIGHUP, and a change of the file (docs/DEPLOY.md).
         let file = config.map(|path| ferrogate::reload::ConfigFile { path, listen });
         let clock = std::sync::Arc::new(ferrogate_core::tenancy::time::SystemClock);
