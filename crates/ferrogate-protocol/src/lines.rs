@@ -41,7 +41,7 @@ impl LineDecoder {
         }
         let mut out = Vec::new();
         let mut rest = chunk;
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(pos) = memchr::memchr(b'\n', rest) {
             self.append(&rest[..pos])?;
             let line = trim_cr(&self.buf);
             if !line.is_empty() {

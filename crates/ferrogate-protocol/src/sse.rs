@@ -12,6 +12,9 @@ use bytes::Bytes;
 /// chunk (a few hundred bytes; a whole non-streamed answer rarely reaches 1 MiB).
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
+/// The UTF-8 byte order mark a stream may open with (skipped).
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// An upstream event or line outgrew the decoder's limit: a protocol error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameTooLarge {
@@ -90,16 +93,25 @@ impl SseDecoder {
     /// event outgrew the limit (then and for every later call). The events completed before the
     /// over-long one are lost with it: the stream is broken either way.
     pub fn try_push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, FrameTooLarge> {
+        let mut out = Vec::new();
+        self.try_push_with(chunk, |ev| out.push(ev))?;
+        Ok(out)
+    }
+
+    /// [`SseDecoder::try_push`], handing each event to `each` as it completes: no list per
+    /// chunk, and nothing kept between chunks. On an error, the events of this chunk before the
+    /// over-long one have been handed over; none after it.
+    pub fn try_push_with(&mut self, chunk: &[u8], mut each: impl FnMut(SseEvent)) -> Result<(), FrameTooLarge> {
         if self.overflowed {
             return Err(FrameTooLarge { limit: self.limit });
         }
-        let out = self.push_unchecked(chunk);
+        self.push_unchecked(chunk, &mut each);
         if self.overflowed || self.line.len() + self.data.len() > self.limit {
             self.overflowed = true;
             (self.line, self.data) = (Vec::new(), Vec::new());
             return Err(FrameTooLarge { limit: self.limit });
         }
-        Ok(out)
+        Ok(())
     }
 
     /// [`SseDecoder::try_push`], with an over-long event ending the output silently: for callers
@@ -108,18 +120,24 @@ impl SseDecoder {
         self.try_push(chunk).unwrap_or_default()
     }
 
-    fn push_unchecked(&mut self, mut chunk: &[u8]) -> Vec<SseEvent> {
-        let mut out = Vec::new();
-        if !self.started && !chunk.is_empty() {
-            self.line.extend_from_slice(chunk);
-            if self.line.len() < 3 && b"\xEF\xBB\xBF".starts_with(&self.line) {
-                return out; // maybe a BOM still arriving
+    fn push_unchecked(&mut self, mut chunk: &[u8], out: &mut impl FnMut(SseEvent)) {
+        if chunk.is_empty() {
+            return;
+        }
+        if !self.started {
+            // The stream may open with a BOM, perhaps cut across chunks: `line` holds the part of
+            // it seen so far. Bytes that turn out not to be one stay as the first line's start.
+            let want = &BOM[self.line.len()..];
+            let n = want.len().min(chunk.len());
+            if chunk[..n] == want[..n] {
+                if n < want.len() {
+                    self.line.extend_from_slice(chunk);
+                    return;
+                }
+                self.line.clear();
+                chunk = &chunk[n..];
             }
             self.started = true;
-            let buffered = std::mem::take(&mut self.line);
-            let body = buffered.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&buffered);
-            self.scan(body, &mut out);
-            return out;
         }
         if self.pending_cr && !chunk.is_empty() {
             self.pending_cr = false;
@@ -127,27 +145,33 @@ impl SseDecoder {
                 chunk = rest;
             }
         }
-        self.scan(chunk, &mut out);
-        out
+        self.scan(chunk, out);
     }
 
-    fn scan(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
-        let mut i = 0;
-        while i < chunk.len() {
-            match chunk[i] {
-                b'\n' => self.end_line(out),
-                b'\r' => {
-                    self.end_line(out);
-                    match chunk.get(i + 1) {
-                        Some(b'\n') => i += 1,
-                        Some(_) => {}
-                        None => self.pending_cr = true,
-                    }
-                }
-                b => self.line.push(b),
+    /// Splits `chunk` into lines at `\n`, `\r\n` or `\r`. A line whole in `chunk` is read where
+    /// it lies; only an unfinished one is copied into `line`, to be completed by the next chunk.
+    fn scan(&mut self, mut chunk: &[u8], out: &mut impl FnMut(SseEvent)) {
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', chunk) {
+            if self.overflowed {
+                return; // an over-long data line: no later event of this chunk is handed over
             }
-            i += 1;
+            if self.line.is_empty() {
+                self.read_line(&chunk[..end], out);
+            } else {
+                self.line.extend_from_slice(&chunk[..end]);
+                self.end_line(out);
+            }
+            let mut next = end + 1;
+            if chunk[end] == b'\r' {
+                match chunk.get(next) {
+                    Some(b'\n') => next += 1,
+                    Some(_) => {}
+                    None => self.pending_cr = true,
+                }
+            }
+            chunk = &chunk[next..];
         }
+        self.line.extend_from_slice(chunk);
     }
 
     /// End of input: an event without its closing blank line is discarded, as the spec says.
@@ -157,17 +181,17 @@ impl SseDecoder {
 
     /// Reads the finished line; its buffer is kept (cleared) for the next one, so a stream's
     /// lines cost no allocation once the longest has been seen.
-    fn end_line(&mut self, out: &mut Vec<SseEvent>) {
+    fn end_line(&mut self, out: &mut impl FnMut(SseEvent)) {
         let line = std::mem::take(&mut self.line);
         self.read_line(&line, out);
         self.line = line;
         self.line.clear();
     }
 
-    fn read_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+    fn read_line(&mut self, line: &[u8], out: &mut impl FnMut(SseEvent)) {
         if line.is_empty() {
             if let Some(ev) = self.dispatch() {
-                out.push(ev);
+                out(ev);
             }
             return;
         }
@@ -274,6 +298,34 @@ mod tests {
     }
 
     #[test]
+    fn a_bom_cut_anywhere_is_skipped_and_bytes_like_one_are_kept() {
+        let whole = b"\xEF\xBB\xBFdata: a\n\n";
+        for cut in 0..=whole.len() {
+            let evs = decode_all(&[&whole[..cut], &whole[cut..]]);
+            assert_eq!(evs.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), vec!["a"], "cut at {cut}");
+        }
+        // Not a BOM after all: the held bytes are the first line's (a field name).
+        let evs = decode_all(&[b"\xEF", b"\xBBx\ndata: b\n\n"]);
+        assert_eq!(evs.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        let evs = decode_all(&[b"\xEF\xBB", b"data: c\n\n", b"data: d\n\n"]);
+        assert_eq!(evs.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), vec!["d"], "one line");
+    }
+
+    #[test]
+    fn push_with_hands_over_events_up_to_an_over_long_one() {
+        let mut d = SseDecoder::with_limit(8);
+        let mut got = Vec::new();
+        d.try_push_with(b"data: a\n\ndata: b\n", |e| got.push(e.data)).unwrap();
+        d.try_push_with(b"\n", |e| got.push(e.data)).unwrap();
+        assert_eq!(got, ["a", "b"]);
+        let err = d.try_push_with(b"data: c\n\ndata: 0123456789\n\ndata: d\n\n", |e| got.push(e.data));
+        assert_eq!(err, Err(FrameTooLarge { limit: 8 }));
+        assert_eq!(got, ["a", "b", "c"], "nothing after the over-long event");
+        assert!(d.try_push_with(b"data: e\n\n", |e| got.push(e.data)).is_err());
+        assert_eq!(got.len(), 3);
+    }
+
+    #[test]
     fn empty_chunk_between_cr_and_lf() {
         let evs = decode_all(&[b"data: a\r", b"", b"\ndata: b\r\n\r\n"]);
         assert_eq!(evs.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), vec!["a\nb"]);
@@ -308,8 +360,10 @@ mod tests {
             events in proptest::collection::vec("[a-zA-Z0-9 {}\":,\\[\\]é日本🦀\n]{0,40}", 1..6),
             eol in prop_oneof![Just("\n"), Just("\r\n"), Just("\r")],
             cuts in proptest::collection::vec(0usize..400, 0..12),
+            bom in any::<bool>(),
         ) {
-            let bytes = encode(&events, eol);
+            let mut bytes = if bom { BOM.to_vec() } else { Vec::new() };
+            bytes.extend(encode(&events, eol));
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
             cuts.sort_unstable();
             let mut d = SseDecoder::new();

@@ -294,6 +294,12 @@ fn error_status(v: &Value) -> u16 {
 #[derive(Debug, Default)]
 pub(crate) struct SseChunks {
     sse: SseDecoder,
+    state: ChunkState,
+}
+
+/// What the stream's events so far have said.
+#[derive(Debug, Default)]
+struct ChunkState {
     done: bool,
     finished: bool,
     passthrough: bool,
@@ -301,9 +307,11 @@ pub(crate) struct SseChunks {
 
 impl SseChunks {
     pub(crate) fn new(passthrough: bool) -> Self {
-        Self { passthrough, ..Self::default() }
+        Self { sse: SseDecoder::default(), state: ChunkState { passthrough, ..ChunkState::default() } }
     }
+}
 
+impl ChunkState {
     fn event(&mut self, ev: SseEvent, out: &mut VecDeque<Item>) {
         if ev.is_done() {
             self.done = true;
@@ -353,24 +361,23 @@ impl SseChunks {
 
 impl Decoder for SseChunks {
     fn push(&mut self, bytes: &[u8], out: &mut VecDeque<Item>) {
-        let events = match self.sse.try_push(bytes) {
-            Ok(events) => events,
-            Err(e) => return out.push_back(Err(BackendError::Protocol(e.to_string()))),
-        };
-        for ev in events {
-            if self.done {
-                break;
+        let state = &mut self.state;
+        let decoded = self.sse.try_push_with(bytes, |ev| {
+            if !state.done {
+                state.event(ev, out);
             }
-            self.event(ev, out);
+        });
+        if let Err(e) = decoded {
+            out.push_back(Err(BackendError::Protocol(e.to_string())));
         }
     }
 
     fn is_done(&self) -> bool {
-        self.done
+        self.state.done
     }
 
     fn finished(&self) -> bool {
-        self.finished
+        self.state.finished
     }
 }
 
