@@ -24,12 +24,16 @@ use crate::settle;
 use crate::state::AppState;
 
 /// A client-supplied id is kept if it is short and printable; otherwise a new one is made.
-fn request_id(req: &Request) -> String {
-    req.headers()
+fn request_id(req: &Request) -> Arc<str> {
+    let given = req
+        .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_owned)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+    match given {
+        Some(id) => Arc::from(id),
+        None => Arc::from(&*uuid::Uuid::now_v7().simple().encode_lower(&mut uuid::Uuid::encode_buffer())),
+    }
 }
 
 pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -55,7 +59,9 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     };
     req.extensions_mut().insert(cx.clone());
     let mut unsettled = endpoint.map(|e| Unsettled::new(st.clone(), cx.clone(), e));
-    let mut res = next.run(req).await;
+    let res = next.run(req).await;
+    // Errors in the route's protocol shape (Anthropic, Ollama), before anything reads them.
+    let mut res = crate::error::front::reshape(&path, &cx.id, res);
     let elapsed = cx.started.elapsed();
     let headers = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&cx.id) {

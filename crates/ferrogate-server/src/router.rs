@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::error::{self, ApiError};
+use crate::error::ApiError;
 use crate::handlers::dashboard;
 use crate::handlers::ollama::{self, models as ollama_models};
 use crate::handlers::{
@@ -23,13 +23,15 @@ pub fn router(st: AppState) -> Router {
 }
 
 /// [`router`], with `server.tls.admin_requires_client_cert`'s gate (`Some`) inside the access
-/// and error-shape layers, so its refusals are logged and counted like any other.
+/// stage (which also shapes errors per protocol), so its refusals are logged and counted like
+/// any other.
 pub fn router_gated(st: AppState, gate: Option<crate::tls::gate::Gate>) -> Router {
     let stages = ServiceBuilder::new()
-        .layer(from_fn_with_state(st.clone(), access::layer)) // 1 request id, trace, access log, metrics
-        .layer(axum::middleware::from_fn(error::front::layer)) // 1b errors in the route's protocol shape
-        .layer(from_fn_with_state(gate, crate::tls::gate::check)) // 1c mTLS-only paths (admin, metrics)
+        // 1 request id, trace, access log, metrics; errors in the route's protocol shape
+        .layer(from_fn_with_state(st.clone(), access::layer))
         .layer(CatchPanicLayer::custom(on_panic)) // 2 a bug answers 500, never drops the connection
+        // 2b mTLS-only paths (admin, metrics): a stage only when configured
+        .option_layer(gate.map(|g| from_fn_with_state(g, crate::tls::gate::check)))
         // 3 draining → 503; client IP and rate-limit headers; who is calling; the body, bounded
         .layer(from_fn_with_state(st.clone(), entry::layer))
         .layer(DefaultBodyLimit::max(st.settings.body_limit));

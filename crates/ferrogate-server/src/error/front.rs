@@ -1,5 +1,6 @@
 //! One error, three shapes: every `ApiError` renders OpenAI's body, and a response to an
-//! Anthropic or Ollama route is re-rendered in that protocol's own shape by [`layer`] — for
+//! Anthropic or Ollama route is re-rendered in that protocol's own shape by [`reshape`], which the
+//! access stage applies to every response — for
 //! errors from the pipeline and from every layer before the handler (auth 401, body 413/408,
 //! rate limits 429, drain 503, unknown routes 404, panics 500) alike.
 //!
@@ -12,17 +13,13 @@
 //! (`ErrorLog`, so the access layer still logs and counts the error) are kept.
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use ferrogate_protocol::ErrorBody;
 use ferrogate_protocol::anthropic::ErrorResponse as AnthropicError;
 use ferrogate_protocol::ollama::ErrorResponse as OllamaError;
 
-use crate::request::RequestCx;
-
-/// The public OpenAI-shaped body of an error response, kept in its extensions so [`layer`] can
+/// The public OpenAI-shaped body of an error response, kept in its extensions so [`reshape`] can
 /// render it in another protocol's shape.
 #[derive(Debug, Clone)]
 pub struct PublicError(pub ErrorBody);
@@ -64,17 +61,16 @@ impl Front {
     }
 }
 
-/// Re-renders error responses of Anthropic and Ollama routes in their own shape.
-pub async fn layer(req: Request, next: Next) -> Response {
-    let front = Front::of(req.uri().path());
-    let request_id = req.extensions().get::<RequestCx>().map(|cx| cx.id.clone());
-    let res = next.run(req).await;
+/// `res`, the answer to a request for `path`, with an error of an Anthropic or Ollama route
+/// re-rendered in that protocol's shape (the access stage passes every response through here).
+pub fn reshape(path: &str, request_id: &str, res: Response) -> Response {
+    let front = Front::of(path);
     if front == Front::OpenAi {
         return res;
     }
     let Some(PublicError(body)) = res.extensions().get::<PublicError>().cloned() else { return res };
     let (mut parts, _) = res.into_parts();
-    let bytes = front.render(parts.status.as_u16(), &body, request_id.as_deref());
+    let bytes = front.render(parts.status.as_u16(), &body, Some(request_id));
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Response::from_parts(parts, Body::from(bytes))

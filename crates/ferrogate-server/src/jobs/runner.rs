@@ -118,7 +118,7 @@ impl EdgeRunner {
         let caller = Arc::new(Caller { principal: Principal::Key(owner), meter });
         obs.authenticated(&caller);
         RequestCx {
-            id: request_id.to_owned(),
+            id: request_id.into(),
             started,
             endpoint: Some(endpoint),
             client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),

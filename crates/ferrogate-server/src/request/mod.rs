@@ -105,7 +105,7 @@ impl Endpoint {
 /// the layers after it; handlers and the pipeline read it.
 #[derive(Debug, Clone)]
 pub struct RequestCx {
-    pub id: String,
+    pub id: Arc<str>,
     pub started: Instant,
     /// The inference endpoint called, if any.
     pub endpoint: Option<Endpoint>,

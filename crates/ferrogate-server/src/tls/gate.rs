@@ -24,10 +24,10 @@ impl Gate {
     }
 }
 
-/// The router's stage (`router::router_gated`); `None`: no gate, every path passes.
-pub async fn check(State(gate): State<Option<Gate>>, req: Request, next: Next) -> Response {
+/// The router's stage (`router::router_gated`), present only when a gate is configured.
+pub async fn check(State(gate): State<Gate>, req: Request, next: Next) -> Response {
     let verified = req.extensions().get::<PeerCert>().is_some_and(|c| c.verified);
-    if gate.is_some_and(|g| g.guards(req.uri().path())) && !verified {
+    if gate.guards(req.uri().path()) && !verified {
         return ApiError::permission_denied(
             ErrorCode::EndpointNotAllowed,
             None,
