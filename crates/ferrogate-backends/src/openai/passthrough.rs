@@ -8,11 +8,13 @@
 //! accounting, error events and finish-reason mapping stay exactly as they were.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use ferrogate_core::chunk::{ChunkText, RawChunk};
 use ferrogate_protocol::openai::FinishReason;
-use serde::de::IgnoredAny;
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// What the passthrough reads of a chunk; every string borrowed from the chunk's text.
@@ -24,7 +26,7 @@ struct Peek<'a> {
     model: Option<&'a str>,
     /// Exactly one choice: an empty list (the usage chunk) or several decode instead.
     #[serde(borrow)]
-    choices: [PeekChoice<'a>; 1],
+    choices: One<PeekChoice<'a>>,
     /// `None`: no key; `Some(false)`: `null`; `Some(true)`: a value (decoded instead).
     #[serde(default, deserialize_with = "present")]
     usage: Option<bool>,
@@ -51,6 +53,32 @@ struct PeekDelta<'a> {
     tool_calls: Option<Vec<IgnoredAny>>,
 }
 
+/// The one element of a list, or `None` when it has none or several — read to its end either
+/// way, without building an error (a failed parse formats and boxes one; the usage chunk, with
+/// its empty `choices`, would pay that on every stream).
+struct One<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for One<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Elements<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<T> {
+            type Value = One<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<One<T>, A::Error> {
+                let Some(first) = seq.next_element::<T>()? else { return Ok(One(None)) };
+                let mut more = false;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    more = true;
+                }
+                Ok(One((!more).then_some(first)))
+            }
+        }
+        d.deserialize_seq(Elements(PhantomData))
+    }
+}
+
 /// Borrowed when the JSON string has no escapes.
 #[derive(Deserialize)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
@@ -75,7 +103,7 @@ pub(crate) fn raw_chunk(json: String) -> Result<RawChunk, String> {
 
 fn read(json: &str) -> Option<RawChunk> {
     let peek: Peek<'_> = serde_json::from_str(json).ok()?;
-    let [choice] = peek.choices;
+    let choice = peek.choices.0?;
     if choice.index != 0 || peek.usage == Some(true) || choice.logprobs == Some(true) {
         return None;
     }
@@ -186,6 +214,16 @@ mod tests {
         assert!(c.tool_calls && c.has_content());
         let c = raw(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#).unwrap();
         assert!(!c.has_content());
+    }
+
+    #[test]
+    fn a_list_of_one_is_read_to_its_end_whatever_its_length() {
+        let one = |json: &str| serde_json::from_str::<One<u32>>(json).map(|o| o.0);
+        assert_eq!(one("[7]").unwrap(), Some(7));
+        assert_eq!(one("[]").unwrap(), None);
+        assert_eq!(one("[1, 2, 3]").unwrap(), None);
+        assert!(one("[\"x\"]").is_err(), "an element of the wrong type is still an error");
+        assert!(one("{}").is_err());
     }
 
     #[test]
