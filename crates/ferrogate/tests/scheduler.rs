@@ -7,19 +7,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::Server;
 use ferrogate_testkit::gateway::SMOLLM2;
 use ferrogate_testkit::model_path;
 use serde_json::{Value, json};
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fg-scheduler-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn config() -> String {
     format!(
@@ -51,8 +42,8 @@ async fn both_kinds_answer(server: &Server) {
 
 #[tokio::test]
 async fn one_cpu_runs_the_current_thread_scheduler() {
-    let dir = tempdir("one");
-    let server = Server::start_pinned(&dir, "one", &config(), "0", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_pinned(dir.path(), "one", &config(), "0", &[]).await;
     let fields = runtime_line(&server);
     assert_eq!(
         (fields["scheduler"].as_str(), fields["workers"].as_u64()),
@@ -64,8 +55,8 @@ async fn one_cpu_runs_the_current_thread_scheduler() {
 
 #[tokio::test]
 async fn tokio_worker_threads_asks_for_the_multi_thread_scheduler() {
-    let dir = tempdir("asked");
-    let server = Server::start_pinned(&dir, "asked", &config(), "0", &[("TOKIO_WORKER_THREADS", "2")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_pinned(dir.path(), "asked", &config(), "0", &[("TOKIO_WORKER_THREADS", "2")]).await;
     let fields = runtime_line(&server);
     assert_eq!((fields["scheduler"].as_str(), fields["workers"].as_u64()), (Some("multi_thread"), Some(2)), "{fields}");
     both_kinds_answer(&server).await;
@@ -78,8 +69,8 @@ async fn several_cpus_run_the_multi_thread_scheduler() {
         eprintln!("skipped: this process may use one CPU only");
         return;
     }
-    let dir = tempdir("several");
-    let server = Server::start_pinned(&dir, "several", &config(), "0,1", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_pinned(dir.path(), "several", &config(), "0,1", &[]).await;
     let fields = runtime_line(&server);
     assert_eq!((fields["scheduler"].as_str(), fields["workers"].as_u64()), (Some("multi_thread"), Some(2)), "{fields}");
     both_kinds_answer(&server).await;

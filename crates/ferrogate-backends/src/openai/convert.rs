@@ -291,7 +291,7 @@ fn error_status(v: &Value) -> u16 {
 
 /// Decodes an OpenAI SSE stream into events as bytes arrive; with `passthrough`, plain chat
 /// chunks are handed over as they came ([`StreamEvent::Frame`], see `passthrough`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SseChunks {
     sse: SseDecoder,
     state: ChunkState,

@@ -6,6 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `config` written to `<dir>/<name>.toml`.
+fn config_file(dir: &Path, name: &str, config: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, config).unwrap();
+    file
+}
+
 /// A `ferrogate serve` process; SIGTERM and wait on drop.
 pub struct Server {
     pub child: Child,
@@ -20,25 +27,17 @@ impl Server {
 
     /// As [`Server::start`], with extra environment variables (e.g. libfaketime's).
     pub async fn start_env(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Server {
-        let file = dir.join(format!("{name}.toml"));
-        std::fs::write(&file, config).unwrap();
-        Self::start_file_env(dir, name, &file, env).await
+        Self::start_under(dir, name, &config_file(dir, name, config), env, &[]).await
     }
 
     /// As [`Server::start`], with the configuration file already in place (`file`).
     pub async fn start_file(dir: &Path, name: &str, file: &Path) -> Server {
-        Self::start_file_env(dir, name, file, &[]).await
-    }
-
-    async fn start_file_env(dir: &Path, name: &str, file: &Path, env: &[(&str, &str)]) -> Server {
-        Self::start_under(dir, name, file, env, &[]).await
+        Self::start_under(dir, name, file, &[], &[]).await
     }
 
     /// As [`Server::start_env`], restricted to the CPUs `cpus` names (`taskset -c`).
     pub async fn start_pinned(dir: &Path, name: &str, config: &str, cpus: &str, env: &[(&str, &str)]) -> Server {
-        let file = dir.join(format!("{name}.toml"));
-        std::fs::write(&file, config).unwrap();
-        Self::start_under(dir, name, &file, env, &["taskset", "-c", cpus]).await
+        Self::start_under(dir, name, &config_file(dir, name, config), env, &["taskset", "-c", cpus]).await
     }
 
     /// Starts `ferrogate serve` through `wrapper` (a command line that runs the binary after it;
