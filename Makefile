@@ -30,7 +30,8 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup run build build-release build-portable build-pgo install check-cpu test test-rust test-sdk \
 	lint fmt check-config check-deploy fetch-models bench-overhead bench-engine bench-limits bench-portable \
-	bench-batch bench-reload image-local bench-embed fuzz bench-soak bench-streams bench-conversation bench-routing bench-ab
+	bench-batch bench-reload image-local bench-embed fuzz bench-soak bench-streams bench-conversation bench-routing bench-ab \
+	bench-instructions
 
 help: ## list the targets (default)
 	@printf 'ferrogate — make targets:\n\n'
@@ -168,6 +169,10 @@ bench-ab: ## A/B of two gateway builds, interleaved on one CPU: make bench-ab A=
 	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make bench-ab A=<ferrogate binary> B=<ferrogate binary>" >&2; exit 2; }
 	@scripts/setup.sh --bench --no-models
 	scripts/bench-ab.sh "$(A)" "$(B)"
+
+bench-instructions: ## instructions per request under callgrind, gateway vs nginx's proxy (exact, noise-free)
+	@scripts/setup.sh --bench --no-models
+	scripts/bench-instructions.sh --annotate
 
 bench-limits: ## rate limits: check cost (in process, Redis) and a 429's latency with the backend saturated
 	@scripts/setup.sh --bench --no-models

@@ -14,7 +14,7 @@
 #                only when tests/sdk/requirements.txt changes (a hash stamp in .venv), and the
 #                pgvector extension in each installed PostgreSQL server that lacks it (the
 #                semantic cache's shared index)
-#   --bench      also the benchmark tools: nginx-light, wrk and perf (apt), oha and inferno (flame
+#   --bench      also the benchmark tools: nginx-light, wrk, perf and valgrind (apt), oha and inferno (flame
 #                graphs for bench-overhead --profile; cargo install into ~/.cache/ferrogate/tools,
 #                outside the repo)
 #   --no-models  skip the model fetch (lint-only callers)
@@ -32,8 +32,9 @@ BASE_DEBS=(build-essential cmake clang libclang-dev pkg-config python3-venv curl
 # alert rules in deploy/; chromium + chromium-driver run the live dashboard's browser test;
 # libfaketime skews one replica's clock in the three-replica test (tests/replicas.rs).
 TEST_DEBS=(prometheus chromium chromium-driver libfaketime)
-# nginx is the static upstream of `make bench-overhead`; wrk is a second load generator.
-BENCH_DEBS=(nginx-light wrk linux-perf)
+# nginx is the static upstream of `make bench-overhead`; wrk is a second load generator; valgrind
+# (callgrind) counts instructions per request for `make bench-instructions`.
+BENCH_DEBS=(nginx-light wrk linux-perf valgrind)
 OHA_VERSION="1.16.0"
 OHA_ROOT="$FG_TOOLS"
 INFERNO_VERSION="0.12.8"
