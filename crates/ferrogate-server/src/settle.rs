@@ -276,8 +276,8 @@ fn log_line(r: &RequestRecord<'_>, trace_id: Option<&str>) {
         macro_rules! settled {
             ($level:ident) => {
                 tracing::$level!(
-                    request_id = %r.request_id, client_ip = %r.client_ip, endpoint = r.endpoint.as_str(),
-                    model = %r.deployment, backend, key, stream = r.stream, outcome, error, prompt_tokens,
+                    request_id = r.request_id, client_ip = %r.client_ip, endpoint = r.endpoint.as_str(),
+                    model = r.deployment, backend, key, stream = r.stream, outcome, error, prompt_tokens,
                     cached_tokens = r.usage.cached_tokens(), completion_tokens, latency_ms, ttft_ms, trace_id,
                     tenant = r.tenant, status = r.status, guardrails = r.guardrails, "request settled"
                 )
@@ -289,13 +289,13 @@ fn log_line(r: &RequestRecord<'_>, trace_id: Option<&str>) {
     }
     if failed && r.status >= 500 {
         tracing::warn!(
-            request_id = %r.request_id, client_ip = %r.client_ip, endpoint = r.endpoint.as_str(), status = r.status,
-            model = %r.deployment, key, latency_ms, error.code = code, error.cause = error, trace_id, "request failed"
+            request_id = r.request_id, client_ip = %r.client_ip, endpoint = r.endpoint.as_str(), status = r.status,
+            model = r.deployment, key, latency_ms, error.code = code, error.cause = error, trace_id, "request failed"
         );
     } else {
         tracing::info!(
-            request_id = %r.request_id, client_ip = %r.client_ip, endpoint = r.endpoint.as_str(), status = r.status,
-            model = %r.deployment, key, outcome, latency_ms, error.code = code, error.cause = error, trace_id,
+            request_id = r.request_id, client_ip = %r.client_ip, endpoint = r.endpoint.as_str(), status = r.status,
+            model = r.deployment, key, outcome, latency_ms, error.code = code, error.cause = error, trace_id,
             "request rejected"
         );
     }

@@ -34,7 +34,7 @@ where
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         w.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut w)?;
+        timestamp(&mut w, std::time::SystemTime::now())?;
         w.write_str("\",\"level\":\"")?;
         w.write_str(meta.level().as_str())?;
         w.write_char('"')?;
@@ -62,9 +62,9 @@ impl Fields<'_, '_> {
             return;
         }
         self.result = (|| {
-            self.w.write_char(',')?;
-            string(self.w, name)?;
-            self.w.write_char(':')?;
+            self.w.write_str(",\"")?;
+            Escaped(self.w).write_str(name)?;
+            self.w.write_str("\":")?;
             value(self.w)
         })();
     }
@@ -84,20 +84,24 @@ impl Visit for Fields<'_, '_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |w| write!(w, "{value}"));
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |w| write!(w, "{value}"));
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.field(field, |w| w.write_str(if value { "true" } else { "false" }));
     }
 
-    /// JSON has no NaN or infinity: those are `null`, as serde_json writes them.
+    /// Digits as serde_json writes them (its `Number` formats a float as its serializer does);
+    /// JSON has no NaN or infinity: those are `null`, as serde_json writes them too.
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.field(field, |w| if value.is_finite() { write!(w, "{value:?}") } else { w.write_str("null") });
+        self.field(field, |w| match serde_json::Number::from_f64(value) {
+            Some(n) => write!(w, "{n}"),
+            None => w.write_str("null"),
+        });
     }
 }
 
@@ -109,35 +113,130 @@ fn string(w: &mut impl Write, s: &str) -> fmt::Result {
 }
 
 /// A writer that escapes what it is given for the inside of a JSON string: `"`, `\` and the
-/// control characters, with serde_json's short escapes where JSON has them.
+/// control characters, with serde_json's short escapes where JSON has them. Text is looked at 16
+/// bytes at a time (a test the compiler vectorizes); a block with nothing to escape is skipped
+/// whole, and the plain runs between escapes are written in one piece.
 struct Escaped<'a, W: Write>(&'a mut W);
+
+/// What the JSON string needs for byte `b`: `None` when it stands as it is, `Some("")` for a
+/// control character without a short escape (written `\u00XX`).
+fn escape(b: u8) -> Option<&'static str> {
+    Some(match b {
+        b'"' => "\\\"",
+        b'\\' => "\\\\",
+        b'\n' => "\\n",
+        b'\r' => "\\r",
+        b'\t' => "\\t",
+        0x08 => "\\b",
+        0x0c => "\\f",
+        0..0x20 => "",
+        _ => return None,
+    })
+}
+
+const BLOCK: usize = 16;
 
 impl<W: Write> Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let mut plain = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let short = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x08 => "\\b",
-                0x0c => "\\f",
-                0..0x20 => "",
-                _ => continue,
-            };
-            // `i` is at an ASCII byte, so both slices end on character boundaries.
-            self.0.write_str(s.get(plain..i).unwrap_or_default())?;
-            if short.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(short)?;
+        for (n, block) in s.as_bytes().chunks(BLOCK).enumerate() {
+            if !block.iter().fold(false, |any, &b| any | (b < 0x20 || b == b'"' || b == b'\\')) {
+                continue;
             }
-            plain = i + 1;
+            for (j, &b) in block.iter().enumerate() {
+                let Some(short) = escape(b) else { continue };
+                let i = n * BLOCK + j;
+                // `i` is at an ASCII byte, so both slices end on character boundaries.
+                self.0.write_str(s.get(plain..i).unwrap_or_default())?;
+                if short.is_empty() {
+                    write!(self.0, "\\u{b:04x}")?;
+                } else {
+                    self.0.write_str(short)?;
+                }
+                plain = i + 1;
+            }
         }
         self.0.write_str(s.get(plain..).unwrap_or_default())
     }
+}
+
+/// The time as tracing-subscriber's `SystemTime` writes it (`2026-12-07T19:19:00.123456Z`, UTC,
+/// microseconds). The part up to the second is kept per thread and made again only when the
+/// second changes. A clock before 1970 or after 9999 is left to the library (which reads it
+/// again).
+fn timestamp(w: &mut Writer<'_>, now: std::time::SystemTime) -> fmt::Result {
+    use std::cell::Cell;
+    thread_local! {
+        /// The second last written, and its text up to the decimal point.
+        static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+    }
+    let Ok(since) = now.duration_since(std::time::UNIX_EPOCH) else {
+        return SystemTime.format_time(w);
+    };
+    let secs = since.as_secs();
+    let prefix = match SECOND.try_with(Cell::get) {
+        Ok((at, text)) if at == secs => text,
+        _ => {
+            let Some(text) = second_text(secs) else { return SystemTime.format_time(w) };
+            let _ = SECOND.try_with(|c| c.set((secs, text)));
+            text
+        }
+    };
+    w.write_str(std::str::from_utf8(&prefix).map_err(|_| fmt::Error)?)?;
+    let mut micros = [b'0'; 6];
+    let mut v = since.subsec_micros();
+    for d in micros.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    w.write_str(std::str::from_utf8(&micros).map_err(|_| fmt::Error)?)?;
+    w.write_char('Z')
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of `secs` after 1970 (UTC), or `None` past the year 9999.
+fn second_text(secs: u64) -> Option<[u8; 20]> {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil(i64::try_from(days).ok()?);
+    if year > 9999 {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    let mut put = |at: usize, value: u64, width: usize| {
+        let mut v = value;
+        for i in (at..at + width).rev() {
+            if let Some(d) = out.get_mut(i) {
+                *d = b'0' + (v % 10) as u8;
+            }
+            v /= 10;
+        }
+    };
+    put(0, u64::try_from(year).ok()?, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, rem / 3600, 2);
+    put(14, rem / 60 % 60, 2);
+    put(17, rem % 60, 2);
+    for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.')] {
+        if let Some(d) = out.get_mut(i) {
+            *d = c;
+        }
+    }
+    Some(out)
+}
+
+/// The proleptic Gregorian date (year, month, day) of `days` after 1970-01-01: Howard Hinnant's
+/// `civil_from_days` (<https://howardhinnant.github.io/date_algorithms.html>).
+fn civil(days: i64) -> (i64, u64, u64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month.unsigned_abs(), day.unsigned_abs())
 }
 
 #[cfg(test)]
@@ -199,6 +298,14 @@ mod tests {
             stream = true,
             ratio = 0.25f64,
             whole = 3.0f64,
+            tiny = 1.5e-7f64,
+            huge = 1e21f64,
+            third = 1.0f64 / 3.0,
+            negative = -1234.5678f64,
+            most = u64::MAX,
+            least = i64::MIN,
+            long_plain = "a plain value longer than one block of sixteen bytes, nothing to escape",
+            escape_at_block_edges = "0123456789abcde\"0123456789abcde\\0123456789abcdef\n",
             nan = f64::NAN,
             inf = f64::INFINITY,
             error.cause = %TRICKY,
@@ -269,6 +376,53 @@ mod tests {
             lines,
             [r#"{"timestamp":"T","level":"WARN","message":"pool exhausted","target":"some_dependency::pool"}"#]
         );
+    }
+
+    /// `timestamp` at `secs` seconds and `micros` microseconds after 1970.
+    fn stamp(secs: u64, micros: u32) -> String {
+        let mut out = String::new();
+        let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, micros * 1000);
+        timestamp(&mut Writer::new(&mut out), at).unwrap();
+        out
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        assert_eq!(stamp(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(stamp(951_782_400, 7), "2000-02-29T00:00:00.000007Z");
+        assert_eq!(stamp(1_796_670_000, 123_456), "2026-12-07T19:00:00.123456Z");
+        assert_eq!(stamp(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
+        assert_eq!(stamp(253_402_300_799, 0), "9999-12-31T23:59:59.000000Z");
+        assert!(second_text(253_402_300_800).is_none(), "the year 10000 is left to the library");
+        // The second kept per thread is not reused for another second, before or after.
+        assert_eq!(stamp(1_796_670_001, 0), "2026-12-07T19:00:01.000000Z");
+        assert_eq!(stamp(1_796_669_999, 0), "2026-12-07T18:59:59.000000Z");
+    }
+
+    #[test]
+    fn the_calendar_agrees_with_a_calendar_library_every_day_for_ten_thousand_years() {
+        let mut day = 0i64;
+        while day < 2_932_897 {
+            let date = time::OffsetDateTime::from_unix_timestamp(day * 86_400).unwrap().date();
+            let expected = (i64::from(date.year()), u64::from(u8::from(date.month())), u64::from(date.day()));
+            assert_eq!(civil(day), expected, "day {day}");
+            day += 1;
+        }
+    }
+
+    #[test]
+    fn the_clock_now_is_written_as_the_library_writes_it() {
+        // The library reads the clock itself: compare the same second, retrying across a tick.
+        let same_second = (0..5).find_map(|_| {
+            let now = std::time::SystemTime::now();
+            let (mut ours, mut library) = (String::new(), String::new());
+            timestamp(&mut Writer::new(&mut ours), now).unwrap();
+            SystemTime.format_time(&mut Writer::new(&mut library)).unwrap();
+            (ours[..20] == library[..20]).then_some((ours, library))
+        });
+        assert!(same_second.is_some(), "the written second never matched the library's");
+        let Some((ours, library)) = same_second else { return };
+        assert_eq!((ours.len(), &ours[26..]), (library.len(), "Z"));
     }
 
     #[test]
