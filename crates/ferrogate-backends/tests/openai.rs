@@ -99,6 +99,8 @@ async fn non_stream_maps_the_request_and_reads_usage() {
     assert_eq!(r.header("x-request-id"), Some("req-42"));
     assert_eq!(r.header("authorization"), Some("Bearer sk-test"));
     assert_eq!(r.header("x-tenant"), Some("t1"));
+    // One Host header, the upstream's address (made once per backend, not by the client).
+    assert_eq!(r.headers.get_all("host").iter().collect::<Vec<_>>(), [f.addr().to_string().as_str()]);
     let body = r.json();
     assert_eq!(body["model"], "upstream-model");
     assert_eq!(body["messages"], json!([{"role": "user", "content": "hi"}]));

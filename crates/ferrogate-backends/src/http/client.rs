@@ -311,7 +311,31 @@ fn default_headers(s: &ClientSettings<'_>) -> Result<HeaderMap, String> {
         v.set_sensitive(true);
         map.insert(header::AUTHORIZATION, v);
     }
+    if !map.contains_key(header::HOST)
+        && let Some(host) = host_header(s)
+    {
+        map.insert(header::HOST, host);
+    }
     Ok(map)
+}
+
+/// The `Host` header hyper-util writes on every HTTP/1 request (`host[:port]`, without the
+/// scheme's default port), made once per backend: the client would build it with a `format!`
+/// per request. Only for cleartext HTTP/1 (`http://` without prior knowledge): over TLS the
+/// connection may turn out to be HTTP/2, which names the authority in `:authority` instead.
+fn host_header(s: &ClientSettings<'_>) -> Option<HeaderValue> {
+    if s.http2_prior_knowledge {
+        return None;
+    }
+    let uri = s.base_url.parse::<Uri>().ok()?;
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return None;
+    }
+    let host = uri.host()?;
+    match uri.port() {
+        Some(port) if port.as_u16() != 80 => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+        _ => HeaderValue::from_str(host).ok(),
+    }
 }
 
 /// A hyper-util client failure → the variant that says which phase failed (as reqwest's were).
@@ -368,6 +392,37 @@ mod tests {
         assert!(!format!("{map:?}").contains("sk-secret"));
         assert_eq!(map["x-extra"], "1");
         assert!(map[header::USER_AGENT].to_str().unwrap().starts_with("ferrogate/"));
+    }
+
+    fn settings<'a>(base_url: &'a str, headers: &'a BTreeMap<String, String>, h2: bool) -> ClientSettings<'a> {
+        ClientSettings {
+            base_url,
+            bearer: None,
+            headers,
+            connect_timeout: Duration::from_secs(1),
+            pool_idle_per_host: 1,
+            http2_prior_knowledge: h2,
+            http2_connections: 1,
+            proxy: None,
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn the_host_header_is_what_the_client_would_write_made_once() {
+        let none = BTreeMap::new();
+        let host = |url: &str, h2: bool| default_headers(&settings(url, &none, h2)).unwrap().get(header::HOST).cloned();
+        assert_eq!(host("http://127.0.0.1:8000/v1", false).unwrap(), "127.0.0.1:8000");
+        assert_eq!(host("http://vllm.internal/v1", false).unwrap(), "vllm.internal");
+        assert_eq!(host("http://vllm.internal:80/v1", false).unwrap(), "vllm.internal");
+        assert_eq!(host("http://[::1]:9000/v1", false).unwrap(), "[::1]:9000");
+        // TLS may negotiate HTTP/2, and prior knowledge is HTTP/2: the client decides there.
+        assert_eq!(host("https://api.example.com/v1", false), None);
+        assert_eq!(host("http://127.0.0.1:8000/v1", true), None);
+        // A configured Host header wins.
+        let own = BTreeMap::from([("host".to_owned(), "llm.example".to_owned())]);
+        let map = default_headers(&settings("http://127.0.0.1:8000/v1", &own, false)).unwrap();
+        assert_eq!(map.get_all(header::HOST).iter().collect::<Vec<_>>(), ["llm.example"]);
     }
 
     #[test]
