@@ -39,9 +39,11 @@ fn request_id(req: &Request) -> Arc<str> {
 pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let hints = RouteHints::from_headers(req.headers());
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let endpoint = Endpoint::from_path(&path);
-    let obs = Arc::new(st.obs.request(req.headers(), method.as_str(), &path, started, endpoint.is_some()));
+    // The URI shares the request head's bytes: cloning it copies no text.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let path = uri.path();
+    let endpoint = Endpoint::from_path(path);
+    let obs = Arc::new(st.obs.request(req.headers(), method.as_str(), path, started, endpoint.is_some()));
     let client_ip = crate::limits::client_ip::client_ip(&req, &st.limits.trusted_proxies);
     let cache_control =
         CacheControl::parse(req.headers().get_all("cache-control").iter().filter_map(|v| v.to_str().ok()));
@@ -61,7 +63,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     let mut unsettled = endpoint.map(|e| Unsettled::new(st.clone(), cx.clone(), e));
     let res = next.run(req).await;
     // Errors in the route's protocol shape (Anthropic, Ollama), before anything reads them.
-    let mut res = crate::error::front::reshape(&path, &cx.id, res);
+    let mut res = crate::error::front::reshape(path, &cx.id, res);
     let elapsed = cx.started.elapsed();
     let headers = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&cx.id) {
@@ -114,12 +116,14 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     res
 }
 
-/// `elapsed` in milliseconds with three decimals, formatted on the stack (no `String`).
+/// `elapsed` in milliseconds with three decimals (to the nearest microsecond), formatted on the
+/// stack from integers: no `String`, no float formatting.
 fn millis_header(elapsed: std::time::Duration) -> Option<HeaderValue> {
     use std::io::Write;
-    let mut buf = [0u8; 32];
+    let micros = (elapsed.as_nanos() + 500) / 1000;
+    let mut buf = [0u8; 48];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    write!(cursor, "{:.3}", elapsed.as_secs_f64() * 1000.0).ok()?;
+    write!(cursor, "{}.{:03}", micros / 1000, micros % 1000).ok()?;
     let len = usize::try_from(cursor.position()).ok()?;
     HeaderValue::from_bytes(buf.get(..len)?).ok()
 }
@@ -211,5 +215,24 @@ impl Drop for Unsettled {
         };
         let status = if std::thread::panicking() { 500 } else { 499 };
         self.record(status, &outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use super::millis_header;
+
+    #[test]
+    fn response_time_is_milliseconds_with_three_decimals_rounded() {
+        let ms = |d: Duration| millis_header(d).unwrap().to_str().unwrap().to_owned();
+        assert_eq!(ms(Duration::ZERO), "0.000");
+        assert_eq!(ms(Duration::from_nanos(1_234_567)), "1.235");
+        assert_eq!(ms(Duration::from_nanos(1_234_499)), "1.234");
+        assert_eq!(ms(Duration::from_micros(42)), "0.042");
+        assert_eq!(ms(Duration::from_nanos(999_999_600)), "1000.000");
+        assert_eq!(ms(Duration::from_secs(90_061)), "90061000.000");
     }
 }

@@ -116,10 +116,9 @@ impl Frames for Encoder {
         if self.include_usage {
             let object =
                 if self.endpoint == Endpoint::Completion { "text_completion" } else { "chat.completion.chunk" };
-            out.push(json_frame(&serde_json::json!({
-                "id": self.id, "object": object, "created": self.created, "model": self.model,
-                "choices": [], "usage": usage,
-            })));
+            let chunk =
+                UsageChunk { id: &self.id, object, created: self.created, model: &self.model, choices: [], usage };
+            out.push(json_frame(&chunk));
         }
         out.push(Bytes::from_static(DONE_FRAME));
         out
@@ -166,6 +165,17 @@ impl Frames for Encoder {
         out.extend_from_slice(b"\n\n");
         Some(Bytes::from(out))
     }
+}
+
+/// The final usage chunk: empty `choices`, the stream's `usage` (borrowed: nothing copied).
+#[derive(serde::Serialize)]
+struct UsageChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [(); 0],
+    usage: Usage,
 }
 
 /// `s` as the inside of a JSON string (escaped, without its quotes) when it needs escaping.
@@ -259,6 +269,23 @@ mod tests {
         let v = frame_json(&e.raw(&chunk(&json)).unwrap());
         assert!(v.get("usage").is_none(), "{v}");
         assert_eq!(v["choices"][0]["delta"]["content"], "Hi");
+    }
+
+    #[test]
+    fn the_usage_chunk_has_empty_choices_and_the_streams_usage() {
+        for (endpoint, object) in [(Endpoint::Chat, "chat.completion.chunk"), (Endpoint::Completion, "text_completion")]
+        {
+            let mut e = Encoder::new(endpoint, "r1", "m\"1", true);
+            let frames = e.close(Usage::new(5, 4, None));
+            assert_eq!(frames.len(), 2);
+            let v = frame_json(&frames[0]);
+            assert_eq!((v["object"].as_str(), v["model"].as_str()), (Some(object), Some("m\"1")));
+            assert!(v["id"].as_str().unwrap().ends_with("-r1"));
+            assert_eq!(v["choices"], serde_json::json!([]));
+            assert_eq!((v["usage"]["prompt_tokens"].as_u64(), v["usage"]["total_tokens"].as_u64()), (Some(5), Some(9)));
+            assert_eq!(&frames[1][..], DONE_FRAME);
+        }
+        assert_eq!(Encoder::new(Endpoint::Chat, "r", "m", false).close(Usage::new(1, 1, None)).len(), 1);
     }
 
     #[test]
