@@ -17,8 +17,8 @@ use crate::blame::Blame;
 /// A normalized inference request, already routed: `model` is the upstream's model name.
 #[derive(Debug, Clone)]
 pub struct InferenceRequest {
-    /// Propagated upstream as `X-Request-Id`.
-    pub request_id: String,
+    /// Propagated upstream as `X-Request-Id`; shared with the request's context (no copy).
+    pub request_id: std::sync::Arc<str>,
     pub model: String,
     pub input: Input,
     pub params: GenParams,

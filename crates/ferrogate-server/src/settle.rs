@@ -63,7 +63,7 @@ impl Reservations {
 
 /// A request that reached a backend; settles exactly once, when dropped.
 pub struct Settle {
-    pub request_id: String,
+    pub request_id: Arc<str>,
     pub endpoint: Endpoint,
     /// The deployment serving (a fallback's, once one serves).
     pub deployment: DeploymentName,

@@ -74,7 +74,7 @@ fn loaded_at_start(t: &Target) -> bool {
 
 fn request(deployment: &str) -> InferenceRequest {
     InferenceRequest {
-        request_id: format!("warmup-{}", uuid::Uuid::now_v7().simple()),
+        request_id: format!("warmup-{}", uuid::Uuid::now_v7().simple()).into(),
         model: deployment.to_owned(),
         input: Input::Chat { messages: vec![ChatMessage::new(Role::User, "hi")], tools: None, tool_choice: None },
         params: GenParams { max_tokens: Some(1), ..GenParams::default() },

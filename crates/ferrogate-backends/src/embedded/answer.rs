@@ -15,7 +15,7 @@ type Item = Result<StreamEvent, BackendError>;
 
 /// What one request's answer is being built from.
 pub struct AnswerState {
-    request_id: String,
+    request_id: std::sync::Arc<str>,
     /// The envelope parser, when the request offers tools.
     parser: Option<ToolParser>,
     /// Log probabilities not yet attached to a delta (stream) or all of them (whole).
@@ -25,7 +25,7 @@ pub struct AnswerState {
 }
 
 impl AnswerState {
-    pub fn new(request_id: String, output: &OutputFormat) -> Self {
+    pub fn new(request_id: std::sync::Arc<str>, output: &OutputFormat) -> Self {
         let parser = match output {
             OutputFormat::Tools(spec) => Some(ToolParser::new(spec.choice != ToolChoice::Auto)),
             OutputFormat::Text | OutputFormat::JsonObject | OutputFormat::JsonSchema(_) => None,

@@ -90,7 +90,7 @@ fn request(request_id: &str, model: &str, text: &str) -> InferenceRequest {
         ChatMessage::new(Role::User, format!("<text>\n{}\n</text>", &text[..cut])),
     ];
     InferenceRequest {
-        request_id: format!("{request_id}-judge"),
+        request_id: format!("{request_id}-judge").into(),
         model: model.to_owned(),
         input: Input::Chat { messages, tools: None, tool_choice: None },
         params: GenParams { temperature: Some(0.0), max_tokens: Some(4), ..GenParams::default() },

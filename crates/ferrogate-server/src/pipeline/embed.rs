@@ -56,7 +56,7 @@ pub async fn run(st: &AppState, cx: &RequestCx, r: EmbeddingRequest, endpoint: E
     let limit = st.settings.request_timeout;
     let call = move |b: Arc<dyn Backend>, req: InferenceRequest| {
         let er = EmbedRequest {
-            request_id: req.request_id,
+            request_id: req.request_id.to_string(),
             model: req.model,
             inputs: inputs.clone(),
             dimensions,

@@ -151,7 +151,7 @@ fn route(
     }
     params.max_tokens = deployment.cap_max_tokens(params.max_tokens);
     let req = InferenceRequest {
-        request_id: cx.id.to_string(),
+        request_id: cx.id.clone(),
         // The upstream's name, set per attempt by dispatch.
         model: String::new(),
         input,
