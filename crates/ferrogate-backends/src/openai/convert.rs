@@ -16,6 +16,7 @@ use ferrogate_protocol::sse::{SseDecoder, SseEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::passthrough::Peeked;
 use crate::http::{classify, json_message, truncate};
 use crate::stream::{Decoder, Item};
 
@@ -318,8 +319,9 @@ impl ChunkState {
             return;
         }
         let ev = if self.passthrough {
-            match super::passthrough::raw_chunk(ev.data) {
-                Ok(raw) => return self.raw(raw, out),
+            match super::passthrough::peek_chunk(ev.data) {
+                Ok(Peeked::Chunk(raw)) => return self.raw(raw, out),
+                Ok(Peeked::Usage(usage)) => return out.push_back(Ok(StreamEvent::Usage(usage))),
                 Err(data) => SseEvent { data, ..ev },
             }
         } else {

@@ -1,6 +1,7 @@
 //! SSE passthrough, the reading half (pure): an upstream chat chunk becomes a [`RawChunk`] —
 //! its JSON kept as received, with the byte ranges of `id`, `model` and the content, whether it
-//! has tool calls, and its finish reason — after one borrowing parse that copies nothing.
+//! has tool calls, and its finish reason — after one borrowing parse that copies nothing. The
+//! stream's usage chunk (no choices, a `usage` object) is read in the same pass.
 //!
 //! Invariant: only a plain chunk passes (see `ferrogate_core::chunk`): one choice of index 0, no
 //! usage, no log probabilities, no escapes in `id`/`model`/`finish_reason`, a finish reason that
@@ -13,7 +14,7 @@ use std::marker::PhantomData;
 use std::ops::Range;
 
 use ferrogate_core::chunk::{ChunkText, RawChunk};
-use ferrogate_protocol::openai::FinishReason;
+use ferrogate_protocol::openai::{FinishReason, Usage};
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -24,12 +25,12 @@ struct Peek<'a> {
     id: Option<&'a str>,
     #[serde(borrow, default)]
     model: Option<&'a str>,
-    /// Exactly one choice: an empty list (the usage chunk) or several decode instead.
+    /// Exactly one choice passes; none is the usage chunk; several decode instead.
     #[serde(borrow)]
-    choices: One<PeekChoice<'a>>,
-    /// `None`: no key; `Some(false)`: `null`; `Some(true)`: a value (decoded instead).
-    #[serde(default, deserialize_with = "present")]
-    usage: Option<bool>,
+    choices: Listed<PeekChoice<'a>>,
+    /// `None`: no key; `Some(None)`: `null`; `Some(Some(_))`: the counts.
+    #[serde(default, deserialize_with = "usage")]
+    usage: Option<Option<Usage>>,
 }
 
 #[derive(Deserialize)]
@@ -53,26 +54,30 @@ struct PeekDelta<'a> {
     tool_calls: Option<Vec<IgnoredAny>>,
 }
 
-/// The one element of a list, or `None` when it has none or several — read to its end either
-/// way, without building an error (a failed parse formats and boxes one; the usage chunk, with
-/// its empty `choices`, would pay that on every stream).
-struct One<T>(Option<T>);
+/// A list read to its end: no element, exactly one, or several — without building an error
+/// for the other cases (a failed parse formats and boxes one).
+#[derive(Debug, PartialEq)]
+enum Listed<T> {
+    Empty,
+    One(T),
+    Several,
+}
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for One<T> {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Listed<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Elements<T>(PhantomData<T>);
         impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<T> {
-            type Value = One<T>;
+            type Value = Listed<T>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a list")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<One<T>, A::Error> {
-                let Some(first) = seq.next_element::<T>()? else { return Ok(One(None)) };
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Listed<T>, A::Error> {
+                let Some(first) = seq.next_element::<T>()? else { return Ok(Listed::Empty) };
                 let mut more = false;
                 while seq.next_element::<IgnoredAny>()?.is_some() {
                     more = true;
                 }
-                Ok(One((!more).then_some(first)))
+                Ok(if more { Listed::Several } else { Listed::One(first) })
             }
         }
         d.deserialize_seq(Elements(PhantomData))
@@ -88,6 +93,11 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     Ok(Some(Option::<IgnoredAny>::deserialize(d)?.is_some()))
 }
 
+/// A present `usage`: `Some(None)` for `null`, else its counts.
+fn usage<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Usage>>, D::Error> {
+    Ok(Some(Option::<Usage>::deserialize(d)?))
+}
+
 /// The byte range of `part` inside `whole` (`part` borrowed from it).
 fn span(whole: &str, part: &str) -> Option<Range<usize>> {
     let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
@@ -95,16 +105,34 @@ fn span(whole: &str, part: &str) -> Option<Range<usize>> {
     (end <= whole.len()).then_some(start..end)
 }
 
-/// `json` as a raw chunk, or `json` back when it must be decoded (see the module's invariant).
-pub(crate) fn raw_chunk(json: String) -> Result<RawChunk, String> {
-    let Some(parts) = read(&json) else { return Err(json) };
-    Ok(RawChunk { json, ..parts })
+/// What one read of a chunk found.
+#[derive(Debug)]
+pub(crate) enum Peeked {
+    /// A plain chunk, to pass through.
+    Chunk(RawChunk),
+    /// The usage chunk: no choices, the stream's counts.
+    Usage(Usage),
 }
 
-fn read(json: &str) -> Option<RawChunk> {
+/// `json` as a raw chunk or the stream's usage, or `json` back when it must be decoded (see the
+/// module's invariant).
+pub(crate) fn peek_chunk(json: String) -> Result<Peeked, String> {
+    match read(&json) {
+        Some(Peeked::Chunk(parts)) => Ok(Peeked::Chunk(RawChunk { json, ..parts })),
+        Some(usage) => Ok(usage),
+        None => Err(json),
+    }
+}
+
+fn read(json: &str) -> Option<Peeked> {
     let peek: Peek<'_> = serde_json::from_str(json).ok()?;
-    let choice = peek.choices.0?;
-    if choice.index != 0 || peek.usage == Some(true) || choice.logprobs == Some(true) {
+    let choice = match peek.choices {
+        Listed::One(choice) => choice,
+        // What the decoder makes of it: one usage event (and nothing for `null` or no key).
+        Listed::Empty => return peek.usage.flatten().map(Peeked::Usage),
+        Listed::Several => return None,
+    };
+    if choice.index != 0 || matches!(peek.usage, Some(Some(_))) || choice.logprobs == Some(true) {
         return None;
     }
     let finish = match choice.finish_reason {
@@ -122,7 +150,7 @@ fn read(json: &str) -> Option<RawChunk> {
         Some(Cow::Borrowed(c)) => ChunkText::Span(span(json, c)?),
         Some(Cow::Owned(c)) => ChunkText::Owned(c),
     };
-    Some(RawChunk {
+    Some(Peeked::Chunk(RawChunk {
         json: String::new(),
         id: match peek.id {
             Some(id) => Some(span(json, id)?),
@@ -137,7 +165,7 @@ fn read(json: &str) -> Option<RawChunk> {
         text,
         tool_calls: delta.tool_calls.is_some_and(|c| !c.is_empty()),
         finish,
-    })
+    }))
 }
 
 /// The byte range of the one `"usage":null` member of `json` (whose top-level `usage` is
@@ -172,7 +200,10 @@ mod tests {
     use super::*;
 
     fn raw(json: &str) -> Option<RawChunk> {
-        raw_chunk(json.to_owned()).ok()
+        match peek_chunk(json.to_owned()) {
+            Ok(Peeked::Chunk(c)) => Some(c),
+            _ => None,
+        }
     }
 
     #[test]
@@ -218,18 +249,34 @@ mod tests {
 
     #[test]
     fn a_list_of_one_is_read_to_its_end_whatever_its_length() {
-        let one = |json: &str| serde_json::from_str::<One<u32>>(json).map(|o| o.0);
-        assert_eq!(one("[7]").unwrap(), Some(7));
-        assert_eq!(one("[]").unwrap(), None);
-        assert_eq!(one("[1, 2, 3]").unwrap(), None);
+        let one = |json: &str| serde_json::from_str::<Listed<u32>>(json);
+        assert_eq!(one("[7]").unwrap(), Listed::One(7));
+        assert_eq!(one("[]").unwrap(), Listed::Empty);
+        assert_eq!(one("[1, 2, 3]").unwrap(), Listed::Several);
         assert!(one("[\"x\"]").is_err(), "an element of the wrong type is still an error");
         assert!(one("{}").is_err());
     }
 
     #[test]
+    fn the_usage_chunk_is_read_in_the_same_pass() {
+        let json = r#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":4}}}"#;
+        let read = peek_chunk(json.to_owned());
+        assert!(matches!(read, Ok(Peeked::Usage(_))), "not read as usage: {read:?}");
+        let Ok(Peeked::Usage(u)) = read else { return };
+        // The same counts the decoder reads from it.
+        let decoded: Usage =
+            serde_json::from_value(serde_json::from_str::<serde_json::Value>(json).unwrap()["usage"].clone()).unwrap();
+        assert_eq!(u, decoded);
+        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens()), (12, 9, 21, 4));
+        // No choices and no counts (`null`, no key) give nothing to read: decoded as before.
+        for json in [r#"{"choices":[],"usage":null}"#, r#"{"choices":[]}"#, r#"{"choices":[],"usage":"x"}"#] {
+            assert!(peek_chunk(json.to_owned()).is_err(), "{json}");
+        }
+    }
+
+    #[test]
     fn anything_unusual_is_decoded_instead() {
         for json in [
-            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
             r#"{"choices":[{"index":0,"delta":{"content":"x"}}],"usage":{"prompt_tokens":1}}"#,
             r#"{"choices":[{"index":0,"delta":{"content":"x"}},{"index":1,"delta":{"content":"y"}}]}"#,
             r#"{"choices":[{"index":1,"delta":{"content":"x"}}]}"#,
@@ -239,7 +286,7 @@ mod tests {
             r#"{"error":{"message":"boom"}}"#,
             "not json",
         ] {
-            assert!(raw(json).is_none(), "{json}");
+            assert!(peek_chunk(json.to_owned()).is_err(), "{json}");
         }
     }
 }
