@@ -108,30 +108,11 @@ fg_wait_http "http://127.0.0.1:$PROXY_PORT/json/v1/models" 60 "$NGINX_PID" ||
 gateway_start() {
   local name="$1" bin="$2"
   GW_PORT="$(fg_free_port)"
-  cat >"$TMP/$name.toml" <<EOF
-[server]
-listen = "127.0.0.1:$GW_PORT"
-
-[backends.fast]
-kind = "openai"
-base_url = "http://127.0.0.1:$NGINX_PORT/json/v1"
-
-[backends.fast-sse]
-kind = "openai"
-base_url = "http://127.0.0.1:$NGINX_PORT/sse/v1"
-
-[deployments.fast]
-backends = ["fast"]
-
-[deployments.fast-sse]
-backends = ["fast-sse"]
-
-[metrics]
-enabled = false
-
-[dashboard]
-enabled = false
-EOF
+  {
+    printf '[server]\nlisten = "127.0.0.1:%s"\n\n' "$GW_PORT"
+    fg_bench_backends "$NGINX_PORT"
+    printf '[metrics]\nenabled = false\n\n[dashboard]\nenabled = false\n'
+  } >"$TMP/$name.toml"
   # One CPU, as bench-overhead pins it: the same (current-thread) scheduler is counted.
   valgrind_start "$name" taskset -c 0 -- "$bin" serve --config "$TMP/$name.toml"
   GW_PID="$VG_PID"

@@ -244,30 +244,14 @@ write_gateway_config() {
 [server]
 listen = "127.0.0.1:$port"
 
-[backends.fast]
-kind = "openai"
-base_url = "http://127.0.0.1:$NGINX_PORT/json/v1"
-
-[backends.fast-sse]
-kind = "openai"
-base_url = "http://127.0.0.1:$NGINX_PORT/sse/v1"
-
-# 64 running, as an HTTP backend's default, and room in the queue for every other client of the
-# largest concurrency measured (c=512): the default queue of 64 would answer the rest 503
-# queue_full by design. Not 1,024 slots: requests waiting in the gateway's queue (first in, first
-# out) cost little until admitted, while 512 admitted at once overflow tokio's run queue and the
-# oldest wait longest (p99 200 ms for a mean of 50; docs/BENCHMARKS.md, "Where the cost and the
-# c=512 tail come from").
-[deployments.fast]
-backends = ["fast"]
-concurrency = 64
-queue_size = 1024
-
-[deployments.fast-sse]
-backends = ["fast-sse"]
-concurrency = 64
-queue_size = 1024
 EOF
+  # 64 running, as an HTTP backend's default, and room in the queue for every other client of the
+  # largest concurrency measured (c=512): the default queue of 64 would answer the rest 503
+  # queue_full by design. Not 1,024 slots: requests waiting in the gateway's queue (first in,
+  # first out) cost little until admitted, while 512 admitted at once overflow tokio's run queue
+  # and the oldest wait longest (p99 200 ms for a mean of 50; docs/BENCHMARKS.md, "Where the cost
+  # and the c=512 tail come from").
+  fg_bench_backends "$NGINX_PORT" $'concurrency = 64\nqueue_size = 1024' >>"$file"
   if [ -z "$sampling" ]; then
     printf '\n[metrics]\nenabled = false\n\n[dashboard]\nenabled = false\n' >>"$file"
   else

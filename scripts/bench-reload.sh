@@ -94,20 +94,8 @@ public = true
 [dashboard]
 enabled = false
 
-[backends.fast]
-kind = "openai"
-base_url = "http://127.0.0.1:$NGINX_PORT/json/v1"
-
-[backends.fast-sse]
-kind = "openai"
-base_url = "http://127.0.0.1:$NGINX_PORT/sse/v1"
-
-[deployments.fast]
-backends = ["fast"]
-
-[deployments.fast-sse]
-backends = ["fast-sse"]
 EOF
+  fg_bench_backends "$NGINX_PORT" >>"$TMP/ferrogate.toml.next"
   if [ "$variant" = 1 ]; then
     cat >>"$TMP/ferrogate.toml.next" <<EOF
 

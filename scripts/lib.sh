@@ -135,6 +135,23 @@ fg_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# fg_bench_backends NGINX_PORT [DEPLOYMENT_LINES]: the gateway config of the benchmarks that put
+# nginx's static OpenAI answers (bench/nginx/upstream.conf.template) behind it — backends `fast`
+# (JSON) and `fast-sse` (streamed) and a deployment of each name, every deployment with
+# DEPLOYMENT_LINES (TOML lines, e.g. its concurrency) appended. Printed on stdout.
+fg_bench_backends() {
+  local port="$1" extra="${2:-}" name
+  for name in fast fast-sse; do
+    printf '[backends.%s]\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/%s/v1"\n\n' \
+      "$name" "$port" "$([ "$name" = fast ] && echo json || echo sse)"
+  done
+  for name in fast fast-sse; do
+    printf '[deployments.%s]\nbackends = ["%s"]\n' "$name" "$name"
+    [ -z "$extra" ] || printf '%s\n' "$extra"
+    printf '\n'
+  done
+}
+
 # fg_wait_http URL SECONDS [PID]: poll URL until it answers 2xx; fail early if PID dies.
 fg_wait_http() {
   local url="$1" secs="$2" pid="${3:-}" deadline
