@@ -193,50 +193,16 @@ fn timestamp(w: &mut Writer<'_>, now: std::time::SystemTime) -> fmt::Result {
     w.write_char('Z')
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.` of `secs` after 1970 (UTC), or `None` past the year 9999.
+/// `YYYY-MM-DDTHH:MM:SS.` of `secs` after 1970 (UTC), or `None` past the year 9999: the
+/// protocol crate's RFC 3339 writer (Ollama's `created_at`, the same shape), cut at the second.
 fn second_text(secs: u64) -> Option<[u8; 20]> {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil(i64::try_from(days).ok()?);
-    if year > 9999 {
+    /// 9999-12-31T23:59:59Z.
+    const LAST: u64 = 253_402_300_799;
+    if secs > LAST {
         return None;
     }
-    let mut out = [0u8; 20];
-    let mut put = |at: usize, value: u64, width: usize| {
-        let mut v = value;
-        for i in (at..at + width).rev() {
-            if let Some(d) = out.get_mut(i) {
-                *d = b'0' + (v % 10) as u8;
-            }
-            v /= 10;
-        }
-    };
-    put(0, u64::try_from(year).ok()?, 4);
-    put(5, month, 2);
-    put(8, day, 2);
-    put(11, rem / 3600, 2);
-    put(14, rem / 60 % 60, 2);
-    put(17, rem % 60, 2);
-    for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.')] {
-        if let Some(d) = out.get_mut(i) {
-            *d = c;
-        }
-    }
-    Some(out)
-}
-
-/// The proleptic Gregorian date (year, month, day) of `days` after 1970-01-01: Howard Hinnant's
-/// `civil_from_days` (<https://howardhinnant.github.io/date_algorithms.html>).
-fn civil(days: i64) -> (i64, u64, u64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month.unsigned_abs(), day.unsigned_abs())
+    let text = ferrogate_protocol::ollama::front::rfc3339(std::time::Duration::from_secs(secs));
+    text.as_bytes().get(..20)?.try_into().ok()
 }
 
 #[cfg(test)]
@@ -401,11 +367,11 @@ mod tests {
 
     #[test]
     fn the_calendar_agrees_with_a_calendar_library_every_day_for_ten_thousand_years() {
-        let mut day = 0i64;
+        let mut day = 0u64;
         while day < 2_932_897 {
-            let date = time::OffsetDateTime::from_unix_timestamp(day * 86_400).unwrap().date();
-            let expected = (i64::from(date.year()), u64::from(u8::from(date.month())), u64::from(date.day()));
-            assert_eq!(civil(day), expected, "day {day}");
+            let date = time::OffsetDateTime::from_unix_timestamp(i64::try_from(day * 86_400).unwrap()).unwrap().date();
+            let expected = format!("{:04}-{:02}-{:02}T00:00:00.", date.year(), u8::from(date.month()), date.day());
+            assert_eq!(second_text(day * 86_400).unwrap(), expected.as_bytes(), "day {day}");
             day += 1;
         }
     }
