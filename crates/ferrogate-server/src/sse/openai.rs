@@ -46,13 +46,21 @@ impl Encoder {
         }
     }
 
+    /// The stream's chat chunk with `delta` (and the log probabilities not yet sent): the JSON of
+    /// [`chat_chunk`], written from borrowed fields — every token of a decoded stream comes here.
     fn chat_chunk(&mut self, delta: Delta, finish: Option<FinishReason>) -> Bytes {
-        let mut chunk = chat_chunk(&self.id, self.created, &self.model, delta, finish, self.include_usage);
-        if !self.logprobs.is_empty() {
+        let logprobs = (!self.logprobs.is_empty()).then(|| {
             let content = std::mem::take(&mut self.logprobs);
-            chunk.choices[0].logprobs = Some(serde_json::json!({ "content": content, "refusal": null }));
-        }
-        json_frame(&chunk)
+            serde_json::json!({ "content": content, "refusal": null })
+        });
+        json_frame(&ChunkView {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: [ChoiceView { index: 0, delta: &delta, logprobs, finish_reason: finish }],
+            usage: self.include_usage.then_some(None),
+        })
     }
 
     fn text_chunk(&self, text: String, finish: Option<FinishReason>) -> Bytes {
@@ -167,6 +175,27 @@ impl Frames for Encoder {
     }
 }
 
+/// [`ChatCompletionChunk`]'s JSON with one choice, from borrowed fields.
+#[derive(serde::Serialize)]
+struct ChunkView<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [ChoiceView<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<Usage>>,
+}
+
+/// [`ChunkChoice`]'s JSON, the delta borrowed.
+#[derive(serde::Serialize)]
+struct ChoiceView<'a> {
+    index: u32,
+    delta: &'a Delta,
+    logprobs: Option<Value>,
+    finish_reason: Option<FinishReason>,
+}
+
 /// The final usage chunk: empty `choices`, the stream's `usage` (borrowed: nothing copied).
 #[derive(serde::Serialize)]
 struct UsageChunk<'a> {
@@ -269,6 +298,32 @@ mod tests {
         let v = frame_json(&e.raw(&chunk(&json)).unwrap());
         assert!(v.get("usage").is_none(), "{v}");
         assert_eq!(v["choices"][0]["delta"]["content"], "Hi");
+    }
+
+    #[test]
+    fn the_encoders_chunks_are_the_json_of_the_typed_chunk() {
+        let deltas = [
+            Delta { role: Some(Role::Assistant), content: Some(String::new()), tool_calls: None },
+            Delta { role: None, content: Some("Hé \"x\"\n".into()), tool_calls: None },
+            Delta { role: None, content: None, tool_calls: Some(vec![serde_json::json!({"index": 0, "id": "c"})]) },
+            Delta::default(),
+        ];
+        for include_usage in [false, true] {
+            for (delta, finish) in deltas.iter().cloned().zip([None, None, None, Some(FinishReason::Stop)]) {
+                for logprobs in [false, true] {
+                    let mut e = Encoder::new(Endpoint::Chat, "r\"1", "m-1", include_usage);
+                    let mut typed = chat_chunk(&e.id, e.created, &e.model, delta.clone(), finish, include_usage);
+                    if logprobs {
+                        e.logprobs(vec![serde_json::json!({"token": "a", "logprob": -0.5})]);
+                        typed.choices[0].logprobs = Some(serde_json::json!({
+                            "content": [{"token": "a", "logprob": -0.5}], "refusal": null
+                        }));
+                    }
+                    assert_eq!(e.chat_chunk(delta.clone(), finish), json_frame(&typed), "{delta:?} {finish:?}");
+                    assert!(e.logprobs.is_empty(), "sent log probabilities are not sent again");
+                }
+            }
+        }
     }
 
     #[test]
