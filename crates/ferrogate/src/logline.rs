@@ -118,9 +118,17 @@ fn string(w: &mut impl Write, s: &str) -> fmt::Result {
 /// whole, and the plain runs between escapes are written in one piece.
 struct Escaped<'a, W: Write>(&'a mut W);
 
-/// What the JSON string needs for byte `b`: `None` when it stands as it is, `Some("")` for a
-/// control character without a short escape (written `\u00XX`).
+/// Whether byte `b` stands in a JSON string as it is (not `"`, `\` or a control character).
+const fn plain(b: u8) -> bool {
+    b >= 0x20 && b != b'"' && b != b'\\'
+}
+
+/// What the JSON string needs for byte `b`: `None` when it is [`plain`], `Some("")` for a control
+/// character without a short escape (written `\u00XX`).
 fn escape(b: u8) -> Option<&'static str> {
+    if plain(b) {
+        return None;
+    }
     Some(match b {
         b'"' => "\\\"",
         b'\\' => "\\\\",
@@ -129,8 +137,7 @@ fn escape(b: u8) -> Option<&'static str> {
         b'\t' => "\\t",
         0x08 => "\\b",
         0x0c => "\\f",
-        0..0x20 => "",
-        _ => return None,
+        _ => "",
     })
 }
 
@@ -138,25 +145,26 @@ const BLOCK: usize = 16;
 
 impl<W: Write> Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut plain = 0;
+        // The start of the run not yet written.
+        let mut from = 0;
         for (n, block) in s.as_bytes().chunks(BLOCK).enumerate() {
-            if !block.iter().fold(false, |any, &b| any | (b < 0x20 || b == b'"' || b == b'\\')) {
+            if block.iter().fold(true, |all, &b| all & plain(b)) {
                 continue;
             }
             for (j, &b) in block.iter().enumerate() {
                 let Some(short) = escape(b) else { continue };
                 let i = n * BLOCK + j;
                 // `i` is at an ASCII byte, so both slices end on character boundaries.
-                self.0.write_str(s.get(plain..i).unwrap_or_default())?;
+                self.0.write_str(s.get(from..i).unwrap_or_default())?;
                 if short.is_empty() {
                     write!(self.0, "\\u{b:04x}")?;
                 } else {
                     self.0.write_str(short)?;
                 }
-                plain = i + 1;
+                from = i + 1;
             }
         }
-        self.0.write_str(s.get(plain..).unwrap_or_default())
+        self.0.write_str(s.get(from..).unwrap_or_default())
     }
 }
 

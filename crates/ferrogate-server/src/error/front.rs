@@ -1,8 +1,8 @@
 //! One error, three shapes: every `ApiError` renders OpenAI's body, and a response to an
-//! Anthropic or Ollama route is re-rendered in that protocol's own shape by [`reshape`], which the
-//! access stage applies to every response — for
-//! errors from the pipeline and from every layer before the handler (auth 401, body 413/408,
-//! rate limits 429, drain 503, unknown routes 404, panics 500) alike.
+//! Anthropic or Ollama route is re-rendered in that protocol's own shape by [`reshape`], which
+//! the access stage applies to every response — for errors from the pipeline and from every
+//! layer before the handler (auth 401, body 413/408, rate limits 429, drain 503, unknown routes
+//! 404, panics 500) alike.
 //!
 //! - Anthropic (`/v1/messages…`): `{"type":"error","error":{"type","message"},"request_id"}`,
 //!   the type following the status (`ErrorResponse::from_openai`); the status stays the

@@ -124,9 +124,8 @@ impl Frames for Encoder {
         if self.include_usage {
             let object =
                 if self.endpoint == Endpoint::Completion { "text_completion" } else { "chat.completion.chunk" };
-            let chunk =
-                UsageChunk { id: &self.id, object, created: self.created, model: &self.model, choices: [], usage };
-            out.push(json_frame(&chunk));
+            let (id, created, model) = (&*self.id, self.created, &*self.model);
+            out.push(json_frame(&ChunkView { id, object, created, model, choices: [(); 0], usage: Some(Some(usage)) }));
         }
         out.push(Bytes::from_static(DONE_FRAME));
         out
@@ -175,14 +174,15 @@ impl Frames for Encoder {
     }
 }
 
-/// [`ChatCompletionChunk`]'s JSON with one choice, from borrowed fields.
+/// [`ChatCompletionChunk`]'s JSON from borrowed fields: one choice (`[ChoiceView; 1]`), or none
+/// (`[(); 0]`: the final usage chunk, whose `usage` is set).
 #[derive(serde::Serialize)]
-struct ChunkView<'a> {
+struct ChunkView<'a, C> {
     id: &'a str,
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: [ChoiceView<'a>; 1],
+    choices: C,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Option<Usage>>,
 }
@@ -194,17 +194,6 @@ struct ChoiceView<'a> {
     delta: &'a Delta,
     logprobs: Option<Value>,
     finish_reason: Option<FinishReason>,
-}
-
-/// The final usage chunk: empty `choices`, the stream's `usage` (borrowed: nothing copied).
-#[derive(serde::Serialize)]
-struct UsageChunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [(); 0],
-    usage: Usage,
 }
 
 /// `s` as the inside of a JSON string (escaped, without its quotes) when it needs escaping.
