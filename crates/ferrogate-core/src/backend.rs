@@ -27,8 +27,9 @@ pub struct InferenceRequest {
     pub extra: Map<String, Value>,
     /// Trace headers to forward and the engine phase recorder (observability only).
     pub obs: crate::obs::RequestObs,
-    /// The client reads OpenAI chat chunks: a backend whose upstream writes them may hand them
-    /// over as they came ([`StreamEvent::Frame`]) instead of decoding them. Streams only.
+    /// The client reads OpenAI chat completions: a backend whose upstream writes them may hand
+    /// them over as they came — a stream's chunks as [`StreamEvent::Frame`]s, a whole answer as
+    /// [`Completion::raw`] — instead of only decoding them.
     pub passthrough: bool,
 }
 
@@ -94,6 +95,9 @@ pub struct Completion {
     pub finish_reason: FinishReason,
     /// The upstream's own counts; `None` when it reported none (then counted locally).
     pub usage: Option<Usage>,
+    /// The upstream's OpenAI chat completion as it came (only when the request asked for
+    /// `passthrough`, see [`crate::chunk`]); the fields above are read from it.
+    pub raw: Option<crate::chunk::RawCompletion>,
 }
 
 /// One step of a streamed answer.

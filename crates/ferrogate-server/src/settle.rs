@@ -181,6 +181,7 @@ impl Settle {
                 logprobs: None,
                 finish_reason: reason,
                 usage: Some(usage),
+                raw: None,
             };
             if let Some((key, ttl)) = f.exact {
                 crate::pipeline::cache::fill(&self.st, key, ttl, &f.model, &whole, usage);

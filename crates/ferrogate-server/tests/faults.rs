@@ -629,6 +629,43 @@ async fn chat_chunks_pass_through_with_the_gateways_id_and_model() {
     gw.shutdown().await;
 }
 
+/// A whole OpenAI chat completion passes through as the upstream wrote it too: its vendor
+/// fields reach the client, `id` and `model` are the gateway's; an answer the gateway must
+/// rewrite (no usage: counted locally) is re-encoded.
+#[tokio::test]
+async fn a_whole_chat_completion_passes_through_with_the_gateways_id_and_model() {
+    let f = FakeUpstream::openai().await.unwrap();
+    let upstream = json!({"id": "up-1", "object": "chat.completion", "created": 7, "model": "up-model",
+        "system_fingerprint": "fp-up", "service_tier": "default",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hel\"lo\n", "reasoning_content": "hm"},
+            "logprobs": null, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6,
+            "prompt_tokens_details": {"cached_tokens": 3}}});
+    f.on(CHAT, Reply::json(200, &upstream));
+    let gw = gateway(&f, "", "").await;
+    let res =
+        gw.http.post(gw.url(CHAT)).header("x-request-id", "req-whole").json(&chat(json!({}))).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let v: Value = res.json().await.unwrap();
+    let mut expected = upstream.clone();
+    (expected["id"], expected["model"]) = (json!("chatcmpl-req-whole"), json!("m"));
+    assert_eq!(v, expected, "the upstream's answer with the gateway's id and model");
+
+    // No usage upstream: the gateway counts and writes its own answer (and its own fields only).
+    let mut bare = upstream.clone();
+    bare.as_object_mut().unwrap().remove("usage");
+    f.on(CHAT, Reply::json(200, &bare));
+    let v: Value = gw.post_json(CHAT, &chat(json!({}))).await.json().await.unwrap();
+    assert_eq!((v["model"].as_str(), v["choices"][0]["message"]["content"].as_str()), (Some("m"), Some("Hel\"lo\n")));
+    assert!(v["usage"]["completion_tokens"].as_u64().is_some_and(|n| n > 0), "{v}");
+    assert!(
+        v.get("system_fingerprint").is_none() && v["choices"][0]["message"].get("reasoning_content").is_none(),
+        "{v}"
+    );
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn stream_usage_is_the_upstreams() {
     let f = FakeUpstream::openai().await.unwrap();

@@ -48,7 +48,8 @@ impl AnswerState {
         let (finish_reason, usage) = usage_of(f);
         let logprobs = (!self.logprobs.is_empty()).then(|| std::mem::take(&mut self.logprobs));
         let text = std::mem::take(&mut self.text);
-        let whole = |text, tool_calls| Completion { text, tool_calls, logprobs, finish_reason, usage: Some(usage) };
+        let whole =
+            |text, tool_calls| Completion { text, tool_calls, logprobs, finish_reason, usage: Some(usage), raw: None };
         let Some(p) = self.parser.as_mut() else { return Ok(whole(text, None)) };
         let mut events = p.feed(&text);
         match p.finish() {

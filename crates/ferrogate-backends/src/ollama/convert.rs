@@ -221,7 +221,7 @@ pub(crate) fn parse_completion(body: &[u8]) -> Result<Completion, BackendError> 
     let (text, calls) = content(&mut line);
     let tool_calls = (!calls.is_empty()).then(|| tool_calls_from_ollama(&calls, 0, false));
     let finish_reason = finish_reason(line.done_reason.as_deref(), tool_calls.is_some());
-    Ok(Completion { text, tool_calls, logprobs: None, finish_reason, usage: usage(&line) })
+    Ok(Completion { text, tool_calls, logprobs: None, finish_reason, usage: usage(&line), raw: None })
 }
 
 /// Decodes Ollama's NDJSON stream into events as bytes arrive.

@@ -101,7 +101,15 @@ impl OpenAiBackend {
     async fn complete(&self, req: &InferenceRequest) -> Result<Completion, BackendError> {
         let (endpoint, body) = convert::request_bytes(req, false)?;
         let resp = self.http.send(self.post(endpoint, req, body)).await?;
-        convert::parse_completion(&http::read_body(resp, RESPONSE_BODY_CAP).await?)
+        let mut body = http::read_body(resp, RESPONSE_BODY_CAP).await?;
+        // A chat completion is kept as it came when the client reads chat completions too.
+        if req.passthrough && endpoint == Endpoint::Chat {
+            match super::passthrough::peek_completion(body) {
+                Ok(completion) => return Ok(completion),
+                Err(back) => body = back,
+            }
+        }
+        convert::parse_completion(&body)
     }
 
     /// Sends a streamed request; resolves once the status is known.

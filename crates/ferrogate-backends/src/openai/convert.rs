@@ -232,7 +232,7 @@ pub(crate) fn parse_completion(body: &[u8]) -> Result<Completion, BackendError> 
         None => (choice.text.unwrap_or_default(), None),
     };
     let finish_reason = finish_reason(choice.finish_reason.as_deref(), tool_calls.is_some());
-    Ok(Completion { text, tool_calls, logprobs, finish_reason, usage: wire.usage })
+    Ok(Completion { text, tool_calls, logprobs, finish_reason, usage: wire.usage, raw: None })
 }
 
 fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> FinishReason {
@@ -616,6 +616,7 @@ mod tests {
             logprobs: None,
             finish_reason: FinishReason::Stop,
             usage: Some(Usage::new(1, 1, None)),
+            raw: None,
         };
         assert_eq!(completion_events(c).len(), 3);
     }

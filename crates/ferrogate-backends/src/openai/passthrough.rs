@@ -1,22 +1,29 @@
-//! SSE passthrough, the reading half (pure): an upstream chat chunk becomes a [`RawChunk`] —
-//! its JSON kept as received, with the byte ranges of `id`, `model` and the content, whether it
-//! has tool calls, and its finish reason — after one borrowing parse that copies nothing. The
-//! stream's usage chunk (no choices, a `usage` object) is read in the same pass.
+//! Passthrough, the reading half (pure): an upstream chat chunk becomes a [`RawChunk`] — its
+//! JSON kept as received, with the byte ranges of `id`, `model` and the content, whether it has
+//! tool calls, and its finish reason — after one borrowing parse that copies nothing. The
+//! stream's usage chunk (no choices, a `usage` object) is read in the same pass. A whole chat
+//! completion becomes a [`Completion`] with its body kept as a [`RawCompletion`], read the same
+//! way.
 //!
 //! Invariant: only a plain chunk passes (see `ferrogate_core::chunk`): one choice of index 0, no
 //! usage, no log probabilities, no escapes in `id`/`model`/`finish_reason`, a finish reason that
-//! is already OpenAI's word. Anything else is handed back and decoded as before, so usage
-//! accounting, error events and finish-reason mapping stay exactly as they were.
+//! is already OpenAI's word. A whole answer passes as a `chat.completion` with one choice of index
+//! 0, its `usage`, no log probabilities, an `id` and a `model` without escapes and one of
+//! OpenAI's finish reasons.
+//! Anything else is handed back and decoded as before, so usage accounting, error events and
+//! finish-reason mapping stay exactly as they were.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use ferrogate_core::chunk::{ChunkText, RawChunk};
+use ferrogate_core::Completion;
+use ferrogate_core::chunk::{ChunkText, RawChunk, RawCompletion};
 use ferrogate_protocol::openai::{FinishReason, Usage};
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 /// What the passthrough reads of a chunk; every string borrowed from the chunk's text.
 #[derive(Deserialize)]
@@ -168,6 +175,73 @@ fn read(json: &str) -> Option<Peeked> {
     }))
 }
 
+/// What the passthrough reads of a whole chat completion.
+#[derive(Deserialize)]
+struct WholePeek<'a> {
+    #[serde(borrow)]
+    id: &'a str,
+    #[serde(borrow)]
+    model: &'a str,
+    /// `chat.completion`: an answer labelled otherwise (or not at all) is re-encoded as one.
+    #[serde(borrow, default)]
+    object: &'a str,
+    #[serde(borrow)]
+    choices: Listed<WholeChoice<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct WholeChoice<'a> {
+    #[serde(default)]
+    index: u32,
+    #[serde(borrow)]
+    message: WholeMessage<'a>,
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a str>,
+    #[serde(default, deserialize_with = "present")]
+    logprobs: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct WholeMessage<'a> {
+    #[serde(borrow, default)]
+    content: Option<Text<'a>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+}
+
+/// A whole chat completion read for passing through, with its body kept; or the body back when
+/// it must be decoded (see the module's invariant).
+pub(crate) fn peek_completion(body: Vec<u8>) -> Result<Completion, Vec<u8>> {
+    let json = String::from_utf8(body).map_err(|e| e.into_bytes())?;
+    match read_whole(&json) {
+        Some((id, model, c)) => Ok(Completion { raw: Some(RawCompletion { json, id, model }), ..c }),
+        None => Err(json.into_bytes()),
+    }
+}
+
+fn read_whole(json: &str) -> Option<(Range<usize>, Range<usize>, Completion)> {
+    let peek: WholePeek<'_> = serde_json::from_str(json).ok()?;
+    let Listed::One(choice) = peek.choices else { return None };
+    if peek.object != "chat.completion" || choice.index != 0 || choice.logprobs == Some(true) {
+        return None;
+    }
+    // No reason (the decoder infers one) or a free-form one (the decoder maps it): decode.
+    let reason = FinishReason::from_upstream(choice.finish_reason?);
+    (Some(reason.as_str()) == choice.finish_reason).then_some(())?;
+    let completion = Completion {
+        text: choice.message.content.map(|t| t.0.into_owned()).unwrap_or_default(),
+        tool_calls: choice.message.tool_calls.filter(|c| !c.is_empty()),
+        logprobs: None,
+        finish_reason: reason,
+        // None: counted locally, and the gateway's own usage is written: decode.
+        usage: Some(peek.usage?),
+        raw: None,
+    };
+    Some((span(json, peek.id)?, span(json, peek.model)?, completion))
+}
+
 /// The byte range of the one `"usage":null` member of `json` (whose top-level `usage` is
 /// `null`) with one adjacent comma; `None` unless exactly one such member is found. A `"usage"`
 /// with its quotes unescaped can only be a key (inside a string, quotes are escaped).
@@ -245,6 +319,57 @@ mod tests {
         assert!(c.tool_calls && c.has_content());
         let c = raw(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#).unwrap();
         assert!(!c.has_content());
+    }
+
+    const WHOLE: &str = r#"{"id":"chatcmpl-up","object":"chat.completion","created":7,"model":"up-model","system_fingerprint":"fp","choices":[{"index":0,"message":{"role":"assistant","content":"Hi\nthere","reasoning_content":"r"},"logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+
+    #[test]
+    fn a_whole_answer_passes_with_its_spans_and_fields() {
+        let c = peek_completion(WHOLE.as_bytes().to_vec()).unwrap();
+        let raw = c.raw.clone().unwrap();
+        assert_eq!(raw.json, WHOLE);
+        assert_eq!((&raw.json[raw.id.clone()], &raw.json[raw.model.clone()]), ("chatcmpl-up", "up-model"));
+        assert_eq!(
+            (c.text.as_str(), c.finish_reason, c.tool_calls.is_none()),
+            ("Hi\nthere", FinishReason::Length, true)
+        );
+        assert_eq!(c.usage, Some(Usage::new(3, 2, None)));
+        // What the decoder makes of the same body, but for the body kept.
+        assert_eq!(Completion { raw: None, ..c }, super::super::convert::parse_completion(WHOLE.as_bytes()).unwrap());
+    }
+
+    #[test]
+    fn a_whole_answer_with_tool_calls_passes_with_them_decoded() {
+        let json = r#"{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+        let c = peek_completion(json.as_bytes().to_vec()).unwrap();
+        assert_eq!(
+            (c.text.as_str(), c.tool_calls.map(|t| t.len()), c.finish_reason),
+            ("", Some(1), FinishReason::ToolCalls)
+        );
+    }
+
+    #[test]
+    fn whole_answers_the_decoder_must_read_are_handed_back() {
+        let with = |from: &str, to: &str| {
+            assert!(WHOLE.contains(from), "{from}");
+            WHOLE.replacen(from, to, 1)
+        };
+        let back =
+            |json: String| peek_completion(json.clone().into_bytes()).err().map(String::from_utf8) == Some(Ok(json));
+        assert!(back(with(r#","usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}"#, "")), "no usage");
+        assert!(back(with(r#""finish_reason":"length""#, r#""finish_reason":"eos""#)), "free-form reason");
+        assert!(back(with(r#""finish_reason":"length""#, r#""finish_reason":null"#)), "no reason");
+        assert!(back(with(r#""logprobs":null"#, r#""logprobs":{"content":[]}"#)), "log probabilities");
+        assert!(back(with(r#""id":"chatcmpl-up""#, r#""id":"a"b""#)), "escaped id");
+        assert!(back(with(r#""model":"up-model","#, "")), "no model");
+        assert!(back(with(r#""object":"chat.completion","#, "")), "no object");
+        assert!(back(with(r#""chat.completion""#, r#""text_completion""#)), "another object");
+        assert!(back(with(r#""index":0"#, r#""index":1"#)), "another choice");
+        let two = with(r#"}],"usage""#, r#"},{"index":1,"message":{"content":"b"},"finish_reason":"stop"}],"usage""#);
+        assert!(back(two), "several choices");
+        assert!(back(r#"{"error":{"message":"overloaded"}}"#.to_owned()), "an error object");
+        let bad = vec![b'{', 0xff, b'}'];
+        assert_eq!(peek_completion(bad.clone()).err(), Some(bad), "not UTF-8");
     }
 
     #[test]

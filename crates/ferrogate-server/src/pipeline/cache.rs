@@ -102,6 +102,7 @@ pub fn completion(e: &CachedCompletion) -> Completion {
         logprobs: None,
         finish_reason: e.finish_reason,
         usage: Some(e.usage),
+        raw: None,
     }
 }
 

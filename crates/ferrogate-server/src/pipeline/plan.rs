@@ -62,9 +62,10 @@ pub fn chat(st: &AppState, cx: &RequestCx, r: ChatCompletionRequest, endpoint: E
         return Err(ApiError::invalid(Some("logprobs".into()), msg));
     }
     (plan.stream, plan.include_usage, plan.prompt_estimate) = (stream, include_usage, prompt_estimate);
-    // An OpenAI chat stream may take the upstream's chunks as they came (SSE passthrough);
-    // log probabilities are re-framed by the encoder, so they take the decoded path.
-    plan.req.passthrough = stream && endpoint == Endpoint::Chat && !wants_logprobs(&plan.req.extra);
+    // An OpenAI chat answer may be the upstream's as it came (its stream's chunks, its whole
+    // completion: passthrough); log probabilities are re-framed by the encoder, so they take the
+    // decoded path.
+    plan.req.passthrough = endpoint == Endpoint::Chat && !wants_logprobs(&plan.req.extra);
     Ok(plan)
 }
 

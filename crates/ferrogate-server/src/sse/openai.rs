@@ -3,7 +3,7 @@
 //! `data: {"error": …}` event and `[DONE]`.
 
 use bytes::Bytes;
-use ferrogate_core::chunk::RawChunk;
+use ferrogate_core::chunk::{RawChunk, escaped, splice};
 use ferrogate_protocol::openai::{
     ChatCompletionChunk, ChunkChoice, CompletionChoice, Delta, FinishReason, Role, Usage, unix_now,
 };
@@ -154,18 +154,11 @@ impl Frames for Encoder {
         if !self.include_usage && chunk.usage_key {
             edits[2] = (chunk.usage_span.clone()?, "");
         }
-        edits.sort_by_key(|(r, _)| r.start);
         let add_usage = self.include_usage && !chunk.usage_key;
         let body_end = if add_usage { json.trim_end().strip_suffix('}')?.len() } else { json.len() };
         let mut out = Vec::with_capacity(json.len() + id.len() + model.len() + 32);
         out.extend_from_slice(b"data: ");
-        let mut at = 0;
-        for (range, with) in edits.iter().filter(|(r, _)| r.end > 0) {
-            out.extend_from_slice(json.get(at..range.start)?.as_bytes());
-            out.extend_from_slice(with.as_bytes());
-            at = range.end;
-        }
-        out.extend_from_slice(json.get(at..body_end)?.as_bytes());
+        splice(json.get(..body_end)?, &mut edits, &mut out)?;
         if add_usage {
             out.extend_from_slice(br#","usage":null}"#);
         }
@@ -194,15 +187,6 @@ struct ChoiceView<'a> {
     delta: &'a Delta,
     logprobs: Option<Value>,
     finish_reason: Option<FinishReason>,
-}
-
-/// `s` as the inside of a JSON string (escaped, without its quotes) when it needs escaping.
-fn escaped(s: &str) -> Option<String> {
-    if !s.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
-        return None;
-    }
-    let quoted = serde_json::to_string(s).unwrap_or_default();
-    Some(quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default().to_owned())
 }
 
 /// One chat chunk of choice 0 (also the pivot the other front protocols translate from).
