@@ -138,10 +138,19 @@ async fn three_replicas_one_with_a_skewed_clock_share_limits_budgets_revocations
         assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "round {round}: {statuses:?}");
         served += statuses.iter().filter(|s| **s == 200).count() as i64;
     }
-    tokio::time::sleep(Duration::from_millis(800)).await; // the ledgers flush every 100 ms
-    let rows: Vec<_> =
-        db.ledger().await.into_iter().filter(|r| r.key_id.as_deref() == Some(budget_key_id.as_str())).collect();
-    let used: i64 = rows.iter().filter(|r| r.http_status == 200).map(|r| r.prompt_tokens + r.completion_tokens).sum();
+    // The ledgers flush every 100 ms, from a thread of idle priority: on a loaded machine a flush
+    // waits for a free CPU, so the rows are waited for (up to 20 s), not assumed after a sleep.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let used = loop {
+        let rows: Vec<_> =
+            db.ledger().await.into_iter().filter(|r| r.key_id.as_deref() == Some(budget_key_id.as_str())).collect();
+        let used: i64 =
+            rows.iter().filter(|r| r.http_status == 200).map(|r| r.prompt_tokens + r.completion_tokens).sum();
+        if used >= served * USED || std::time::Instant::now() > deadline {
+            break used;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(used, served * USED, "one ledger row per answer");
     // The reservation of one request: its prompt estimate (a few tokens) + max_tokens.
     assert!(used <= budget + MAX_TOKENS as i64 + 16, "fleet spent {used} of a {budget}-token budget");

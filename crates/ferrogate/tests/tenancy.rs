@@ -124,11 +124,19 @@ async fn cli_round_trip_and_no_plaintext_key_in_database_or_logs() {
     let tenants = stdout(&cli(&url, &["tenants", "list"]));
     assert!(tenants.contains("acme") && tenants.contains("tokens_per_day=1000"), "{tenants}");
 
-    tokio::time::sleep(Duration::from_millis(500)).await; // one ledger flush
+    // The ledger flushes from a thread of idle priority: on a loaded machine a flush waits for a
+    // free CPU, so the rows are waited for (up to 20 s), not assumed after a sleep.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let report: Value = serde_json::from_slice(&cli(&url, &["usage", "--by", "tenant", "--json"]).stdout).unwrap();
+        if report["data"][0]["requests"].as_u64() >= Some(3) || std::time::Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(report["data"][0]["requests"], 3, "three requests were served: {report}");
     let table = stdout(&cli(&url, &["usage", "--by", "key", "--since", "24h"]));
     assert!(table.contains("REQUESTS") && table.contains(&first[..11]) && table.contains("TOTAL"), "{table}");
-    let report: Value = serde_json::from_slice(&cli(&url, &["usage", "--by", "tenant", "--json"]).stdout).unwrap();
-    assert_eq!(report["data"][0]["requests"], 3, "three requests were served: {report}");
     assert_eq!(report["data"][0]["label"], "acme", "{report}");
     let csv = stdout(&cli(&url, &["usage", "--by", "model", "--csv"]));
     assert!(csv.starts_with("group,label,requests,") && csv.contains("\nm,,3,"), "{csv}");
