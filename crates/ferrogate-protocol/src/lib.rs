@@ -21,6 +21,7 @@
 //! not express fail with [`ResponseError`] (→ 502).
 
 pub mod anthropic;
+pub mod calendar;
 pub mod error;
 pub mod lines;
 pub mod ollama;
