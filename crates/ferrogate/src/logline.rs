@@ -1,7 +1,7 @@
 //! The JSON log line (`[log] format = "json"`, the default): one object per event with its
 //! timestamp, level, the event's own fields and its target — the shape of tracing-subscriber's
-//! `json().flatten_event(true)`, key for key and in the same order, written straight into the
-//! line's buffer.
+//! `json().flatten_event(true)`, key for key and in the same order, made in a `String` the
+//! thread keeps and handed to the library's buffer in one write.
 //!
 //! Why not tracing-subscriber's JSON format: it drives a serde serializer through an `io::Write`
 //! adaptor over the line's `fmt::Write`, which checks every fragment it is handed for valid
