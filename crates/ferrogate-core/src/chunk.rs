@@ -11,10 +11,12 @@
 //! Invariant: a raw chunk carries one choice of index 0, no usage (a `usage` key, if any, is
 //! `null`), no log probabilities, no error, and a finish reason only when it is one of OpenAI's
 //! own words: anything else is decoded into ordinary `StreamEvent`s by the backend instead.
-//! A raw completion is a `chat.completion` with one choice of index 0, the upstream's usage, no log probabilities
-//! and one of OpenAI's own finish reasons; anything else is decoded and re-encoded.
-//! A front that does not speak OpenAI chat chunks re-frames it from its text, tool calls
-//! ([`RawChunk::decode_tool_calls`]) and finish reason.
+//! A front that does not speak OpenAI chat chunks re-frames a raw chunk from its text, tool
+//! calls ([`RawChunk::decode_tool_calls`]) and finish reason.
+//!
+//! A raw completion is a `chat.completion` with one choice of index 0, the upstream's usage, no
+//! log probabilities and one of OpenAI's own finish reasons; anything else is decoded and
+//! re-encoded. Fronts other than OpenAI chat use the `Completion`'s fields and ignore it.
 
 use std::ops::Range;
 

@@ -228,8 +228,11 @@ fn read_whole(json: &str) -> Option<(Range<usize>, Range<usize>, Completion)> {
         return None;
     }
     // No reason (the decoder infers one) or a free-form one (the decoder maps it): decode.
-    let reason = FinishReason::from_upstream(choice.finish_reason?);
-    (Some(reason.as_str()) == choice.finish_reason).then_some(())?;
+    let written = choice.finish_reason?;
+    let reason = FinishReason::from_upstream(written);
+    if reason.as_str() != written {
+        return None;
+    }
     let completion = Completion {
         text: choice.message.content.map(|t| t.0.into_owned()).unwrap_or_default(),
         tool_calls: choice.message.tool_calls.filter(|c| !c.is_empty()),
