@@ -74,7 +74,10 @@ pub(crate) struct ClientSettings<'a> {
     pub ca_file: Option<&'a std::path::Path>,
 }
 
-type Direct = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Direct = Client<Origin, Full<Bytes>>;
+
+/// The authority of a cleartext HTTP/1 backend's request URIs (see [`Origin`]).
+const POOL_KEY: &str = "u";
 
 // One per backend, built once: the common variant stays inline rather than behind a Box.
 #[allow(clippy::large_enum_variant)]
@@ -96,6 +99,8 @@ pub(crate) struct Upstream {
     headers: HeaderMap,
     /// `http2_prior_knowledge`: named in the error when a connection closes unanswered.
     http2_only: bool,
+    /// Request URIs carry [`POOL_KEY`] as their authority (see [`Origin`]).
+    short_key: bool,
 }
 
 /// One request being built: method, URI, headers, body.
@@ -104,15 +109,32 @@ pub(crate) struct Call(Request<Bytes>);
 impl Upstream {
     pub(crate) fn new(s: &ClientSettings<'_>) -> Result<Self, String> {
         let headers = default_headers(s)?;
-        let transport = if s.proxy.is_some() || has_credentials(s.base_url) {
-            Transport::Proxied(proxied(s)?)
+        let (transport, short_key) = if s.proxy.is_some() || has_credentials(s.base_url) {
+            (Transport::Proxied(proxied(s)?), false)
         } else if s.http2_prior_knowledge && s.http2_connections > 1 {
-            let clients = (0..s.http2_connections).map(|_| direct(s)).collect::<Result<_, _>>()?;
-            Transport::Spread { clients, next: AtomicUsize::new(0) }
+            let clients = (0..s.http2_connections).map(|_| direct(s, None)).collect::<Result<_, _>>()?;
+            (Transport::Spread { clients, next: AtomicUsize::new(0) }, false)
         } else {
-            Transport::Direct(direct(s)?)
+            // Cleartext HTTP/1 with the `Host` header set once per backend: nothing on the wire
+            // comes from the request URI's authority, so the pool may be keyed by a short one.
+            let origin =
+                (headers.contains_key(header::HOST) && host_header(s).is_some()).then(|| origin(s.base_url)).flatten();
+            let short_key = origin.is_some();
+            (Transport::Direct(direct(s, origin)?), short_key)
         };
-        Ok(Self { transport, headers, http2_only: s.http2_prior_knowledge })
+        Ok(Self { transport, headers, http2_only: s.http2_prior_knowledge, short_key })
+    }
+
+    /// `base` + `path` as a request URI, parsed once per backend; for a cleartext HTTP/1
+    /// backend with [`POOL_KEY`] as its authority (see [`Origin`]).
+    pub(crate) fn uri(&self, base: &str, path: &str) -> Result<Uri, String> {
+        let full = uri(base, path)?;
+        if !self.short_key {
+            return Ok(full);
+        }
+        let mut parts = full.into_parts();
+        parts.authority = Some(http::uri::Authority::from_static(POOL_KEY));
+        Uri::from_parts(parts).map_err(|e| format!("invalid base_url '{base}': {e}"))
     }
 
     /// A request to `uri` (parsed once, when the backend was built) with the backend's headers.
@@ -199,12 +221,51 @@ pub(crate) fn is_json(resp: &Response) -> bool {
         .is_some_and(|ct| ct.starts_with("application/json"))
 }
 
-/// `base` + `path` as a request URI, parsed once per backend.
-pub(crate) fn uri(base: &str, path: &str) -> Result<Uri, String> {
+/// `base` + `path` as a request URI.
+fn uri(base: &str, path: &str) -> Result<Uri, String> {
     format!("{base}{path}").parse::<Uri>().map_err(|e| format!("invalid base_url '{base}': {e}"))
 }
 
-fn direct(s: &ClientSettings<'_>) -> Result<Direct, String> {
+/// The connector of a direct client: connects to `to` whatever the request URI names, or to the
+/// URI's own origin when `to` is `None`.
+///
+/// Why: hyper-util's pool finds a connection by hashing the request's scheme and authority with
+/// SipHash, the authority one byte at a time (`http`'s `Hash` for `Authority`), three times per
+/// request, and its map's hasher cannot be chosen: with the one-byte key a proxied JSON request
+/// costs 1.1% fewer instructions (`make bench-instructions`: SipHash ~1,800 → ~400). A client
+/// serves one backend, so its cleartext HTTP/1 requests carry the one-byte [`POOL_KEY`] as
+/// their authority and this connector dials the backend's real origin. Nothing else reads the
+/// authority there: HTTP/1 requests go out in origin form with the `Host` header the backend set
+/// once ([`host_header`]). TLS (SNI, the certificate's name, maybe HTTP/2's `:authority`) and
+/// HTTP/2 keep the real authority in the URI (`to` is `None`).
+#[derive(Clone)]
+pub(crate) struct Origin {
+    inner: HttpsConnector<HttpConnector>,
+    to: Option<Uri>,
+}
+
+impl tower::Service<Uri> for Origin {
+    type Response = <HttpsConnector<HttpConnector> as tower::Service<Uri>>::Response;
+    type Error = <HttpsConnector<HttpConnector> as tower::Service<Uri>>::Error;
+    type Future = <HttpsConnector<HttpConnector> as tower::Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let uri = self.to.clone().unwrap_or(uri);
+        self.inner.call(uri)
+    }
+}
+
+/// `base_url`'s scheme and authority (what a connector dials).
+fn origin(base_url: &str) -> Option<Uri> {
+    let uri = base_url.parse::<Uri>().ok()?;
+    Uri::builder().scheme(uri.scheme()?.clone()).authority(uri.authority()?.clone()).path_and_query("/").build().ok()
+}
+
+fn direct(s: &ClientSettings<'_>, to: Option<Uri>) -> Result<Direct, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_keepalive(Some(TCP_KEEPALIVE));
@@ -232,7 +293,7 @@ fn direct(s: &ClientSettings<'_>) -> Result<Direct, String> {
     if s.http2_prior_knowledge {
         client.http2_only(true);
     }
-    Ok(client.build(https))
+    Ok(client.build(Origin { inner: https, to }))
 }
 
 /// rustls with the public web roots (as reqwest's `rustls-tls` had) and a `ca_file`'s certificates.
@@ -442,6 +503,59 @@ mod tests {
         let timed_out_connect = Outer(std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline"));
         assert!(timed_out(&timed_out_connect));
         assert!(!timed_out(&Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))));
+    }
+
+    #[test]
+    fn only_cleartext_http1_uris_carry_the_short_pool_key() {
+        let none = BTreeMap::new();
+        let authority = |url: &str, h2: bool| {
+            let up = Upstream::new(&settings(url, &none, h2)).unwrap();
+            up.uri(url, "/chat/completions").unwrap().authority().unwrap().as_str().to_owned()
+        };
+        assert_eq!(authority("http://127.0.0.1:8000/v1", false), POOL_KEY);
+        assert_eq!(authority("https://api.example.com/v1", false), "api.example.com");
+        assert_eq!(authority("http://127.0.0.1:8000/v1", true), "127.0.0.1:8000");
+        let proxied =
+            ClientSettings { proxy: Some("http://127.0.0.1:3128"), ..settings("http://x:1/v1", &none, false) };
+        let up = Upstream::new(&proxied).unwrap();
+        assert_eq!(up.uri("http://x:1/v1", "/models").unwrap().to_string(), "http://x:1/v1/models");
+    }
+
+    /// The request as it reaches the upstream: the real origin dialed, the path and `Host` as
+    /// without the short key.
+    #[tokio::test]
+    async fn a_short_keyed_request_reaches_the_backends_origin_with_its_host() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut heads = Vec::new();
+            let (mut conn, _) = listener.accept().await.unwrap();
+            // Two requests on one kept-alive connection: the pool found it by the short key.
+            for _ in 0..2 {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0u8; 1];
+                    conn.read_exact(&mut byte).await.unwrap();
+                    head.push(byte[0]);
+                }
+                heads.push(String::from_utf8(head).unwrap().to_ascii_lowercase());
+                conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+            }
+            heads
+        });
+        let none = BTreeMap::new();
+        let base = format!("http://127.0.0.1:{port}/v1");
+        let up = Upstream::new(&settings(&base, &none, false)).unwrap();
+        let uri = up.uri(&base, "/models").unwrap();
+        for _ in 0..2 {
+            let resp = up.send(up.call(Method::GET, &uri)).await.unwrap();
+            assert_eq!(super::super::read_body(resp, 16).await.unwrap(), b"ok");
+        }
+        for head in server.await.unwrap() {
+            assert!(head.starts_with("get /v1/models http/1.1\r\n"), "{head}");
+            assert!(head.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")), "{head}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 pub(crate) use self::client::Response;
-pub(crate) use self::client::{Body, BoxError, Call, ClientSettings, Upstream, extra_roots, is_json, uri};
+pub(crate) use self::client::{Body, BoxError, Call, ClientSettings, Upstream, extra_roots, is_json};
 
 /// Longest upstream message kept in an error.
 pub(crate) const MAX_MESSAGE_CHARS: usize = 500;

@@ -76,12 +76,13 @@ impl OllamaBackend {
         })
         .map_err(|e| format!("backend '{name}': {e}"))?;
         let base = cfg.base_url.trim_end_matches('/').to_owned();
-        let parse = |e: Endpoint| http::uri(&base, e.path()).map_err(|e| format!("backend '{name}': {e}"));
+        let parse = |e: Endpoint| http.uri(&base, e.path()).map_err(|e| format!("backend '{name}': {e}"));
         Ok(Self {
             name: name.to_owned(),
-            http,
             chat_uri: parse(Endpoint::Chat)?,
             generate_uri: parse(Endpoint::Generate)?,
+            // After the URIs, which it makes.
+            http,
             base,
             timeouts: cfg.stream_timeouts(),
             health_timeout: Duration::from_millis(cfg.health_timeout_ms),
@@ -98,7 +99,7 @@ impl OllamaBackend {
 
     /// Health and embedding paths (off the chat hot path, whose URIs are parsed once).
     fn uri(&self, path: &str) -> Result<Uri, BackendError> {
-        http::uri(&self.base, path).map_err(BackendError::Internal)
+        self.http.uri(&self.base, path).map_err(BackendError::Internal)
     }
 
     async fn list(&self, path: &str) -> Result<Vec<String>, BackendError> {

@@ -75,14 +75,15 @@ impl OpenAiBackend {
         })
         .map_err(|e| format!("backend '{name}': {e}"))?;
         let base = cfg.base_url.trim_end_matches('/').to_owned();
-        let parse = |path: &str| http::uri(&base, path).map_err(|e| format!("backend '{name}': {e}"));
+        let parse = |path: &str| http.uri(&base, path).map_err(|e| format!("backend '{name}': {e}"));
         Ok(Self {
             name: name.to_owned(),
-            http,
             chat_uri: parse(Endpoint::Chat.path())?,
             completions_uri: parse(Endpoint::Completions.path())?,
             embeddings_uri: parse("/embeddings")?,
             models_uri: parse("/models")?,
+            // After the URIs, which it makes.
+            http,
             base,
             timeouts: cfg.stream_timeouts(),
             health_timeout: Duration::from_millis(cfg.health_timeout_ms),
