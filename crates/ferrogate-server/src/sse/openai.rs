@@ -27,6 +27,10 @@ pub struct Encoder {
     /// need no escaping (the common case: no copy).
     id_json: Option<String>,
     model_json: Option<String>,
+    /// `{"id":…,"object":…,"created":…,"model":…` — the start every chunk of this stream
+    /// written here shares (`object` is the endpoint's: `chat.completion.chunk`, or
+    /// `text_completion` for the legacy endpoint's usage chunk), its strings escaped once.
+    head: String,
 }
 
 impl Encoder {
@@ -34,33 +38,49 @@ impl Encoder {
         let prefix = if endpoint == Endpoint::Completion { "cmpl-" } else { "chatcmpl-" };
         let id = format!("{prefix}{request_id}");
         let (id_json, model_json) = (escaped(&id), escaped(model));
+        let created = unix_now();
+        let object = if endpoint == Endpoint::Completion { "text_completion" } else { "chat.completion.chunk" };
+        let head = head(&id, object, created, model);
         Self {
             endpoint,
             id,
-            created: unix_now(),
+            created,
             model: model.to_owned(),
             include_usage,
             logprobs: Vec::new(),
             id_json,
             model_json,
+            head,
         }
     }
 
     /// The stream's chat chunk with `delta` (and the log probabilities not yet sent): the JSON of
-    /// [`chat_chunk`], written from borrowed fields — every token of a decoded stream comes here.
+    /// [`chat_chunk`] — every token of a decoded stream comes here, so the parts that are the
+    /// same in every chunk are copied from [`Encoder::head`], not serialized again.
     fn chat_chunk(&mut self, delta: Delta, finish: Option<FinishReason>) -> Bytes {
         let logprobs = (!self.logprobs.is_empty()).then(|| {
             let content = std::mem::take(&mut self.logprobs);
             serde_json::json!({ "content": content, "refusal": null })
         });
-        json_frame(&ChunkView {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: [ChoiceView { index: 0, delta: &delta, logprobs, finish_reason: finish }],
-            usage: self.include_usage.then_some(None),
-        })
+        let text = delta.content.as_ref().map_or(0, String::len);
+        let mut out = self.frame_start(text + 96);
+        out.extend_from_slice(br#","choices":[{"index":0,"delta":"#);
+        let written = serde_json::to_writer(&mut out, &delta)
+            .and_then(|()| push_json(&mut out, br#","logprobs":"#, &logprobs))
+            .and_then(|()| push_json(&mut out, br#","finish_reason":"#, &finish));
+        out.extend_from_slice(b"}]");
+        if self.include_usage {
+            out.extend_from_slice(br#","usage":null"#);
+        }
+        frame_end(out, written)
+    }
+
+    /// `data: ` and the stream's [`Encoder::head`], with room for `more` bytes.
+    fn frame_start(&self, more: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(6 + self.head.len() + more + 3);
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(self.head.as_bytes());
+        out
     }
 
     fn text_chunk(&self, text: String, finish: Option<FinishReason>) -> Bytes {
@@ -122,10 +142,9 @@ impl Frames for Encoder {
     fn close(&mut self, usage: Usage) -> Vec<Bytes> {
         let mut out = Vec::with_capacity(2);
         if self.include_usage {
-            let object =
-                if self.endpoint == Endpoint::Completion { "text_completion" } else { "chat.completion.chunk" };
-            let (id, created, model) = (&*self.id, self.created, &*self.model);
-            out.push(json_frame(&ChunkView { id, object, created, model, choices: [(); 0], usage: Some(Some(usage)) }));
+            let mut frame = self.frame_start(160);
+            let written = push_json(&mut frame, br#","choices":[],"usage":"#, &usage);
+            out.push(frame_end(frame, written));
         }
         out.push(Bytes::from_static(DONE_FRAME));
         out
@@ -167,26 +186,34 @@ impl Frames for Encoder {
     }
 }
 
-/// [`ChatCompletionChunk`]'s JSON from borrowed fields: one choice (`[ChoiceView; 1]`), or none
-/// (`[(); 0]`: the final usage chunk, whose `usage` is set).
-#[derive(serde::Serialize)]
-struct ChunkView<'a, C> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: C,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Option<Usage>>,
+/// `{"id":…,"object":…,"created":…,"model":…` as the typed chunk's serializer writes them.
+fn head(id: &str, object: &str, created: u64, model: &str) -> String {
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+    let (id, object, model) = (quoted(id), quoted(object), quoted(model));
+    let mut head = String::with_capacity(40 + id.len() + object.len() + model.len());
+    for part in [r#"{"id":"#, &id, r#","object":"#, &object, r#","created":"#] {
+        head.push_str(part);
+    }
+    head.push_str(&created.to_string());
+    head.push_str(r#","model":"#);
+    head.push_str(&model);
+    head
 }
 
-/// [`ChunkChoice`]'s JSON, the delta borrowed.
-#[derive(serde::Serialize)]
-struct ChoiceView<'a> {
-    index: u32,
-    delta: &'a Delta,
-    logprobs: Option<Value>,
-    finish_reason: Option<FinishReason>,
+/// The frame's closing `}` and blank line; nothing (logged) if a part failed to serialize.
+fn frame_end(mut out: Vec<u8>, written: serde_json::Result<()>) -> Bytes {
+    if let Err(e) = written {
+        tracing::error!(error = %e, "failed to encode a stream frame");
+        return Bytes::new();
+    }
+    out.extend_from_slice(b"}\n\n");
+    Bytes::from(out)
+}
+
+/// `key` (a JSON fragment such as `,"usage":`) and `value` as JSON.
+fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, key: &[u8], value: &T) -> serde_json::Result<()> {
+    out.extend_from_slice(key);
+    serde_json::to_writer(out, value)
 }
 
 /// One chat chunk of choice 0 (also the pivot the other front protocols translate from).
@@ -306,6 +333,16 @@ mod tests {
             let mut e = Encoder::new(endpoint, "r1", "m\"1", true);
             let frames = e.close(Usage::new(5, 4, None));
             assert_eq!(frames.len(), 2);
+            let typed = ChatCompletionChunk {
+                id: e.id.clone(),
+                object: object.into(),
+                created: e.created,
+                model: e.model.clone(),
+                choices: Vec::new(),
+                usage: Some(Some(Usage::new(5, 4, None))),
+                system_fingerprint: None,
+            };
+            assert_eq!(frames[0], json_frame(&typed), "the typed chunk's JSON, byte for byte");
             let v = frame_json(&frames[0]);
             assert_eq!((v["object"].as_str(), v["model"].as_str()), (Some(object), Some("m\"1")));
             assert!(v["id"].as_str().unwrap().ends_with("-r1"));
