@@ -78,6 +78,24 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
     gw.shutdown().await;
 }
 
+/// The idle deadline counts from the last request's end: a connection that keeps asking more
+/// often than the idle timeout stays open past it, and closes once it stops asking.
+#[tokio::test]
+async fn a_connection_in_use_outlives_the_idle_timeout_and_closes_after_its_last_request() {
+    let gw = gateway("idle_timeout_secs = 1\nheader_read_timeout_secs = 30").await;
+    let mut c = TcpStream::connect(gw.addr).await.unwrap();
+    let start = Instant::now();
+    for _ in 0..5 {
+        assert!(get_health(&mut c).await.starts_with("HTTP/1.1 200"), "still open {:?} in", start.elapsed());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    assert!(start.elapsed() > Duration::from_millis(2_400), "asked past the idle timeout");
+    assert!(get_health(&mut c).await.starts_with("HTTP/1.1 200"));
+    let (_, after) = closed_within(&mut c, Duration::from_secs(5)).await;
+    assert!(after >= Duration::from_millis(800), "not before the timeout: {after:?}");
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_body_trickled_slowly_is_cut_with_408() {
     let gw = gateway("body_read_timeout_secs = 1").await;
