@@ -18,6 +18,7 @@ use ferrogate_core::Completion;
 use ferrogate_protocol::openai::{FinishReason, Usage};
 
 use crate::error::ApiError;
+use crate::limits::client_ip::IpText;
 use crate::limits::reservation::RateReservation;
 use crate::observability::SettleObs;
 use crate::request::Endpoint;
@@ -265,6 +266,7 @@ pub fn emit(st: &AppState, r: &RequestRecord<'_>, metered: bool, trace_id: Optio
 /// backend; `request rejected` (info) or `request failed` (warn, a 5xx that is not load
 /// shedding) for one that did not.
 fn log_line(r: &RequestRecord<'_>, trace_id: Option<&str>) {
+    let ip = IpText::new(r.client_ip);
     let key = r.caller.and_then(|c| c.principal.key()).map(|k| k.key.prefix.as_str());
     let latency_ms = r.duration.as_secs_f64() * 1000.0;
     let (outcome, error) = (r.outcome.label(), r.outcome.cause());
@@ -277,10 +279,25 @@ fn log_line(r: &RequestRecord<'_>, trace_id: Option<&str>) {
         macro_rules! settled {
             ($level:ident) => {
                 tracing::$level!(
-                    request_id = r.request_id, client_ip = %r.client_ip, endpoint = r.endpoint.as_str(),
-                    model = r.deployment, backend, key, stream = r.stream, outcome, error, prompt_tokens,
-                    cached_tokens = r.usage.cached_tokens(), completion_tokens, latency_ms, ttft_ms, trace_id,
-                    tenant = r.tenant, status = r.status, guardrails = r.guardrails, "request settled"
+                    request_id = r.request_id,
+                    client_ip = ip.as_str(),
+                    endpoint = r.endpoint.as_str(),
+                    model = r.deployment,
+                    backend,
+                    key,
+                    stream = r.stream,
+                    outcome,
+                    error,
+                    prompt_tokens,
+                    cached_tokens = r.usage.cached_tokens(),
+                    completion_tokens,
+                    latency_ms,
+                    ttft_ms,
+                    trace_id,
+                    tenant = r.tenant,
+                    status = r.status,
+                    guardrails = r.guardrails,
+                    "request settled"
                 )
             };
         }
@@ -290,13 +307,31 @@ fn log_line(r: &RequestRecord<'_>, trace_id: Option<&str>) {
     }
     if failed && r.status >= 500 {
         tracing::warn!(
-            request_id = r.request_id, client_ip = %r.client_ip, endpoint = r.endpoint.as_str(), status = r.status,
-            model = r.deployment, key, latency_ms, error.code = code, error.cause = error, trace_id, "request failed"
+            request_id = r.request_id,
+            client_ip = ip.as_str(),
+            endpoint = r.endpoint.as_str(),
+            status = r.status,
+            model = r.deployment,
+            key,
+            latency_ms,
+            error.code = code,
+            error.cause = error,
+            trace_id,
+            "request failed"
         );
     } else {
         tracing::info!(
-            request_id = r.request_id, client_ip = %r.client_ip, endpoint = r.endpoint.as_str(), status = r.status,
-            model = r.deployment, key, outcome, latency_ms, error.code = code, error.cause = error, trace_id,
+            request_id = r.request_id,
+            client_ip = ip.as_str(),
+            endpoint = r.endpoint.as_str(),
+            status = r.status,
+            model = r.deployment,
+            key,
+            outcome,
+            latency_ms,
+            error.code = code,
+            error.cause = error,
+            trace_id,
             "request rejected"
         );
     }
