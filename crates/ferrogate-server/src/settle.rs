@@ -305,34 +305,19 @@ fn log_line(r: &RequestRecord<'_>, trace_id: Option<&str>) {
         // errors are not.
         return if failed { settled!(warn) } else { settled!(info) };
     }
+    // A request that never reached a backend: failed (warn) or rejected (info, with its outcome).
+    macro_rules! unsettled {
+        ($level:ident, $message:literal $(, $outcome:ident)?) => {
+            tracing::$level!(
+                request_id = r.request_id, client_ip = ip.as_str(), endpoint = r.endpoint.as_str(), status = r.status,
+                model = r.deployment, key, $($outcome,)? latency_ms, error.code = code, error.cause = error, trace_id,
+                $message
+            )
+        };
+    }
     if failed && r.status >= 500 {
-        tracing::warn!(
-            request_id = r.request_id,
-            client_ip = ip.as_str(),
-            endpoint = r.endpoint.as_str(),
-            status = r.status,
-            model = r.deployment,
-            key,
-            latency_ms,
-            error.code = code,
-            error.cause = error,
-            trace_id,
-            "request failed"
-        );
+        unsettled!(warn, "request failed")
     } else {
-        tracing::info!(
-            request_id = r.request_id,
-            client_ip = ip.as_str(),
-            endpoint = r.endpoint.as_str(),
-            status = r.status,
-            model = r.deployment,
-            key,
-            outcome,
-            latency_ms,
-            error.code = code,
-            error.cause = error,
-            trace_id,
-            "request rejected"
-        );
+        unsettled!(info, "request rejected", outcome)
     }
 }
