@@ -4,9 +4,10 @@
 #
 # Why: a time-based A/B on a shared 2-vCPU machine moves ±10% between minutes, so a change of a
 # few per cent cannot be told from the host's drift. Callgrind counts the instructions a process
-# executes in user space — the same count for the same binary and input, whatever else the machine
-# does — so a change's effect on the per-request work shows exactly. What it does not see: the
-# kernel (syscalls, task switches; 30–45% of the gateway's CPU in perf) and what an instruction
+# executes in user space — the same count for the same binary and input within ~1.5% (timers and
+# once-a-second work land in one run or another), whatever else the machine does — so a change's
+# effect on the per-request work shows, read before and after in one run (BENCH_BASE_BIN). What it
+# does not see: the kernel (syscalls, task switches; 30–45% of the gateway's CPU in perf) and what an instruction
 # costs (cache misses, branch mispredictions). It ranks user-space work; time stays bench-ab's.
 #
 # What runs: nginx (bench/nginx/upstream.conf.template, one process, master off) serves the static
