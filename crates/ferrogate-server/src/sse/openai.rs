@@ -3,7 +3,9 @@
 //! `data: {"error": …}` event and `[DONE]`.
 
 use bytes::Bytes;
-use ferrogate_core::chunk::{RawChunk, escaped, splice};
+use std::ops::Range;
+
+use ferrogate_core::chunk::{RawChunk, splice};
 use ferrogate_protocol::openai::{
     ChatCompletionChunk, ChunkChoice, CompletionChoice, Delta, FinishReason, Role, Usage, unix_now,
 };
@@ -23,35 +25,20 @@ pub struct Encoder {
     include_usage: bool,
     /// Log probabilities not yet sent: they ride on the next chat chunk.
     logprobs: Vec<Value>,
-    /// `id` and `model` escaped for JSON, written into passed-through chunks; `None` when they
-    /// need no escaping (the common case: no copy).
-    id_json: Option<String>,
-    model_json: Option<String>,
     /// `{"id":…,"object":…,"created":…,"model":…` — the start every chunk of this stream
     /// written here shares (`object` is the endpoint's: `chat.completion.chunk`, or
     /// `text_completion` for the legacy endpoint's usage chunk), its strings escaped once.
-    head: String,
+    head: Head,
 }
 
 impl Encoder {
     pub fn new(endpoint: Endpoint, request_id: &str, model: &str, include_usage: bool) -> Self {
         let prefix = if endpoint == Endpoint::Completion { "cmpl-" } else { "chatcmpl-" };
         let id = format!("{prefix}{request_id}");
-        let (id_json, model_json) = (escaped(&id), escaped(model));
         let created = unix_now();
         let object = if endpoint == Endpoint::Completion { "text_completion" } else { "chat.completion.chunk" };
         let head = head(&id, object, created, model);
-        Self {
-            endpoint,
-            id,
-            created,
-            model: model.to_owned(),
-            include_usage,
-            logprobs: Vec::new(),
-            id_json,
-            model_json,
-            head,
-        }
+        Self { endpoint, id, created, model: model.to_owned(), include_usage, logprobs: Vec::new(), head }
     }
 
     /// The stream's chat chunk with `delta` (and the log probabilities not yet sent): the JSON of
@@ -77,9 +64,9 @@ impl Encoder {
 
     /// `data: ` and the stream's [`Encoder::head`], with room for `more` bytes.
     fn frame_start(&self, more: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(6 + self.head.len() + more + 3);
+        let mut out = Vec::with_capacity(6 + self.head.text.len() + more + 3);
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(self.head.as_bytes());
+        out.extend_from_slice(self.head.text.as_bytes());
         out
     }
 
@@ -167,8 +154,9 @@ impl Frames for Encoder {
             return None;
         }
         let json = chunk.json.as_str();
-        let id = self.id_json.as_deref().unwrap_or(&self.id);
-        let model = self.model_json.as_deref().unwrap_or(&self.model);
+        // The escaped id and model, as the head has them (inside their quotes).
+        let id = self.head.text.get(self.head.id.clone())?;
+        let model = self.head.text.get(self.head.model.clone())?;
         let mut edits = [(chunk.id.clone()?, id), (chunk.model.clone()?, model), (0..0, "")];
         if !self.include_usage && chunk.usage_key {
             edits[2] = (chunk.usage_span.clone()?, "");
@@ -186,18 +174,29 @@ impl Frames for Encoder {
     }
 }
 
-/// `{"id":…,"object":…,"created":…,"model":…` as the typed chunk's serializer writes them.
-fn head(id: &str, object: &str, created: u64, model: &str) -> String {
+/// `{"id":…,"object":…,"created":…,"model":…` as the typed chunk's serializer writes them, and
+/// where the escaped id and model lie in it (what passed-through chunks get spliced in).
+struct Head {
+    text: String,
+    id: Range<usize>,
+    model: Range<usize>,
+}
+
+fn head(id: &str, object: &str, created: u64, model: &str) -> Head {
     let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
     let (id, object, model) = (quoted(id), quoted(object), quoted(model));
-    let mut head = String::with_capacity(40 + id.len() + object.len() + model.len());
-    for part in [r#"{"id":"#, &id, r#","object":"#, &object, r#","created":"#] {
-        head.push_str(part);
+    let mut text = String::with_capacity(40 + id.len() + object.len() + model.len());
+    // The inside of a quoted string just pushed: its bytes without the quotes.
+    let inside = |text: &String, quoted: &String| text.len() - quoted.len() + 1..text.len() - 1;
+    text.push_str(r#"{"id":"#);
+    text.push_str(&id);
+    let id = inside(&text, &id);
+    for part in [r#","object":"#, &object, r#","created":"#, &created.to_string(), r#","model":"#] {
+        text.push_str(part);
     }
-    head.push_str(&created.to_string());
-    head.push_str(r#","model":"#);
-    head.push_str(&model);
-    head
+    text.push_str(&model);
+    let model = inside(&text, &model);
+    Head { text, id, model }
 }
 
 /// The frame's closing `}` and blank line; nothing (logged) if a part failed to serialize.
